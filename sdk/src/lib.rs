@@ -8,13 +8,12 @@
 //! A lead-scoring plugin in about ten lines:
 //!
 //! ```no_run
-//! use wayline_sdk::scorer::{Contact, Event, PluginInfo, ConfigProblem, ScoreChange, Scorer};
+//! use wayline_sdk::scorer::{Contact, Event, PluginInfo, ScoreChange, Scorer};
 //!
 //! struct PricingClicks;
 //!
 //! impl Scorer for PricingClicks {
 //!     fn describe() -> PluginInfo { PluginInfo::new("pricing-clicks", "1.0.0", "8 points per pricing click") }
-//!     fn validate_config(_config: String) -> Result<(), Vec<ConfigProblem>> { Ok(()) }
 //!     fn score(_config: String, _contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String> {
 //!         let clicked_pricing = event.name == "email_clicked" && event.text("link") == Some("pricing");
 //!         Ok(clicked_pricing.then(|| ScoreChange::new(8.0, "clicked pricing in an email")).into_iter().collect())
@@ -110,16 +109,54 @@ pub mod host {
     }
 }
 
+/// Make panics visible to the host: the message goes out through the log import at error level,
+/// prefixed `panic: `, just before the guest aborts, and the host reports it with the failed call.
+#[doc(hidden)]
+pub fn __install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(non-text panic payload)");
+            let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            host::log(host::Level::Error, &format!("panic: {message}{location}"));
+        }));
+    });
+}
+
 macro_rules! world_module {
-    ($(#[$doc:meta])* $module:ident, $trait_module:ident, $trait_name:ident, $export_macro:ident) => {
+    (
+        $(#[$doc:meta])* $module:ident, $export_macro:ident,
+        $(#[$trait_doc:meta])* trait $trait_name:ident {
+            $(#[$fn_doc:meta])* fn $fn_name:ident($($arg:ident: $arg_ty:ty),*) -> $ret:ty;
+        }
+    ) => {
         $(#[$doc])*
         pub mod $module {
             pub use crate::*;
-            /// Describe the plugin and check its config (exported by every plugin).
-            /// `describe`, `validate-config` and the function this kind of plugin exists for.
-            pub use crate::worlds::$module::exports::wayline::plugin::$trait_module::Guest as $trait_name;
-            /// Export your type as this plugin: `export!(YourType);` once, at the crate root.
-            pub use crate::worlds::$module::$export_macro as export;
+
+            $(#[$trait_doc])*
+            pub trait $trait_name {
+                /// Who this plugin is: name, version, the config it takes, the hosts it needs.
+                fn describe() -> PluginInfo;
+
+                /// Check a config when a journey using this plugin is published. The default
+                /// accepts any config; override it so mistakes surface at publish time.
+                fn validate_config(config: String) -> Result<(), Vec<ConfigProblem>> {
+                    let _ = config;
+                    Ok(())
+                }
+
+                $(#[$fn_doc])*
+                fn $fn_name($($arg: $arg_ty),*) -> $ret;
+            }
+
+            /// Export your type as this plugin: `export!(YourType);`, once per crate.
+            pub use crate::$export_macro as export;
         }
     };
 }
@@ -128,29 +165,182 @@ world_module!(
     /// Triggers decide whether an event enrolls a contact into a journey.
     ///
     /// Implement [`trigger::Trigger`], then `wayline_sdk::trigger::export!(YourType);`.
-    trigger, trigger, Trigger, export_trigger
+    trigger, __wayline_export_trigger,
+    /// A trigger plugin.
+    trait Trigger {
+        /// Does `event` enroll `contact`?
+        fn matches(config: String, event: Event, contact: Contact) -> Result<bool, String>;
+    }
 );
 world_module!(
     /// Conditions pick the branch a contact takes, by label.
     ///
     /// Implement [`condition::Condition`], then `wayline_sdk::condition::export!(YourType);`.
-    condition, condition, Condition, export_condition
+    condition, __wayline_export_condition,
+    /// A condition plugin.
+    trait Condition {
+        /// The label of the branch `contact` takes.
+        fn evaluate(config: String, contact: Contact, event: Option<Event>) -> Result<String, String>;
+    }
 );
 world_module!(
     /// Actions return effects that the host applies atomically.
     ///
     /// Implement [`action::Action`], then `wayline_sdk::action::export!(YourType);`.
-    action, action, Action, export_action
+    action, __wayline_export_action,
+    /// An action plugin.
+    trait Action {
+        /// The effects to apply to `contact`.
+        fn run(config: String, contact: Contact, event: Option<Event>) -> Result<Vec<Effect>, String>;
+    }
 );
 world_module!(
     /// Scorers say how an event changes a contact's score, and why.
     ///
     /// Implement [`scorer::Scorer`], then `wayline_sdk::scorer::export!(YourType);`.
-    scorer, scorer, Scorer, export_scorer
+    scorer, __wayline_export_scorer,
+    /// A scorer plugin.
+    trait Scorer {
+        /// How `event` changes `contact`'s score, one explained change per reason.
+        fn score(config: String, contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String>;
+    }
 );
 world_module!(
     /// Channels deliver one rendered message to a provider.
     ///
     /// Implement [`channel::Channel`], then `wayline_sdk::channel::export!(YourType);`.
-    channel, channel, Channel, export_channel
+    channel, __wayline_export_channel,
+    /// A channel plugin.
+    trait Channel {
+        /// Deliver `message`, or say why not in a way the host can act on.
+        fn deliver(config: String, message: Message) -> Result<Delivery, DeliveryFailure>;
+    }
 );
+
+// The export macros wrap the plugin's type in an adapter that installs the panic hook before
+// each call, then hand the adapter to wit-bindgen's generated export macro.
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wayline_export_trigger {
+    ($plugin:ty) => {
+        const _: () = {
+            struct WaylineExport;
+            impl $crate::worlds::trigger::exports::wayline::plugin::trigger::Guest for WaylineExport {
+                fn describe() -> $crate::PluginInfo {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::trigger::Trigger>::describe()
+                }
+                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::trigger::Trigger>::validate_config(config)
+                }
+                fn matches(config: String, event: $crate::Event, contact: $crate::Contact) -> Result<bool, String> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::trigger::Trigger>::matches(config, event, contact)
+                }
+            }
+            $crate::worlds::trigger::export_trigger!(WaylineExport with_types_in $crate::worlds::trigger);
+        };
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wayline_export_condition {
+    ($plugin:ty) => {
+        const _: () = {
+            struct WaylineExport;
+            impl $crate::worlds::condition::exports::wayline::plugin::condition::Guest for WaylineExport {
+                fn describe() -> $crate::PluginInfo {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::condition::Condition>::describe()
+                }
+                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::condition::Condition>::validate_config(config)
+                }
+                fn evaluate(config: String, contact: $crate::Contact, event: Option<$crate::Event>) -> Result<String, String> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::condition::Condition>::evaluate(config, contact, event)
+                }
+            }
+            $crate::worlds::condition::export_condition!(WaylineExport with_types_in $crate::worlds::condition);
+        };
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wayline_export_action {
+    ($plugin:ty) => {
+        const _: () = {
+            struct WaylineExport;
+            impl $crate::worlds::action::exports::wayline::plugin::action::Guest for WaylineExport {
+                fn describe() -> $crate::PluginInfo {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::action::Action>::describe()
+                }
+                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::action::Action>::validate_config(config)
+                }
+                fn run(config: String, contact: $crate::Contact, event: Option<$crate::Event>) -> Result<Vec<$crate::Effect>, String> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::action::Action>::run(config, contact, event)
+                }
+            }
+            $crate::worlds::action::export_action!(WaylineExport with_types_in $crate::worlds::action);
+        };
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wayline_export_scorer {
+    ($plugin:ty) => {
+        const _: () = {
+            struct WaylineExport;
+            impl $crate::worlds::scorer::exports::wayline::plugin::scorer::Guest for WaylineExport {
+                fn describe() -> $crate::PluginInfo {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::scorer::Scorer>::describe()
+                }
+                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::scorer::Scorer>::validate_config(config)
+                }
+                fn score(config: String, contact: $crate::Contact, event: $crate::Event) -> Result<Vec<$crate::ScoreChange>, String> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::scorer::Scorer>::score(config, contact, event)
+                }
+            }
+            $crate::worlds::scorer::export_scorer!(WaylineExport with_types_in $crate::worlds::scorer);
+        };
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wayline_export_channel {
+    ($plugin:ty) => {
+        const _: () = {
+            struct WaylineExport;
+            impl $crate::worlds::channel::exports::wayline::plugin::channel::Guest for WaylineExport {
+                fn describe() -> $crate::PluginInfo {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::channel::Channel>::describe()
+                }
+                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::channel::Channel>::validate_config(config)
+                }
+                fn deliver(config: String, message: $crate::Message) -> Result<$crate::Delivery, $crate::DeliveryFailure> {
+                    $crate::__install_panic_hook();
+                    <$plugin as $crate::channel::Channel>::deliver(config, message)
+                }
+            }
+            $crate::worlds::channel::export_channel!(WaylineExport with_types_in $crate::worlds::channel);
+        };
+    };
+}

@@ -1,0 +1,46 @@
+//! The `wayline` command line: run the server, and the tools plugin authors use without one.
+
+mod plugin;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Wayline: marketing automation whose every journey step is a sandboxed Wasm plugin.
+#[derive(Debug, Parser)]
+#[command(name = "wayline", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Inspect and try out plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Print a plugin's kind, name, version, sha256, size, exports, imports and outbound hosts.
+    Inspect {
+        /// A plugin binary: a component, or a core module with a component-type section.
+        file: PathBuf,
+    },
+    /// Run one call of a plugin under the real limits and print the result, logs and duration.
+    Call(plugin::CallArgs),
+}
+
+/// Run the command line; the exit code says whether it worked.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(&file),
+        Command::Plugin(PluginCommand::Call(args)) => plugin::call(args).await,
+    }
+}

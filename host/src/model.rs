@@ -1,0 +1,296 @@
+//! The domain's data as the host stores and serves it: contacts, events, effects, messages.
+//!
+//! These are the serde shapes of the API and the store. The runtime converts them to and from the
+//! WIT types at the plugin boundary; nothing here knows about wasm.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Milliseconds since the Unix epoch, UTC: the one time unit inside Wayline.
+pub type Millis = i64;
+
+/// A typed attribute or property value.
+///
+/// In JSON: booleans, integers, numbers, strings and lists of strings map to themselves; a string
+/// that is an RFC 3339 timestamp (`"2026-11-22T10:00:00Z"`) becomes a [`Value::Timestamp`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Boolean(bool),
+    Integer(i64),
+    Number(f64),
+    Text(String),
+    Timestamp(Millis),
+    TextList(Vec<String>),
+}
+
+/// Named values: a contact's attributes or an event's properties, sorted by name.
+pub type Attributes = BTreeMap<String, Value>;
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Boolean(b) => serializer.serialize_bool(*b),
+            Value::Integer(i) => serializer.serialize_i64(*i),
+            Value::Number(n) => serializer.serialize_f64(*n),
+            Value::Text(s) => serializer.serialize_str(s),
+            Value::Timestamp(ms) => serializer.serialize_str(&format_timestamp(*ms)),
+            Value::TextList(items) => items.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let json = serde_json::Value::deserialize(deserializer)?;
+        Value::from_json(&json).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Value {
+    /// Convert a JSON value; null, objects and lists of non-strings are refused.
+    pub fn from_json(json: &serde_json::Value) -> Result<Value, String> {
+        Ok(match json {
+            serde_json::Value::Bool(b) => Value::Boolean(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Integer(i),
+                None => Value::Number(n.as_f64().ok_or("number out of range")?),
+            },
+            serde_json::Value::String(s) => match parse_timestamp(s) {
+                Some(ms) => Value::Timestamp(ms),
+                None => Value::Text(s.clone()),
+            },
+            serde_json::Value::Array(items) => Value::TextList(
+                items
+                    .iter()
+                    .map(|item| item.as_str().map(str::to_owned))
+                    .collect::<Option<_>>()
+                    .ok_or("a list value may only hold strings")?,
+            ),
+            serde_json::Value::Null => return Err("null is not a value; unset the attribute instead".into()),
+            serde_json::Value::Object(_) => return Err("nested objects are not values; flatten them into names like \"address.city\"".into()),
+        })
+    }
+}
+
+/// Parse an RFC 3339 timestamp into milliseconds, if `text` is one.
+pub fn parse_timestamp(text: &str) -> Option<Millis> {
+    // Cheap pre-check so ordinary strings never reach the parser.
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[10] != b'T' {
+        return None;
+    }
+    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
+/// Format milliseconds as RFC 3339 in UTC.
+pub fn format_timestamp(ms: Millis) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.to_string(),
+        Err(_) => ms.to_string(),
+    }
+}
+
+/// Timestamps in JSON are RFC 3339 strings; integers are accepted as milliseconds.
+pub mod timestamp_json {
+    use super::{Millis, format_timestamp, parse_timestamp};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize as RFC 3339.
+    pub fn serialize<S: Serializer>(ms: &Millis, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_timestamp(*ms))
+    }
+
+    /// Deserialize from RFC 3339 or integer milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Millis(i64),
+            Text(String),
+        }
+        match Either::deserialize(deserializer)? {
+            Either::Millis(ms) => Ok(ms),
+            Either::Text(text) => parse_timestamp(&text)
+                .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not an RFC 3339 timestamp"))),
+        }
+    }
+}
+
+/// Whether a contact agreed to be messaged on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentState {
+    #[default]
+    Unknown,
+    Granted,
+    Revoked,
+}
+
+/// A person the journeys move.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    pub id: String,
+    #[serde(default)]
+    pub attributes: Attributes,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub score: f64,
+    #[serde(default = "default_stage")]
+    pub lifecycle_stage: String,
+    /// Per channel ("email", "sms", "wecom", …).
+    #[serde(default)]
+    pub consents: BTreeMap<String, ConsentState>,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default, with = "timestamp_json")]
+    pub created_at: Millis,
+    #[serde(default, with = "timestamp_json")]
+    pub updated_at: Millis,
+}
+
+fn default_stage() -> String {
+    "new".into()
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+/// Something a contact did, or that happened to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub id: String,
+    pub contact_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub properties: Attributes,
+    #[serde(with = "timestamp_json")]
+    pub timestamp: Millis,
+}
+
+/// One explained movement of a score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreChange {
+    pub delta: f64,
+    pub reason: String,
+}
+
+/// A change an action plugin asks the host to make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Effect {
+    SetAttribute { name: String, value: Value },
+    UnsetAttribute { name: String },
+    AddTag { tag: String },
+    RemoveTag { tag: String },
+    AdjustScore { delta: f64, reason: String },
+    SetLifecycleStage { stage: String },
+    EmitEvent { name: String, properties: Attributes },
+    SendMessage { channel: String, template: String, variables: Attributes },
+}
+
+/// A rendered message for a channel plugin to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    pub id: String,
+    pub contact_id: String,
+    pub recipient: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub body: String,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn default_content_type() -> String {
+    "text/plain".into()
+}
+
+/// Why a channel could not deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    Retryable,
+    Permanent,
+    InvalidRecipient,
+}
+
+/// What a channel plugin reports for one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    Delivered { provider_id: String },
+    Failed { kind: FailureKind, message: String, retry_after_ms: Option<u64> },
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// JSON Schema of the config, as the plugin wrote it.
+    pub config_schema: serde_json::Value,
+    pub outbound_hosts: Vec<String>,
+}
+
+impl PluginInfo {
+    /// The plugin's address, `name@version`.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// One reason a plugin refused a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_values_keep_their_types_and_timestamps_round_trip() {
+        let attributes: Attributes = serde_json::from_str(
+            r#"{"vip": true, "employees": 600, "ltv": 12.5, "city": "Shenzhen",
+                "registered_at": "2026-11-01T10:00:00Z", "interests": ["crm", "ai"]}"#,
+        )
+        .unwrap();
+        assert_eq!(attributes["vip"], Value::Boolean(true));
+        assert_eq!(attributes["employees"], Value::Integer(600));
+        assert_eq!(attributes["ltv"], Value::Number(12.5));
+        assert_eq!(attributes["city"], Value::Text("Shenzhen".into()));
+        assert_eq!(attributes["registered_at"], Value::Timestamp(1_761_991_200_000));
+        let back = serde_json::to_value(&attributes).unwrap();
+        assert_eq!(back["registered_at"], "2026-11-01T10:00:00Z");
+    }
+
+    #[test]
+    fn null_and_nested_objects_are_refused_with_a_reason() {
+        let err = serde_json::from_str::<Attributes>(r#"{"a": null}"#).unwrap_err();
+        assert!(err.to_string().contains("null is not a value"), "{err}");
+        let err = serde_json::from_str::<Attributes>(r#"{"a": {"b": 1}}"#).unwrap_err();
+        assert!(err.to_string().contains("nested objects"), "{err}");
+    }
+}

@@ -1,0 +1,93 @@
+//! The plugins this host has loaded, addressed as `name@version`.
+//!
+//! For now plugins come from a directory at start-up; uploads, activation and rollback arrive
+//! with the admin API and will add to this registry rather than replace it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::runtime::{LoadError, Plugin, PluginKind, PluginSettings, Runtime};
+
+/// A summary of one loaded plugin, as the API and the CLI show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginSummary {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub kind: PluginKind,
+    pub description: String,
+    pub sha256: String,
+    pub size: usize,
+    pub outbound_hosts: Vec<String>,
+}
+
+impl From<&Plugin> for PluginSummary {
+    fn from(plugin: &Plugin) -> Self {
+        PluginSummary {
+            id: plugin.id().to_owned(),
+            name: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+            kind: plugin.kind,
+            description: plugin.info.description.clone(),
+            sha256: plugin.sha256.clone(),
+            size: plugin.size,
+            outbound_hosts: plugin.info.outbound_hosts.clone(),
+        }
+    }
+}
+
+/// Why a plugin file in a directory did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("loading {path}: {source}")]
+    Load { path: String, source: LoadError },
+}
+
+/// Loaded plugins by id.
+#[derive(Default)]
+pub struct Registry {
+    plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+}
+
+impl Registry {
+    /// Load every `*.wasm` file in `dir` with default settings.
+    pub fn load_dir(&self, runtime: &Runtime, dir: &Path) -> Result<Vec<PluginSummary>, RegistryError> {
+        let io = |source| RegistryError::Io { path: dir.display().to_string(), source };
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+            .collect();
+        paths.sort();
+        let mut loaded = Vec::new();
+        for path in paths {
+            let display = path.display().to_string();
+            let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io { path: display.clone(), source })?;
+            let plugin = runtime.load(&bytes, &PluginSettings::default()).map_err(|source| RegistryError::Load { path: display, source })?;
+            loaded.push(self.insert(plugin));
+        }
+        Ok(loaded)
+    }
+
+    /// Add a loaded plugin, replacing one with the same id.
+    pub fn insert(&self, plugin: Plugin) -> PluginSummary {
+        let summary = PluginSummary::from(&plugin);
+        self.plugins.write().expect("registry lock").insert(summary.id.clone(), Arc::new(plugin));
+        summary
+    }
+
+    /// The plugin with this `name@version`.
+    pub fn get(&self, id: &str) -> Option<Arc<Plugin>> {
+        self.plugins.read().expect("registry lock").get(id).cloned()
+    }
+
+    /// Every loaded plugin, sorted by id.
+    pub fn list(&self) -> Vec<PluginSummary> {
+        self.plugins.read().expect("registry lock").values().map(|p| PluginSummary::from(p.as_ref())).collect()
+    }
+}

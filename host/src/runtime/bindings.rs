@@ -1,0 +1,227 @@
+//! Host bindings generated from the WIT contract, and conversions between the WIT types and the
+//! domain's own types in [`crate::model`].
+
+use crate::model;
+
+mod generated {
+    // The channel world imports everything the host offers (log, clock, kv, http); the other
+    // worlds reuse its import bindings so the host implements each interface once.
+    wasmtime::component::bindgen!({
+        world: "channel-plugin",
+        path: "../wit/0.1.0",
+        imports: {
+            "wayline:plugin/http.send": async,
+            default: trappable,
+        },
+        exports: { default: async },
+    });
+
+    pub mod trigger {
+        wasmtime::component::bindgen!({
+            world: "trigger-plugin",
+            path: "../wit/0.1.0",
+            with: {
+                "wayline:plugin/types": super::wayline::plugin::types,
+                "wayline:plugin/log": super::wayline::plugin::log,
+                "wayline:plugin/clock": super::wayline::plugin::clock,
+                "wayline:plugin/kv": super::wayline::plugin::kv,
+            },
+        });
+    }
+    pub mod condition {
+        wasmtime::component::bindgen!({
+            world: "condition-plugin",
+            path: "../wit/0.1.0",
+            with: {
+                "wayline:plugin/types": super::wayline::plugin::types,
+                "wayline:plugin/log": super::wayline::plugin::log,
+                "wayline:plugin/clock": super::wayline::plugin::clock,
+                "wayline:plugin/kv": super::wayline::plugin::kv,
+            },
+        });
+    }
+    pub mod action {
+        wasmtime::component::bindgen!({
+            world: "action-plugin",
+            path: "../wit/0.1.0",
+            with: {
+                "wayline:plugin/types": super::wayline::plugin::types,
+                "wayline:plugin/log": super::wayline::plugin::log,
+                "wayline:plugin/clock": super::wayline::plugin::clock,
+                "wayline:plugin/kv": super::wayline::plugin::kv,
+            },
+        });
+    }
+    pub mod scorer {
+        wasmtime::component::bindgen!({
+            world: "scorer-plugin",
+            path: "../wit/0.1.0",
+            with: {
+                "wayline:plugin/types": super::wayline::plugin::types,
+                "wayline:plugin/log": super::wayline::plugin::log,
+                "wayline:plugin/clock": super::wayline::plugin::clock,
+                "wayline:plugin/kv": super::wayline::plugin::kv,
+            },
+        });
+    }
+}
+
+pub use generated::ChannelPlugin;
+pub use generated::action::ActionPlugin;
+pub use generated::condition::ConditionPlugin;
+pub use generated::scorer::ScorerPlugin;
+pub use generated::trigger::TriggerPlugin;
+pub use generated::wayline::plugin::{clock, http, kv, log, types as wit};
+pub use generated::{ChannelPluginPre, action::ActionPluginPre, condition::ConditionPluginPre};
+pub use generated::{scorer::ScorerPluginPre, trigger::TriggerPluginPre};
+
+impl From<&model::Value> for wit::Value {
+    fn from(value: &model::Value) -> Self {
+        match value {
+            model::Value::Boolean(b) => wit::Value::Boolean(*b),
+            model::Value::Integer(i) => wit::Value::Integer(*i),
+            model::Value::Number(n) => wit::Value::Number(*n),
+            model::Value::Text(s) => wit::Value::Text(s.clone()),
+            model::Value::Timestamp(ms) => wit::Value::Timestamp(*ms),
+            model::Value::TextList(items) => wit::Value::TextList(items.clone()),
+        }
+    }
+}
+
+impl From<wit::Value> for model::Value {
+    fn from(value: wit::Value) -> Self {
+        match value {
+            wit::Value::Boolean(b) => model::Value::Boolean(b),
+            wit::Value::Integer(i) => model::Value::Integer(i),
+            wit::Value::Number(n) => model::Value::Number(n),
+            wit::Value::Text(s) => model::Value::Text(s),
+            wit::Value::Timestamp(ms) => model::Value::Timestamp(ms),
+            wit::Value::TextList(items) => model::Value::TextList(items),
+        }
+    }
+}
+
+fn to_wit_attributes(attributes: &model::Attributes) -> Vec<wit::Attribute> {
+    attributes
+        .iter()
+        .map(|(name, value)| wit::Attribute { name: name.clone(), value: value.into() })
+        .collect()
+}
+
+fn from_wit_attributes(attributes: Vec<wit::Attribute>) -> model::Attributes {
+    attributes.into_iter().map(|a| (a.name, a.value.into())).collect()
+}
+
+impl From<&model::Contact> for wit::Contact {
+    fn from(contact: &model::Contact) -> Self {
+        wit::Contact {
+            id: contact.id.clone(),
+            attributes: to_wit_attributes(&contact.attributes),
+            tags: contact.tags.clone(),
+            score: contact.score,
+            lifecycle_stage: contact.lifecycle_stage.clone(),
+            consents: contact
+                .consents
+                .iter()
+                .map(|(channel, state)| wit::ChannelConsent {
+                    channel: channel.clone(),
+                    state: match state {
+                        model::ConsentState::Unknown => wit::ConsentState::Unknown,
+                        model::ConsentState::Granted => wit::ConsentState::Granted,
+                        model::ConsentState::Revoked => wit::ConsentState::Revoked,
+                    },
+                })
+                .collect(),
+            timezone: contact.timezone.clone(),
+            created_at: contact.created_at,
+            updated_at: contact.updated_at,
+        }
+    }
+}
+
+impl From<&model::Event> for wit::Event {
+    fn from(event: &model::Event) -> Self {
+        wit::Event {
+            id: event.id.clone(),
+            contact_id: event.contact_id.clone(),
+            name: event.name.clone(),
+            properties: to_wit_attributes(&event.properties),
+            timestamp: event.timestamp,
+        }
+    }
+}
+
+impl From<&model::Message> for wit::Message {
+    fn from(message: &model::Message) -> Self {
+        wit::Message {
+            id: message.id.clone(),
+            contact_id: message.contact_id.clone(),
+            recipient: message.recipient.clone(),
+            subject: message.subject.clone(),
+            body: message.body.clone(),
+            content_type: message.content_type.clone(),
+            metadata: message.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+}
+
+impl From<wit::ScoreChange> for model::ScoreChange {
+    fn from(change: wit::ScoreChange) -> Self {
+        model::ScoreChange { delta: change.delta, reason: change.reason }
+    }
+}
+
+impl From<wit::Effect> for model::Effect {
+    fn from(effect: wit::Effect) -> Self {
+        match effect {
+            wit::Effect::SetAttribute(a) => model::Effect::SetAttribute { name: a.name, value: a.value.into() },
+            wit::Effect::UnsetAttribute(name) => model::Effect::UnsetAttribute { name },
+            wit::Effect::AddTag(tag) => model::Effect::AddTag { tag },
+            wit::Effect::RemoveTag(tag) => model::Effect::RemoveTag { tag },
+            wit::Effect::AdjustScore(c) => model::Effect::AdjustScore { delta: c.delta, reason: c.reason },
+            wit::Effect::SetLifecycleStage(stage) => model::Effect::SetLifecycleStage { stage },
+            wit::Effect::EmitEvent(e) => model::Effect::EmitEvent { name: e.name, properties: from_wit_attributes(e.properties) },
+            wit::Effect::SendMessage(s) => model::Effect::SendMessage {
+                channel: s.channel,
+                template: s.template,
+                variables: from_wit_attributes(s.variables),
+            },
+        }
+    }
+}
+
+impl From<Result<wit::Delivery, wit::DeliveryFailure>> for model::DeliveryOutcome {
+    fn from(result: Result<wit::Delivery, wit::DeliveryFailure>) -> Self {
+        match result {
+            Ok(delivery) => model::DeliveryOutcome::Delivered { provider_id: delivery.provider_id },
+            Err(failure) => model::DeliveryOutcome::Failed {
+                kind: match failure.kind {
+                    wit::FailureKind::Retryable => model::FailureKind::Retryable,
+                    wit::FailureKind::Permanent => model::FailureKind::Permanent,
+                    wit::FailureKind::InvalidRecipient => model::FailureKind::InvalidRecipient,
+                },
+                message: failure.message,
+                retry_after_ms: failure.retry_after_ms,
+            },
+        }
+    }
+}
+
+impl From<wit::PluginInfo> for model::PluginInfo {
+    fn from(info: wit::PluginInfo) -> Self {
+        model::PluginInfo {
+            config_schema: serde_json::from_str(&info.config_schema)
+                .unwrap_or(serde_json::Value::String(info.config_schema)),
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            outbound_hosts: info.outbound_hosts,
+        }
+    }
+}
+
+impl From<wit::ConfigProblem> for model::ConfigProblem {
+    fn from(problem: wit::ConfigProblem) -> Self {
+        model::ConfigProblem { path: problem.path, message: problem.message }
+    }
+}

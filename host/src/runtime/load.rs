@@ -1,0 +1,266 @@
+//! From bytes to a loaded plugin: recognise the binary, make it a component if it is a core
+//! module, compile it (through the cache), find the world it implements, and pre-link it.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use wasmtime::component::{Component, Linker};
+
+use super::Runtime;
+use super::bindings::{
+    ActionPluginPre, ChannelPluginPre, ConditionPluginPre, ScorerPluginPre, TriggerPluginPre,
+};
+use super::cache::sha256_hex;
+use super::error::LoadError;
+use super::host::HostState;
+use super::host::http::{HostPattern, HttpPolicy};
+use super::limits::Limits;
+use crate::model::PluginInfo;
+
+const CORE_MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+/// The node kinds a plugin can implement, one WIT world each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    Trigger,
+    Condition,
+    Action,
+    Scorer,
+    Channel,
+}
+
+impl PluginKind {
+    pub const ALL: [PluginKind; 5] = [PluginKind::Trigger, PluginKind::Condition, PluginKind::Action, PluginKind::Scorer, PluginKind::Channel];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Trigger => "trigger",
+            PluginKind::Condition => "condition",
+            PluginKind::Action => "action",
+            PluginKind::Scorer => "scorer",
+            PluginKind::Channel => "channel",
+        }
+    }
+
+    /// The interface a plugin of this kind exports.
+    pub fn export_name(self) -> String {
+        format!("wayline:plugin/{}@0.1.0", self.as_str())
+    }
+
+    /// The WIT world a plugin of this kind implements.
+    pub fn world(self) -> String {
+        format!("wayline:plugin/{}-plugin@0.1.0", self.as_str())
+    }
+}
+
+/// A plugin pre-linked against its world's imports, ready to instantiate cheaply per call.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    Trigger(TriggerPluginPre<HostState>),
+    Condition(ConditionPluginPre<HostState>),
+    Action(ActionPluginPre<HostState>),
+    Scorer(ScorerPluginPre<HostState>),
+    Channel(ChannelPluginPre<HostState>),
+}
+
+/// The one linker per world: a world's linker holds exactly the imports that world may use,
+/// so a scorer that imports `http` fails to link instead of getting the network.
+pub(crate) struct Linkers {
+    trigger: Linker<HostState>,
+    condition: Linker<HostState>,
+    action: Linker<HostState>,
+    scorer: Linker<HostState>,
+    channel: Linker<HostState>,
+}
+
+impl Linkers {
+    pub(crate) fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
+        use super::bindings::*;
+        use wasmtime::component::HasSelf;
+        let mut trigger = Linker::new(engine);
+        TriggerPlugin::add_to_linker::<_, HasSelf<_>>(&mut trigger, |s| s)?;
+        let mut condition = Linker::new(engine);
+        ConditionPlugin::add_to_linker::<_, HasSelf<_>>(&mut condition, |s| s)?;
+        let mut action = Linker::new(engine);
+        ActionPlugin::add_to_linker::<_, HasSelf<_>>(&mut action, |s| s)?;
+        let mut scorer = Linker::new(engine);
+        ScorerPlugin::add_to_linker::<_, HasSelf<_>>(&mut scorer, |s| s)?;
+        let mut channel = Linker::new(engine);
+        ChannelPlugin::add_to_linker::<_, HasSelf<_>>(&mut channel, |s| s)?;
+        Ok(Linkers { trigger, condition, action, scorer, channel })
+    }
+
+    fn pre(&self, kind: PluginKind, component: &Component) -> wasmtime::Result<Pre> {
+        Ok(match kind {
+            PluginKind::Trigger => Pre::Trigger(TriggerPluginPre::new(self.trigger.instantiate_pre(component)?)?),
+            PluginKind::Condition => Pre::Condition(ConditionPluginPre::new(self.condition.instantiate_pre(component)?)?),
+            PluginKind::Action => Pre::Action(ActionPluginPre::new(self.action.instantiate_pre(component)?)?),
+            PluginKind::Scorer => Pre::Scorer(ScorerPluginPre::new(self.scorer.instantiate_pre(component)?)?),
+            PluginKind::Channel => Pre::Channel(ChannelPluginPre::new(self.channel.instantiate_pre(component)?)?),
+        })
+    }
+}
+
+/// What the operator decided for one plugin: its limits, approved hosts and secrets.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginSettings {
+    pub limits: Limits,
+    /// Hosts this plugin may reach (`api.example.com`, `*.example.com`, `127.0.0.1:8080`).
+    pub approved_hosts: Vec<String>,
+    /// Secret values by name; the plugin refers to them as `{{secret:NAME}}`.
+    pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+/// A loaded plugin version.
+pub struct Plugin {
+    pub kind: PluginKind,
+    pub info: PluginInfo,
+    pub sha256: String,
+    pub size: usize,
+    /// Whether the binary was a core module that the host componentized.
+    pub componentized: bool,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub limits: Limits,
+    pub(crate) id: Arc<str>,
+    pub(crate) pre: Pre,
+    pub(crate) http: Option<Arc<HttpPolicy>>,
+}
+
+impl Plugin {
+    /// `name@version`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Maximum HTTP response a channel plugin may receive, and the longest it may wait for one.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+const MAX_HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Runtime {
+    /// Load a plugin binary (a component, or a core module carrying wit-bindgen's
+    /// component-type section) with the operator's settings.
+    pub fn load(&self, bytes: &[u8], settings: &PluginSettings) -> Result<Plugin, LoadError> {
+        if bytes.len() > self.max_binary_bytes {
+            return Err(LoadError::TooLarge { size: bytes.len(), limit: self.max_binary_bytes });
+        }
+        let (component_bytes, componentized) = as_component(bytes)?;
+        let sha256 = sha256_hex(bytes);
+        let component = self.compiler.compile(&component_bytes, &sha256).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let engine = &self.engine;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
+        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+        let (kind, pre) = self.classify(&component, &imports, &exports)?;
+        let limits = clamp(settings.limits);
+        let mut plugin = Plugin {
+            kind,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                config_schema: serde_json::Value::Null,
+                outbound_hosts: Vec::new(),
+            },
+            sha256,
+            size: bytes.len(),
+            componentized,
+            imports,
+            exports,
+            limits,
+            id: Arc::from("(loading)"),
+            pre,
+            http: None,
+        };
+        let info = self.describe(&plugin).result.map_err(LoadError::Describe)?;
+        plugin.id = Arc::from(info.id().as_str());
+        if kind == PluginKind::Channel {
+            plugin.http = Some(Arc::new(http_policy(&info, settings)?));
+        }
+        plugin.info = info;
+        Ok(plugin)
+    }
+
+    fn classify(&self, component: &Component, imports: &[String], exports: &[String]) -> Result<(PluginKind, Pre), LoadError> {
+        let candidates: Vec<PluginKind> = PluginKind::ALL.into_iter().filter(|kind| exports.contains(&kind.export_name())).collect();
+        match candidates.as_slice() {
+            [] => Err(LoadError::WrongWorld(format!(
+                "this binary implements none of Wayline's plugin worlds: it must export one of {}, but it exports [{}] and imports [{}]",
+                PluginKind::ALL.map(|k| format!("`{}`", k.export_name())).join(", "),
+                exports.join(", "),
+                imports.join(", "),
+            ))),
+            [kind] => self.linkers.pre(*kind, component).map(|pre| (*kind, pre)).map_err(|error| {
+                LoadError::WrongWorld(format!(
+                    "this binary comes closest to the `{}` world but does not satisfy it: {}",
+                    kind.world(),
+                    describe_link_error(&error, *kind),
+                ))
+            }),
+            several => Err(LoadError::WrongWorld(format!(
+                "this binary exports {}; a plugin implements exactly one world",
+                several.iter().map(|k| format!("`{}`", k.export_name())).collect::<Vec<_>>().join(" and "),
+            ))),
+        }
+    }
+}
+
+fn describe_link_error(error: &wasmtime::Error, kind: PluginKind) -> String {
+    let chain = format!("{error:#}");
+    if chain.contains("wayline:plugin/http") && kind != PluginKind::Channel {
+        format!("it imports `wayline:plugin/http@0.1.0`, which only channel plugins may use ({chain})")
+    } else {
+        chain
+    }
+}
+
+/// Per-plugin limits may be tightened freely but never raised past what the engine is built for.
+fn clamp(mut limits: Limits) -> Limits {
+    limits.memory_bytes = limits.memory_bytes.min(super::limits::MAX_MEMORY_BYTES);
+    limits
+}
+
+fn http_policy(info: &PluginInfo, settings: &PluginSettings) -> Result<HttpPolicy, LoadError> {
+    let parse = |patterns: &[String], whose: &str| {
+        patterns
+            .iter()
+            .map(|p| HostPattern::parse(p).ok_or_else(|| LoadError::Invalid(format!("{whose} outbound host `{p}` is not a host pattern"))))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(HttpPolicy {
+        declared: parse(&info.outbound_hosts, "declared")?,
+        approved: parse(&settings.approved_hosts, "approved")?,
+        secrets: settings.secrets.clone(),
+        max_response_bytes: MAX_RESPONSE_BYTES,
+        max_timeout: MAX_HTTP_TIMEOUT,
+    })
+}
+
+/// The binary as component bytes, componentizing a core module.
+fn as_component(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, bool), LoadError> {
+    if bytes.len() < 8 || bytes[..4] != CORE_MODULE_HEADER[..4] {
+        return Err(LoadError::NotWasm(format!("it does not start with the `\\0asm` magic ({} bytes)", bytes.len())));
+    }
+    if bytes[..8] == COMPONENT_HEADER {
+        validate(bytes)?;
+        return Ok((bytes.into(), false));
+    }
+    if bytes[..8] != CORE_MODULE_HEADER {
+        return Err(LoadError::Invalid(format!("unsupported WebAssembly version/layer {:02x?}", &bytes[4..8])));
+    }
+    validate(bytes)?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| LoadError::NotComponentizable(format!("{e:#}")))?;
+    Ok((component.into(), true))
+}
+
+fn validate(bytes: &[u8]) -> Result<(), LoadError> {
+    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+    validator.validate_all(bytes).map(drop).map_err(|e| LoadError::Invalid(e.to_string()))
+}

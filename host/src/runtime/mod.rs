@@ -1,0 +1,92 @@
+//! The plugin runtime: loads untrusted Wasm components and calls them under limits.
+//!
+//! Owns the wasmtime engine, the per-world linkers, the compile cache and the host side of the
+//! WIT imports. It knows nothing of journeys or the store's layout: callers hand it a contact,
+//! an event or a message and get a typed answer back. A misbehaving plugin fails its own call.
+
+mod bindings;
+mod cache;
+mod call;
+mod engine;
+mod error;
+pub mod host;
+mod limits;
+mod load;
+mod output;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use cache::{CacheCounts, sha256_hex};
+pub use call::CallReport;
+pub use engine::Allocator;
+pub use error::{CallError, LoadError};
+pub use host::{KvSpace, LogRecord, MemoryKv};
+pub use limits::Limits;
+pub use load::{Plugin, PluginKind, PluginSettings};
+
+use crate::clock::{SharedClock, SystemClock};
+
+/// How to build a [`Runtime`].
+pub struct RuntimeConfig {
+    /// Where precompiled plugins are kept across restarts; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Largest plugin binary accepted.
+    pub max_binary_bytes: usize,
+    pub clock: SharedClock,
+    pub kv: Arc<dyn KvSpace>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { cache_dir: None, max_binary_bytes: 16 << 20, clock: Arc::new(SystemClock), kv: Arc::new(MemoryKv::default()) }
+    }
+}
+
+/// The engine and everything shared by all plugin calls. One per process.
+pub struct Runtime {
+    engine: wasmtime::Engine,
+    allocator: Allocator,
+    linkers: load::Linkers,
+    compiler: cache::Compiler,
+    ticker: engine::EpochTicker,
+    clock: SharedClock,
+    kv: Arc<dyn KvSpace>,
+    http_client: reqwest::Client,
+    max_binary_bytes: usize,
+}
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin runtime: {0}")]
+pub struct StartError(String);
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, StartError> {
+        let (engine, allocator) = engine::build().map_err(|e| StartError(format!("{e:#}")))?;
+        let linkers = load::Linkers::new(&engine).map_err(|e| StartError(format!("{e:#}")))?;
+        let compiler = cache::Compiler::new(engine.clone(), config.cache_dir.as_deref()).map_err(|e| StartError(format!("compile cache: {e}")))?;
+        let ticker = engine::EpochTicker::start(&engine);
+        Ok(Runtime {
+            engine,
+            allocator,
+            linkers,
+            compiler,
+            ticker,
+            clock: config.clock,
+            kv: config.kv,
+            http_client: host::http::client(),
+            max_binary_bytes: config.max_binary_bytes,
+        })
+    }
+
+    /// Which instance allocator is in use.
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
+    }
+
+    /// What the compile cache has done since start.
+    pub fn cache_counts(&self) -> CacheCounts {
+        self.compiler.stats.snapshot()
+    }
+}

@@ -1,0 +1,9 @@
+//! Wayline's integration tests, one module per feature, run through the real interfaces.
+//! Plugins and fixtures are built from source by `cargo xtask plugins` (or `cargo xtask test`).
+
+mod support;
+
+mod cache;
+mod cli;
+mod hostile;
+mod loading;

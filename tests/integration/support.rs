@@ -1,0 +1,87 @@
+//! Shared helpers: where the built plugins are, a runtime on a virtual clock, sample data.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wayline::clock::VirtualClock;
+use wayline::model::{Contact, Event};
+use wayline::runtime::{MemoryKv, Plugin, PluginSettings, Runtime, RuntimeConfig};
+
+/// 2026-11-22T10:00:00Z, the virtual clock's start.
+pub const NOW: i64 = 1_795_341_600_000;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
+}
+
+fn built_dir(env_var: &str, default: &str) -> PathBuf {
+    std::env::var_os(env_var).map(PathBuf::from).unwrap_or_else(|| repo_root().join(default))
+}
+
+fn read_built(dir: PathBuf, name: &str) -> Vec<u8> {
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; build guests first with `cargo xtask plugins` (or run `cargo xtask test`)", path.display()))
+}
+
+/// A first-party plugin component, as `cargo xtask plugins` built it.
+pub fn plugin_bytes(name: &str) -> Vec<u8> {
+    read_built(plugin_dir(), name)
+}
+
+pub fn plugin_dir() -> PathBuf {
+    built_dir("WAYLINE_PLUGIN_DIR", "target/plugins")
+}
+
+/// A test fixture component.
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    read_built(built_dir("WAYLINE_FIXTURE_DIR", "target/fixtures"), name)
+}
+
+/// A guest's raw core module, before componentization.
+pub fn core_module_bytes(name: &str) -> Vec<u8> {
+    read_built(built_dir("WAYLINE_CORE_MODULE_DIR", "target/core-modules"), name)
+}
+
+/// A runtime on a virtual clock with in-memory plugin key-value spaces.
+pub fn runtime() -> (Runtime, VirtualClock) {
+    let clock = VirtualClock::at(NOW);
+    let runtime = Runtime::new(RuntimeConfig { clock: Arc::new(clock.clone()), kv: Arc::new(MemoryKv::default()), ..RuntimeConfig::default() }).expect("runtime starts");
+    (runtime, clock)
+}
+
+pub fn load(runtime: &Runtime, bytes: &[u8]) -> Plugin {
+    runtime.load(bytes, &PluginSettings::default()).unwrap_or_else(|e| panic!("plugin loads: {e}"))
+}
+
+/// A contact with 20 attributes, like a real CRM import.
+pub fn contact() -> Contact {
+    serde_json::from_value(serde_json::json!({
+        "id": "c-1001",
+        "attributes": {
+            "email": "li.wei@example.com", "phone": "+8613800138000", "first_name": "Wei", "last_name": "Li",
+            "company": "Example Tech", "industry": "tech", "company_size": 600, "region": "South China",
+            "city": "Shenzhen", "country": "CN", "job_title": "CTO", "source": "webinar",
+            "registered_at": "2026-11-01T10:00:00Z", "last_login_at": "2026-11-20T08:00:00Z",
+            "purchases": 2, "lifetime_value": 1299.5, "newsletter": true, "language": "zh-CN",
+            "interests": ["crm", "automation"], "plan": "trial"
+        },
+        "tags": ["south-china-tech"],
+        "score": 42.0,
+        "lifecycle_stage": "growth",
+        "consents": {"email": "granted", "sms": "revoked"},
+        "timezone": "Asia/Shanghai"
+    }))
+    .expect("sample contact parses")
+}
+
+/// An event for `contact()`.
+pub fn event(name: &str, properties: serde_json::Value) -> Event {
+    serde_json::from_value(serde_json::json!({
+        "id": format!("e-{name}"),
+        "contact_id": "c-1001",
+        "name": name,
+        "properties": properties,
+        "timestamp": "2026-11-22T10:00:00Z"
+    }))
+    .expect("sample event parses")
+}

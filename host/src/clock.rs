@@ -31,7 +31,9 @@ pub struct VirtualClock {
 impl VirtualClock {
     /// A clock standing at `start`.
     pub fn at(start: Millis) -> Self {
-        VirtualClock { now: Arc::new(AtomicI64::new(start)) }
+        VirtualClock {
+            now: Arc::new(AtomicI64::new(start)),
+        }
     }
 
     /// Move time forward by `ms`.

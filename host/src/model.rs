@@ -68,8 +68,15 @@ impl Value {
                     .collect::<Option<_>>()
                     .ok_or("a list value may only hold strings")?,
             ),
-            serde_json::Value::Null => return Err("null is not a value; unset the attribute instead".into()),
-            serde_json::Value::Object(_) => return Err("nested objects are not values; flatten them into names like \"address.city\"".into()),
+            serde_json::Value::Null => {
+                return Err("null is not a value; unset the attribute instead".into());
+            }
+            serde_json::Value::Object(_) => {
+                return Err(
+                    "nested objects are not values; flatten them into names like \"address.city\""
+                        .into(),
+                );
+            }
         })
     }
 }
@@ -81,7 +88,9 @@ pub fn parse_timestamp(text: &str) -> Option<Millis> {
     if bytes.len() < 20 || bytes[4] != b'-' || bytes[10] != b'T' {
         return None;
     }
-    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+    text.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond())
 }
 
 /// Format milliseconds as RFC 3339 in UTC.
@@ -112,8 +121,9 @@ pub mod timestamp_json {
         }
         match Either::deserialize(deserializer)? {
             Either::Millis(ms) => Ok(ms),
-            Either::Text(text) => parse_timestamp(&text)
-                .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not an RFC 3339 timestamp"))),
+            Either::Text(text) => parse_timestamp(&text).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{text}` is not an RFC 3339 timestamp"))
+            }),
         }
     }
 }
@@ -184,14 +194,35 @@ pub struct ScoreChange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Effect {
-    SetAttribute { name: String, value: Value },
-    UnsetAttribute { name: String },
-    AddTag { tag: String },
-    RemoveTag { tag: String },
-    AdjustScore { delta: f64, reason: String },
-    SetLifecycleStage { stage: String },
-    EmitEvent { name: String, properties: Attributes },
-    SendMessage { channel: String, template: String, variables: Attributes },
+    SetAttribute {
+        name: String,
+        value: Value,
+    },
+    UnsetAttribute {
+        name: String,
+    },
+    AddTag {
+        tag: String,
+    },
+    RemoveTag {
+        tag: String,
+    },
+    AdjustScore {
+        delta: f64,
+        reason: String,
+    },
+    SetLifecycleStage {
+        stage: String,
+    },
+    EmitEvent {
+        name: String,
+        properties: Attributes,
+    },
+    SendMessage {
+        channel: String,
+        template: String,
+        variables: Attributes,
+    },
 }
 
 /// A rendered message for a channel plugin to deliver.
@@ -227,8 +258,14 @@ pub enum FailureKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum DeliveryOutcome {
-    Delivered { provider_id: String },
-    Failed { kind: FailureKind, message: String, retry_after_ms: Option<u64> },
+    Delivered {
+        provider_id: String,
+    },
+    Failed {
+        kind: FailureKind,
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
 }
 
 /// What a plugin says about itself.
@@ -281,7 +318,10 @@ mod tests {
         assert_eq!(attributes["employees"], Value::Integer(600));
         assert_eq!(attributes["ltv"], Value::Number(12.5));
         assert_eq!(attributes["city"], Value::Text("Shenzhen".into()));
-        assert_eq!(attributes["registered_at"], Value::Timestamp(1_761_991_200_000));
+        assert_eq!(
+            attributes["registered_at"],
+            Value::Timestamp(1_793_527_200_000)
+        );
         let back = serde_json::to_value(&attributes).unwrap();
         assert_eq!(back["registered_at"], "2026-11-01T10:00:00Z");
     }

@@ -43,7 +43,10 @@ impl From<&Plugin> for PluginSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("loading {path}: {source}")]
     Load { path: String, source: LoadError },
 }
@@ -56,8 +59,15 @@ pub struct Registry {
 
 impl Registry {
     /// Load every `*.wasm` file in `dir` with default settings.
-    pub fn load_dir(&self, runtime: &Runtime, dir: &Path) -> Result<Vec<PluginSummary>, RegistryError> {
-        let io = |source| RegistryError::Io { path: dir.display().to_string(), source };
+    pub fn load_dir(
+        &self,
+        runtime: &Runtime,
+        dir: &Path,
+    ) -> Result<Vec<PluginSummary>, RegistryError> {
+        let io = |source| RegistryError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
         let mut paths: Vec<_> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -67,8 +77,16 @@ impl Registry {
         let mut loaded = Vec::new();
         for path in paths {
             let display = path.display().to_string();
-            let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io { path: display.clone(), source })?;
-            let plugin = runtime.load(&bytes, &PluginSettings::default()).map_err(|source| RegistryError::Load { path: display, source })?;
+            let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io {
+                path: display.clone(),
+                source,
+            })?;
+            let plugin = runtime
+                .load(&bytes, &PluginSettings::default())
+                .map_err(|source| RegistryError::Load {
+                    path: display,
+                    source,
+                })?;
             loaded.push(self.insert(plugin));
         }
         Ok(loaded)
@@ -77,7 +95,10 @@ impl Registry {
     /// Add a loaded plugin, replacing one with the same id.
     pub fn insert(&self, plugin: Plugin) -> PluginSummary {
         let summary = PluginSummary::from(&plugin);
-        self.plugins.write().expect("registry lock").insert(summary.id.clone(), Arc::new(plugin));
+        self.plugins
+            .write()
+            .expect("registry lock")
+            .insert(summary.id.clone(), Arc::new(plugin));
         summary
     }
 
@@ -88,6 +109,11 @@ impl Registry {
 
     /// Every loaded plugin, sorted by id.
     pub fn list(&self) -> Vec<PluginSummary> {
-        self.plugins.read().expect("registry lock").values().map(|p| PluginSummary::from(p.as_ref())).collect()
+        self.plugins
+            .read()
+            .expect("registry lock")
+            .values()
+            .map(|p| PluginSummary::from(p.as_ref()))
+            .collect()
     }
 }

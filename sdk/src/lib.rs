@@ -41,6 +41,7 @@ pub mod worlds {
             pub_export_macro: true,
             export_macro_name: "export_channel",
             default_bindings_module: "wayline_sdk::worlds::channel",
+            additional_derives: [PartialEq],
             generate_all,
         });
     }
@@ -122,7 +123,10 @@ pub fn __install_panic_hook() {
                 .copied()
                 .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("(non-text panic payload)");
-            let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            let location = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
             host::log(host::Level::Error, &format!("panic: {message}{location}"));
         }));
     });
@@ -224,6 +228,9 @@ world_module!(
 #[macro_export]
 macro_rules! __wayline_export_trigger {
     ($plugin:ty) => {
+        // Exports exist only in the wasm build; natively a plugin crate is a plain library
+        // whose logic its own unit tests can call.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
             impl $crate::worlds::trigger::exports::wayline::plugin::trigger::Guest for WaylineExport {
@@ -249,6 +256,9 @@ macro_rules! __wayline_export_trigger {
 #[macro_export]
 macro_rules! __wayline_export_condition {
     ($plugin:ty) => {
+        // Exports exist only in the wasm build; natively a plugin crate is a plain library
+        // whose logic its own unit tests can call.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
             impl $crate::worlds::condition::exports::wayline::plugin::condition::Guest for WaylineExport {
@@ -274,6 +284,9 @@ macro_rules! __wayline_export_condition {
 #[macro_export]
 macro_rules! __wayline_export_action {
     ($plugin:ty) => {
+        // Exports exist only in the wasm build; natively a plugin crate is a plain library
+        // whose logic its own unit tests can call.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
             impl $crate::worlds::action::exports::wayline::plugin::action::Guest for WaylineExport {
@@ -299,6 +312,9 @@ macro_rules! __wayline_export_action {
 #[macro_export]
 macro_rules! __wayline_export_scorer {
     ($plugin:ty) => {
+        // Exports exist only in the wasm build; natively a plugin crate is a plain library
+        // whose logic its own unit tests can call.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
             impl $crate::worlds::scorer::exports::wayline::plugin::scorer::Guest for WaylineExport {
@@ -324,6 +340,9 @@ macro_rules! __wayline_export_scorer {
 #[macro_export]
 macro_rules! __wayline_export_channel {
     ($plugin:ty) => {
+        // Exports exist only in the wasm build; natively a plugin crate is a plain library
+        // whose logic its own unit tests can call.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
             impl $crate::worlds::channel::exports::wayline::plugin::channel::Guest for WaylineExport {

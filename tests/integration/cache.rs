@@ -8,15 +8,29 @@ use wayline::runtime::{CacheCounts, MemoryKv, PluginSettings, Runtime, RuntimeCo
 
 use crate::support::{self, contact, event};
 
-const PLUGINS: [&str; 5] = ["event-trigger", "attribute-condition", "update-contact", "rule-scorer", "webhook-channel"];
+const PLUGINS: [&str; 5] = [
+    "event-trigger",
+    "attribute-condition",
+    "update-contact",
+    "rule-scorer",
+    "webhook-channel",
+];
 
 fn runtime_with_cache(dir: &std::path::Path) -> Runtime {
-    Runtime::new(RuntimeConfig { cache_dir: Some(dir.to_owned()), clock: Arc::new(SystemClock), kv: Arc::new(MemoryKv::default()), ..RuntimeConfig::default() }).unwrap()
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.to_owned()),
+        clock: Arc::new(SystemClock),
+        kv: Arc::new(MemoryKv::default()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
 }
 
 fn load_all(runtime: &Runtime) {
     for name in PLUGINS {
-        runtime.load(&support::plugin_bytes(name), &PluginSettings::default()).unwrap();
+        runtime
+            .load(&support::plugin_bytes(name), &PluginSettings::default())
+            .unwrap();
     }
 }
 
@@ -25,16 +39,43 @@ fn a_restart_loads_every_plugin_from_the_cache_without_recompiling() {
     let dir = tempfile::tempdir().unwrap();
     let first = runtime_with_cache(dir.path());
     load_all(&first);
-    assert_eq!(first.cache_counts(), CacheCounts { compiled: 5, hits: 0, rejected: 0 });
+    assert_eq!(
+        first.cache_counts(),
+        CacheCounts {
+            compiled: 5,
+            hits: 0,
+            rejected: 0
+        }
+    );
     drop(first);
 
     let restarted = runtime_with_cache(dir.path());
     load_all(&restarted);
-    assert_eq!(restarted.cache_counts(), CacheCounts { compiled: 0, hits: 5, rejected: 0 });
+    assert_eq!(
+        restarted.cache_counts(),
+        CacheCounts {
+            compiled: 0,
+            hits: 5,
+            rejected: 0
+        }
+    );
     // And what came out of the cache works.
-    let scorer = restarted.load(&support::plugin_bytes("rule-scorer"), &PluginSettings::default()).unwrap();
+    let scorer = restarted
+        .load(
+            &support::plugin_bytes("rule-scorer"),
+            &PluginSettings::default(),
+        )
+        .unwrap();
     let config = r#"{"rules": [{"event": "form_submitted", "points": 10}]}"#;
-    let changes = restarted.score(&scorer, config, &contact(), &event("form_submitted", serde_json::json!({}))).result.unwrap();
+    let changes = restarted
+        .score(
+            &scorer,
+            config,
+            &contact(),
+            &event("form_submitted", serde_json::json!({})),
+        )
+        .result
+        .unwrap();
     assert_eq!(changes.iter().map(|c| c.delta).sum::<f64>(), 10.0);
 }
 
@@ -42,35 +83,85 @@ fn a_restart_loads_every_plugin_from_the_cache_without_recompiling() {
 fn a_corrupted_cache_entry_is_detected_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let first = runtime_with_cache(dir.path());
-    first.load(&support::plugin_bytes("rule-scorer"), &PluginSettings::default()).unwrap();
+    first
+        .load(
+            &support::plugin_bytes("rule-scorer"),
+            &PluginSettings::default(),
+        )
+        .unwrap();
     drop(first);
 
-    let entry = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "cwasm")).expect("a cache entry was written");
+    let entry = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a cache entry was written");
     let mut bytes = std::fs::read(&entry).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&entry, &bytes).unwrap();
 
     let restarted = runtime_with_cache(dir.path());
-    let plugin = restarted.load(&support::plugin_bytes("rule-scorer"), &PluginSettings::default()).unwrap();
-    assert_eq!(restarted.cache_counts(), CacheCounts { compiled: 1, hits: 0, rejected: 1 });
+    let plugin = restarted
+        .load(
+            &support::plugin_bytes("rule-scorer"),
+            &PluginSettings::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        restarted.cache_counts(),
+        CacheCounts {
+            compiled: 1,
+            hits: 0,
+            rejected: 1
+        }
+    );
     assert!(restarted.describe(&plugin).result.is_ok());
 
     // The rebuilt entry is good again.
     let again = runtime_with_cache(dir.path());
-    again.load(&support::plugin_bytes("rule-scorer"), &PluginSettings::default()).unwrap();
-    assert_eq!(again.cache_counts(), CacheCounts { compiled: 0, hits: 1, rejected: 0 });
+    again
+        .load(
+            &support::plugin_bytes("rule-scorer"),
+            &PluginSettings::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        again.cache_counts(),
+        CacheCounts {
+            compiled: 0,
+            hits: 1,
+            rejected: 0
+        }
+    );
 }
 
 #[test]
 fn a_cache_entry_sealed_under_another_key_is_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let first = runtime_with_cache(dir.path());
-    first.load(&support::plugin_bytes("rule-scorer"), &PluginSettings::default()).unwrap();
+    first
+        .load(
+            &support::plugin_bytes("rule-scorer"),
+            &PluginSettings::default(),
+        )
+        .unwrap();
     drop(first);
     // Someone replaces the key: every existing entry must now fail its check.
     std::fs::write(dir.path().join("cache.key"), [7u8; 32]).unwrap();
     let restarted = runtime_with_cache(dir.path());
-    restarted.load(&support::plugin_bytes("rule-scorer"), &PluginSettings::default()).unwrap();
-    assert_eq!(restarted.cache_counts(), CacheCounts { compiled: 1, hits: 0, rejected: 1 });
+    restarted
+        .load(
+            &support::plugin_bytes("rule-scorer"),
+            &PluginSettings::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        restarted.cache_counts(),
+        CacheCounts {
+            compiled: 1,
+            hits: 0,
+            rejected: 1
+        }
+    );
 }

@@ -12,27 +12,54 @@ fn write_json(dir: &std::path::Path, name: &str, value: serde_json::Value) -> st
 }
 
 fn wayline(args: &[&std::ffi::OsStr]) -> (i32, serde_json::Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_wayline")).args(args).output().unwrap();
-    let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("printed JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)));
+    let output = Command::new(env!("CARGO_BIN_EXE_wayline"))
+        .args(args)
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "printed JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
     (output.status.code().unwrap(), json)
 }
 
 #[test]
 fn plugin_call_scores_a_contact_and_reports_logs_and_duration() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write_json(dir.path(), "input.json", serde_json::json!({
-        "contact": support::contact(),
-        "event": support::event("whitepaper_downloaded", serde_json::json!({"title": "Nurture 101"})),
-    }));
-    let config = write_json(dir.path(), "config.json", serde_json::json!({
-        "rules": [{"event": "whitepaper_downloaded", "points": 20, "reason": "downloaded a white paper"}]
-    }));
+    let input = write_json(
+        dir.path(),
+        "input.json",
+        serde_json::json!({
+            "contact": support::contact(),
+            "event": support::event("whitepaper_downloaded", serde_json::json!({"title": "Nurture 101"})),
+        }),
+    );
+    let config = write_json(
+        dir.path(),
+        "config.json",
+        serde_json::json!({
+            "rules": [{"event": "whitepaper_downloaded", "points": 20, "reason": "downloaded a white paper"}]
+        }),
+    );
     let plugin = support::plugin_dir().join("rule-scorer.wasm");
-    let (exit, json) = wayline(&["plugin".as_ref(), "call".as_ref(), plugin.as_os_str(), "--input".as_ref(), input.as_os_str(), "--config".as_ref(), config.as_os_str()]);
+    let (exit, json) = wayline(&[
+        "plugin".as_ref(),
+        "call".as_ref(),
+        plugin.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
     assert_eq!(exit, 0, "{json}");
     assert_eq!(json["function"], "score");
     assert_eq!(json["kind"], "scorer");
-    assert_eq!(json["ok"], serde_json::json!([{"delta": 20.0, "reason": "downloaded a white paper"}]));
+    assert_eq!(
+        json["ok"],
+        serde_json::json!([{"delta": 20.0, "reason": "downloaded a white paper"}])
+    );
     assert!(json["elapsed_us"].as_u64().is_some());
     assert!(json["logs"].is_array());
 }
@@ -40,41 +67,96 @@ fn plugin_call_scores_a_contact_and_reports_logs_and_duration() {
 #[test]
 fn plugin_call_reports_a_limit_as_a_json_error_with_exit_code_1() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write_json(dir.path(), "input.json", serde_json::json!({"contact": support::contact(), "event": support::event("x", serde_json::json!({}))}));
-    let config = write_json(dir.path(), "config.json", serde_json::json!({"mode": "spin"}));
-    let settings = write_json(dir.path(), "settings.json", serde_json::json!({"limits": {"cpu_ms": 20}}));
+    let input = write_json(
+        dir.path(),
+        "input.json",
+        serde_json::json!({"contact": support::contact(), "event": support::event("x", serde_json::json!({}))}),
+    );
+    let config = write_json(
+        dir.path(),
+        "config.json",
+        serde_json::json!({"mode": "spin"}),
+    );
+    let settings = write_json(
+        dir.path(),
+        "settings.json",
+        serde_json::json!({"limits": {"cpu_ms": 20}}),
+    );
     let fixture = dir.path().join("hostile.wasm");
     std::fs::write(&fixture, support::fixture_bytes("hostile-scorer")).unwrap();
     let (exit, json) = wayline(&[
-        "plugin".as_ref(), "call".as_ref(), fixture.as_os_str(), "--input".as_ref(), input.as_os_str(),
-        "--config".as_ref(), config.as_os_str(), "--settings".as_ref(), settings.as_os_str(),
+        "plugin".as_ref(),
+        "call".as_ref(),
+        fixture.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--settings".as_ref(),
+        settings.as_os_str(),
     ]);
     assert_eq!(exit, 1, "{json}");
     assert_eq!(json["error"]["code"], "plugin_cpu_limit");
-    assert!(json["error"]["message"].as_str().unwrap().contains("20 ms"), "{json}");
+    assert!(
+        json["error"]["message"].as_str().unwrap().contains("20 ms"),
+        "{json}"
+    );
 }
 
 #[test]
 fn plugin_call_says_what_input_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write_json(dir.path(), "input.json", serde_json::json!({"contact": support::contact()}));
+    let input = write_json(
+        dir.path(),
+        "input.json",
+        serde_json::json!({"contact": support::contact()}),
+    );
     let plugin = support::plugin_dir().join("rule-scorer.wasm");
-    let (exit, json) = wayline(&["plugin".as_ref(), "call".as_ref(), plugin.as_os_str(), "--input".as_ref(), input.as_os_str()]);
+    let (exit, json) = wayline(&[
+        "plugin".as_ref(),
+        "call".as_ref(),
+        plugin.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+    ]);
     assert_eq!(exit, 2);
     assert_eq!(json["error"]["code"], "invalid_input");
-    assert!(json["error"]["message"].as_str().unwrap().contains("needs `event`"), "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs `event`"),
+        "{json}"
+    );
 }
 
 #[test]
 fn plugin_call_can_validate_a_config() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_json(dir.path(), "config.json", serde_json::json!({"rules": [{"event": "form_submitted", "points": "ten"}]}));
+    let config = write_json(
+        dir.path(),
+        "config.json",
+        serde_json::json!({"rules": [{"event": "form_submitted", "points": "ten"}]}),
+    );
     let plugin = support::plugin_dir().join("rule-scorer.wasm");
-    let (exit, json) = wayline(&["plugin".as_ref(), "call".as_ref(), plugin.as_os_str(), "--function".as_ref(), "validate-config".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    let (exit, json) = wayline(&[
+        "plugin".as_ref(),
+        "call".as_ref(),
+        plugin.as_os_str(),
+        "--function".as_ref(),
+        "validate-config".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
     assert_eq!(exit, 0, "{json}");
     assert_eq!(json["ok"]["valid"], false, "{json}");
     let problems = json["ok"]["problems"].as_array().unwrap();
-    assert!(problems.iter().any(|p| p["path"].as_str().unwrap().starts_with("rules[0]")), "{json}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"].as_str().unwrap().starts_with("rules[0]")),
+        "{json}"
+    );
 }
 
 #[test]
@@ -107,16 +189,31 @@ fn serve_loads_the_first_party_plugins_and_lists_them() {
     server.wait().unwrap();
     let log = log.join("\n");
     assert!(log.contains("plugin loaded"), "{log}");
-    let plugins: serde_json::Value = serde_json::from_str(&response).unwrap_or_else(|e| panic!("{e}: {response}"));
-    let kinds: std::collections::BTreeSet<&str> = plugins.as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["action", "channel", "condition", "scorer", "trigger"].into_iter().collect());
+    let plugins: serde_json::Value =
+        serde_json::from_str(&response).unwrap_or_else(|e| panic!("{e}: {response}"));
+    let kinds: std::collections::BTreeSet<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["action", "channel", "condition", "scorer", "trigger"]
+            .into_iter()
+            .collect()
+    );
 }
 
 /// A minimal HTTP/1.1 GET, so this test depends on nothing but the server.
 fn http_get(address: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();

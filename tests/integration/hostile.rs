@@ -11,12 +11,26 @@ fn hostile() -> (wayline::runtime::Runtime, wayline::runtime::Plugin) {
     (runtime, plugin)
 }
 
-fn call(runtime: &wayline::runtime::Runtime, plugin: &wayline::runtime::Plugin, mode: &str) -> Result<Vec<wayline::model::ScoreChange>, CallError> {
+fn call(
+    runtime: &wayline::runtime::Runtime,
+    plugin: &wayline::runtime::Plugin,
+    mode: &str,
+) -> Result<Vec<wayline::model::ScoreChange>, CallError> {
     let config = serde_json::json!({ "mode": mode }).to_string();
-    runtime.score(plugin, &config, &contact(), &event("page_viewed", serde_json::json!({}))).result
+    runtime
+        .score(
+            plugin,
+            &config,
+            &contact(),
+            &event("page_viewed", serde_json::json!({})),
+        )
+        .result
 }
 
-fn assert_next_call_succeeds(runtime: &wayline::runtime::Runtime, plugin: &wayline::runtime::Plugin) {
+fn assert_next_call_succeeds(
+    runtime: &wayline::runtime::Runtime,
+    plugin: &wayline::runtime::Plugin,
+) {
     let changes = call(runtime, plugin, "ok").expect("a normal call after a failure succeeds");
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].reason, "ok");
@@ -27,10 +41,19 @@ fn an_infinite_loop_stops_at_its_cpu_deadline() {
     let (runtime, plugin) = hostile();
     let started = std::time::Instant::now();
     let error = call(&runtime, &plugin, "spin").unwrap_err();
-    assert_eq!(error, CallError::CpuLimit { cpu_ms: Limits::default().cpu_ms });
+    assert_eq!(
+        error,
+        CallError::CpuLimit {
+            cpu_ms: Limits::default().cpu_ms
+        }
+    );
     assert_eq!(error.code(), "plugin_cpu_limit");
     // Generous bound: only guards against "never stopped", not a performance target.
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "stopped after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stopped after {:?}",
+        started.elapsed()
+    );
     assert_next_call_succeeds(&runtime, &plugin);
 }
 
@@ -38,7 +61,10 @@ fn an_infinite_loop_stops_at_its_cpu_deadline() {
 fn unbounded_memory_growth_stops_at_the_memory_cap() {
     let (runtime, plugin) = hostile();
     let error = call(&runtime, &plugin, "grow").unwrap_err();
-    assert!(matches!(&error, CallError::MemoryLimit(m) if m.contains(&Limits::default().memory_bytes.to_string())), "{error:?}");
+    assert!(
+        matches!(&error, CallError::MemoryLimit(m) if m.contains(&Limits::default().memory_bytes.to_string())),
+        "{error:?}"
+    );
     assert_eq!(error.code(), "plugin_memory_limit");
     assert_next_call_succeeds(&runtime, &plugin);
 }
@@ -46,10 +72,21 @@ fn unbounded_memory_growth_stops_at_the_memory_cap() {
 #[test]
 fn a_per_plugin_memory_limit_is_enforced() {
     let (runtime, _clock) = support::runtime();
-    let settings = PluginSettings { limits: Limits { memory_bytes: 4 << 20, ..Limits::default() }, ..PluginSettings::default() };
-    let plugin = runtime.load(&support::fixture_bytes("hostile-scorer"), &settings).unwrap();
+    let settings = PluginSettings {
+        limits: Limits {
+            memory_bytes: 4 << 20,
+            ..Limits::default()
+        },
+        ..PluginSettings::default()
+    };
+    let plugin = runtime
+        .load(&support::fixture_bytes("hostile-scorer"), &settings)
+        .unwrap();
     let error = call(&runtime, &plugin, "grow").unwrap_err();
-    assert!(matches!(&error, CallError::MemoryLimit(m) if m.contains("4194304")), "{error:?}");
+    assert!(
+        matches!(&error, CallError::MemoryLimit(m) if m.contains("4194304")),
+        "{error:?}"
+    );
 }
 
 #[test]
@@ -65,7 +102,10 @@ fn a_panic_surfaces_with_its_message() {
     let (runtime, plugin) = hostile();
     let error = call(&runtime, &plugin, "panic").unwrap_err();
     match &error {
-        CallError::Panicked(message) => assert!(message.contains("hostile plugin panicked on purpose"), "{message}"),
+        CallError::Panicked(message) => assert!(
+            message.contains("hostile plugin panicked on purpose"),
+            "{message}"
+        ),
         other => panic!("expected a panic, got {other:?}"),
     }
     assert_eq!(error.code(), "plugin_panicked");
@@ -76,10 +116,21 @@ fn a_panic_surfaces_with_its_message() {
 fn an_oversized_output_is_refused() {
     let (runtime, _clock) = support::runtime();
     // Memory high enough that the guest can build its output; the output limit must catch it.
-    let settings = PluginSettings { limits: Limits { memory_bytes: 256 << 20, ..Limits::default() }, ..PluginSettings::default() };
-    let plugin = runtime.load(&support::fixture_bytes("hostile-scorer"), &settings).unwrap();
+    let settings = PluginSettings {
+        limits: Limits {
+            memory_bytes: 256 << 20,
+            ..Limits::default()
+        },
+        ..PluginSettings::default()
+    };
+    let plugin = runtime
+        .load(&support::fixture_bytes("hostile-scorer"), &settings)
+        .unwrap();
     let error = call(&runtime, &plugin, "huge-output").unwrap_err();
-    assert!(matches!(error, CallError::OutputLimit { limit, size } if limit == Limits::default().output_bytes && size > limit), "{error:?}");
+    assert!(
+        matches!(error, CallError::OutputLimit { limit, size } if limit == Limits::default().output_bytes && size > limit),
+        "{error:?}"
+    );
     assert_next_call_succeeds(&runtime, &plugin);
 }
 
@@ -97,25 +148,46 @@ fn plugins_read_the_hosts_clock_which_may_be_virtual() {
 #[test]
 fn key_value_state_persists_across_calls_but_memory_does_not() {
     let (runtime, plugin) = hostile();
-    let counts: Vec<f64> = (0..3).map(|_| call(&runtime, &plugin, "kv").unwrap()[0].delta).collect();
+    let counts: Vec<f64> = (0..3)
+        .map(|_| call(&runtime, &plugin, "kv").unwrap()[0].delta)
+        .collect();
     assert_eq!(counts, vec![1.0, 2.0, 3.0]);
 }
 
 #[test]
 fn logs_are_captured_per_call_and_bounded() {
     let (runtime, plugin) = hostile();
-    let report = runtime.score(&plugin, r#"{"mode":"log"}"#, &contact(), &event("x", serde_json::json!({})));
+    let report = runtime.score(
+        &plugin,
+        r#"{"mode":"log"}"#,
+        &contact(),
+        &event("x", serde_json::json!({})),
+    );
     report.result.unwrap();
     let levels: Vec<&str> = report.logs.iter().map(|l| l.level).collect();
     assert_eq!(levels, ["trace", "debug", "info", "warn", "error"]);
     // The next call starts with an empty log: nothing leaks between contacts.
-    let report = runtime.score(&plugin, r#"{"mode":"ok"}"#, &contact(), &event("x", serde_json::json!({})));
+    let report = runtime.score(
+        &plugin,
+        r#"{"mode":"ok"}"#,
+        &contact(),
+        &event("x", serde_json::json!({})),
+    );
     assert!(report.logs.is_empty());
 }
 
 #[test]
 fn a_call_of_the_wrong_kind_is_refused_without_running() {
     let (runtime, plugin) = hostile();
-    let error = runtime.evaluate(&plugin, "{}", &contact(), None).result.unwrap_err();
-    assert_eq!(error, CallError::WrongKind { expected: "condition", actual: "scorer" });
+    let error = runtime
+        .evaluate(&plugin, "{}", &contact(), None)
+        .result
+        .unwrap_err();
+    assert_eq!(
+        error,
+        CallError::WrongKind {
+            expected: "condition",
+            actual: "scorer"
+        }
+    );
 }

@@ -11,16 +11,26 @@ use wayline::runtime::{MemoryKv, Plugin, PluginSettings, Runtime, RuntimeConfig}
 pub const NOW: i64 = 1_795_341_600_000;
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_owned()
 }
 
 fn built_dir(env_var: &str, default: &str) -> PathBuf {
-    std::env::var_os(env_var).map(PathBuf::from).unwrap_or_else(|| repo_root().join(default))
+    std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(default))
 }
 
 fn read_built(dir: PathBuf, name: &str) -> Vec<u8> {
     let path = dir.join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; build guests first with `cargo xtask plugins` (or run `cargo xtask test`)", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build guests first with `cargo xtask plugins` (or run `cargo xtask test`)",
+            path.display()
+        )
+    })
 }
 
 /// A first-party plugin component, as `cargo xtask plugins` built it.
@@ -39,18 +49,28 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 
 /// A guest's raw core module, before componentization.
 pub fn core_module_bytes(name: &str) -> Vec<u8> {
-    read_built(built_dir("WAYLINE_CORE_MODULE_DIR", "target/core-modules"), name)
+    read_built(
+        built_dir("WAYLINE_CORE_MODULE_DIR", "target/core-modules"),
+        name,
+    )
 }
 
 /// A runtime on a virtual clock with in-memory plugin key-value spaces.
 pub fn runtime() -> (Runtime, VirtualClock) {
     let clock = VirtualClock::at(NOW);
-    let runtime = Runtime::new(RuntimeConfig { clock: Arc::new(clock.clone()), kv: Arc::new(MemoryKv::default()), ..RuntimeConfig::default() }).expect("runtime starts");
+    let runtime = Runtime::new(RuntimeConfig {
+        clock: Arc::new(clock.clone()),
+        kv: Arc::new(MemoryKv::default()),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
     (runtime, clock)
 }
 
 pub fn load(runtime: &Runtime, bytes: &[u8]) -> Plugin {
-    runtime.load(bytes, &PluginSettings::default()).unwrap_or_else(|e| panic!("plugin loads: {e}"))
+    runtime
+        .load(bytes, &PluginSettings::default())
+        .unwrap_or_else(|e| panic!("plugin loads: {e}"))
 }
 
 /// A contact with 20 attributes, like a real CRM import.

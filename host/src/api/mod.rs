@@ -23,7 +23,10 @@ pub struct AppState {
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
-    Router::new().route("/healthz", get(healthz)).nest("/v1", plugin_routes()).with_state(state)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/v1", plugin_routes())
+        .with_state(state)
 }
 
 fn plugin_routes() -> Router<AppState> {

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::model::{Contact, Event, Message};
-use crate::runtime::{CallReport, LoadError, Plugin, PluginKind, PluginSettings, Runtime, RuntimeConfig};
+use crate::runtime::{
+    CallReport, LoadError, Plugin, PluginKind, PluginSettings, Runtime, RuntimeConfig,
+};
 
 #[derive(Debug, Args)]
 pub struct CallArgs {
@@ -39,7 +41,10 @@ struct CallInput {
 }
 
 fn print(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 fn fail(code: &str, message: impl std::fmt::Display, exit: u8) -> ExitCode {
@@ -48,9 +53,13 @@ fn fail(code: &str, message: impl std::fmt::Display, exit: u8) -> ExitCode {
 }
 
 fn load(path: &Path, settings: &PluginSettings) -> Result<(Runtime, Plugin), ExitCode> {
-    let bytes = std::fs::read(path).map_err(|e| fail("file_unreadable", format!("{}: {e}", path.display()), 2))?;
-    let runtime = Runtime::new(RuntimeConfig::default()).map_err(|e| fail("runtime_unavailable", e, 1))?;
-    let plugin = runtime.load(&bytes, settings).map_err(|e: LoadError| fail(e.code(), e, 1))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| fail("file_unreadable", format!("{}: {e}", path.display()), 2))?;
+    let runtime =
+        Runtime::new(RuntimeConfig::default()).map_err(|e| fail("runtime_unavailable", e, 1))?;
+    let plugin = runtime
+        .load(&bytes, settings)
+        .map_err(|e: LoadError| fail(e.code(), e, 1))?;
     Ok((runtime, plugin))
 }
 
@@ -78,8 +87,15 @@ pub fn inspect(path: &Path) -> ExitCode {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, ExitCode> {
-    let text = std::fs::read_to_string(path).map_err(|e| fail("file_unreadable", format!("{}: {e}", path.display()), 2))?;
-    serde_json::from_str(&text).map_err(|e| fail("invalid_input", format!("{what} {}: {e}", path.display()), 2))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail("file_unreadable", format!("{}: {e}", path.display()), 2))?;
+    serde_json::from_str(&text).map_err(|e| {
+        fail(
+            "invalid_input",
+            format!("{what} {}: {e}", path.display()),
+            2,
+        )
+    })
 }
 
 pub async fn call(args: CallArgs) -> ExitCode {
@@ -89,8 +105,18 @@ pub async fn call(args: CallArgs) -> ExitCode {
 }
 
 async fn try_call(args: CallArgs) -> Result<ExitCode, ExitCode> {
-    let settings: PluginSettings = args.settings.as_deref().map(|p| read_json(p, "settings")).transpose()?.unwrap_or_default();
-    let input: CallInput = args.input.as_deref().map(|p| read_json(p, "input")).transpose()?.unwrap_or_default();
+    let settings: PluginSettings = args
+        .settings
+        .as_deref()
+        .map(|p| read_json(p, "settings"))
+        .transpose()?
+        .unwrap_or_default();
+    let input: CallInput = args
+        .input
+        .as_deref()
+        .map(|p| read_json(p, "input"))
+        .transpose()?
+        .unwrap_or_default();
     let config = match &args.config {
         Some(path) => {
             let value: serde_json::Value = read_json(path, "config")?;
@@ -99,21 +125,43 @@ async fn try_call(args: CallArgs) -> Result<ExitCode, ExitCode> {
         None => "{}".to_owned(),
     };
     let (runtime, plugin) = load(&args.file, &settings)?;
-    let function = args.function.clone().unwrap_or_else(|| main_function(plugin.kind).to_owned());
+    let function = args
+        .function
+        .clone()
+        .unwrap_or_else(|| main_function(plugin.kind).to_owned());
     let kind = plugin.kind;
-    let need = |field: &str| fail("invalid_input", format!("`{function}` of a {} plugin needs `{field}` in --input", kind.as_str()), 2);
+    let need = |field: &str| {
+        fail(
+            "invalid_input",
+            format!(
+                "`{function}` of a {} plugin needs `{field}` in --input",
+                kind.as_str()
+            ),
+            2,
+        )
+    };
     let contact = || input.contact.as_ref().ok_or_else(|| need("contact"));
     let event = || input.event.as_ref().ok_or_else(|| need("event"));
     let report: CallReport<serde_json::Value> = match (function.as_str(), kind) {
         ("describe", _) => to_json(runtime.describe(&plugin)),
-        ("validate-config", _) => to_json(runtime.validate_config(&plugin, &config).map(|verdict| match verdict {
-            Ok(()) => json!({"valid": true, "problems": []}),
-            Err(problems) => json!({"valid": false, "problems": problems}),
-        })),
-        ("matches", PluginKind::Trigger) => to_json(runtime.matches(&plugin, &config, event()?, contact()?)),
-        ("evaluate", PluginKind::Condition) => to_json(runtime.evaluate(&plugin, &config, contact()?, input.event.as_ref())),
-        ("run", PluginKind::Action) => to_json(runtime.run_action(&plugin, &config, contact()?, input.event.as_ref())),
-        ("score", PluginKind::Scorer) => to_json(runtime.score(&plugin, &config, contact()?, event()?)),
+        ("validate-config", _) => to_json(runtime.validate_config(&plugin, &config).map(
+            |verdict| match verdict {
+                Ok(()) => json!({"valid": true, "problems": []}),
+                Err(problems) => json!({"valid": false, "problems": problems}),
+            },
+        )),
+        ("matches", PluginKind::Trigger) => {
+            to_json(runtime.matches(&plugin, &config, event()?, contact()?))
+        }
+        ("evaluate", PluginKind::Condition) => {
+            to_json(runtime.evaluate(&plugin, &config, contact()?, input.event.as_ref()))
+        }
+        ("run", PluginKind::Action) => {
+            to_json(runtime.run_action(&plugin, &config, contact()?, input.event.as_ref()))
+        }
+        ("score", PluginKind::Scorer) => {
+            to_json(runtime.score(&plugin, &config, contact()?, event()?))
+        }
         ("deliver", PluginKind::Channel) => {
             let message = input.message.as_ref().ok_or_else(|| need("message"))?;
             to_json(runtime.deliver(&plugin, &config, message).await)
@@ -121,7 +169,11 @@ async fn try_call(args: CallArgs) -> Result<ExitCode, ExitCode> {
         (other, kind) => {
             return Err(fail(
                 "invalid_input",
-                format!("a {} plugin has no function `{other}`; use describe, validate-config or {}", kind.as_str(), main_function(kind)),
+                format!(
+                    "a {} plugin has no function `{other}`; use describe, validate-config or {}",
+                    kind.as_str(),
+                    main_function(kind)
+                ),
                 2,
             ));
         }
@@ -132,7 +184,11 @@ async fn try_call(args: CallArgs) -> Result<ExitCode, ExitCode> {
     output["kind"] = json!(plugin.kind);
     output["function"] = json!(function);
     print(&output);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn main_function(kind: PluginKind) -> &'static str {
@@ -147,7 +203,9 @@ fn main_function(kind: PluginKind) -> &'static str {
 
 fn to_json<T: serde::Serialize>(report: CallReport<T>) -> CallReport<serde_json::Value> {
     CallReport {
-        result: report.result.map(|value| serde_json::to_value(value).expect("plugin results serialize")),
+        result: report
+            .result
+            .map(|value| serde_json::to_value(value).expect("plugin results serialize")),
         logs: report.logs,
         elapsed: report.elapsed,
     }

@@ -36,12 +36,16 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)?;
-    let runtime = Arc::new(Runtime::new(RuntimeConfig { cache_dir: Some(args.data.join("compile-cache")), ..RuntimeConfig::default() })?);
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: Some(args.data.join("compile-cache")),
+        ..RuntimeConfig::default()
+    })?);
     let registry = Arc::new(Registry::default());
     if let Some(dir) = &args.plugins {
         let dir = dir.clone();
         let (runtime, registry) = (runtime.clone(), registry.clone());
-        let loaded = tokio::task::spawn_blocking(move || registry.load_dir(&runtime, &dir)).await??;
+        let loaded =
+            tokio::task::spawn_blocking(move || registry.load_dir(&runtime, &dir)).await??;
         for plugin in &loaded {
             tracing::info!(plugin = %plugin.id, kind = plugin.kind.as_str(), sha256 = %plugin.sha256, "plugin loaded");
         }
@@ -50,7 +54,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(allocator = ?runtime.allocator(), compiled = counts.compiled, cache_hits = counts.hits, cache_rejected = counts.rejected, "plugin runtime ready");
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, app(AppState { runtime, registry })).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app(AppState { runtime, registry }))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 

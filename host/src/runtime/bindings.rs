@@ -104,12 +104,18 @@ impl From<wit::Value> for model::Value {
 fn to_wit_attributes(attributes: &model::Attributes) -> Vec<wit::Attribute> {
     attributes
         .iter()
-        .map(|(name, value)| wit::Attribute { name: name.clone(), value: value.into() })
+        .map(|(name, value)| wit::Attribute {
+            name: name.clone(),
+            value: value.into(),
+        })
         .collect()
 }
 
 fn from_wit_attributes(attributes: Vec<wit::Attribute>) -> model::Attributes {
-    attributes.into_iter().map(|a| (a.name, a.value.into())).collect()
+    attributes
+        .into_iter()
+        .map(|a| (a.name, a.value.into()))
+        .collect()
 }
 
 impl From<&model::Contact> for wit::Contact {
@@ -160,27 +166,43 @@ impl From<&model::Message> for wit::Message {
             subject: message.subject.clone(),
             body: message.body.clone(),
             content_type: message.content_type.clone(),
-            metadata: message.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            metadata: message
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }
 
 impl From<wit::ScoreChange> for model::ScoreChange {
     fn from(change: wit::ScoreChange) -> Self {
-        model::ScoreChange { delta: change.delta, reason: change.reason }
+        model::ScoreChange {
+            delta: change.delta,
+            reason: change.reason,
+        }
     }
 }
 
 impl From<wit::Effect> for model::Effect {
     fn from(effect: wit::Effect) -> Self {
         match effect {
-            wit::Effect::SetAttribute(a) => model::Effect::SetAttribute { name: a.name, value: a.value.into() },
+            wit::Effect::SetAttribute(a) => model::Effect::SetAttribute {
+                name: a.name,
+                value: a.value.into(),
+            },
             wit::Effect::UnsetAttribute(name) => model::Effect::UnsetAttribute { name },
             wit::Effect::AddTag(tag) => model::Effect::AddTag { tag },
             wit::Effect::RemoveTag(tag) => model::Effect::RemoveTag { tag },
-            wit::Effect::AdjustScore(c) => model::Effect::AdjustScore { delta: c.delta, reason: c.reason },
+            wit::Effect::AdjustScore(c) => model::Effect::AdjustScore {
+                delta: c.delta,
+                reason: c.reason,
+            },
             wit::Effect::SetLifecycleStage(stage) => model::Effect::SetLifecycleStage { stage },
-            wit::Effect::EmitEvent(e) => model::Effect::EmitEvent { name: e.name, properties: from_wit_attributes(e.properties) },
+            wit::Effect::EmitEvent(e) => model::Effect::EmitEvent {
+                name: e.name,
+                properties: from_wit_attributes(e.properties),
+            },
             wit::Effect::SendMessage(s) => model::Effect::SendMessage {
                 channel: s.channel,
                 template: s.template,
@@ -193,7 +215,9 @@ impl From<wit::Effect> for model::Effect {
 impl From<Result<wit::Delivery, wit::DeliveryFailure>> for model::DeliveryOutcome {
     fn from(result: Result<wit::Delivery, wit::DeliveryFailure>) -> Self {
         match result {
-            Ok(delivery) => model::DeliveryOutcome::Delivered { provider_id: delivery.provider_id },
+            Ok(delivery) => model::DeliveryOutcome::Delivered {
+                provider_id: delivery.provider_id,
+            },
             Err(failure) => model::DeliveryOutcome::Failed {
                 kind: match failure.kind {
                     wit::FailureKind::Retryable => model::FailureKind::Retryable,
@@ -222,6 +246,9 @@ impl From<wit::PluginInfo> for model::PluginInfo {
 
 impl From<wit::ConfigProblem> for model::ConfigProblem {
     fn from(problem: wit::ConfigProblem) -> Self {
-        model::ConfigProblem { path: problem.path, message: problem.message }
+        model::ConfigProblem {
+            path: problem.path,
+            message: problem.message,
+        }
     }
 }

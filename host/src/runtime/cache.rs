@@ -63,7 +63,12 @@ impl Compiler {
     pub fn new(engine: Engine, cache_dir: Option<&Path>) -> std::io::Result<Self> {
         let disk = cache_dir.map(DiskCache::open).transpose()?;
         let compat = compatibility_hash(&engine);
-        Ok(Compiler { engine, disk, compat, stats: CacheStats::default() })
+        Ok(Compiler {
+            engine,
+            disk,
+            compat,
+            stats: CacheStats::default(),
+        })
     }
 
     /// The compiled component for `component_bytes`, whose sha256 is `sha256`.
@@ -134,7 +139,10 @@ impl DiskCache {
                 key
             }
         };
-        Ok(DiskCache { dir: dir.to_owned(), key })
+        Ok(DiskCache {
+            dir: dir.to_owned(),
+            key,
+        })
     }
 
     fn mac(&self) -> HmacSha256 {

@@ -15,7 +15,9 @@ use super::error::CallError;
 use super::host::{CallContext, HostState, HttpGrant, LogRecord};
 use super::load::{Plugin, PluginKind, Pre};
 use super::output::OutputSize;
-use crate::model::{ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, ScoreChange};
+use crate::model::{
+    ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, ScoreChange,
+};
 
 /// What one call produced: its result, the plugin's logs, and how long it took.
 #[derive(Debug)]
@@ -32,7 +34,10 @@ impl<T: Serialize> Serialize for CallReport<T> {
         let mut map = serializer.serialize_map(Some(3))?;
         match &self.result {
             Ok(value) => map.serialize_entry("ok", value)?,
-            Err(error) => map.serialize_entry("error", &serde_json::json!({"code": error.code(), "message": error.to_string()}))?,
+            Err(error) => map.serialize_entry(
+                "error",
+                &serde_json::json!({"code": error.code(), "message": error.to_string()}),
+            )?,
         }
         map.serialize_entry("logs", &self.logs)?;
         map.serialize_entry("elapsed_us", &(self.elapsed.as_micros() as u64))?;
@@ -43,7 +48,10 @@ impl<T: Serialize> Serialize for CallReport<T> {
 impl<T> CallReport<T> {
     fn wrong_kind(plugin: &Plugin, expected: PluginKind) -> Self {
         CallReport {
-            result: Err(CallError::WrongKind { expected: expected.as_str(), actual: plugin.kind.as_str() }),
+            result: Err(CallError::WrongKind {
+                expected: expected.as_str(),
+                actual: plugin.kind.as_str(),
+            }),
             logs: Vec::new(),
             elapsed: Duration::ZERO,
         }
@@ -51,7 +59,11 @@ impl<T> CallReport<T> {
 
     /// The same report with its value transformed.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> CallReport<U> {
-        CallReport { result: self.result.map(f), logs: self.logs, elapsed: self.elapsed }
+        CallReport {
+            result: self.result.map(f),
+            logs: self.logs,
+            elapsed: self.elapsed,
+        }
     }
 }
 
@@ -59,7 +71,7 @@ impl<T> CallReport<T> {
 type Outcome<T, E> = wasmtime::Result<Result<T, E>>;
 
 impl Runtime {
-    fn store(&self, plugin: &Plugin, http: Option<HttpGrant>) -> Store<HostState> {
+    pub(crate) fn store(&self, plugin: &Plugin, http: Option<HttpGrant>) -> Store<HostState> {
         let context = CallContext {
             plugin_id: plugin.id.clone(),
             kv: self.kv.clone(),
@@ -89,14 +101,20 @@ impl Runtime {
     }
 
     /// Run `call` in a fresh store and classify what happened.
-    fn run<T: OutputSize, E: Into<CallError>>(&self, plugin: &Plugin, call: impl FnOnce(&mut Store<HostState>) -> Outcome<T, E>) -> CallReport<T> {
+    fn run<T: OutputSize, E: Into<CallError>>(
+        &self,
+        plugin: &Plugin,
+        call: impl FnOnce(&mut Store<HostState>) -> Outcome<T, E>,
+    ) -> CallReport<T> {
         let started = Instant::now();
         let mut store = self.store(plugin, None);
         let outcome = call(&mut store);
         finish(plugin, store, Ok(outcome), started)
     }
 
-    /// Like [`Runtime::run`] for async worlds, bounded by the plugin's wall-clock limit.
+    /// Like [`Runtime::run`] for async worlds. With outbound HTTP granted, the call is also
+    /// bounded by the plugin's wall-clock limit (a tokio timer, so only inside a tokio runtime);
+    /// without it the guest cannot wait on anything and its CPU deadline bounds it.
     async fn run_async<T: OutputSize, E: Into<CallError>>(
         &self,
         plugin: &Plugin,
@@ -104,81 +122,215 @@ impl Runtime {
         call: impl AsyncFnOnce(&mut Store<HostState>) -> Outcome<T, E>,
     ) -> CallReport<T> {
         let started = Instant::now();
+        let bounded_by_wall_clock = http.is_some();
         let mut store = self.store(plugin, http);
-        let wall = Duration::from_millis(plugin.limits.wall_ms);
-        let outcome = tokio::time::timeout(wall, call(&mut store)).await.map_err(|_| CallError::Timeout { wall_ms: plugin.limits.wall_ms });
+        let outcome = if bounded_by_wall_clock {
+            let wall = Duration::from_millis(plugin.limits.wall_ms);
+            tokio::time::timeout(wall, call(&mut store))
+                .await
+                .map_err(|_| CallError::Timeout {
+                    wall_ms: plugin.limits.wall_ms,
+                })
+        } else {
+            Ok(call(&mut store).await)
+        };
         finish(plugin, store, outcome, started)
     }
 
     /// `describe` of any plugin.
     pub fn describe(&self, plugin: &Plugin) -> CallReport<PluginInfo> {
         let report = match &plugin.pre {
-            Pre::Trigger(pre) => self.run(plugin, |s| Ok(Ok::<_, CallError>(pre.instantiate(&mut *s)?.wayline_plugin_trigger().call_describe(s)?))),
-            Pre::Condition(pre) => self.run(plugin, |s| Ok(Ok::<_, CallError>(pre.instantiate(&mut *s)?.wayline_plugin_condition().call_describe(s)?))),
-            Pre::Action(pre) => self.run(plugin, |s| Ok(Ok::<_, CallError>(pre.instantiate(&mut *s)?.wayline_plugin_action().call_describe(s)?))),
-            Pre::Scorer(pre) => self.run(plugin, |s| Ok(Ok::<_, CallError>(pre.instantiate(&mut *s)?.wayline_plugin_scorer().call_describe(s)?))),
+            Pre::Trigger(pre) => self.run(plugin, |s| {
+                Ok(Ok::<_, CallError>(
+                    pre.instantiate(&mut *s)?
+                        .wayline_plugin_trigger()
+                        .call_describe(s)?,
+                ))
+            }),
+            Pre::Condition(pre) => self.run(plugin, |s| {
+                Ok(Ok::<_, CallError>(
+                    pre.instantiate(&mut *s)?
+                        .wayline_plugin_condition()
+                        .call_describe(s)?,
+                ))
+            }),
+            Pre::Action(pre) => self.run(plugin, |s| {
+                Ok(Ok::<_, CallError>(
+                    pre.instantiate(&mut *s)?
+                        .wayline_plugin_action()
+                        .call_describe(s)?,
+                ))
+            }),
+            Pre::Scorer(pre) => self.run(plugin, |s| {
+                Ok(Ok::<_, CallError>(
+                    pre.instantiate(&mut *s)?
+                        .wayline_plugin_scorer()
+                        .call_describe(s)?,
+                ))
+            }),
             Pre::Channel(pre) => block_on(self.run_async(plugin, None, async |s| {
                 let instance = pre.instantiate_async(&mut *s).await?;
-                Ok(Ok::<_, CallError>(instance.wayline_plugin_channel().call_describe(s).await?))
+                Ok(Ok::<_, CallError>(
+                    instance.wayline_plugin_channel().call_describe(s).await?,
+                ))
             })),
         };
         report.map(PluginInfo::from)
     }
 
     /// `validate-config` of any plugin: `Ok(Err(problems))` when the plugin refuses the config.
-    pub fn validate_config(&self, plugin: &Plugin, config: &str) -> CallReport<Result<(), Vec<ConfigProblem>>> {
+    pub fn validate_config(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+    ) -> CallReport<Result<(), Vec<ConfigProblem>>> {
         let report = match &plugin.pre {
-            Pre::Trigger(pre) => self.run(plugin, |s| Ok(Ok::<_, CallError>(pre.instantiate(&mut *s)?.wayline_plugin_trigger().call_validate_config(s, config)?))),
-            Pre::Condition(pre) => self.run(plugin, |s| Ok(Ok::<_, CallError>(pre.instantiate(&mut *s)?.wayline_plugin_condition().call_validate_config(s, config)?))),
-            Pre::Action(pre) => self.run(plugin, |s| Ok(Ok::<_, CallError>(pre.instantiate(&mut *s)?.wayline_plugin_action().call_validate_config(s, config)?))),
-            Pre::Scorer(pre) => self.run(plugin, |s| Ok(Ok::<_, CallError>(pre.instantiate(&mut *s)?.wayline_plugin_scorer().call_validate_config(s, config)?))),
+            Pre::Trigger(pre) => self.run(plugin, |s| {
+                Ok(Ok::<_, CallError>(
+                    pre.instantiate(&mut *s)?
+                        .wayline_plugin_trigger()
+                        .call_validate_config(s, config)?,
+                ))
+            }),
+            Pre::Condition(pre) => self.run(plugin, |s| {
+                Ok(Ok::<_, CallError>(
+                    pre.instantiate(&mut *s)?
+                        .wayline_plugin_condition()
+                        .call_validate_config(s, config)?,
+                ))
+            }),
+            Pre::Action(pre) => self.run(plugin, |s| {
+                Ok(Ok::<_, CallError>(
+                    pre.instantiate(&mut *s)?
+                        .wayline_plugin_action()
+                        .call_validate_config(s, config)?,
+                ))
+            }),
+            Pre::Scorer(pre) => self.run(plugin, |s| {
+                Ok(Ok::<_, CallError>(
+                    pre.instantiate(&mut *s)?
+                        .wayline_plugin_scorer()
+                        .call_validate_config(s, config)?,
+                ))
+            }),
             Pre::Channel(pre) => block_on(self.run_async(plugin, None, async |s| {
                 let instance = pre.instantiate_async(&mut *s).await?;
-                Ok(Ok::<_, CallError>(instance.wayline_plugin_channel().call_validate_config(s, config).await?))
+                Ok(Ok::<_, CallError>(
+                    instance
+                        .wayline_plugin_channel()
+                        .call_validate_config(s, config)
+                        .await?,
+                ))
             })),
         };
-        report.map(|verdict| verdict.map_err(|problems| problems.into_iter().map(ConfigProblem::from).collect()))
+        report.map(|verdict| {
+            verdict.map_err(|problems| problems.into_iter().map(ConfigProblem::from).collect())
+        })
     }
 
     /// Does `event` enroll `contact`? (trigger plugins)
-    pub fn matches(&self, plugin: &Plugin, config: &str, event: &Event, contact: &Contact) -> CallReport<bool> {
-        let Pre::Trigger(pre) = &plugin.pre else { return CallReport::wrong_kind(plugin, PluginKind::Trigger) };
+    pub fn matches(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        event: &Event,
+        contact: &Contact,
+    ) -> CallReport<bool> {
+        let Pre::Trigger(pre) = &plugin.pre else {
+            return CallReport::wrong_kind(plugin, PluginKind::Trigger);
+        };
         let (event, contact) = (wit::Event::from(event), wit::Contact::from(contact));
-        self.run(plugin, |s| pre.instantiate(&mut *s)?.wayline_plugin_trigger().call_matches(s, config, &event, &contact))
+        self.run(plugin, |s| {
+            pre.instantiate(&mut *s)?
+                .wayline_plugin_trigger()
+                .call_matches(s, config, &event, &contact)
+        })
     }
 
     /// Which branch does `contact` take? (condition plugins)
-    pub fn evaluate(&self, plugin: &Plugin, config: &str, contact: &Contact, event: Option<&Event>) -> CallReport<String> {
-        let Pre::Condition(pre) = &plugin.pre else { return CallReport::wrong_kind(plugin, PluginKind::Condition) };
+    pub fn evaluate(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        contact: &Contact,
+        event: Option<&Event>,
+    ) -> CallReport<String> {
+        let Pre::Condition(pre) = &plugin.pre else {
+            return CallReport::wrong_kind(plugin, PluginKind::Condition);
+        };
         let (contact, event) = (wit::Contact::from(contact), event.map(wit::Event::from));
-        self.run(plugin, |s| pre.instantiate(&mut *s)?.wayline_plugin_condition().call_evaluate(s, config, &contact, event.as_ref()))
+        self.run(plugin, |s| {
+            pre.instantiate(&mut *s)?
+                .wayline_plugin_condition()
+                .call_evaluate(s, config, &contact, event.as_ref())
+        })
     }
 
     /// What changes for `contact`? (action plugins)
-    pub fn run_action(&self, plugin: &Plugin, config: &str, contact: &Contact, event: Option<&Event>) -> CallReport<Vec<Effect>> {
-        let Pre::Action(pre) = &plugin.pre else { return CallReport::wrong_kind(plugin, PluginKind::Action) };
+    pub fn run_action(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        contact: &Contact,
+        event: Option<&Event>,
+    ) -> CallReport<Vec<Effect>> {
+        let Pre::Action(pre) = &plugin.pre else {
+            return CallReport::wrong_kind(plugin, PluginKind::Action);
+        };
         let (contact, event) = (wit::Contact::from(contact), event.map(wit::Event::from));
-        self.run(plugin, |s| pre.instantiate(&mut *s)?.wayline_plugin_action().call_run(s, config, &contact, event.as_ref()))
-            .map(|effects| effects.into_iter().map(Effect::from).collect())
+        self.run(plugin, |s| {
+            pre.instantiate(&mut *s)?.wayline_plugin_action().call_run(
+                s,
+                config,
+                &contact,
+                event.as_ref(),
+            )
+        })
+        .map(|effects| effects.into_iter().map(Effect::from).collect())
     }
 
     /// How does `event` change `contact`'s score? (scorer plugins)
-    pub fn score(&self, plugin: &Plugin, config: &str, contact: &Contact, event: &Event) -> CallReport<Vec<ScoreChange>> {
-        let Pre::Scorer(pre) = &plugin.pre else { return CallReport::wrong_kind(plugin, PluginKind::Scorer) };
+    pub fn score(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        contact: &Contact,
+        event: &Event,
+    ) -> CallReport<Vec<ScoreChange>> {
+        let Pre::Scorer(pre) = &plugin.pre else {
+            return CallReport::wrong_kind(plugin, PluginKind::Scorer);
+        };
         let (contact, event) = (wit::Contact::from(contact), wit::Event::from(event));
-        self.run(plugin, |s| pre.instantiate(&mut *s)?.wayline_plugin_scorer().call_score(s, config, &contact, &event))
-            .map(|changes| changes.into_iter().map(ScoreChange::from).collect())
+        self.run(plugin, |s| {
+            pre.instantiate(&mut *s)?
+                .wayline_plugin_scorer()
+                .call_score(s, config, &contact, &event)
+        })
+        .map(|changes| changes.into_iter().map(ScoreChange::from).collect())
     }
 
     /// Deliver `message`. (channel plugins; the only calls that may use outbound HTTP)
-    pub async fn deliver(&self, plugin: &Plugin, config: &str, message: &Message) -> CallReport<DeliveryOutcome> {
-        let Pre::Channel(pre) = &plugin.pre else { return CallReport::wrong_kind(plugin, PluginKind::Channel) };
-        let grant = plugin.http.clone().map(|policy| HttpGrant { client: self.http_client.clone(), policy });
+    pub async fn deliver(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        message: &Message,
+    ) -> CallReport<DeliveryOutcome> {
+        let Pre::Channel(pre) = &plugin.pre else {
+            return CallReport::wrong_kind(plugin, PluginKind::Channel);
+        };
+        let grant = plugin.http.clone().map(|policy| HttpGrant {
+            client: self.http_client.clone(),
+            policy,
+        });
         let message = wit::Message::from(message);
         let report = self
             .run_async(plugin, grant, async |s| {
                 let instance = pre.instantiate_async(&mut *s).await?;
-                let outcome = instance.wayline_plugin_channel().call_deliver(s, config, &message).await?;
+                let outcome = instance
+                    .wayline_plugin_channel()
+                    .call_deliver(s, config, &message)
+                    .await?;
                 // A classified delivery failure is the plugin doing its job, not a call error.
                 Ok(Ok::<_, CallError>(outcome))
             })
@@ -194,7 +346,12 @@ impl From<String> for CallError {
 }
 
 /// Turn the outcome and the store's record of the call into a report.
-fn finish<T: OutputSize, E: Into<CallError>>(plugin: &Plugin, mut store: Store<HostState>, outcome: Result<Outcome<T, E>, CallError>, started: Instant) -> CallReport<T> {
+fn finish<T: OutputSize, E: Into<CallError>>(
+    plugin: &Plugin,
+    mut store: Store<HostState>,
+    outcome: Result<Outcome<T, E>, CallError>,
+    started: Instant,
+) -> CallReport<T> {
     let elapsed = started.elapsed();
     let logs = store.data_mut().take_logs();
     let result = match outcome {
@@ -202,7 +359,10 @@ fn finish<T: OutputSize, E: Into<CallError>>(plugin: &Plugin, mut store: Store<H
         Ok(Ok(Ok(value))) => {
             let size = value.output_size();
             if size > plugin.limits.output_bytes {
-                Err(CallError::OutputLimit { size, limit: plugin.limits.output_bytes })
+                Err(CallError::OutputLimit {
+                    size,
+                    limit: plugin.limits.output_bytes,
+                })
             } else {
                 Ok(value)
             }
@@ -213,23 +373,36 @@ fn finish<T: OutputSize, E: Into<CallError>>(plugin: &Plugin, mut store: Store<H
     if let Err(error) = &result {
         tracing::debug!(plugin = plugin.id(), code = error.code(), %error, "plugin call failed");
     }
-    CallReport { result, logs, elapsed }
+    CallReport {
+        result,
+        logs,
+        elapsed,
+    }
 }
 
 /// Name the limit or fault behind a trap, preferring what the host observed over the trap code.
-fn classify_failure(error: &wasmtime::Error, state: &HostState, logs: &[LogRecord], plugin: &Plugin) -> CallError {
+fn classify_failure(
+    error: &wasmtime::Error,
+    state: &HostState,
+    logs: &[LogRecord],
+    plugin: &Plugin,
+) -> CallError {
     if let Some(refused) = &state.limiter.refused {
         return CallError::MemoryLimit(refused.clone());
     }
     let trap = error.downcast_ref::<Trap>().copied();
     if state.cpu.exceeded || trap == Some(Trap::Interrupt) {
-        return CallError::CpuLimit { cpu_ms: plugin.limits.cpu_ms };
+        return CallError::CpuLimit {
+            cpu_ms: plugin.limits.cpu_ms,
+        };
     }
     match trap {
         Some(Trap::StackOverflow) => CallError::StackOverflow,
         Some(Trap::UnreachableCodeReached) => match logs.last() {
             // The SDK's panic hook logs the message at error level just before aborting.
-            Some(last) if last.level == "error" && last.message.starts_with("panic: ") => CallError::Panicked(last.message["panic: ".len()..].to_owned()),
+            Some(last) if last.level == "error" && last.message.starts_with("panic: ") => {
+                CallError::Panicked(last.message["panic: ".len()..].to_owned())
+            }
             _ => CallError::Trapped(format!("{error:#}")),
         },
         _ => CallError::Trapped(format!("{error:#}")),

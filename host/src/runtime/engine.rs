@@ -30,7 +30,10 @@ pub fn build() -> Result<(Engine, Allocator), wasmtime::Error> {
         Ok(engine) => Ok((engine, Allocator::Pooling)),
         Err(error) => {
             tracing::warn!(%error, "pooling allocator unavailable; falling back to on-demand allocation");
-            Ok((Engine::new(&config(Allocator::OnDemand))?, Allocator::OnDemand))
+            Ok((
+                Engine::new(&config(Allocator::OnDemand))?,
+                Allocator::OnDemand,
+            ))
         }
     }
 }
@@ -88,7 +91,11 @@ impl EpochTicker {
                 })
                 .expect("spawning the epoch thread")
         };
-        EpochTicker { ticks, stop, thread: Some(thread) }
+        EpochTicker {
+            ticks,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

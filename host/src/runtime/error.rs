@@ -57,7 +57,10 @@ pub enum CallError {
     #[error("plugin returned an error: {0}")]
     Plugin(String),
     #[error("this plugin is a {actual} plugin, not a {expected} plugin")]
-    WrongKind { expected: &'static str, actual: &'static str },
+    WrongKind {
+        expected: &'static str,
+        actual: &'static str,
+    },
     #[error("could not start the plugin: {0}")]
     Instantiate(String),
 }

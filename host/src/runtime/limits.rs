@@ -53,14 +53,25 @@ pub(crate) struct CallLimiter {
 
 impl CallLimiter {
     pub(crate) fn new(limits: Limits) -> Self {
-        CallLimiter { limits, refused: None }
+        CallLimiter {
+            limits,
+            refused: None,
+        }
     }
 }
 
 impl wasmtime::ResourceLimiter for CallLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limits.memory_bytes {
-            let message = format!("memory limit of {} bytes reached (asked for {desired})", self.limits.memory_bytes);
+            let message = format!(
+                "memory limit of {} bytes reached (asked for {desired})",
+                self.limits.memory_bytes
+            );
             self.refused = Some(message.clone());
             // Trap instead of returning -1 from memory.grow: a guest that ignores the failure
             // would otherwise limp on or abort with a less useful message.
@@ -69,9 +80,17 @@ impl wasmtime::ResourceLimiter for CallLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limits.table_elements {
-            let message = format!("table limit of {} elements reached", self.limits.table_elements);
+            let message = format!(
+                "table limit of {} elements reached",
+                self.limits.table_elements
+            );
             self.refused = Some(message.clone());
             return Err(wasmtime::format_err!(message));
         }

@@ -32,7 +32,13 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
-    pub const ALL: [PluginKind; 5] = [PluginKind::Trigger, PluginKind::Condition, PluginKind::Action, PluginKind::Scorer, PluginKind::Channel];
+    pub const ALL: [PluginKind; 5] = [
+        PluginKind::Trigger,
+        PluginKind::Condition,
+        PluginKind::Action,
+        PluginKind::Scorer,
+        PluginKind::Channel,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -89,16 +95,32 @@ impl Linkers {
         ScorerPlugin::add_to_linker::<_, HasSelf<_>>(&mut scorer, |s| s)?;
         let mut channel = Linker::new(engine);
         ChannelPlugin::add_to_linker::<_, HasSelf<_>>(&mut channel, |s| s)?;
-        Ok(Linkers { trigger, condition, action, scorer, channel })
+        Ok(Linkers {
+            trigger,
+            condition,
+            action,
+            scorer,
+            channel,
+        })
     }
 
     fn pre(&self, kind: PluginKind, component: &Component) -> wasmtime::Result<Pre> {
         Ok(match kind {
-            PluginKind::Trigger => Pre::Trigger(TriggerPluginPre::new(self.trigger.instantiate_pre(component)?)?),
-            PluginKind::Condition => Pre::Condition(ConditionPluginPre::new(self.condition.instantiate_pre(component)?)?),
-            PluginKind::Action => Pre::Action(ActionPluginPre::new(self.action.instantiate_pre(component)?)?),
-            PluginKind::Scorer => Pre::Scorer(ScorerPluginPre::new(self.scorer.instantiate_pre(component)?)?),
-            PluginKind::Channel => Pre::Channel(ChannelPluginPre::new(self.channel.instantiate_pre(component)?)?),
+            PluginKind::Trigger => Pre::Trigger(TriggerPluginPre::new(
+                self.trigger.instantiate_pre(component)?,
+            )?),
+            PluginKind::Condition => Pre::Condition(ConditionPluginPre::new(
+                self.condition.instantiate_pre(component)?,
+            )?),
+            PluginKind::Action => Pre::Action(ActionPluginPre::new(
+                self.action.instantiate_pre(component)?,
+            )?),
+            PluginKind::Scorer => Pre::Scorer(ScorerPluginPre::new(
+                self.scorer.instantiate_pre(component)?,
+            )?),
+            PluginKind::Channel => Pre::Channel(ChannelPluginPre::new(
+                self.channel.instantiate_pre(component)?,
+            )?),
         })
     }
 }
@@ -146,15 +168,27 @@ impl Runtime {
     /// component-type section) with the operator's settings.
     pub fn load(&self, bytes: &[u8], settings: &PluginSettings) -> Result<Plugin, LoadError> {
         if bytes.len() > self.max_binary_bytes {
-            return Err(LoadError::TooLarge { size: bytes.len(), limit: self.max_binary_bytes });
+            return Err(LoadError::TooLarge {
+                size: bytes.len(),
+                limit: self.max_binary_bytes,
+            });
         }
         let (component_bytes, componentized) = as_component(bytes)?;
         let sha256 = sha256_hex(bytes);
-        let component = self.compiler.compile(&component_bytes, &sha256).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = self
+            .compiler
+            .compile(&component_bytes, &sha256)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let engine = &self.engine;
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
-        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+        let imports: Vec<String> = ty
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         let (kind, pre) = self.classify(&component, &imports, &exports)?;
         let limits = clamp(settings.limits);
         let mut plugin = Plugin {
@@ -185,25 +219,43 @@ impl Runtime {
         Ok(plugin)
     }
 
-    fn classify(&self, component: &Component, imports: &[String], exports: &[String]) -> Result<(PluginKind, Pre), LoadError> {
-        let candidates: Vec<PluginKind> = PluginKind::ALL.into_iter().filter(|kind| exports.contains(&kind.export_name())).collect();
+    fn classify(
+        &self,
+        component: &Component,
+        imports: &[String],
+        exports: &[String],
+    ) -> Result<(PluginKind, Pre), LoadError> {
+        let candidates: Vec<PluginKind> = PluginKind::ALL
+            .into_iter()
+            .filter(|kind| exports.contains(&kind.export_name()))
+            .collect();
         match candidates.as_slice() {
             [] => Err(LoadError::WrongWorld(format!(
                 "this binary implements none of Wayline's plugin worlds: it must export one of {}, but it exports [{}] and imports [{}]",
-                PluginKind::ALL.map(|k| format!("`{}`", k.export_name())).join(", "),
+                PluginKind::ALL
+                    .map(|k| format!("`{}`", k.export_name()))
+                    .join(", "),
                 exports.join(", "),
                 imports.join(", "),
             ))),
-            [kind] => self.linkers.pre(*kind, component).map(|pre| (*kind, pre)).map_err(|error| {
-                LoadError::WrongWorld(format!(
-                    "this binary comes closest to the `{}` world but does not satisfy it: {}",
-                    kind.world(),
-                    describe_link_error(&error, *kind),
-                ))
-            }),
+            [kind] => self
+                .linkers
+                .pre(*kind, component)
+                .map(|pre| (*kind, pre))
+                .map_err(|error| {
+                    LoadError::WrongWorld(format!(
+                        "this binary comes closest to the `{}` world but does not satisfy it: {}",
+                        kind.world(),
+                        describe_link_error(&error, *kind),
+                    ))
+                }),
             several => Err(LoadError::WrongWorld(format!(
                 "this binary exports {}; a plugin implements exactly one world",
-                several.iter().map(|k| format!("`{}`", k.export_name())).collect::<Vec<_>>().join(" and "),
+                several
+                    .iter()
+                    .map(|k| format!("`{}`", k.export_name()))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
             ))),
         }
     }
@@ -212,7 +264,9 @@ impl Runtime {
 fn describe_link_error(error: &wasmtime::Error, kind: PluginKind) -> String {
     let chain = format!("{error:#}");
     if chain.contains("wayline:plugin/http") && kind != PluginKind::Channel {
-        format!("it imports `wayline:plugin/http@0.1.0`, which only channel plugins may use ({chain})")
+        format!(
+            "it imports `wayline:plugin/http@0.1.0`, which only channel plugins may use ({chain})"
+        )
     } else {
         chain
     }
@@ -228,7 +282,11 @@ fn http_policy(info: &PluginInfo, settings: &PluginSettings) -> Result<HttpPolic
     let parse = |patterns: &[String], whose: &str| {
         patterns
             .iter()
-            .map(|p| HostPattern::parse(p).ok_or_else(|| LoadError::Invalid(format!("{whose} outbound host `{p}` is not a host pattern"))))
+            .map(|p| {
+                HostPattern::parse(p).ok_or_else(|| {
+                    LoadError::Invalid(format!("{whose} outbound host `{p}` is not a host pattern"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
     };
     Ok(HttpPolicy {
@@ -243,14 +301,20 @@ fn http_policy(info: &PluginInfo, settings: &PluginSettings) -> Result<HttpPolic
 /// The binary as component bytes, componentizing a core module.
 fn as_component(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, bool), LoadError> {
     if bytes.len() < 8 || bytes[..4] != CORE_MODULE_HEADER[..4] {
-        return Err(LoadError::NotWasm(format!("it does not start with the `\\0asm` magic ({} bytes)", bytes.len())));
+        return Err(LoadError::NotWasm(format!(
+            "it does not start with the `\\0asm` magic ({} bytes)",
+            bytes.len()
+        )));
     }
     if bytes[..8] == COMPONENT_HEADER {
         validate(bytes)?;
         return Ok((bytes.into(), false));
     }
     if bytes[..8] != CORE_MODULE_HEADER {
-        return Err(LoadError::Invalid(format!("unsupported WebAssembly version/layer {:02x?}", &bytes[4..8])));
+        return Err(LoadError::Invalid(format!(
+            "unsupported WebAssembly version/layer {:02x?}",
+            &bytes[4..8]
+        )));
     }
     validate(bytes)?;
     let component = wit_component::ComponentEncoder::default()
@@ -262,5 +326,8 @@ fn as_component(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, bool), Load
 
 fn validate(bytes: &[u8]) -> Result<(), LoadError> {
     let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
-    validator.validate_all(bytes).map(drop).map_err(|e| LoadError::Invalid(e.to_string()))
+    validator
+        .validate_all(bytes)
+        .map(drop)
+        .map_err(|e| LoadError::Invalid(e.to_string()))
 }

@@ -13,6 +13,7 @@ pub mod host;
 mod limits;
 mod load;
 mod output;
+mod warm;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub use error::{CallError, LoadError};
 pub use host::{KvSpace, LogRecord, MemoryKv};
 pub use limits::Limits;
 pub use load::{Plugin, PluginKind, PluginSettings};
+#[doc(hidden)]
+pub use warm::{WarmScorer, to_wit};
 
 use crate::clock::{SharedClock, SystemClock};
 
@@ -39,7 +42,12 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { cache_dir: None, max_binary_bytes: 16 << 20, clock: Arc::new(SystemClock), kv: Arc::new(MemoryKv::default()) }
+        RuntimeConfig {
+            cache_dir: None,
+            max_binary_bytes: 16 << 20,
+            clock: Arc::new(SystemClock),
+            kv: Arc::new(MemoryKv::default()),
+        }
     }
 }
 
@@ -65,7 +73,8 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, StartError> {
         let (engine, allocator) = engine::build().map_err(|e| StartError(format!("{e:#}")))?;
         let linkers = load::Linkers::new(&engine).map_err(|e| StartError(format!("{e:#}")))?;
-        let compiler = cache::Compiler::new(engine.clone(), config.cache_dir.as_deref()).map_err(|e| StartError(format!("compile cache: {e}")))?;
+        let compiler = cache::Compiler::new(engine.clone(), config.cache_dir.as_deref())
+            .map_err(|e| StartError(format!("compile cache: {e}")))?;
         let ticker = engine::EpochTicker::start(&engine);
         Ok(Runtime {
             engine,

@@ -66,17 +66,26 @@ impl OutputSize for wit::Effect {
     fn output_size(&self) -> usize {
         match self {
             wit::Effect::SetAttribute(a) => a.output_size(),
-            wit::Effect::UnsetAttribute(s) | wit::Effect::AddTag(s) | wit::Effect::RemoveTag(s) | wit::Effect::SetLifecycleStage(s) => s.len(),
+            wit::Effect::UnsetAttribute(s)
+            | wit::Effect::AddTag(s)
+            | wit::Effect::RemoveTag(s)
+            | wit::Effect::SetLifecycleStage(s) => s.len(),
             wit::Effect::AdjustScore(c) => c.output_size(),
             wit::Effect::EmitEvent(e) => e.name.len() + e.properties.output_size(),
-            wit::Effect::SendMessage(m) => m.channel.len() + m.template.len() + m.variables.output_size(),
+            wit::Effect::SendMessage(m) => {
+                m.channel.len() + m.template.len() + m.variables.output_size()
+            }
         }
     }
 }
 
 impl OutputSize for wit::PluginInfo {
     fn output_size(&self) -> usize {
-        self.name.len() + self.version.len() + self.description.len() + self.config_schema.len() + self.outbound_hosts.output_size()
+        self.name.len()
+            + self.version.len()
+            + self.description.len()
+            + self.config_schema.len()
+            + self.outbound_hosts.output_size()
     }
 }
 

@@ -31,7 +31,9 @@ impl HostPattern {
             return None;
         }
         let (host, port) = match text.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => (host.to_owned(), Some(port.parse().ok()?)),
+            Some((host, port)) if !host.contains(':') => {
+                (host.to_owned(), Some(port.parse().ok()?))
+            }
             _ => (text, None),
         };
         let valid = host == "*"
@@ -45,7 +47,11 @@ impl HostPattern {
     fn matches(&self, host: &str, port: u16) -> bool {
         let host_matches = match self.host.strip_prefix("*.") {
             _ if self.host == "*" => true,
-            Some(domain) => host.len() > domain.len() + 1 && host.ends_with(domain) && host[..host.len() - domain.len()].ends_with('.'),
+            Some(domain) => {
+                host.len() > domain.len() + 1
+                    && host.ends_with(domain)
+                    && host[..host.len() - domain.len()].ends_with('.')
+            }
             None => self.host == host,
         };
         host_matches && self.port.is_none_or(|p| p == port)
@@ -67,7 +73,11 @@ pub struct HttpPolicy {
 
 impl HttpPolicy {
     fn allows(&self, host: &str, port: u16) -> bool {
-        self.declared.iter().any(|p| p.matches(host, port)) && self.approved.iter().any(|p| p.host != "*" && p.matches(host, port))
+        self.declared.iter().any(|p| p.matches(host, port))
+            && self
+                .approved
+                .iter()
+                .any(|p| p.host != "*" && p.matches(host, port))
     }
 }
 
@@ -91,7 +101,9 @@ pub fn client() -> reqwest::Client {
 impl http::Host for HostState {
     async fn send(&mut self, request: Request) -> Result<Response, HttpError> {
         let Some(grant) = self.http.clone() else {
-            return Err(HttpError::Denied("outbound HTTP is only available while delivering a message".into()));
+            return Err(HttpError::Denied(
+                "outbound HTTP is only available while delivering a message".into(),
+            ));
         };
         let prepared = prepare(&grant.policy, request)?;
         let waited_from = self.cpu.now();
@@ -111,45 +123,86 @@ struct Prepared {
 
 fn prepare(policy: &HttpPolicy, request: Request) -> Result<Prepared, HttpError> {
     let method = match request.method.to_ascii_uppercase().as_str() {
-        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD") => reqwest::Method::from_bytes(m.as_bytes()).expect("listed methods are valid"),
-        other => return Err(HttpError::Denied(format!("method `{other}` is not allowed"))),
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD") => {
+            reqwest::Method::from_bytes(m.as_bytes()).expect("listed methods are valid")
+        }
+        other => {
+            return Err(HttpError::Denied(format!(
+                "method `{other}` is not allowed"
+            )));
+        }
     };
     // Check the target on the URL as the plugin wrote it, so a denial can name it without
     // leaking a secret, then again after substitution so a secret cannot move the target.
     let (host, port) = target(&request.url)?;
     if !policy.allows(&host, port) {
-        return Err(HttpError::Denied(format!("host `{host}:{port}` is not approved for this plugin")));
+        return Err(HttpError::Denied(format!(
+            "host `{host}:{port}` is not approved for this plugin"
+        )));
     }
-    let url_text = String::from_utf8(substitute(request.url.as_bytes(), &policy.secrets)?).map_err(|_| HttpError::Denied("url is not UTF-8 after secrets".into()))?;
-    let url = url::Url::parse(&url_text).map_err(|_| HttpError::Denied("url is invalid after secrets were written in".into()))?;
-    if (url.host_str().unwrap_or_default().to_ascii_lowercase(), url.port_or_known_default().unwrap_or(0)) != (host, port) {
-        return Err(HttpError::Denied("secrets may not appear in the host or port".into()));
+    let url_text = String::from_utf8(substitute(request.url.as_bytes(), &policy.secrets)?)
+        .map_err(|_| HttpError::Denied("url is not UTF-8 after secrets".into()))?;
+    let url = url::Url::parse(&url_text)
+        .map_err(|_| HttpError::Denied("url is invalid after secrets were written in".into()))?;
+    if (
+        url.host_str().unwrap_or_default().to_ascii_lowercase(),
+        url.port_or_known_default().unwrap_or(0),
+    ) != (host, port)
+    {
+        return Err(HttpError::Denied(
+            "secrets may not appear in the host or port".into(),
+        ));
     }
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in request.headers {
-        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| HttpError::Denied(format!("invalid header name `{name}`")))?;
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HttpError::Denied(format!("invalid header name `{name}`")))?;
         if name == reqwest::header::HOST {
-            return Err(HttpError::Denied("the host header is set by the host".into()));
+            return Err(HttpError::Denied(
+                "the host header is set by the host".into(),
+            ));
         }
         let value = substitute(value.as_bytes(), &policy.secrets)?;
-        let value = reqwest::header::HeaderValue::from_bytes(&value).map_err(|_| HttpError::Denied(format!("invalid value for header `{name}`")))?;
+        let value = reqwest::header::HeaderValue::from_bytes(&value)
+            .map_err(|_| HttpError::Denied(format!("invalid value for header `{name}`")))?;
         headers.append(name, value);
     }
-    let body = request.body.map(|body| substitute(&body, &policy.secrets)).transpose()?;
-    let timeout = request.timeout_ms.map_or(policy.max_timeout, |ms| Duration::from_millis(ms.into()).min(policy.max_timeout));
-    Ok(Prepared { method, url, headers, body, timeout })
+    let body = request
+        .body
+        .map(|body| substitute(&body, &policy.secrets))
+        .transpose()?;
+    let timeout = request.timeout_ms.map_or(policy.max_timeout, |ms| {
+        Duration::from_millis(ms.into()).min(policy.max_timeout)
+    });
+    Ok(Prepared {
+        method,
+        url,
+        headers,
+        body,
+        timeout,
+    })
 }
 
 fn target(url: &str) -> Result<(String, u16), HttpError> {
-    let parsed = url::Url::parse(url).map_err(|e| HttpError::Denied(format!("invalid url: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| HttpError::Denied(format!("invalid url: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(HttpError::Denied(format!("scheme `{}` is not allowed", parsed.scheme())));
+        return Err(HttpError::Denied(format!(
+            "scheme `{}` is not allowed",
+            parsed.scheme()
+        )));
     }
-    let host = parsed.host_str().ok_or_else(|| HttpError::Denied("url has no host".into()))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| HttpError::Denied("url has no host".into()))?;
     if host.contains("%7B%7B") || host.contains("{{") {
-        return Err(HttpError::Denied("secrets may not appear in the host or port".into()));
+        return Err(HttpError::Denied(
+            "secrets may not appear in the host or port".into(),
+        ));
     }
-    let port = parsed.port_or_known_default().ok_or_else(|| HttpError::Denied("url has no port".into()))?;
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| HttpError::Denied("url has no port".into()))?;
     Ok((host.to_ascii_lowercase(), port))
 }
 
@@ -161,7 +214,9 @@ fn substitute(input: &[u8], secrets: &BTreeMap<String, String>) -> Result<Vec<u8
         output.extend_from_slice(&rest[..start]);
         let after_open = &rest[start + PLACEHOLDER_OPEN.len()..];
         let Some(end) = find(after_open, PLACEHOLDER_CLOSE) else {
-            return Err(HttpError::Denied("unterminated `{{secret:` placeholder".into()));
+            return Err(HttpError::Denied(
+                "unterminated `{{secret:` placeholder".into(),
+            ));
         };
         let name = String::from_utf8_lossy(&after_open[..end]).into_owned();
         let value = secrets.get(&name).ok_or(HttpError::UnknownSecret(name))?;
@@ -173,26 +228,31 @@ fn substitute(input: &[u8], secrets: &BTreeMap<String, String>) -> Result<Vec<u8
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// Replace every occurrence of every secret value in `bytes` with `[redacted]`.
 fn redact(bytes: Vec<u8>, secrets: &BTreeMap<String, String>) -> Vec<u8> {
-    secrets.values().filter(|s| !s.is_empty()).fold(bytes, |bytes, secret| {
-        let secret = secret.as_bytes();
-        if find(&bytes, secret).is_none() {
-            return bytes;
-        }
-        let mut output = Vec::with_capacity(bytes.len());
-        let mut rest = bytes.as_slice();
-        while let Some(at) = find(rest, secret) {
-            output.extend_from_slice(&rest[..at]);
-            output.extend_from_slice(REDACTED);
-            rest = &rest[at + secret.len()..];
-        }
-        output.extend_from_slice(rest);
-        output
-    })
+    secrets
+        .values()
+        .filter(|s| !s.is_empty())
+        .fold(bytes, |bytes, secret| {
+            let secret = secret.as_bytes();
+            if find(&bytes, secret).is_none() {
+                return bytes;
+            }
+            let mut output = Vec::with_capacity(bytes.len());
+            let mut rest = bytes.as_slice();
+            while let Some(at) = find(rest, secret) {
+                output.extend_from_slice(&rest[..at]);
+                output.extend_from_slice(REDACTED);
+                rest = &rest[at + secret.len()..];
+            }
+            output.extend_from_slice(rest);
+            output
+        })
 }
 
 fn redact_text(text: String, secrets: &BTreeMap<String, String>) -> String {
@@ -202,14 +262,22 @@ fn redact_text(text: String, secrets: &BTreeMap<String, String>) -> String {
 fn redact_response(response: Response, secrets: &BTreeMap<String, String>) -> Response {
     Response {
         status: response.status,
-        headers: response.headers.into_iter().map(|(name, value)| (name, redact_text(value, secrets))).collect(),
+        headers: response
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, redact_text(value, secrets)))
+            .collect(),
         body: redact(response.body, secrets),
     }
 }
 
 async fn send_prepared(grant: &HttpGrant, prepared: Prepared) -> Result<Response, HttpError> {
     let secrets = &grant.policy.secrets;
-    let mut builder = grant.client.request(prepared.method, prepared.url).headers(prepared.headers).timeout(prepared.timeout);
+    let mut builder = grant
+        .client
+        .request(prepared.method, prepared.url)
+        .headers(prepared.headers)
+        .timeout(prepared.timeout);
     if let Some(body) = prepared.body {
         builder = builder.body(body);
     }
@@ -225,10 +293,18 @@ async fn send_prepared(grant: &HttpGrant, prepared: Prepared) -> Result<Response
     let headers = response
         .headers()
         .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let limit = grant.policy.max_response_bytes;
-    if response.content_length().is_some_and(|length| length > limit as u64) {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
         return Err(HttpError::TooLarge);
     }
     let mut body = Vec::new();
@@ -238,7 +314,11 @@ async fn send_prepared(grant: &HttpGrant, prepared: Prepared) -> Result<Response
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -247,8 +327,14 @@ mod tests {
 
     fn policy(declared: &[&str], approved: &[&str]) -> HttpPolicy {
         HttpPolicy {
-            declared: declared.iter().map(|p| HostPattern::parse(p).unwrap()).collect(),
-            approved: approved.iter().map(|p| HostPattern::parse(p).unwrap()).collect(),
+            declared: declared
+                .iter()
+                .map(|p| HostPattern::parse(p).unwrap())
+                .collect(),
+            approved: approved
+                .iter()
+                .map(|p| HostPattern::parse(p).unwrap())
+                .collect(),
             secrets: BTreeMap::from([("token".to_owned(), "s3cr3t-value".to_owned())]),
             max_response_bytes: 1024,
             max_timeout: Duration::from_secs(5),
@@ -256,14 +342,25 @@ mod tests {
     }
 
     fn request(url: &str) -> Request {
-        Request { method: "POST".into(), url: url.into(), headers: vec![], body: None, timeout_ms: None }
+        Request {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![],
+            body: None,
+            timeout_ms: None,
+        }
     }
 
     #[test]
     fn a_host_must_be_both_declared_and_approved() {
-        let p = policy(&["api.example.com"], &["api.example.com", "other.example.com"]);
+        let p = policy(
+            &["api.example.com"],
+            &["api.example.com", "other.example.com"],
+        );
         assert!(prepare(&p, request("https://api.example.com/v1")).is_ok());
-        let denied = prepare(&p, request("https://other.example.com/v1")).err().unwrap();
+        let denied = prepare(&p, request("https://other.example.com/v1"))
+            .err()
+            .unwrap();
         assert!(matches!(denied, HttpError::Denied(m) if m.contains("other.example.com:443")));
         let p = policy(&["*"], &["hooks.example.com"]);
         assert!(prepare(&p, request("https://hooks.example.com/x")).is_ok());
@@ -302,7 +399,11 @@ mod tests {
     #[test]
     fn responses_are_redacted() {
         let secrets = policy(&[], &[]).secrets;
-        let response = Response { status: 200, headers: vec![("x-echo".into(), "s3cr3t-value".into())], body: b"you sent s3cr3t-value twice: s3cr3t-value".to_vec() };
+        let response = Response {
+            status: 200,
+            headers: vec![("x-echo".into(), "s3cr3t-value".into())],
+            body: b"you sent s3cr3t-value twice: s3cr3t-value".to_vec(),
+        };
         let redacted = redact_response(response, &secrets);
         assert_eq!(redacted.headers[0].1, "[redacted]");
         assert_eq!(redacted.body, b"you sent [redacted] twice: [redacted]");

@@ -44,11 +44,17 @@ pub struct MemoryKv {
 impl KvSpace for MemoryKv {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
         let spaces = self.spaces.lock().map_err(|_| "kv lock poisoned")?;
-        Ok(spaces.get(namespace).and_then(|space| space.get(key)).cloned())
+        Ok(spaces
+            .get(namespace)
+            .and_then(|space| space.get(key))
+            .cloned())
     }
 
     fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), KvSetError> {
-        let mut spaces = self.spaces.lock().map_err(|_| KvSetError::Backend("kv lock poisoned".into()))?;
+        let mut spaces = self
+            .spaces
+            .lock()
+            .map_err(|_| KvSetError::Backend("kv lock poisoned".into()))?;
         let space = spaces.entry(namespace.to_owned()).or_default();
         if space.len() >= MAX_KEYS && !space.contains_key(key) {
             return Err(KvSetError::Full);
@@ -71,15 +77,23 @@ impl kv::Host for HostState {
         if key.len() > MAX_KEY_BYTES {
             return Ok(None);
         }
-        self.kv.get(&self.kv_namespace, &key).map_err(|e| wasmtime::format_err!("kv backend: {e}"))
+        self.kv
+            .get(&self.kv_namespace, &key)
+            .map_err(|e| wasmtime::format_err!("kv backend: {e}"))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         if key.len() > MAX_KEY_BYTES {
-            return Ok(Err(format!("key is {} bytes; the limit is {MAX_KEY_BYTES}", key.len())));
+            return Ok(Err(format!(
+                "key is {} bytes; the limit is {MAX_KEY_BYTES}",
+                key.len()
+            )));
         }
         if value.len() > MAX_VALUE_BYTES {
-            return Ok(Err(format!("value is {} bytes; the limit is {MAX_VALUE_BYTES}", value.len())));
+            return Ok(Err(format!(
+                "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+                value.len()
+            )));
         }
         match self.kv.set(&self.kv_namespace, &key, &value) {
             Ok(()) => Ok(Ok(())),
@@ -92,6 +106,8 @@ impl kv::Host for HostState {
         if key.len() > MAX_KEY_BYTES {
             return Ok(());
         }
-        self.kv.delete(&self.kv_namespace, &key).map_err(|e| wasmtime::format_err!("kv backend: {e}"))
+        self.kv
+            .delete(&self.kv_namespace, &key)
+            .map_err(|e| wasmtime::format_err!("kv backend: {e}"))
     }
 }

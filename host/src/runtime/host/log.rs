@@ -43,7 +43,11 @@ impl log::Host for HostState {
                 "error"
             }
         };
-        self.logs.push(LogRecord { level, message, at: self.clock.now() });
+        self.logs.push(LogRecord {
+            level,
+            message,
+            at: self.clock.now(),
+        });
         Ok(())
     }
 }

@@ -58,7 +58,10 @@ impl CpuMeter {
 
     /// Ticks of guest CPU still allowed, or `None` once the budget is spent.
     pub(crate) fn remaining(&self) -> Option<u64> {
-        let spent = self.now().saturating_sub(self.started_at).saturating_sub(self.waited);
+        let spent = self
+            .now()
+            .saturating_sub(self.started_at)
+            .saturating_sub(self.waited);
         self.budget.checked_sub(spent).filter(|left| *left > 0)
     }
 }
@@ -106,7 +109,10 @@ impl HostState {
         if self.dropped_logs > 0 {
             logs.push(LogRecord {
                 level: "warn",
-                message: format!("{} more log lines dropped (limit {})", self.dropped_logs, self.max_log_lines),
+                message: format!(
+                    "{} more log lines dropped (limit {})",
+                    self.dropped_logs, self.max_log_lines
+                ),
                 at: self.clock.now(),
             });
         }

@@ -7,3 +7,5 @@ mod cache;
 mod cli;
 mod hostile;
 mod loading;
+mod plugins;
+mod webhook;

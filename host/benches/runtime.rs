@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wayline::clock::SystemClock;
-use wayline::model::{Contact, Event};
+use wayline::model::{Contact, Event, Value};
 use wayline::runtime::{MemoryKv, PluginSettings, Runtime, RuntimeConfig, to_wit};
 
 const PLUGINS: [&str; 5] = [
@@ -176,6 +176,10 @@ fn main() {
             .expect("scores");
         std::hint::black_box(changes);
     });
+    // Instantiation with next to no work in the guest: what a fresh store costs by itself.
+    let instantiation = sample(CALLS, || {
+        std::hint::black_box(runtime.describe(&scorer).result.expect("describes"));
+    });
     let mut warm = runtime.warm_scorer(&scorer).expect("a scorer");
     let (wit_contact, wit_event) = to_wit(&contact, &event);
     let direct = sample(CALLS, || {
@@ -184,8 +188,11 @@ fn main() {
                 .expect("scores"),
         );
     });
+    // The plugin's own code, compiled natively: parse the config, evaluate the rules.
+    let (sdk_contact, sdk_event) = to_sdk(&contact, &event);
     let native = sample(CALLS, || {
-        std::hint::black_box(native_score(SCORING_CONFIG, &contact, &event));
+        let config = rule_scorer::Config::load(SCORING_CONFIG).expect("config parses");
+        std::hint::black_box(config.score(&sdk_contact, &sdk_event, |_| false));
     });
 
     println!(
@@ -200,8 +207,9 @@ fn main() {
             &fresh,
         ),
         ("direct call of an already-instantiated component", &direct),
+        ("instantiate + `describe` (instantiation, no contact to copy in)", &instantiation),
         (
-            "native Rust, same rules (config parse + evaluation)",
+            "native Rust: the plugin's own code (config parse + evaluation)",
             &native,
         ),
     ] {
@@ -216,70 +224,36 @@ fn main() {
     }
 }
 
-/// The rule-scorer's logic written natively, for the ratio: parse the same config, evaluate the
-/// same rules on the same contact and event.
-fn native_score(config: &str, contact: &Contact, event: &Event) -> Vec<(f64, String)> {
-    use wayline::model::Value;
-    #[derive(serde::Deserialize)]
-    struct Config {
-        rules: Vec<Rule>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Rule {
-        event: Option<String>,
-        attribute: Option<String>,
-        op: Option<String>,
-        value: Option<serde_json::Value>,
-        #[serde(default, rename = "where")]
-        filters: Vec<Filter>,
-        points: f64,
-        #[serde(default = "one")]
-        weight: f64,
-        reason: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Filter {
-        property: String,
-        op: String,
-        value: serde_json::Value,
-    }
-    fn one() -> f64 {
-        1.0
-    }
-    fn holds(value: Option<&Value>, op: &str, expected: &serde_json::Value) -> bool {
-        match (value, op) {
-            (Some(Value::Text(text)), "eq") => expected.as_str() == Some(text),
-            (Some(Value::Integer(i)), "gte") => expected.as_f64().is_some_and(|e| *i as f64 >= e),
-            (Some(Value::Number(n)), "gte") => expected.as_f64().is_some_and(|e| *n >= e),
-            _ => false,
-        }
-    }
-    let config: Config = serde_json::from_str(config).expect("config parses");
-    config
-        .rules
-        .iter()
-        .filter(|rule| match (&rule.event, &rule.attribute) {
-            (Some(name), _) => {
-                *name == event.name
-                    && rule
-                        .filters
-                        .iter()
-                        .all(|f| holds(event.properties.get(&f.property), &f.op, &f.value))
-            }
-            (None, Some(attribute)) => holds(
-                contact.attributes.get(attribute),
-                rule.op.as_deref().unwrap_or("eq"),
-                rule.value.as_ref().unwrap_or(&serde_json::Value::Null),
-            ),
-            (None, None) => false,
-        })
-        .map(|rule| {
-            (
-                rule.points * rule.weight,
-                rule.reason
-                    .clone()
-                    .unwrap_or_else(|| format!("{} × {}", rule.points, rule.weight)),
-            )
-        })
-        .collect()
+/// The host's contact and event as the SDK's types, for the rule-scorer's own code run natively.
+fn to_sdk(contact: &Contact, event: &Event) -> (wayline_sdk::Contact, wayline_sdk::Event) {
+    use wayline_sdk::{Attribute, Value as SdkValue};
+    let convert = |attributes: &wayline::model::Attributes| -> Vec<Attribute> {
+        attributes
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    Value::Boolean(b) => SdkValue::Boolean(*b),
+                    Value::Integer(i) => SdkValue::Integer(*i),
+                    Value::Number(n) => SdkValue::Number(*n),
+                    Value::Text(s) => SdkValue::Text(s.clone()),
+                    Value::Timestamp(t) => SdkValue::Timestamp(*t),
+                    Value::TextList(l) => SdkValue::TextList(l.clone()),
+                };
+                Attribute::new(name.clone(), value)
+            })
+            .collect()
+    };
+    let sdk_contact = wayline_sdk::Contact {
+        id: contact.id.clone(),
+        attributes: convert(&contact.attributes),
+        tags: contact.tags.clone(),
+        score: contact.score,
+        lifecycle_stage: contact.lifecycle_stage.clone(),
+        consents: Vec::new(),
+        timezone: contact.timezone.clone(),
+        created_at: contact.created_at,
+        updated_at: contact.updated_at,
+    };
+    let sdk_event = wayline_sdk::Event { id: event.id.clone(), contact_id: event.contact_id.clone(), name: event.name.clone(), properties: convert(&event.properties), timestamp: event.timestamp };
+    (sdk_contact, sdk_event)
 }

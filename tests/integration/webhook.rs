@@ -91,7 +91,7 @@ async fn provider() -> (String, Log) {
                 "done"
             }),
         )
-        .route("/never", post(|| std::future::pending::<&'static str>()))
+        .route("/never", post(std::future::pending::<&'static str>))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(log.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

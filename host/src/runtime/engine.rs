@@ -55,10 +55,11 @@ fn config(allocator: Allocator) -> Config {
         pooling.max_core_instances_per_component(16);
         pooling.max_memories_per_component(4);
         pooling.max_tables_per_component(16);
-        // Keep the first pages of each slot resident: resetting them with memset is cheaper
-        // than a fresh page fault on every instantiation.
-        pooling.linear_memory_keep_resident(1 << 20);
-        pooling.table_keep_resident(64 << 10);
+        // Reset only the pages a call dirtied (Linux 6.7+ pagemap scan), keeping a few resident
+        // so the next instantiation does not fault them back in.
+        pooling.pagemap_scan(wasmtime::Enabled::Auto);
+        pooling.linear_memory_keep_resident(256 << 10);
+        pooling.table_keep_resident(16 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
     config

@@ -13,7 +13,7 @@
 
 use serde::Deserialize;
 use serde_json::Value as Json;
-use wayline_rules::{Op, describe_problems, parse};
+use wayline_rules::{Op, describe_problems, parse, parse_fast};
 use wayline_sdk::condition::*;
 
 #[derive(Debug, Deserialize)]
@@ -137,8 +137,17 @@ fn consent(contact: &Contact, channel: &str) -> &'static str {
 }
 
 impl Config {
+    /// Parse and check a config, locating every problem (for `validate-config`).
     pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        let config: Config = parse(config)?;
+        Self::checked(parse(config)?)
+    }
+
+    /// Parse a config on the hot path, where it was validated when the journey was published.
+    pub fn load(config: &str) -> Result<Config, String> {
+        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
+    }
+
+    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         if config.default.is_empty() {
             problems.push(ConfigProblem::new(
@@ -221,7 +230,7 @@ impl Condition for AttributeCondition {
     }
 
     fn evaluate(config: String, contact: Contact, event: Option<Event>) -> Result<String, String> {
-        let config = Config::parse(&config).map_err(|problems| describe_problems(&problems))?;
+        let config = Config::load(&config)?;
         Ok(config.branch(&contact, event.as_ref()).to_owned())
     }
 }

@@ -7,7 +7,7 @@
 //! eq, ne, gt, gte, lt, lte, in, not_in, contains, starts_with, exists, not_exists.
 
 use serde::Deserialize;
-use wayline_rules::{PropertyFilter, describe_problems, parse};
+use wayline_rules::{PropertyFilter, describe_problems, parse, parse_fast};
 use wayline_sdk::trigger::*;
 
 #[derive(Debug, Deserialize)]
@@ -22,8 +22,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// Parse and check a config, locating every problem (for `validate-config`).
     pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        let config: Config = parse(config)?;
+        Self::checked(parse(config)?)
+    }
+
+    /// Parse a config on the hot path, where it was validated when the journey was published.
+    pub fn load(config: &str) -> Result<Config, String> {
+        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
+    }
+
+    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         if config.event.is_none() && config.events.is_empty() {
             problems.push(ConfigProblem::new(
@@ -50,7 +59,7 @@ impl Config {
 
     pub fn matches(&self, event: &Event) -> bool {
         let named = self.event.as_deref() == Some(event.name.as_str())
-            || self.events.iter().any(|e| *e == event.name);
+            || self.events.contains(&event.name);
         named && self.filters.iter().all(|f| f.holds(event))
     }
 }
@@ -74,7 +83,7 @@ impl Trigger for EventTrigger {
     }
 
     fn matches(config: String, event: Event, _contact: Contact) -> Result<bool, String> {
-        let config = Config::parse(&config).map_err(|problems| describe_problems(&problems))?;
+        let config = Config::load(&config)?;
         Ok(config.matches(&event))
     }
 }

@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 use serde_json::Value as Json;
-use wayline_rules::{Op, PropertyFilter, describe_problems, parse};
+use wayline_rules::{Op, PropertyFilter, describe_problems, parse, parse_fast};
 use wayline_sdk::scorer::*;
 
 #[derive(Debug, Deserialize)]
@@ -117,8 +117,17 @@ impl Rule {
 }
 
 impl Config {
+    /// Parse and check a config, locating every problem (for `validate-config`).
     pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        let config: Config = parse(config)?;
+        Self::checked(parse(config)?)
+    }
+
+    /// Parse a config on the hot path, where it was validated when the journey was published.
+    pub fn load(config: &str) -> Result<Config, String> {
+        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
+    }
+
+    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         for (i, rule) in config.rules.iter().enumerate() {
             rule.check(&format!("rules[{i}]"), &mut problems);
@@ -200,7 +209,7 @@ impl Scorer for RuleScorer {
     }
 
     fn score(config: String, contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String> {
-        let config = Config::parse(&config).map_err(|problems| describe_problems(&problems))?;
+        let config = Config::load(&config)?;
         Ok(config.score(&contact, &event, |rule| awarded_before(&contact.id, rule)))
     }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value as Json;
-use wayline_rules::{describe_problems, parse};
+use wayline_rules::{describe_problems, parse, parse_fast};
 use wayline_sdk::action::*;
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,8 +156,17 @@ fn attributes(values: &BTreeMap<String, Json>) -> Vec<Attribute> {
 }
 
 impl Config {
+    /// Parse and check a config, locating every problem (for `validate-config`).
     pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        let config: Config = parse(config)?;
+        Self::checked(parse(config)?)
+    }
+
+    /// Parse a config on the hot path, where it was validated when the journey was published.
+    pub fn load(config: &str) -> Result<Config, String> {
+        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
+    }
+
+    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         check_values(config.set.iter(), "set", &mut problems);
         if let Some(emit) = &config.emit {
@@ -259,7 +268,7 @@ impl Action for UpdateContact {
     }
 
     fn run(config: String, contact: Contact, event: Option<Event>) -> Result<Vec<Effect>, String> {
-        let config = Config::parse(&config).map_err(|problems| describe_problems(&problems))?;
+        let config = Config::load(&config)?;
         Ok(config.effects(&contact, event.as_ref()))
     }
 }

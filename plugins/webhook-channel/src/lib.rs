@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wayline_rules::parse;
+use wayline_rules::{describe_problems, parse, parse_fast};
 use wayline_sdk::channel::*;
 use wayline_sdk::host::http::{HttpError, Request, Response, send};
 
@@ -34,8 +34,17 @@ fn post() -> String {
 }
 
 impl Config {
+    /// Parse and check a config, locating every problem (for `validate-config`).
     pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        let config: Config = parse(config)?;
+        Self::checked(parse(config)?)
+    }
+
+    /// Parse a config on the hot path, where it was validated when the journey was published.
+    pub fn load(config: &str) -> Result<Config, String> {
+        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
+    }
+
+    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         let has_host = config
             .url
@@ -200,11 +209,7 @@ impl Channel for WebhookChannel {
     }
 
     fn deliver(config: String, message: Message) -> Result<Delivery, DeliveryFailure> {
-        let config = Config::parse(&config).map_err(|problems| DeliveryFailure {
-            kind: FailureKind::Permanent,
-            message: wayline_rules::describe_problems(&problems),
-            retry_after_ms: None,
-        })?;
+        let config = Config::load(&config).map_err(|message| DeliveryFailure { kind: FailureKind::Permanent, message, retry_after_ms: None })?;
         let response = send(&config.request(&message)).map_err(transport_failure)?;
         classify(&response, &message.id)
     }

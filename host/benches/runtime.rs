@@ -55,21 +55,10 @@ fn runtime(cache_dir: Option<&std::path::Path>) -> Runtime {
     .expect("runtime starts")
 }
 
+/// The integration tests' sample contact: 20 attributes, like a real CRM import.
 fn contact() -> Contact {
-    serde_json::from_value(serde_json::json!({
-        "id": "c-1001",
-        "attributes": {
-            "email": "li.wei@example.com", "phone": "+8613800138000", "first_name": "Wei", "last_name": "Li",
-            "company": "Example Tech", "industry": "tech", "company_size": 600, "region": "South China",
-            "city": "Shenzhen", "country": "CN", "job_title": "CTO", "source": "webinar",
-            "registered_at": "2026-11-01T10:00:00Z", "last_login_at": "2026-11-20T08:00:00Z",
-            "purchases": 2, "lifetime_value": 1299.5, "newsletter": true, "language": "zh-CN",
-            "interests": ["crm", "automation"], "plan": "trial"
-        },
-        "tags": ["south-china-tech"], "score": 42.0, "lifecycle_stage": "growth",
-        "consents": {"email": "granted"}, "timezone": "Asia/Shanghai"
-    }))
-    .expect("contact parses")
+    serde_json::from_str(include_str!("../../tests/data/contact-20-attributes.json"))
+        .expect("sample contact parses")
 }
 
 fn event() -> Event {
@@ -191,7 +180,8 @@ fn main() {
     // The plugin's own code, compiled natively: parse the config, evaluate the rules.
     let (sdk_contact, sdk_event) = to_sdk(&contact, &event);
     let native = sample(CALLS, || {
-        let config = rule_scorer::Config::load(SCORING_CONFIG).expect("config parses");
+        let config = <rule_scorer::Config as rule_scorer::PluginConfig>::load(SCORING_CONFIG)
+            .expect("config parses");
         std::hint::black_box(config.score(&sdk_contact, &sdk_event, |_| false));
     });
 
@@ -207,7 +197,10 @@ fn main() {
             &fresh,
         ),
         ("direct call of an already-instantiated component", &direct),
-        ("instantiate + `describe` (instantiation, no contact to copy in)", &instantiation),
+        (
+            "instantiate + `describe` (instantiation, no contact to copy in)",
+            &instantiation,
+        ),
         (
             "native Rust: the plugin's own code (config parse + evaluation)",
             &native,
@@ -254,6 +247,12 @@ fn to_sdk(contact: &Contact, event: &Event) -> (wayline_sdk::Contact, wayline_sd
         created_at: contact.created_at,
         updated_at: contact.updated_at,
     };
-    let sdk_event = wayline_sdk::Event { id: event.id.clone(), contact_id: event.contact_id.clone(), name: event.name.clone(), properties: convert(&event.properties), timestamp: event.timestamp };
+    let sdk_event = wayline_sdk::Event {
+        id: event.id.clone(),
+        contact_id: event.contact_id.clone(),
+        name: event.name.clone(),
+        properties: convert(&event.properties),
+        timestamp: event.timestamp,
+    };
     (sdk_contact, sdk_event)
 }

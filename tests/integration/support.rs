@@ -73,25 +73,10 @@ pub fn load(runtime: &Runtime, bytes: &[u8]) -> Plugin {
         .unwrap_or_else(|e| panic!("plugin loads: {e}"))
 }
 
-/// A contact with 20 attributes, like a real CRM import.
+/// A contact with 20 attributes, like a real CRM import (shared with the benchmark).
 pub fn contact() -> Contact {
-    serde_json::from_value(serde_json::json!({
-        "id": "c-1001",
-        "attributes": {
-            "email": "li.wei@example.com", "phone": "+8613800138000", "first_name": "Wei", "last_name": "Li",
-            "company": "Example Tech", "industry": "tech", "company_size": 600, "region": "South China",
-            "city": "Shenzhen", "country": "CN", "job_title": "CTO", "source": "webinar",
-            "registered_at": "2026-11-01T10:00:00Z", "last_login_at": "2026-11-20T08:00:00Z",
-            "purchases": 2, "lifetime_value": 1299.5, "newsletter": true, "language": "zh-CN",
-            "interests": ["crm", "automation"], "plan": "trial"
-        },
-        "tags": ["south-china-tech"],
-        "score": 42.0,
-        "lifecycle_stage": "growth",
-        "consents": {"email": "granted", "sms": "revoked"},
-        "timezone": "Asia/Shanghai"
-    }))
-    .expect("sample contact parses")
+    serde_json::from_str(include_str!("../data/contact-20-attributes.json"))
+        .expect("sample contact parses")
 }
 
 /// An event for `contact()`.

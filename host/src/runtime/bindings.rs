@@ -16,54 +16,28 @@ mod generated {
         exports: { default: async },
     });
 
-    pub mod trigger {
-        wasmtime::component::bindgen!({
-            world: "trigger-plugin",
-            path: "../wit/0.1.0",
-            with: {
-                "wayline:plugin/types": super::wayline::plugin::types,
-                "wayline:plugin/log": super::wayline::plugin::log,
-                "wayline:plugin/clock": super::wayline::plugin::clock,
-                "wayline:plugin/kv": super::wayline::plugin::kv,
-            },
-        });
+    /// The other worlds, reusing the channel world's types and import bindings.
+    macro_rules! world {
+        ($module:ident, $world:literal) => {
+            pub mod $module {
+                wasmtime::component::bindgen!({
+                    world: $world,
+                    path: "../wit/0.1.0",
+                    with: {
+                        "wayline:plugin/types": super::wayline::plugin::types,
+                        "wayline:plugin/log": super::wayline::plugin::log,
+                        "wayline:plugin/clock": super::wayline::plugin::clock,
+                        "wayline:plugin/kv": super::wayline::plugin::kv,
+                    },
+                });
+            }
+        };
     }
-    pub mod condition {
-        wasmtime::component::bindgen!({
-            world: "condition-plugin",
-            path: "../wit/0.1.0",
-            with: {
-                "wayline:plugin/types": super::wayline::plugin::types,
-                "wayline:plugin/log": super::wayline::plugin::log,
-                "wayline:plugin/clock": super::wayline::plugin::clock,
-                "wayline:plugin/kv": super::wayline::plugin::kv,
-            },
-        });
-    }
-    pub mod action {
-        wasmtime::component::bindgen!({
-            world: "action-plugin",
-            path: "../wit/0.1.0",
-            with: {
-                "wayline:plugin/types": super::wayline::plugin::types,
-                "wayline:plugin/log": super::wayline::plugin::log,
-                "wayline:plugin/clock": super::wayline::plugin::clock,
-                "wayline:plugin/kv": super::wayline::plugin::kv,
-            },
-        });
-    }
-    pub mod scorer {
-        wasmtime::component::bindgen!({
-            world: "scorer-plugin",
-            path: "../wit/0.1.0",
-            with: {
-                "wayline:plugin/types": super::wayline::plugin::types,
-                "wayline:plugin/log": super::wayline::plugin::log,
-                "wayline:plugin/clock": super::wayline::plugin::clock,
-                "wayline:plugin/kv": super::wayline::plugin::kv,
-            },
-        });
-    }
+
+    world!(trigger, "trigger-plugin");
+    world!(condition, "condition-plugin");
+    world!(action, "action-plugin");
+    world!(scorer, "scorer-plugin");
 }
 
 pub use generated::ChannelPlugin;

@@ -13,7 +13,7 @@
 
 use serde::Deserialize;
 use serde_json::Value as Json;
-use wayline_rules::{Op, describe_problems, parse, parse_fast};
+use wayline_rules::{Op, PluginConfig};
 use wayline_sdk::condition::*;
 
 #[derive(Debug, Deserialize)]
@@ -137,17 +137,23 @@ fn consent(contact: &Contact, channel: &str) -> &'static str {
 }
 
 impl Config {
-    /// Parse and check a config, locating every problem (for `validate-config`).
-    pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        Self::checked(parse(config)?)
+    pub fn branch(&self, contact: &Contact, event: Option<&Event>) -> &str {
+        self.branches
+            .iter()
+            .find(|b| {
+                if b.any.is_empty() {
+                    b.when.iter().all(|p| p.holds(contact, event))
+                } else {
+                    b.any.iter().any(|p| p.holds(contact, event))
+                }
+            })
+            .map_or(self.default.as_str(), |b| b.label.as_str())
     }
+}
 
-    /// Parse a config on the hot path, where it was validated when the journey was published.
-    pub fn load(config: &str) -> Result<Config, String> {
-        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
-    }
-
-    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
+impl PluginConfig for Config {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let config = self;
         let mut problems = Vec::new();
         if config.default.is_empty() {
             problems.push(ConfigProblem::new(
@@ -190,24 +196,7 @@ impl Config {
                     .filter_map(|(j, p)| p.check(&format!("{path}.any[{j}]"))),
             );
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
-    }
-
-    pub fn branch(&self, contact: &Contact, event: Option<&Event>) -> &str {
-        self.branches
-            .iter()
-            .find(|b| {
-                if b.any.is_empty() {
-                    b.when.iter().all(|p| p.holds(contact, event))
-                } else {
-                    b.any.iter().any(|p| p.holds(contact, event))
-                }
-            })
-            .map_or(self.default.as_str(), |b| b.label.as_str())
+        problems
     }
 }
 

@@ -7,7 +7,7 @@
 //! eq, ne, gt, gte, lt, lte, in, not_in, contains, starts_with, exists, not_exists.
 
 use serde::Deserialize;
-use wayline_rules::{PropertyFilter, describe_problems, parse, parse_fast};
+use wayline_rules::{PluginConfig, PropertyFilter};
 use wayline_sdk::trigger::*;
 
 #[derive(Debug, Deserialize)]
@@ -22,17 +22,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parse and check a config, locating every problem (for `validate-config`).
-    pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        Self::checked(parse(config)?)
+    pub fn matches(&self, event: &Event) -> bool {
+        let named =
+            self.event.as_deref() == Some(event.name.as_str()) || self.events.contains(&event.name);
+        named && self.filters.iter().all(|f| f.holds(event))
     }
+}
 
-    /// Parse a config on the hot path, where it was validated when the journey was published.
-    pub fn load(config: &str) -> Result<Config, String> {
-        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
-    }
-
-    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
+impl PluginConfig for Config {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let config = self;
         let mut problems = Vec::new();
         if config.event.is_none() && config.events.is_empty() {
             problems.push(ConfigProblem::new(
@@ -50,17 +49,7 @@ impl Config {
                 .enumerate()
                 .filter_map(|(i, f)| f.check(&format!("where[{i}]"))),
         );
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
-    }
-
-    pub fn matches(&self, event: &Event) -> bool {
-        let named = self.event.as_deref() == Some(event.name.as_str())
-            || self.events.contains(&event.name);
-        named && self.filters.iter().all(|f| f.holds(event))
+        problems
     }
 }
 

@@ -14,7 +14,8 @@
 
 use serde::Deserialize;
 use serde_json::Value as Json;
-use wayline_rules::{Op, PropertyFilter, describe_problems, parse, parse_fast};
+pub use wayline_rules::PluginConfig;
+use wayline_rules::{Op, PropertyFilter};
 use wayline_sdk::scorer::*;
 
 #[derive(Debug, Deserialize)]
@@ -116,18 +117,9 @@ impl Rule {
     }
 }
 
-impl Config {
-    /// Parse and check a config, locating every problem (for `validate-config`).
-    pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        Self::checked(parse(config)?)
-    }
-
-    /// Parse a config on the hot path, where it was validated when the journey was published.
-    pub fn load(config: &str) -> Result<Config, String> {
-        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
-    }
-
-    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
+impl PluginConfig for Config {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let config = self;
         let mut problems = Vec::new();
         for (i, rule) in config.rules.iter().enumerate() {
             rule.check(&format!("rules[{i}]"), &mut problems);
@@ -141,13 +133,11 @@ impl Config {
                 "must be a positive number",
             ));
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        problems
     }
+}
 
+impl Config {
     /// Score `event`; `already_awarded(index)` says whether a `once` rule was awarded before.
     pub fn score(
         &self,

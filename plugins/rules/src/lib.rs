@@ -162,6 +162,35 @@ pub fn parse_fast<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, Str
     serde_json::from_str(config).map_err(|error| format!("invalid config: {error}"))
 }
 
+/// A plugin's config document: parsed with located errors when a journey is published, and
+/// quickly on the hot path, where it was already validated.
+pub trait PluginConfig: serde::de::DeserializeOwned {
+    /// What serde cannot see: empty names, literals that do not suit their operator, and so on.
+    fn problems(&self) -> Vec<ConfigProblem>;
+
+    /// Parse and check, locating every problem (for `validate-config`).
+    fn parse(config: &str) -> Result<Self, Vec<ConfigProblem>> {
+        let parsed: Self = parse(config)?;
+        let problems = parsed.problems();
+        if problems.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Parse on the hot path; a config that is somehow bad still gets a clear error.
+    fn load(config: &str) -> Result<Self, String> {
+        let parsed: Self = parse_fast(config)?;
+        let problems = parsed.problems();
+        if problems.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(describe_problems(&problems))
+        }
+    }
+}
+
 /// Join problems into one line, for a call that got a config it should have refused.
 pub fn describe_problems(problems: &[ConfigProblem]) -> String {
     problems

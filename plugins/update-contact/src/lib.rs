@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value as Json;
-use wayline_rules::{describe_problems, parse, parse_fast};
+use wayline_rules::PluginConfig;
 use wayline_sdk::action::*;
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,18 +155,9 @@ fn attributes(values: &BTreeMap<String, Json>) -> Vec<Attribute> {
         .collect()
 }
 
-impl Config {
-    /// Parse and check a config, locating every problem (for `validate-config`).
-    pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        Self::checked(parse(config)?)
-    }
-
-    /// Parse a config on the hot path, where it was validated when the journey was published.
-    pub fn load(config: &str) -> Result<Config, String> {
-        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
-    }
-
-    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
+impl PluginConfig for Config {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let config = self;
         let mut problems = Vec::new();
         check_values(config.set.iter(), "set", &mut problems);
         if let Some(emit) = &config.emit {
@@ -201,13 +192,11 @@ impl Config {
         if config.score.as_ref().is_some_and(|s| !s.delta.is_finite()) {
             problems.push(ConfigProblem::new("score.delta", "must be a finite number"));
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        problems
     }
+}
 
+impl Config {
     pub fn effects(&self, contact: &Contact, event: Option<&Event>) -> Vec<Effect> {
         let mut effects = Vec::new();
         for (name, json) in &self.set {

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wayline_rules::{describe_problems, parse, parse_fast};
+use wayline_rules::PluginConfig;
 use wayline_sdk::channel::*;
 use wayline_sdk::host::http::{HttpError, Request, Response, send};
 
@@ -33,18 +33,9 @@ fn post() -> String {
     "POST".into()
 }
 
-impl Config {
-    /// Parse and check a config, locating every problem (for `validate-config`).
-    pub fn parse(config: &str) -> Result<Config, Vec<ConfigProblem>> {
-        Self::checked(parse(config)?)
-    }
-
-    /// Parse a config on the hot path, where it was validated when the journey was published.
-    pub fn load(config: &str) -> Result<Config, String> {
-        Self::checked(parse_fast(config)?).map_err(|problems| describe_problems(&problems))
-    }
-
-    fn checked(config: Config) -> Result<Config, Vec<ConfigProblem>> {
+impl PluginConfig for Config {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let config = self;
         let mut problems = Vec::new();
         let has_host = config
             .url
@@ -79,13 +70,11 @@ impl Config {
                 ));
             }
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        problems
     }
+}
 
+impl Config {
     pub fn request(&self, message: &Message) -> Request {
         let body = serde_json::json!({
             "id": message.id,
@@ -209,7 +198,11 @@ impl Channel for WebhookChannel {
     }
 
     fn deliver(config: String, message: Message) -> Result<Delivery, DeliveryFailure> {
-        let config = Config::load(&config).map_err(|message| DeliveryFailure { kind: FailureKind::Permanent, message, retry_after_ms: None })?;
+        let config = Config::load(&config).map_err(|message| DeliveryFailure {
+            kind: FailureKind::Permanent,
+            message,
+            retry_after_ms: None,
+        })?;
         let response = send(&config.request(&message)).map_err(transport_failure)?;
         classify(&response, &message.id)
     }

@@ -254,3 +254,36 @@ fn every_first_party_plugin_describes_itself() {
         assert!(!plugin.info.description.is_empty());
     }
 }
+
+#[test]
+fn the_sdk_ten_line_example_scores_pricing_clicks() {
+    let (runtime, _clock) = support::runtime();
+    let example = support::load(&runtime, &support::example_bytes("pricing-clicks"));
+    assert_eq!(example.id(), "pricing-clicks@1.0.0");
+    let pricing = runtime
+        .score(
+            &example,
+            "{}",
+            &contact(),
+            &event("email_clicked", json!({"link": "pricing"})),
+        )
+        .result
+        .unwrap();
+    assert_eq!(
+        pricing
+            .iter()
+            .map(|c| (c.delta, c.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(8.0, "clicked pricing in an email")]
+    );
+    let blog = runtime
+        .score(
+            &example,
+            "{}",
+            &contact(),
+            &event("email_clicked", json!({"link": "blog"})),
+        )
+        .result
+        .unwrap();
+    assert!(blog.is_empty());
+}

@@ -42,6 +42,11 @@ pub fn plugin_dir() -> PathBuf {
     built_dir("WAYLINE_PLUGIN_DIR", "target/plugins")
 }
 
+/// An example plugin component (`examples/plugins`).
+pub fn example_bytes(name: &str) -> Vec<u8> {
+    read_built(built_dir("WAYLINE_EXAMPLE_DIR", "target/examples"), name)
+}
+
 /// A test fixture component.
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     read_built(built_dir("WAYLINE_FIXTURE_DIR", "target/fixtures"), name)

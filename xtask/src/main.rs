@@ -1,8 +1,9 @@
 //! `cargo xtask`: the build driver. It owns the guest build (plugins, example plugins and test
 //! fixtures compiled to wasm and made into components) and the two quick-start commands.
 //!
-//! - `cargo xtask plugins` — build every guest into `target/plugins/`, `target/fixtures/`, and
-//!   their raw core modules into `target/core-modules/`.
+//! - `cargo xtask plugins` — build every guest into `target/plugins/` (first-party),
+//!   `target/examples/`, `target/fixtures/`, and their raw core modules into
+//!   `target/core-modules/`.
 //! - `cargo xtask test [ARGS]` — `plugins`, then the whole test suite.
 //! - `cargo xtask serve [ARGS]` — `plugins`, then `wayline serve` with the first-party plugins.
 //!
@@ -46,6 +47,7 @@ fn repo_root() -> PathBuf {
 /// Where the built guests go.
 struct GuestDirs {
     plugins: PathBuf,
+    examples: PathBuf,
     fixtures: PathBuf,
     core_modules: PathBuf,
 }
@@ -104,13 +106,24 @@ fn build_guests() -> Result<GuestDirs> {
     let target = root.join("target");
     let dirs = GuestDirs {
         plugins: target.join("plugins"),
+        examples: target.join("examples"),
         fixtures: target.join("fixtures"),
         core_modules: target.join("core-modules"),
     };
     let guests = guests(&root)?;
     let wasm_target_dir = target.join("wasm");
     toolchain::guest_build(&root.join("plugins"), &wasm_target_dir)?;
-    for dir in [&dirs.plugins, &dirs.fixtures, &dirs.core_modules] {
+    for dir in [
+        &dirs.plugins,
+        &dirs.examples,
+        &dirs.fixtures,
+        &dirs.core_modules,
+    ] {
+        // Start empty: a renamed or removed guest must not linger where `wayline serve
+        // --plugins` would load it.
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
         std::fs::create_dir_all(dir)?;
     }
     let fixtures_root = root.join("tests/fixtures");
@@ -127,6 +140,8 @@ fn build_guests() -> Result<GuestDirs> {
         let is_fixture = guest.manifest_dir.starts_with(&fixtures_root);
         let out_dir = if is_fixture {
             &dirs.fixtures
+        } else if guest.manifest_dir.starts_with(root.join("examples")) {
+            &dirs.examples
         } else {
             &dirs.plugins
         };

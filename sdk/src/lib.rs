@@ -28,6 +28,17 @@
 
 mod helpers;
 
+#[cfg(feature = "arena-allocator")]
+mod arena;
+#[cfg(feature = "arena-allocator")]
+pub use arena::ArenaAllocator;
+
+// Plugins get the arena allocator unless they turn off the `arena-allocator` feature to bring
+// their own `#[global_allocator]`.
+#[cfg(all(feature = "arena-allocator", target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: ArenaAllocator = ArenaAllocator::new();
+
 /// Bindings generated from the WIT contract, one module per world.
 #[doc(hidden)]
 pub mod worlds {

@@ -71,11 +71,17 @@ impl Compiler {
         })
     }
 
-    /// The compiled component for `component_bytes`, whose sha256 is `sha256`.
-    pub fn compile(&self, component_bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+    /// The compiled component for the binary whose sha256 is `sha256`. `component_bytes` makes
+    /// the component (componentizing a core module if need be) and runs only on a cache miss.
+    pub fn compile<E: From<wasmtime::Error>>(
+        &self,
+        sha256: &str,
+        component_bytes: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Component, E> {
         let Some(disk) = &self.disk else {
+            let component = Component::new(&self.engine, component_bytes()?)?;
             self.stats.compiled.fetch_add(1, Ordering::Relaxed);
-            return Component::new(&self.engine, component_bytes);
+            return Ok(component);
         };
         let path = disk.dir.join(format!("{sha256}-{}.cwasm", self.compat));
         if let Some(component) = self.load_sealed(disk, &path) {
@@ -83,13 +89,13 @@ impl Compiler {
             tracing::debug!(sha256, "plugin loaded from the compile cache");
             return Ok(component);
         }
-        let artifact = self.engine.precompile_component(component_bytes)?;
+        let artifact = self.engine.precompile_component(&component_bytes()?)?;
         self.stats.compiled.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sha256, "plugin compiled");
         if let Err(error) = disk.store(&path, &artifact) {
             tracing::warn!(%error, path = %path.display(), "could not write the compile cache");
         }
-        deserialize_own_artifact(&self.engine, &artifact)
+        Ok(deserialize_own_artifact(&self.engine, &artifact)?)
     }
 
     fn load_sealed(&self, disk: &DiskCache, path: &Path) -> Option<Component> {

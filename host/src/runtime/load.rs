@@ -173,12 +173,16 @@ impl Runtime {
                 limit: self.max_binary_bytes,
             });
         }
-        let (component_bytes, componentized) = as_component(bytes)?;
+        let componentized = is_core_module(bytes)?;
         let sha256 = sha256_hex(bytes);
-        let component = self
-            .compiler
-            .compile(&component_bytes, &sha256)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        // A cache hit means these exact bytes were checked and compiled before.
+        let component = self.compiler.compile(&sha256, || {
+            if componentized {
+                componentize(bytes)
+            } else {
+                Ok(bytes.to_vec())
+            }
+        })?;
         let engine = &self.engine;
         let ty = component.component_type();
         let imports: Vec<String> = ty
@@ -298,36 +302,34 @@ fn http_policy(info: &PluginInfo, settings: &PluginSettings) -> Result<HttpPolic
     })
 }
 
-/// The binary as component bytes, componentizing a core module.
-fn as_component(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, bool), LoadError> {
+/// Whether `bytes` is a core module (`true`) or a component (`false`); anything else is refused.
+fn is_core_module(bytes: &[u8]) -> Result<bool, LoadError> {
     if bytes.len() < 8 || bytes[..4] != CORE_MODULE_HEADER[..4] {
         return Err(LoadError::NotWasm(format!(
             "it does not start with the `\\0asm` magic ({} bytes)",
             bytes.len()
         )));
     }
-    if bytes[..8] == COMPONENT_HEADER {
-        validate(bytes)?;
-        return Ok((bytes.into(), false));
-    }
-    if bytes[..8] != CORE_MODULE_HEADER {
-        return Err(LoadError::Invalid(format!(
+    match &bytes[..8] {
+        header if header == COMPONENT_HEADER => Ok(false),
+        header if header == CORE_MODULE_HEADER => Ok(true),
+        other => Err(LoadError::Invalid(format!(
             "unsupported WebAssembly version/layer {:02x?}",
-            &bytes[4..8]
-        )));
+            &other[4..8]
+        ))),
     }
-    validate(bytes)?;
-    let component = wit_component::ComponentEncoder::default()
-        .module(bytes)
-        .and_then(|encoder| encoder.validate(true).encode())
-        .map_err(|e| LoadError::NotComponentizable(format!("{e:#}")))?;
-    Ok((component.into(), true))
 }
 
-fn validate(bytes: &[u8]) -> Result<(), LoadError> {
-    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
-    validator
-        .validate_all(bytes)
-        .map(drop)
-        .map_err(|e| LoadError::Invalid(e.to_string()))
+/// A core module carrying wit-bindgen's component-type section, made into a component.
+fn componentize(module: &[u8]) -> Result<Vec<u8>, LoadError> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| LoadError::NotComponentizable(format!("{e:#}")))
+}
+
+impl From<wasmtime::Error> for LoadError {
+    fn from(error: wasmtime::Error) -> Self {
+        LoadError::Invalid(format!("{error:#}"))
+    }
 }

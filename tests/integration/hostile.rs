@@ -191,3 +191,26 @@ fn a_call_of_the_wrong_kind_is_refused_without_running() {
         }
     );
 }
+
+#[test]
+fn the_on_demand_fallback_enforces_the_same_limits() {
+    use std::sync::Arc;
+    use wayline::runtime::{Allocator, MemoryKv, Runtime, RuntimeConfig};
+    let runtime = Runtime::new(RuntimeConfig {
+        allocator: Allocator::OnDemand,
+        kv: Arc::new(MemoryKv::default()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    assert_eq!(runtime.allocator(), Allocator::OnDemand);
+    let plugin = support::load(&runtime, &support::fixture_bytes("hostile-scorer"));
+    assert!(matches!(
+        call(&runtime, &plugin, "grow").unwrap_err(),
+        CallError::MemoryLimit(_)
+    ));
+    assert!(matches!(
+        call(&runtime, &plugin, "spin").unwrap_err(),
+        CallError::CpuLimit { .. }
+    ));
+    assert_next_call_succeeds(&runtime, &plugin);
+}

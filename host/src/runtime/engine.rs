@@ -25,7 +25,13 @@ pub enum Allocator {
 
 /// Build the engine: pooling allocator if the machine lets us reserve its address space,
 /// otherwise the on-demand allocator (slower to instantiate, same limits).
-pub fn build() -> Result<(Engine, Allocator), wasmtime::Error> {
+pub fn build(preferred: Allocator) -> Result<(Engine, Allocator), wasmtime::Error> {
+    if preferred == Allocator::OnDemand {
+        return Ok((
+            Engine::new(&config(Allocator::OnDemand))?,
+            Allocator::OnDemand,
+        ));
+    }
     match Engine::new(&config(Allocator::Pooling)) {
         Ok(engine) => Ok((engine, Allocator::Pooling)),
         Err(error) => {

@@ -38,6 +38,9 @@ pub struct RuntimeConfig {
     pub max_binary_bytes: usize,
     pub clock: SharedClock,
     pub kv: Arc<dyn KvSpace>,
+    /// The instance allocator to try first; pooling falls back to on-demand by itself where
+    /// the machine will not reserve its address space.
+    pub allocator: Allocator,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +50,7 @@ impl Default for RuntimeConfig {
             max_binary_bytes: 16 << 20,
             clock: Arc::new(SystemClock),
             kv: Arc::new(MemoryKv::default()),
+            allocator: Allocator::Pooling,
         }
     }
 }
@@ -71,7 +75,8 @@ pub struct StartError(String);
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, StartError> {
-        let (engine, allocator) = engine::build().map_err(|e| StartError(format!("{e:#}")))?;
+        let (engine, allocator) =
+            engine::build(config.allocator).map_err(|e| StartError(format!("{e:#}")))?;
         let linkers = load::Linkers::new(&engine).map_err(|e| StartError(format!("{e:#}")))?;
         let compiler = cache::Compiler::new(engine.clone(), config.cache_dir.as_deref())
             .map_err(|e| StartError(format!("compile cache: {e}")))?;

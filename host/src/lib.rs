@@ -6,3 +6,4 @@ pub mod clock;
 pub mod model;
 pub mod registry;
 pub mod runtime;
+pub mod store;

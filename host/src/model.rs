@@ -162,6 +162,23 @@ pub struct Contact {
     pub updated_at: Millis,
 }
 
+impl Contact {
+    /// A contact seen for the first time at `now`.
+    pub fn new(id: String, now: Millis) -> Self {
+        Contact {
+            id,
+            attributes: Attributes::new(),
+            tags: Vec::new(),
+            score: 0.0,
+            lifecycle_stage: default_stage(),
+            consents: BTreeMap::new(),
+            timezone: default_timezone(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 fn default_stage() -> String {
     "new".into()
 }

@@ -1,0 +1,116 @@
+//! Durable state: contacts (de-duplicated by email and phone), events (recorded once per id) and
+//! the plugins' private key-value spaces.
+//!
+//! Owns the layout on disk and nothing else: it knows no journeys, no HTTP and no wasm. Backends
+//! implement [`Store`]; [`SledStore`] is the embedded default, and a shared SQL backend can be
+//! added beside it without touching callers.
+
+mod identity;
+mod sled_store;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub use identity::{normalize_email, normalize_phone};
+pub use sled_store::SledStore;
+
+use crate::model::{Attributes, ConsentState, Contact, Event, Millis};
+
+/// What a caller sends to create or update a contact. Attributes are merged (set), tags are
+/// added, consents are set per channel; everything else is kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactUpsert {
+    /// The caller's id for the contact; without one, the contact is found by email or phone, or
+    /// created with a new id.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub attributes: Attributes,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub consents: BTreeMap<String, ConsentState>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub lifecycle_stage: Option<String>,
+}
+
+impl ContactUpsert {
+    /// Apply to `contact`: attributes set, tags added, consents set, timezone and stage
+    /// replaced when given.
+    pub fn apply(self, contact: &mut Contact, now: Millis) {
+        contact.attributes.extend(self.attributes);
+        for tag in self.tags {
+            if !contact.tags.contains(&tag) {
+                contact.tags.push(tag);
+            }
+        }
+        contact.consents.extend(self.consents);
+        if let Some(timezone) = self.timezone {
+            contact.timezone = timezone;
+        }
+        if let Some(stage) = self.lifecycle_stage {
+            contact.lifecycle_stage = stage;
+        }
+        contact.updated_at = now;
+    }
+}
+
+/// The contact after an upsert, and whether it was new.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upserted {
+    pub contact: Contact,
+    pub created: bool,
+}
+
+/// Whether an event was new or had been recorded before (same id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    Duplicate,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The email or phone in the request belongs to another contact.
+    #[error("{field} `{value}` already belongs to contact `{owner}`")]
+    IdentityConflict {
+        field: &'static str,
+        value: String,
+        owner: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::IdentityConflict { .. } => "contact_identity_conflict",
+            StoreError::Invalid(_) => "invalid_contact",
+            StoreError::Backend(_) => "storage_error",
+        }
+    }
+}
+
+/// Durable contacts and events.
+pub trait Store: Send + Sync + 'static {
+    /// The contact with this id.
+    fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
+    /// Create or update a contact, de-duplicating by normalised email and phone.
+    fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError>;
+    /// Record events by id; an id seen before is reported as a duplicate and not stored again.
+    fn record_events(&self, events: &[Event]) -> Result<Vec<Recorded>, StoreError>;
+    /// The event with this id.
+    fn event(&self, id: &str) -> Result<Option<Event>, StoreError>;
+    /// Make everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,351 @@
+//! The embedded default: sled 0.34, whose multi-tree transactions make each write atomic.
+
+use std::path::Path;
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::identity::{normalize_email, normalize_phone};
+use super::{ContactUpsert, Recorded, Store, StoreError, Upserted};
+use crate::model::{Contact, Event, Millis, Value};
+
+/// Tree names, fixed on disk.
+mod trees {
+    /// contact id → contact (JSON).
+    pub const CONTACTS: &str = "contacts";
+    /// `email:<normalised>` or `phone:<normalised>` → contact id.
+    pub const IDENTITIES: &str = "identities";
+    /// event id → event (JSON); an id present here has been recorded.
+    pub const EVENTS: &str = "events";
+}
+
+/// Contacts and events in a sled database on disk.
+pub struct SledStore {
+    db: sled::Db,
+    contacts: sled::Tree,
+    identities: sled::Tree,
+    events: sled::Tree,
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("corrupt record: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("model types serialize")
+}
+
+fn identity_key(field: &str, value: &str) -> Vec<u8> {
+    format!("{field}:{value}").into_bytes()
+}
+
+/// The normalised email and phone a set of attributes carries; a malformed one is an error.
+fn identities_in(
+    attributes: &crate::model::Attributes,
+) -> Result<(Option<String>, Option<String>), StoreError> {
+    let read =
+        |name: &str, normalize: fn(&str) -> Option<String>| -> Result<Option<String>, StoreError> {
+            match attributes.get(name) {
+                None => Ok(None),
+                Some(Value::Text(text)) => normalize(text).map(Some).ok_or_else(|| {
+                    StoreError::Invalid(format!("`{name}` is not a valid {name}: `{text}`"))
+                }),
+                Some(_) => Err(StoreError::Invalid(format!("`{name}` must be text"))),
+            }
+        };
+    Ok((
+        read("email", normalize_email)?,
+        read("phone", normalize_phone)?,
+    ))
+}
+
+fn new_contact_id() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    format!("c_{}", hex::encode(bytes))
+}
+
+impl SledStore {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::open(dir).map_err(backend)?;
+        Ok(SledStore {
+            contacts: db.open_tree(trees::CONTACTS).map_err(backend)?,
+            identities: db.open_tree(trees::IDENTITIES).map_err(backend)?,
+            events: db.open_tree(trees::EVENTS).map_err(backend)?,
+            db,
+        })
+    }
+}
+
+impl Store for SledStore {
+    fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        self.contacts
+            .get(id)
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError> {
+        if upsert
+            .id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty() || id.len() > 256)
+        {
+            return Err(StoreError::Invalid(
+                "`id` must be 1 to 256 characters".into(),
+            ));
+        }
+        let (email, phone) = identities_in(&upsert.attributes)?;
+        let result = (&self.contacts, &self.identities).transaction(|(contacts, identities)| {
+            let abort = |error: StoreError| ConflictableTransactionError::Abort(error);
+            let owner = |field: &str,
+                             value: &Option<String>|
+                 -> Result<
+                    Option<String>,
+                    ConflictableTransactionError<StoreError>,
+                > {
+                    Ok(match value {
+                        Some(value) => identities
+                            .get(identity_key(field, value))?
+                            .map(|id| String::from_utf8_lossy(&id).into_owned()),
+                        None => None,
+                    })
+                };
+            let (email_owner, phone_owner) = (owner("email", &email)?, owner("phone", &phone)?);
+            let id = match (&upsert.id, &email_owner, &phone_owner) {
+                (Some(id), _, _) => id.clone(),
+                (None, Some(by_email), Some(by_phone)) if by_email != by_phone => {
+                    return Err(abort(StoreError::IdentityConflict {
+                        field: "phone",
+                        value: phone.clone().unwrap_or_default(),
+                        owner: by_phone.clone(),
+                    }));
+                }
+                (None, Some(found), _) | (None, None, Some(found)) => found.clone(),
+                (None, None, None) => new_contact_id(),
+            };
+            for (field, value, found) in [
+                ("email", &email, &email_owner),
+                ("phone", &phone, &phone_owner),
+            ] {
+                if let (Some(value), Some(found)) = (value, found)
+                    && *found != id
+                {
+                    return Err(abort(StoreError::IdentityConflict {
+                        field,
+                        value: value.clone(),
+                        owner: found.clone(),
+                    }));
+                }
+            }
+            let existing: Option<Contact> = contacts
+                .get(id.as_bytes())?
+                .map(|bytes| decode(&bytes))
+                .transpose()
+                .map_err(abort)?;
+            let created = existing.is_none();
+            let mut contact = existing.unwrap_or_else(|| Contact::new(id.clone(), now));
+            let (old_email, old_phone) = identities_in(&contact.attributes).unwrap_or_default();
+            upsert.clone().apply(&mut contact, now);
+            // Identity keys follow the contact: a changed email releases the old one.
+            for (field, old, new) in [("email", &old_email, &email), ("phone", &old_phone, &phone)]
+            {
+                if let Some(old) = old
+                    && new.is_some()
+                    && Some(old) != new.as_ref()
+                {
+                    identities.remove(identity_key(field, old))?;
+                }
+                if let Some(new) = new {
+                    identities.insert(identity_key(field, new), id.as_bytes())?;
+                }
+            }
+            contacts.insert(id.as_bytes(), encode(&contact))?;
+            Ok(Upserted { contact, created })
+        });
+        result.map_err(|error| match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(error) => backend(error),
+        })
+    }
+
+    fn record_events(&self, events: &[Event]) -> Result<Vec<Recorded>, StoreError> {
+        events
+            .iter()
+            .map(|event| {
+                if event.id.is_empty() || event.id.len() > 256 {
+                    return Err(StoreError::Invalid(
+                        "an event `id` must be 1 to 256 characters".into(),
+                    ));
+                }
+                let swapped = self
+                    .events
+                    .compare_and_swap(
+                        event.id.as_bytes(),
+                        None as Option<&[u8]>,
+                        Some(encode(event)),
+                    )
+                    .map_err(backend)?;
+                Ok(if swapped.is_ok() {
+                    Recorded::New
+                } else {
+                    Recorded::Duplicate
+                })
+            })
+            .collect()
+    }
+
+    fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        self.events
+            .get(id)
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ConsentState;
+
+    fn upsert(json: serde_json::Value) -> ContactUpsert {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_second_registration_with_the_same_email_updates_the_same_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let first = store.upsert_contact(upsert(serde_json::json!({"attributes": {"email": "Li.Wei@Example.com", "source": "web-form"}})), 1_000).unwrap();
+        assert!(first.created);
+        let second = store
+            .upsert_contact(upsert(serde_json::json!({"attributes": {"email": " li.wei@example.com", "company": "Example Tech"}, "tags": ["webinar"]})), 2_000)
+            .unwrap();
+        assert!(!second.created);
+        assert_eq!(second.contact.id, first.contact.id);
+        assert_eq!(
+            second.contact.attributes["source"],
+            Value::Text("web-form".into())
+        );
+        assert_eq!(
+            second.contact.attributes["company"],
+            Value::Text("Example Tech".into())
+        );
+        assert_eq!(second.contact.tags, ["webinar"]);
+        assert_eq!(
+            (second.contact.created_at, second.contact.updated_at),
+            (1_000, 2_000)
+        );
+    }
+
+    #[test]
+    fn phone_numbers_match_whatever_their_formatting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let crm = store.upsert_contact(upsert(serde_json::json!({"id": "crm-77", "attributes": {"phone": "+86 138-0013-8000"}})), 1).unwrap();
+        let shop = store.upsert_contact(upsert(serde_json::json!({"attributes": {"phone": "+8613800138000"}, "consents": {"sms": "granted"}})), 2).unwrap();
+        assert_eq!(shop.contact.id, "crm-77");
+        assert_eq!(shop.contact.consents["sms"], ConsentState::Granted);
+        assert!(crm.created && !shop.created);
+    }
+
+    #[test]
+    fn an_email_owned_by_another_contact_is_a_conflict_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .upsert_contact(
+                upsert(serde_json::json!({"id": "a", "attributes": {"email": "x@example.com"}})),
+                1,
+            )
+            .unwrap();
+        store
+            .upsert_contact(
+                upsert(serde_json::json!({"id": "b", "attributes": {"email": "y@example.com"}})),
+                1,
+            )
+            .unwrap();
+        let error = store.upsert_contact(upsert(serde_json::json!({"id": "b", "attributes": {"email": "x@example.com", "plan": "pro"}})), 2).unwrap_err();
+        assert_eq!(error.code(), "contact_identity_conflict");
+        assert!(error.to_string().contains("`a`"), "{error}");
+        let b = store.contact("b").unwrap().unwrap();
+        assert_eq!(b.attributes["email"], Value::Text("y@example.com".into()));
+        assert!(!b.attributes.contains_key("plan"));
+    }
+
+    #[test]
+    fn a_changed_email_releases_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .upsert_contact(
+                upsert(serde_json::json!({"id": "a", "attributes": {"email": "old@example.com"}})),
+                1,
+            )
+            .unwrap();
+        store
+            .upsert_contact(
+                upsert(serde_json::json!({"id": "a", "attributes": {"email": "new@example.com"}})),
+                2,
+            )
+            .unwrap();
+        let someone_else = store
+            .upsert_contact(
+                upsert(serde_json::json!({"attributes": {"email": "old@example.com"}})),
+                3,
+            )
+            .unwrap();
+        assert!(someone_else.created);
+        assert_ne!(someone_else.contact.id, "a");
+    }
+
+    #[test]
+    fn malformed_identities_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let error = store
+            .upsert_contact(
+                upsert(serde_json::json!({"attributes": {"email": "nope"}})),
+                1,
+            )
+            .unwrap_err();
+        assert_eq!(error.code(), "invalid_contact");
+    }
+
+    #[test]
+    fn events_are_recorded_once_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let event: Event = serde_json::from_value(serde_json::json!({"id": "evt-1", "contact_id": "a", "name": "registered", "timestamp": 5})).unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(
+                store
+                    .record_events(&[event.clone(), event.clone()])
+                    .unwrap(),
+                [Recorded::New, Recorded::Duplicate]
+            );
+            store
+                .upsert_contact(upsert(serde_json::json!({"id": "a"})), 1)
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let reopened = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.record_events(std::slice::from_ref(&event)).unwrap(),
+            [Recorded::Duplicate]
+        );
+        assert_eq!(reopened.event("evt-1").unwrap(), Some(event));
+        assert!(reopened.contact("a").unwrap().is_some());
+    }
+}

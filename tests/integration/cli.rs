@@ -170,6 +170,7 @@ fn serve_loads_the_first_party_plugins_and_lists_them() {
         .arg(data.path())
         .arg("--plugins")
         .arg(support::plugin_dir())
+        .env("WAYLINE_TOKEN", "cli-test-token-0123456789")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -211,7 +212,7 @@ fn http_get(address: std::net::SocketAddr, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer cli-test-token-0123456789\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();

@@ -1,31 +1,49 @@
 //! The HTTP API. Routes are grouped per area; handlers translate HTTP to calls on the layers
 //! below and never reach into wasm or the store's layout themselves.
 
+mod contacts;
 mod error;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 
 pub use error::ApiError;
 
+use crate::clock::SharedClock;
 use crate::registry::{PluginSummary, Registry};
 use crate::runtime::Runtime;
+use crate::store::Store;
+
+/// Largest request body accepted (a batch of events included).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub runtime: Arc<Runtime>,
     pub registry: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub clock: SharedClock,
+    /// Every `/v1` request must carry this bearer token (until roles and tokens arrive).
+    pub token: Arc<str>,
 }
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .merge(plugin_routes())
+        .merge(contacts::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
-        .nest("/v1", plugin_routes())
+        .nest("/v1", v1)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -37,6 +55,54 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn list_plugins(State(state): State<AppState>) -> Result<Json<Vec<PluginSummary>>, ApiError> {
-    Ok(Json(state.registry.list()))
+async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginSummary>> {
+    Json(state.registry.list())
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
+            Ok(next.run(request).await)
+        }
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+/// Compare without leaking, through timing, how much of the token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `Json` whose rejections are our error shape, with a stable code.
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// Run blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )
+    })?
 }

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::api::{AppState, app};
+use crate::clock::{SharedClock, SystemClock};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::SledStore;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -22,6 +24,10 @@ pub struct ServeArgs {
     /// Directory of plugin binaries to load at start-up.
     #[arg(long)]
     plugins: Option<PathBuf>,
+    /// Bearer token every `/v1` request must carry. Without it, one is generated and written
+    /// to `DATA/api-token` (readable by the owner only).
+    #[arg(long, env = "WAYLINE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
@@ -36,6 +42,13 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)?;
+    let token = match args.token {
+        Some(token) if token.len() >= 16 => token,
+        Some(_) => anyhow::bail!("--token must be at least 16 characters"),
+        None => generated_token(&args.data)?,
+    };
+    let store = Arc::new(SledStore::open(&args.data.join("store"))?);
+    let clock: SharedClock = Arc::new(SystemClock);
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(args.data.join("compile-cache")),
         ..RuntimeConfig::default()
@@ -54,10 +67,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(allocator = ?runtime.allocator(), compiled = counts.compiled, cache_hits = counts.hits, cache_rejected = counts.rejected, "plugin runtime ready");
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, app(AppState { runtime, registry }))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app(AppState {
+            runtime,
+            registry,
+            store,
+            clock,
+            token: token.into(),
+        }),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
+}
+
+/// The token in `DATA/api-token`, created (mode 0600) on first start.
+fn generated_token(data: &std::path::Path) -> anyhow::Result<String> {
+    let path = data.join("api-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+    let token = hex::encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&path)?, token.as_bytes())?;
+    tracing::info!(path = %path.display(), "generated an API token; send it as `Authorization: Bearer <token>`");
+    Ok(token)
 }
 
 async fn shutdown_signal() {

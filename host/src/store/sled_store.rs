@@ -342,7 +342,9 @@ mod tests {
         }
         let reopened = SledStore::open(dir.path()).unwrap();
         assert_eq!(
-            reopened.record_events(std::slice::from_ref(&event)).unwrap(),
+            reopened
+                .record_events(std::slice::from_ref(&event))
+                .unwrap(),
             [Recorded::Duplicate]
         );
         assert_eq!(reopened.event("evt-1").unwrap(), Some(event));

@@ -1,0 +1,140 @@
+//! Contacts and events: upsert, read, and idempotent event ingest.
+//!
+//! Every write is flushed before the response, so a 2xx means the data survives a crash.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiJson, AppState, blocking};
+use crate::model::{Contact, Event};
+use crate::store::{ContactUpsert, Recorded};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/contacts", post(upsert_contact))
+        .route("/contacts/{id}", get(get_contact))
+        .route("/events", post(ingest_events))
+}
+
+async fn upsert_contact(
+    State(state): State<AppState>,
+    ApiJson(upsert): ApiJson<ContactUpsert>,
+) -> Result<(StatusCode, Json<Contact>), ApiError> {
+    let now = state.clock.now();
+    let store = state.store.clone();
+    let upserted = blocking(move || {
+        let upserted = store.upsert_contact(upsert, now)?;
+        store.flush()?;
+        Ok(upserted)
+    })
+    .await?;
+    let status = if upserted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(upserted.contact)))
+}
+
+async fn get_contact(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, ApiError> {
+    let store = state.store.clone();
+    let found = blocking(move || {
+        store.contact(&id)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "contact_not_found",
+                format!("no contact `{id}`"),
+            )
+        })
+    })
+    .await?;
+    Ok(Json(found))
+}
+
+/// One event, or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<Event>),
+    One(Box<Event>),
+}
+
+#[derive(Serialize)]
+struct EventResult {
+    id: String,
+    status: &'static str,
+}
+
+/// Most events one request may carry.
+const MAX_BATCH: usize = 1_000;
+
+async fn ingest_events(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<OneOrMany>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let events = match body {
+        OneOrMany::Many(events) => events,
+        OneOrMany::One(event) => vec![*event],
+    };
+    if events.is_empty() || events.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_batch",
+            format!("send 1 to {MAX_BATCH} events"),
+        ));
+    }
+    if let Some(event) = events
+        .iter()
+        .find(|e| e.contact_id.is_empty() || e.name.is_empty())
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            format!("event `{}` needs a `contact_id` and a `name`", event.id),
+        ));
+    }
+    let (store, now) = (state.store.clone(), state.clock.now());
+    let results = blocking(move || {
+        // Events for a contact not seen before create it, as analytics pipelines expect.
+        for contact_id in events
+            .iter()
+            .map(|e| &e.contact_id)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            if store.contact(contact_id)?.is_none() {
+                store.upsert_contact(
+                    ContactUpsert {
+                        id: Some(contact_id.clone()),
+                        ..ContactUpsert::default()
+                    },
+                    now,
+                )?;
+            }
+        }
+        let recorded = store.record_events(&events)?;
+        store.flush()?;
+        Ok(events
+            .iter()
+            .zip(recorded)
+            .map(|(event, recorded)| EventResult {
+                id: event.id.clone(),
+                status: if recorded == Recorded::New {
+                    "accepted"
+                } else {
+                    "duplicate"
+                },
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "results": results })),
+    ))
+}

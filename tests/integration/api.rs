@@ -1,0 +1,242 @@
+//! The HTTP API as a client sees it: a real server on 127.0.0.1, real sled on a temp dir.
+
+use std::sync::Arc;
+
+use serde_json::{Value as Json, json};
+use wayline::api::{AppState, app};
+use wayline::clock::VirtualClock;
+use wayline::registry::Registry;
+use wayline::store::SledStore;
+
+use crate::support;
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+async fn server() -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let (runtime, clock) = support::runtime();
+    let state = AppState {
+        runtime: Arc::new(runtime),
+        registry: Arc::new(Registry::default()),
+        store: Arc::new(SledStore::open(&data.path().join("store")).unwrap()),
+        clock: Arc::new(clock) as Arc<VirtualClock>,
+        token: TOKEN.into(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        _data: data,
+    }
+}
+
+impl Server {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Json>) -> (u16, Json) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Json::Null))
+    }
+
+    async fn post(&self, path: &str, body: Json) -> (u16, Json) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Json) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Json) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Json::Null),
+        )
+    }
+}
+
+#[tokio::test]
+async fn every_v1_endpoint_needs_the_token_but_health_does_not() {
+    let server = server().await;
+    let health = server
+        .client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    for token in [None, Some("wrong-token-0123456789")] {
+        let mut request = server
+            .client
+            .get(format!("{}/v1/contacts/anyone", server.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Json = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn a_second_registration_with_the_same_email_updates_the_same_contact() {
+    let server = server().await;
+    let (status, first) = server
+        .post(
+            "/v1/contacts",
+            json!({"attributes": {"email": "Li.Wei@example.com", "source": "landing-page"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{first}");
+    let (status, second) = server.post("/v1/contacts", json!({"attributes": {"email": "li.wei@example.com", "company_size": 600}, "tags": ["webinar"]})).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["id"], first["id"]);
+    let (status, read) = server
+        .get(&format!("/v1/contacts/{}", first["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(read["attributes"]["source"], "landing-page");
+    assert_eq!(read["attributes"]["company_size"], 600);
+    assert_eq!(read["tags"], json!(["webinar"]));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_stable_error_code_and_changes_nothing() {
+    let server = server().await;
+    server
+        .post(
+            "/v1/contacts",
+            json!({"id": "a", "attributes": {"email": "a@example.com"}}),
+        )
+        .await;
+    server
+        .post(
+            "/v1/contacts",
+            json!({"id": "b", "attributes": {"email": "b@example.com"}}),
+        )
+        .await;
+    let cases = [
+        (
+            server
+                .raw("/v1/contacts", "application/json", b"{\"id\": ".to_vec())
+                .await,
+            400,
+            "malformed_json",
+        ),
+        (
+            server
+                .raw("/v1/contacts", "text/plain", b"{}".to_vec())
+                .await,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            server
+                .post("/v1/contacts", json!({"id": "c", "atributes": {}}))
+                .await,
+            422,
+            "invalid_request",
+        ),
+        (
+            server
+                .post(
+                    "/v1/contacts",
+                    json!({"id": "c", "attributes": {"nested": {"x": 1}}}),
+                )
+                .await,
+            422,
+            "invalid_request",
+        ),
+        (
+            server
+                .post(
+                    "/v1/contacts",
+                    json!({"id": "b", "attributes": {"email": "a@example.com"}}),
+                )
+                .await,
+            409,
+            "contact_identity_conflict",
+        ),
+        (
+            server
+                .post(
+                    "/v1/contacts",
+                    json!({"attributes": {"email": "not-an-email"}}),
+                )
+                .await,
+            422,
+            "invalid_contact",
+        ),
+        (
+            server.get("/v1/contacts/nobody").await,
+            404,
+            "contact_not_found",
+        ),
+        (
+            server
+                .raw("/v1/events", "application/json", vec![b' '; 2 << 20])
+                .await,
+            413,
+            "payload_too_large",
+        ),
+        (
+            server.post("/v1/events", json!([])).await,
+            422,
+            "invalid_batch",
+        ),
+    ];
+    for ((status, body), expected_status, code) in cases {
+        assert_eq!(
+            (status, body["error"]["code"].as_str().unwrap_or_default()),
+            (expected_status, code),
+            "{body}"
+        );
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (_, b) = server.get("/v1/contacts/b").await;
+    assert_eq!(b["attributes"]["email"], "b@example.com");
+}
+
+#[tokio::test]
+async fn an_event_sent_twice_is_recorded_once() {
+    let server = server().await;
+    let event = json!({"id": "evt-1", "contact_id": "visitor-9", "name": "registered", "properties": {"source": "web"}, "timestamp": "2026-11-22T10:00:00Z"});
+    let (status, body) = server.post("/v1/events", event.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([{"id": "evt-1", "status": "accepted"}])
+    );
+    let second = json!({"id": "evt-2", "contact_id": "visitor-9", "name": "email_opened", "timestamp": "2026-11-22T11:00:00Z"});
+    let (status, body) = server.post("/v1/events", json!([event, second])).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        body["results"],
+        json!([{"id": "evt-1", "status": "duplicate"}, {"id": "evt-2", "status": "accepted"}])
+    );
+    // The contact the events named now exists.
+    assert_eq!(server.get("/v1/contacts/visitor-9").await.0, 200);
+}

@@ -79,16 +79,22 @@ fn a_restart_loads_every_plugin_from_the_cache_without_recompiling() {
     assert_eq!(changes.iter().map(|c| c.delta).sum::<f64>(), 10.0);
 }
 
-#[test]
-fn a_corrupted_cache_entry_is_detected_and_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = runtime_with_cache(dir.path());
-    first
+/// A runtime on the cache in `dir` that has just loaded the rule scorer.
+fn with_scorer_loaded(dir: &std::path::Path) -> (Runtime, wayline::runtime::Plugin) {
+    let runtime = runtime_with_cache(dir);
+    let plugin = runtime
         .load(
             &support::plugin_bytes("rule-scorer"),
             &PluginSettings::default(),
         )
         .unwrap();
+    (runtime, plugin)
+}
+
+#[test]
+fn a_corrupted_cache_entry_is_detected_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = with_scorer_loaded(dir.path());
     drop(first);
 
     let entry = std::fs::read_dir(dir.path())
@@ -101,13 +107,7 @@ fn a_corrupted_cache_entry_is_detected_and_rebuilt() {
     bytes[middle] ^= 0xff;
     std::fs::write(&entry, &bytes).unwrap();
 
-    let restarted = runtime_with_cache(dir.path());
-    let plugin = restarted
-        .load(
-            &support::plugin_bytes("rule-scorer"),
-            &PluginSettings::default(),
-        )
-        .unwrap();
+    let (restarted, plugin) = with_scorer_loaded(dir.path());
     assert_eq!(
         restarted.cache_counts(),
         CacheCounts {
@@ -119,13 +119,7 @@ fn a_corrupted_cache_entry_is_detected_and_rebuilt() {
     assert!(restarted.describe(&plugin).result.is_ok());
 
     // The rebuilt entry is good again.
-    let again = runtime_with_cache(dir.path());
-    again
-        .load(
-            &support::plugin_bytes("rule-scorer"),
-            &PluginSettings::default(),
-        )
-        .unwrap();
+    let (again, _) = with_scorer_loaded(dir.path());
     assert_eq!(
         again.cache_counts(),
         CacheCounts {
@@ -139,23 +133,11 @@ fn a_corrupted_cache_entry_is_detected_and_rebuilt() {
 #[test]
 fn a_cache_entry_sealed_under_another_key_is_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
-    let first = runtime_with_cache(dir.path());
-    first
-        .load(
-            &support::plugin_bytes("rule-scorer"),
-            &PluginSettings::default(),
-        )
-        .unwrap();
+    let (first, _) = with_scorer_loaded(dir.path());
     drop(first);
     // Someone replaces the key: every existing entry must now fail its check.
     std::fs::write(dir.path().join("cache.key"), [7u8; 32]).unwrap();
-    let restarted = runtime_with_cache(dir.path());
-    restarted
-        .load(
-            &support::plugin_bytes("rule-scorer"),
-            &PluginSettings::default(),
-        )
-        .unwrap();
+    let (restarted, _) = with_scorer_loaded(dir.path());
     assert_eq!(
         restarted.cache_counts(),
         CacheCounts {

@@ -11,6 +11,7 @@ use wayline::store::SledStore;
 use crate::support;
 
 const TOKEN: &str = "test-token-0123456789";
+const WRITE_KEY: &str = "segment-write-key-0123";
 
 struct Server {
     base: String,
@@ -27,6 +28,7 @@ async fn server() -> Server {
         store: Arc::new(SledStore::open(&data.path().join("store")).unwrap()),
         clock: Arc::new(clock) as Arc<VirtualClock>,
         token: TOKEN.into(),
+        write_key: WRITE_KEY.into(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -58,6 +60,22 @@ impl Server {
 
     async fn get(&self, path: &str) -> (u16, Json) {
         self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// A Segment-style call: the write key as HTTP Basic user name.
+    async fn segment(&self, path: &str, write_key: &str, body: Json) -> (u16, Json) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .basic_auth(write_key, Some(""))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Json::Null),
+        )
     }
 
     async fn raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Json) {
@@ -239,4 +257,85 @@ async fn an_event_sent_twice_is_recorded_once() {
     );
     // The contact the events named now exists.
     assert_eq!(server.get("/v1/contacts/visitor-9").await.0, 200);
+}
+
+#[tokio::test]
+async fn segment_identify_track_and_batch_land_as_contacts_and_events() {
+    let server = server().await;
+    let identify = json!({"type": "identify", "userId": "u-42", "messageId": "m-1", "traits": {"email": "li.wei@example.com", "plan": "trial", "address": {"city": "Shenzhen"}, "nickname": null}});
+    let (status, body) = server.segment("/v1/identify", WRITE_KEY, identify).await;
+    assert_eq!((status, &body), (200, &json!({"success": true})));
+    let (_, contact) = server.get("/v1/contacts/u-42").await;
+    assert_eq!(contact["attributes"]["address.city"], "Shenzhen");
+    assert_eq!(contact["attributes"]["plan"], "trial");
+    assert!(contact["attributes"].get("nickname").is_none());
+
+    let batch = json!({"batch": [
+        {"type": "identify", "userId": "u-42", "messageId": "m-2", "traits": {"plan": "pro"}},
+        {"type": "track", "userId": "u-42", "event": "Whitepaper Downloaded", "messageId": "m-3", "properties": {"title": "Nurture 101"}, "timestamp": "2026-11-22T09:00:00Z"},
+        {"type": "page", "anonymousId": "anon-7", "name": "Pricing", "messageId": "m-4"}
+    ]});
+    assert_eq!(server.segment("/v1/batch", WRITE_KEY, batch).await.0, 200);
+    assert_eq!(
+        server.get("/v1/contacts/u-42").await.1["attributes"]["plan"],
+        "pro"
+    );
+    assert_eq!(server.get("/v1/contacts/anon-7").await.0, 200);
+    // The messageId is the event id: the same message sent again is a duplicate.
+    let resent = json!({"id": "m-3", "contact_id": "u-42", "name": "Whitepaper Downloaded", "timestamp": "2026-11-22T09:00:00Z"});
+    assert_eq!(
+        server.post("/v1/events", resent).await.1["results"][0]["status"],
+        "duplicate"
+    );
+}
+
+#[tokio::test]
+async fn segment_ingest_needs_the_write_key_and_well_formed_messages() {
+    let server = server().await;
+    let track = json!({"userId": "u-1", "event": "Signed Up", "messageId": "m-9"});
+    assert_eq!(
+        server
+            .segment("/v1/track", "wrong-key-000000000", track.clone())
+            .await
+            .0,
+        401
+    );
+    // The API token is not a write key, and the write key is not an API token.
+    assert_eq!(
+        server.segment("/v1/track", TOKEN, track.clone()).await.0,
+        401
+    );
+    let with_write_key_as_bearer = server
+        .client
+        .get(format!("{}/v1/contacts/u-1", server.base))
+        .bearer_auth(WRITE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_write_key_as_bearer.status(), 401);
+    let (status, body) = server
+        .segment(
+            "/v1/track",
+            WRITE_KEY,
+            json!({"userId": "u-1", "event": "Signed Up"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_message")),
+        "{body}"
+    );
+    let (status, body) = server
+        .segment(
+            "/v1/track",
+            WRITE_KEY,
+            json!({"event": "Signed Up", "messageId": "m-10"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_message")),
+        "{body}"
+    );
+    assert_eq!(server.segment("/v1/track", WRITE_KEY, track).await.0, 200);
 }

@@ -9,8 +9,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, AppState, blocking};
-use crate::model::{Contact, Event};
-use crate::store::{ContactUpsert, Recorded};
+use crate::model::{Contact, Event, Millis};
+use crate::store::{ContactUpsert, Recorded, Store};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -72,7 +72,7 @@ struct EventResult {
 }
 
 /// Most events one request may carry.
-const MAX_BATCH: usize = 1_000;
+pub(super) const MAX_BATCH: usize = 1_000;
 
 async fn ingest_events(
     State(state): State<AppState>,
@@ -101,24 +101,7 @@ async fn ingest_events(
     }
     let (store, now) = (state.store.clone(), state.clock.now());
     let results = blocking(move || {
-        // Events for a contact not seen before create it, as analytics pipelines expect.
-        for contact_id in events
-            .iter()
-            .map(|e| &e.contact_id)
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            if store.contact(contact_id)?.is_none() {
-                store.upsert_contact(
-                    ContactUpsert {
-                        id: Some(contact_id.clone()),
-                        ..ContactUpsert::default()
-                    },
-                    now,
-                )?;
-            }
-        }
-        let recorded = store.record_events(&events)?;
-        store.flush()?;
+        let recorded = record_events(store.as_ref(), &[], &events, now)?;
         Ok(events
             .iter()
             .zip(recorded)
@@ -137,4 +120,35 @@ async fn ingest_events(
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "results": results })),
     ))
+}
+
+/// Apply contact upserts, then record events (creating contacts they name that do not exist,
+/// as analytics pipelines expect), then flush: the one write path for every ingest route.
+pub(super) fn record_events(
+    store: &dyn Store,
+    upserts: &[ContactUpsert],
+    events: &[Event],
+    now: Millis,
+) -> Result<Vec<Recorded>, ApiError> {
+    for upsert in upserts {
+        store.upsert_contact(upsert.clone(), now)?;
+    }
+    for contact_id in events
+        .iter()
+        .map(|e| &e.contact_id)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        if store.contact(contact_id)?.is_none() {
+            store.upsert_contact(
+                ContactUpsert {
+                    id: Some(contact_id.clone()),
+                    ..ContactUpsert::default()
+                },
+                now,
+            )?;
+        }
+    }
+    let recorded = store.record_events(events)?;
+    store.flush()?;
+    Ok(recorded)
 }

@@ -3,6 +3,7 @@
 
 mod contacts;
 mod error;
+mod segment;
 
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Every `/v1` request must carry this bearer token (until roles and tokens arrive).
     pub token: Arc<str>,
+    /// The write key Segment-style ingest (`/v1/identify`, `/v1/track`, …) authenticates with.
+    pub write_key: Arc<str>,
 }
 
 /// The whole API.
@@ -39,7 +42,13 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(plugin_routes())
         .merge(contacts::routes())
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .merge(
+            segment::routes().route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                segment::require_write_key,
+            )),
+        );
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/v1", v1)

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// to `DATA/api-token` (readable by the owner only).
     #[arg(long, env = "WAYLINE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Write key for Segment-style ingest (HTTP Basic user name). Without it, one is generated
+    /// and written to `DATA/write-key`.
+    #[arg(long, env = "WAYLINE_WRITE_KEY", hide_env_values = true)]
+    write_key: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
@@ -42,11 +46,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)?;
-    let token = match args.token {
-        Some(token) if token.len() >= 16 => token,
-        Some(_) => anyhow::bail!("--token must be at least 16 characters"),
-        None => generated_token(&args.data)?,
-    };
+    let token = secret_or_generated(args.token, &args.data, "api-token", "--token")?;
+    let write_key = secret_or_generated(args.write_key, &args.data, "write-key", "--write-key")?;
     let store = Arc::new(SledStore::open(&args.data.join("store"))?);
     let clock: SharedClock = Arc::new(SystemClock);
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
@@ -75,6 +76,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             store,
             clock,
             token: token.into(),
+            write_key: write_key.into(),
         }),
     )
     .with_graceful_shutdown(shutdown_signal())
@@ -82,9 +84,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The token in `DATA/api-token`, created (mode 0600) on first start.
-fn generated_token(data: &std::path::Path) -> anyhow::Result<String> {
-    let path = data.join("api-token");
+/// The secret given on the command line, else the one in `DATA/<file>`, created (mode 0600)
+/// on first start.
+fn secret_or_generated(
+    given: Option<String>,
+    data: &std::path::Path,
+    file: &str,
+    flag: &str,
+) -> anyhow::Result<String> {
+    match given {
+        Some(secret) if secret.len() >= 16 => return Ok(secret),
+        Some(_) => anyhow::bail!("{flag} must be at least 16 characters"),
+        None => {}
+    }
+    let path = data.join(file);
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_owned());
     }
@@ -96,7 +109,7 @@ fn generated_token(data: &std::path::Path) -> anyhow::Result<String> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     std::io::Write::write_all(&mut options.open(&path)?, token.as_bytes())?;
-    tracing::info!(path = %path.display(), "generated an API token; send it as `Authorization: Bearer <token>`");
+    tracing::info!(path = %path.display(), "generated {file}");
     Ok(token)
 }
 

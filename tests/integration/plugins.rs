@@ -287,3 +287,39 @@ fn the_sdk_ten_line_example_scores_pricing_clicks() {
         .unwrap();
     assert!(blog.is_empty());
 }
+
+#[test]
+fn a_once_per_contact_score_is_remembered_across_restarts() {
+    use std::sync::Arc;
+    use wayline::plugin_kv::StoredKv;
+    use wayline::runtime::{Runtime, RuntimeConfig};
+    use wayline::store::{SledStore, Store};
+
+    let data = tempfile::tempdir().unwrap();
+    let total = || {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(data.path()).unwrap());
+        let runtime = Runtime::new(RuntimeConfig {
+            kv: Arc::new(StoredKv(store.clone())),
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let scorer = support::load(&runtime, &support::plugin_bytes("rule-scorer"));
+        let changes = runtime
+            .score(
+                &scorer,
+                POINTS_TABLE,
+                &contact(),
+                &event("form_submitted", json!({})),
+            )
+            .result
+            .unwrap();
+        store.flush().unwrap();
+        changes.iter().map(|c| c.delta).sum::<f64>()
+    };
+    assert_eq!(total(), 25.0, "form + company size");
+    assert_eq!(
+        total(),
+        10.0,
+        "after a restart the company-size points are not awarded again"
+    );
+}

@@ -9,9 +9,10 @@ use clap::Args;
 
 use crate::api::{AppState, app};
 use crate::clock::{SharedClock, SystemClock};
+use crate::plugin_kv::StoredKv;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::store::SledStore;
+use crate::store::{SledStore, Store};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -48,10 +49,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)?;
     let token = secret_or_generated(args.token, &args.data, "api-token", "--token")?;
     let write_key = secret_or_generated(args.write_key, &args.data, "write-key", "--write-key")?;
-    let store = Arc::new(SledStore::open(&args.data.join("store"))?);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&args.data.join("store"))?);
     let clock: SharedClock = Arc::new(SystemClock);
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(args.data.join("compile-cache")),
+        clock: clock.clone(),
+        kv: Arc::new(StoredKv(store.clone())),
         ..RuntimeConfig::default()
     })?);
     let registry = Arc::new(Registry::default());

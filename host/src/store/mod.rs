@@ -113,4 +113,17 @@ pub trait Store: Send + Sync + 'static {
     fn event(&self, id: &str) -> Result<Option<Event>, StoreError>;
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// A value in a plugin's private key-value space.
+    fn plugin_kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Store a value; `Ok(false)` when the key is new and the space already holds `max_keys`.
+    fn plugin_kv_set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        max_keys: u64,
+    ) -> Result<bool, StoreError>;
+    /// Remove a key.
+    fn plugin_kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
 }

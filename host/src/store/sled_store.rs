@@ -17,6 +17,10 @@ mod trees {
     pub const IDENTITIES: &str = "identities";
     /// event id → event (JSON); an id present here has been recorded.
     pub const EVENTS: &str = "events";
+    /// `<plugin name>\0<key>` → value: the plugins' private key-value spaces.
+    pub const PLUGIN_KV: &str = "plugin_kv";
+    /// plugin name → number of keys it holds (u64 big-endian), kept with every insert and removal.
+    pub const PLUGIN_KV_COUNTS: &str = "plugin_kv_counts";
 }
 
 /// Contacts and events in a sled database on disk.
@@ -25,6 +29,8 @@ pub struct SledStore {
     contacts: sled::Tree,
     identities: sled::Tree,
     events: sled::Tree,
+    plugin_kv: sled::Tree,
+    plugin_kv_counts: sled::Tree,
 }
 
 fn backend(error: impl std::fmt::Display) -> StoreError {
@@ -77,6 +83,8 @@ impl SledStore {
             contacts: db.open_tree(trees::CONTACTS).map_err(backend)?,
             identities: db.open_tree(trees::IDENTITIES).map_err(backend)?,
             events: db.open_tree(trees::EVENTS).map_err(backend)?,
+            plugin_kv: db.open_tree(trees::PLUGIN_KV).map_err(backend)?,
+            plugin_kv_counts: db.open_tree(trees::PLUGIN_KV_COUNTS).map_err(backend)?,
             db,
         })
     }
@@ -212,6 +220,61 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(drop).map_err(backend)
     }
+
+    fn plugin_kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .plugin_kv
+            .get(kv_key(namespace, key))
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn plugin_kv_set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        max_keys: u64,
+    ) -> Result<bool, StoreError> {
+        let full_key = kv_key(namespace, key);
+        let result = (&self.plugin_kv, &self.plugin_kv_counts).transaction(|(entries, counts)| {
+            if entries.get(&full_key)?.is_none() {
+                let count = counts.get(namespace)?.map_or(0, |bytes| {
+                    u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default())
+                });
+                if count >= max_keys {
+                    return Ok(false);
+                }
+                counts.insert(namespace, &(count + 1).to_be_bytes())?;
+            }
+            entries.insert(full_key.as_slice(), value)?;
+            Ok(true)
+        });
+        result.map_err(|error: TransactionError<StoreError>| backend(error))
+    }
+
+    fn plugin_kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        let full_key = kv_key(namespace, key);
+        let result = (&self.plugin_kv, &self.plugin_kv_counts).transaction(|(entries, counts)| {
+            if entries.remove(full_key.as_slice())?.is_some() {
+                let count = counts.get(namespace)?.map_or(0, |bytes| {
+                    u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default())
+                });
+                counts.insert(namespace, &count.saturating_sub(1).to_be_bytes())?;
+            }
+            Ok(())
+        });
+        result.map_err(|error: TransactionError<StoreError>| backend(error))
+    }
+}
+
+/// Plugin names never contain NUL, so `name\0key` cannot collide across plugins.
+fn kv_key(namespace: &str, key: &str) -> Vec<u8> {
+    let mut full = Vec::with_capacity(namespace.len() + 1 + key.len());
+    full.extend_from_slice(namespace.as_bytes());
+    full.push(0);
+    full.extend_from_slice(key.as_bytes());
+    full
 }
 
 #[cfg(test)]
@@ -321,6 +384,44 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(error.code(), "invalid_contact");
+    }
+
+    #[test]
+    fn plugin_spaces_are_separate_bounded_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert!(store.plugin_kv_set("scorer", "a", b"1", 2).unwrap());
+            assert!(store.plugin_kv_set("scorer", "b", b"2", 2).unwrap());
+            assert!(
+                !store.plugin_kv_set("scorer", "c", b"3", 2).unwrap(),
+                "a third key is refused"
+            );
+            assert!(
+                store.plugin_kv_set("scorer", "a", b"updated", 2).unwrap(),
+                "an existing key can change"
+            );
+            assert_eq!(
+                store.plugin_kv_get("other", "a").unwrap(),
+                None,
+                "another plugin sees nothing"
+            );
+            store.plugin_kv_delete("scorer", "b").unwrap();
+            assert!(
+                store.plugin_kv_set("scorer", "c", b"3", 2).unwrap(),
+                "a delete frees a slot"
+            );
+            store.flush().unwrap();
+        }
+        let reopened = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.plugin_kv_get("scorer", "a").unwrap().as_deref(),
+            Some(&b"updated"[..])
+        );
+        assert!(
+            !reopened.plugin_kv_set("scorer", "d", b"4", 2).unwrap(),
+            "the count survived reopening"
+        );
     }
 
     #[test]

@@ -1,25 +1,35 @@
-//! A multi-way branch on a contact's score, stage, tags, attributes, consent, or the triggering
-//! event's properties. The first branch whose predicates all hold (`when`) or any holds (`any`)
-//! wins; otherwise `default`.
+//! A multi-way branch on a contact's score, lifecycle stage, tags, attributes, consent, or the
+//! properties of the event that brought the contact to this step. The first branch whose
+//! predicates all hold (`when`) — or any of them holds (`any`) — wins; otherwise `default`.
 //!
 //! ```json
 //! {"branches": [
-//!    {"label": "high-potential", "when": [{"field": "score", "op": "gte", "value": 70}, {"field": "score", "op": "lte", "value": 90}]},
+//!    {"label": "high-potential", "when": [{"field": "score", "op": "gte", "value": 70},
+//!                                         {"field": "score", "op": "lte", "value": 90}]},
 //!    {"label": "watching", "when": [{"field": "score", "op": "gte", "value": 40}]}],
 //!  "default": "low-intent"}
 //! ```
-//! Fields: `score`, `stage`, `tag` (ops `has` / `not_has`), `attribute.NAME`, `event.NAME`,
-//! `consent.CHANNEL` (`granted`, `revoked`, `unknown`).
+//! Fields and the operators they take:
+//! - `score`: `eq`, `ne`, `gt`, `gte`, `lt`, `lte`, `in`, `not_in` with numbers;
+//! - `stage` (lifecycle stage): `eq`, `ne`, `in`, `not_in`, `starts_with`, `contains` with strings;
+//! - `tag`: `has` / `not_has` with the tag's name;
+//! - `consent.CHANNEL`: `eq`, `ne`, `in`, `not_in` with `"granted"`, `"revoked"` or `"unknown"`;
+//! - `attribute.NAME` and `event.NAME`: any operator of the event trigger's filters, plus
+//!   `has` / `not_has` for lists. An `event.` predicate is false (or true for `ne`, `not_in`,
+//!   `not_has`, `not_exists`) when no event brought the contact here.
 
 use serde::Deserialize;
-use serde_json::Value as Json;
-use wayline_rules::{Op, PluginConfig};
+use wayline_rules::{Literal, Op, Path, PluginConfig, Problems, ROOT, Subject};
 use wayline_sdk::condition::*;
 
+/// The condition's config.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    // Both are required; they default here so that a missing one is reported at its own path.
+    #[serde(default)]
     branches: Vec<Branch>,
+    #[serde(default)]
     default: String,
 }
 
@@ -28,21 +38,22 @@ pub struct Config {
 struct Branch {
     label: String,
     #[serde(default)]
-    when: Vec<Predicate>,
+    when: Option<Vec<Predicate>>,
     #[serde(default)]
-    any: Vec<Predicate>,
+    any: Option<Vec<Predicate>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Predicate {
     field: String,
-    op: String,
+    op: Op,
     #[serde(default)]
-    value: Option<Json>,
+    value: Option<Literal>,
 }
 
-/// A predicate's field, resolved once.
+/// What a predicate's `field` names, resolved from its text.
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Field<'a> {
     Score,
     Stage,
@@ -52,151 +63,209 @@ enum Field<'a> {
     Consent(&'a str),
 }
 
-impl Predicate {
-    fn field(&self) -> Option<Field<'_>> {
-        Some(match self.field.as_str() {
+/// Which literals a field's values can meaningfully be compared with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Number,
+    Text,
+    ConsentState,
+    Anything,
+}
+
+const CONSENT_STATES: [&str; 3] = ["granted", "revoked", "unknown"];
+
+impl<'a> Field<'a> {
+    fn parse(text: &'a str) -> Option<Field<'a>> {
+        Some(match text {
             "score" => Field::Score,
             "stage" => Field::Stage,
             "tag" => Field::Tag,
-            other => match other.split_once('.') {
-                Some(("attribute", name)) if !name.is_empty() => Field::Attribute(name),
-                Some(("event", name)) if !name.is_empty() => Field::EventProperty(name),
-                Some(("consent", channel)) if !channel.is_empty() => Field::Consent(channel),
+            _ => match text.split_once('.')? {
+                (_, "") => return None,
+                ("attribute", name) => Field::Attribute(name),
+                ("event", name) => Field::EventProperty(name),
+                ("consent", channel) => Field::Consent(channel),
                 _ => return None,
             },
         })
     }
 
-    fn check(&self, path: &str) -> Option<ConfigProblem> {
-        let Some(field) = self.field() else {
-            return Some(ConfigProblem::new(
-                format!("{path}.field"),
+    /// The operators this field takes, as written in a problem message, and its literals.
+    fn rules(self) -> (&'static [Op], &'static str, Expect) {
+        use Op::*;
+        match self {
+            Field::Score => (
+                &[Eq, Ne, Gt, Gte, Lt, Lte, In, NotIn],
+                "eq, ne, gt, gte, lt, lte, in or not_in",
+                Expect::Number,
+            ),
+            Field::Stage => (
+                &[Eq, Ne, In, NotIn, StartsWith, Contains],
+                "eq, ne, in, not_in, starts_with or contains",
+                Expect::Text,
+            ),
+            Field::Tag => (&[Has, NotHas], "has or not_has", Expect::Text),
+            Field::Consent(_) => (
+                &[Eq, Ne, In, NotIn],
+                "eq, ne, in or not_in",
+                Expect::ConsentState,
+            ),
+            Field::Attribute(_) | Field::EventProperty(_) => (&[], "", Expect::Anything),
+        }
+    }
+
+    /// The value this field names, borrowed from the contact or event; `None` when missing.
+    fn subject<'c>(self, contact: &'c Contact, event: Option<&'c Event>) -> Option<Subject<'c>> {
+        match self {
+            Field::Score => Some(Subject::Number(contact.score)),
+            Field::Stage => Some(Subject::Text(&contact.lifecycle_stage)),
+            Field::Tag => Some(Subject::List(&contact.tags)),
+            Field::Attribute(name) => contact.attribute(name).map(Subject::from),
+            Field::EventProperty(name) => event?.property(name).map(Subject::from),
+            Field::Consent(channel) => Some(Subject::Text(consent(contact, channel))),
+        }
+    }
+}
+
+fn consent<'c>(contact: &'c Contact, channel: &str) -> &'c str {
+    let state = contact
+        .consents
+        .iter()
+        .find(|c| c.channel == channel)
+        .map(|c| c.state);
+    match state {
+        Some(ConsentState::Granted) => "granted",
+        Some(ConsentState::Revoked) => "revoked",
+        Some(ConsentState::Unknown) | None => "unknown",
+    }
+}
+
+impl Predicate {
+    fn holds(&self, contact: &Contact, event: Option<&Event>) -> bool {
+        // A config that passed `check` always names a known field.
+        Field::parse(&self.field).is_some_and(|field| {
+            self.op
+                .holds(field.subject(contact, event), self.value.as_ref())
+        })
+    }
+
+    fn check(&self, at: &Path<'_>, problems: &mut Problems) {
+        let Some(field) = Field::parse(&self.field) else {
+            problems.add(
+                &at.field("field"),
                 format!(
                     "unknown field `{}`; use score, stage, tag, attribute.NAME, event.NAME or consent.CHANNEL",
                     self.field
                 ),
-            ));
+            );
+            return;
         };
-        if let Field::Tag = field {
-            return match (self.op.as_str(), &self.value) {
-                ("has" | "not_has", Some(Json::String(_))) => None,
-                ("has" | "not_has", _) => Some(ConfigProblem::new(
-                    format!("{path}.value"),
-                    "name the tag as a string",
-                )),
-                _ => Some(ConfigProblem::new(
-                    format!("{path}.op"),
-                    "tags take `has` or `not_has`",
-                )),
-            };
+        let (ops, op_names, expect) = field.rules();
+        if !ops.is_empty() && !ops.contains(&self.op) {
+            problems.add(
+                &at.field("op"),
+                format!("`{}` takes {op_names}, not `{}`", self.field, self.op),
+            );
+            return;
         }
-        match serde_json::from_value::<Op>(Json::String(self.op.clone())) {
-            Ok(op) => op
-                .check_literal(self.value.as_ref(), &format!("{path}.value"))
-                .err(),
-            Err(_) => Some(ConfigProblem::new(
-                format!("{path}.op"),
-                format!("unknown operator `{}`", self.op),
-            )),
+        let value = at.field("value");
+        if let Some(problem) = self.op.literal_problem(self.value.as_ref()) {
+            problems.add(&value, problem);
+        } else if let Some(literal) = &self.value {
+            check_literal_suits(literal, expect, &self.field, &value, problems);
         }
-    }
-
-    fn holds(&self, contact: &Contact, event: Option<&Event>) -> bool {
-        let value: Option<Value> = match self.field() {
-            None => return false,
-            Some(Field::Tag) => {
-                let has = self
-                    .value
-                    .as_ref()
-                    .and_then(Json::as_str)
-                    .is_some_and(|tag| contact.has_tag(tag));
-                return (self.op == "has") == has;
-            }
-            Some(Field::Score) => Some(Value::Number(contact.score)),
-            Some(Field::Stage) => Some(Value::Text(contact.lifecycle_stage.clone())),
-            Some(Field::Attribute(name)) => contact.attribute(name).cloned(),
-            Some(Field::EventProperty(name)) => event.and_then(|e| e.property(name)).cloned(),
-            Some(Field::Consent(channel)) => Some(Value::Text(consent(contact, channel).into())),
-        };
-        serde_json::from_value::<Op>(Json::String(self.op.clone()))
-            .is_ok_and(|op| op.holds(value.as_ref(), self.value.as_ref()))
     }
 }
 
-fn consent(contact: &Contact, channel: &str) -> &'static str {
-    match contact
-        .consents
-        .iter()
-        .find(|c| c.channel == channel)
-        .map(|c| c.state)
-    {
-        Some(ConsentState::Granted) => "granted",
-        Some(ConsentState::Revoked) => "revoked",
-        _ => "unknown",
+fn check_literal_suits(
+    literal: &Literal,
+    expect: Expect,
+    field: &str,
+    at: &Path<'_>,
+    problems: &mut Problems,
+) {
+    let suits = |item: &Literal| match expect {
+        Expect::Number => item.as_f64().is_some(),
+        Expect::Text => item.as_text().is_some(),
+        Expect::ConsentState => item.as_text().is_some_and(|s| CONSENT_STATES.contains(&s)),
+        Expect::Anything => true,
+    };
+    if !literal.items().iter().all(suits) {
+        let wanted = match expect {
+            Expect::Number => "is a number",
+            Expect::Text => "is text",
+            _ => "is \"granted\", \"revoked\" or \"unknown\"",
+        };
+        problems.add(at, format!("`{field}` {wanted}"));
+    }
+}
+
+impl Branch {
+    fn holds(&self, contact: &Contact, event: Option<&Event>) -> bool {
+        match (&self.when, &self.any) {
+            (Some(all), None) => all.iter().all(|p| p.holds(contact, event)),
+            (None, Some(any)) => any.iter().any(|p| p.holds(contact, event)),
+            // Refused by `check`.
+            _ => false,
+        }
+    }
+
+    fn check(&self, at: &Path<'_>, problems: &mut Problems) {
+        problems.require_text(&at.field("label"), &self.label);
+        let (key, predicates) = match (&self.when, &self.any) {
+            (Some(when), None) => ("when", when),
+            (None, Some(any)) => ("any", any),
+            _ => {
+                problems.add(
+                    at,
+                    "give exactly one of `when` (all must hold) or `any` (one must hold)",
+                );
+                return;
+            }
+        };
+        let list = at.field(key);
+        if predicates.is_empty() {
+            problems.add(&list, "give at least one predicate");
+        }
+        for (i, predicate) in predicates.iter().enumerate() {
+            predicate.check(&list.index(i), problems);
+        }
     }
 }
 
 impl Config {
+    /// The label of the branch the contact takes.
     pub fn branch(&self, contact: &Contact, event: Option<&Event>) -> &str {
         self.branches
             .iter()
-            .find(|b| {
-                if b.any.is_empty() {
-                    b.when.iter().all(|p| p.holds(contact, event))
-                } else {
-                    b.any.iter().any(|p| p.holds(contact, event))
-                }
-            })
+            .find(|b| b.holds(contact, event))
             .map_or(self.default.as_str(), |b| b.label.as_str())
     }
 }
 
 impl PluginConfig for Config {
-    fn problems(&self) -> Vec<ConfigProblem> {
-        let config = self;
-        let mut problems = Vec::new();
-        if config.default.is_empty() {
-            problems.push(ConfigProblem::new(
-                "default",
-                "the default branch label must not be empty",
-            ));
+    fn check(&self, problems: &mut Problems) {
+        let branches = ROOT.field("branches");
+        if self.branches.is_empty() {
+            problems.add(&branches, "give at least one branch");
         }
-        for (i, branch) in config.branches.iter().enumerate() {
-            let path = format!("branches[{i}]");
-            if branch.label.is_empty() {
-                problems.push(ConfigProblem::new(
-                    format!("{path}.label"),
-                    "must not be empty",
-                ));
+        for (i, branch) in self.branches.iter().enumerate() {
+            let at = branches.index(i);
+            branch.check(&at, problems);
+            let label_taken = self.branches[..i].iter().any(|b| b.label == branch.label);
+            if label_taken && !branch.label.is_empty() {
+                problems.add(
+                    &at.field("label"),
+                    format!("label `{}` is used by an earlier branch", branch.label),
+                );
             }
-            if config.branches[..i].iter().any(|b| b.label == branch.label) {
-                problems.push(ConfigProblem::new(
-                    format!("{path}.label"),
-                    format!("label `{}` is used twice", branch.label),
-                ));
-            }
-            if branch.when.is_empty() == branch.any.is_empty() {
-                problems.push(ConfigProblem::new(
-                    path.clone(),
-                    "give exactly one of `when` (all must hold) or `any` (one must hold)",
-                ));
-            }
-            problems.extend(
-                branch
-                    .when
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, p)| p.check(&format!("{path}.when[{j}]"))),
-            );
-            problems.extend(
-                branch
-                    .any
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, p)| p.check(&format!("{path}.any[{j}]"))),
+        }
+        if self.default.is_empty() {
+            problems.add(
+                &ROOT.field("default"),
+                "give the label taken when no branch holds",
             );
         }
-        problems
     }
 }
 
@@ -206,9 +275,9 @@ pub struct AttributeCondition;
 impl Condition for AttributeCondition {
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new(
-            "attribute-condition",
-            "0.1.0",
-            "Branches on score, stage, tags, attributes, consent or event properties",
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+            "Branches on score, lifecycle stage, tags, attributes, consent or event properties",
         );
         info.config_schema = CONFIG_SCHEMA.into();
         info
@@ -224,9 +293,47 @@ impl Condition for AttributeCondition {
     }
 }
 
-const CONFIG_SCHEMA: &str = r#"{"type":"object","required":["branches","default"],"properties":{"branches":{"type":"array","items":{"type":"object","required":["label"],"properties":{"label":{"type":"string"},"when":{"type":"array"},"any":{"type":"array"}}}},"default":{"type":"string"}},"additionalProperties":false}"#;
-
 export!(AttributeCondition);
+
+const CONFIG_SCHEMA: &str = r##"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "attribute-condition config",
+  "type": "object",
+  "required": ["branches", "default"],
+  "properties": {
+    "branches": {
+      "type": "array",
+      "minItems": 1,
+      "description": "Tried in order; the first whose predicates hold gives the label",
+      "items": {
+        "type": "object",
+        "required": ["label"],
+        "properties": {
+          "label": {"type": "string", "minLength": 1},
+          "when": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/predicate"}, "description": "All must hold"},
+          "any": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/predicate"}, "description": "One must hold"}
+        },
+        "oneOf": [{"required": ["when"]}, {"required": ["any"]}],
+        "additionalProperties": false
+      }
+    },
+    "default": {"type": "string", "minLength": 1, "description": "The label when no branch holds"}
+  },
+  "additionalProperties": false,
+  "$defs": {
+    "literal": {"type": ["string", "number", "boolean"]},
+    "predicate": {
+      "type": "object",
+      "required": ["field", "op"],
+      "properties": {
+        "field": {"type": "string", "pattern": "^(score|stage|tag|(attribute|event|consent)\\..+)$"},
+        "op": {"enum": ["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "starts_with", "has", "not_has", "exists", "not_exists"]},
+        "value": {"anyOf": [{"$ref": "#/$defs/literal"}, {"type": "array", "items": {"$ref": "#/$defs/literal"}}]}
+      },
+      "additionalProperties": false
+    }
+  }
+}"##;
 
 #[cfg(test)]
 mod tests {
@@ -238,15 +345,37 @@ mod tests {
             attributes,
             tags: tags.iter().map(|t| t.to_string()).collect(),
             score,
-            lifecycle_stage: "new".into(),
-            consents: vec![ChannelConsent {
-                channel: "email".into(),
-                state: ConsentState::Granted,
-            }],
-            timezone: "UTC".into(),
+            lifecycle_stage: "growth".into(),
+            consents: vec![
+                ChannelConsent {
+                    channel: "email".into(),
+                    state: ConsentState::Granted,
+                },
+                ChannelConsent {
+                    channel: "sms".into(),
+                    state: ConsentState::Revoked,
+                },
+            ],
+            timezone: "Asia/Shanghai".into(),
             created_at: 0,
             updated_at: 0,
         }
+    }
+
+    fn lead(score: f64) -> Contact {
+        contact(score, vec![], &[])
+    }
+
+    fn text(name: &str, value: &str) -> Attribute {
+        Attribute::new(name, Value::Text(value.into()))
+    }
+
+    fn paths(config: &str) -> Vec<String> {
+        Config::parse(config)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.path)
+            .collect()
     }
 
     const NURTURE_TIERS: &str = r#"{"branches": [
@@ -255,40 +384,57 @@ mod tests {
         "default": "low-intent"}"#;
 
     #[test]
-    fn nurture_tiers_by_score() {
+    fn leads_split_into_the_three_nurture_tiers() {
         let config = Config::parse(NURTURE_TIERS).unwrap();
-        assert_eq!(
-            config.branch(&contact(85.0, vec![], &[]), None),
-            "high-potential"
-        );
-        assert_eq!(config.branch(&contact(40.0, vec![], &[]), None), "watching");
-        assert_eq!(
-            config.branch(&contact(12.0, vec![], &[]), None),
-            "low-intent"
-        );
-        assert_eq!(
-            config.branch(&contact(95.0, vec![], &[]), None),
-            "low-intent"
-        );
+        let tier = |score| config.branch(&lead(score), None).to_owned();
+        assert_eq!(tier(85.0), "high-potential");
+        assert_eq!(tier(70.0), "high-potential");
+        assert_eq!(tier(90.0), "high-potential");
+        assert_eq!(tier(69.5), "watching");
+        assert_eq!(tier(40.0), "watching");
+        assert_eq!(tier(12.0), "low-intent");
+        assert_eq!(tier(95.0), "low-intent");
     }
 
     #[test]
-    fn attributes_tags_consent_and_any() {
-        let config = Config::parse(r#"{"branches": [
-            {"label": "south-china-tech", "when": [{"field": "attribute.region", "op": "eq", "value": "South China"}, {"field": "attribute.industry", "op": "eq", "value": "tech"}]},
-            {"label": "engaged", "any": [{"field": "tag", "op": "has", "value": "high-intent"}, {"field": "event.link", "op": "eq", "value": "pricing"}]},
-            {"label": "emailable", "when": [{"field": "consent.email", "op": "eq", "value": "granted"}]}],
-            "default": "other"}"#)
+    fn south_china_tech_companies_take_their_own_branch() {
+        let config = Config::parse(
+            r#"{"branches": [{"label": "south-china-tech", "when": [
+                {"field": "attribute.region", "op": "eq", "value": "South China"},
+                {"field": "attribute.industry", "op": "eq", "value": "tech"}]}],
+                "default": "other"}"#,
+        )
         .unwrap();
-        let tech = contact(
-            0.0,
-            vec![
-                Attribute::new("region", Value::Text("South China".into())),
-                Attribute::new("industry", Value::Text("tech".into())),
-            ],
-            &[],
+        let company = |region, industry| {
+            contact(
+                0.0,
+                vec![text("region", region), text("industry", industry)],
+                &[],
+            )
+        };
+        assert_eq!(
+            config.branch(&company("South China", "tech"), None),
+            "south-china-tech"
         );
-        assert_eq!(config.branch(&tech, None), "south-china-tech");
+        assert_eq!(
+            config.branch(&company("South China", "retail"), None),
+            "other"
+        );
+        assert_eq!(config.branch(&lead(0.0), None), "other");
+    }
+
+    #[test]
+    fn tags_consent_stage_and_the_triggering_event() {
+        let config = Config::parse(
+            r#"{"branches": [
+            {"label": "engaged", "any": [{"field": "tag", "op": "has", "value": "high-intent"},
+                                          {"field": "event.link", "op": "eq", "value": "pricing"}]},
+            {"label": "textable", "when": [{"field": "consent.sms", "op": "eq", "value": "granted"}]},
+            {"label": "emailable-growth", "when": [{"field": "consent.email", "op": "eq", "value": "granted"},
+                                                    {"field": "stage", "op": "in", "value": ["new", "growth"]}]}],
+            "default": "other"}"#,
+        )
+        .unwrap();
         assert_eq!(
             config.branch(&contact(0.0, vec![], &["high-intent"]), None),
             "engaged"
@@ -297,35 +443,76 @@ mod tests {
             id: "e".into(),
             contact_id: "c1".into(),
             name: "email_clicked".into(),
-            properties: vec![Attribute::new("link", Value::Text("pricing".into()))],
+            properties: vec![text("link", "pricing")],
             timestamp: 0,
         };
-        assert_eq!(
-            config.branch(&contact(0.0, vec![], &[]), Some(&click)),
-            "engaged"
-        );
-        assert_eq!(config.branch(&contact(0.0, vec![], &[]), None), "emailable");
+        assert_eq!(config.branch(&lead(0.0), Some(&click)), "engaged");
+        assert_eq!(config.branch(&lead(0.0), None), "emailable-growth");
+        let mut dormant = lead(0.0);
+        dormant.lifecycle_stage = "dormant".into();
+        assert_eq!(config.branch(&dormant, None), "other");
+    }
+
+    #[test]
+    fn a_channel_without_a_consent_record_is_unknown() {
+        let config = Config::parse(
+            r#"{"branches": [{"label": "ask", "when": [{"field": "consent.wecom", "op": "eq", "value": "unknown"}]}], "default": "skip"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.branch(&lead(0.0), None), "ask");
     }
 
     #[test]
     fn bad_configs_name_each_problem() {
-        let problems = Config::parse(
-            r#"{"branches": [
-            {"label": "a", "when": [{"field": "scroe", "op": "gte", "value": 1}]},
-            {"label": "a", "when": [{"field": "tag", "op": "eq", "value": "x"}]},
-            {"label": "b"}], "default": ""}"#,
-        )
-        .unwrap_err();
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
-            paths,
+            paths(
+                r#"{"branches": [
+                {"label": "a", "when": [{"field": "scroe", "op": "gte", "value": 1}]},
+                {"label": "a", "when": [{"field": "tag", "op": "eq", "value": "x"}]},
+                {"label": "b"},
+                {"label": "c", "any": []},
+                {"label": "", "when": [{"field": "score", "op": "gte", "value": "high"}]},
+                {"label": "d", "when": [{"field": "consent.email", "op": "eq", "value": "yes"}]},
+                {"label": "e", "when": [{"field": "attribute.size", "op": "in", "value": 5}]},
+                {"label": "f", "when": [{"field": "attribute.", "op": "exists"}]}],
+                "default": ""}"#
+            ),
             [
-                "default",
                 "branches[0].when[0].field",
-                "branches[1].label",
                 "branches[1].when[0].op",
-                "branches[2]"
+                "branches[1].label",
+                "branches[2]",
+                "branches[3].any",
+                "branches[4].label",
+                "branches[4].when[0].value",
+                "branches[5].when[0].value",
+                "branches[6].when[0].value",
+                "branches[7].when[0].field",
+                "default"
             ]
         );
+        assert_eq!(paths(r#"{"branches": []}"#), ["branches", "default"]);
+        assert_eq!(paths(r#"{"branches": [], "default": "x"}"#), ["branches"]);
+    }
+
+    #[test]
+    fn problem_messages_say_what_to_write() {
+        let problems = Config::parse(
+            r#"{"branches": [{"label": "a", "when": [{"field": "tag", "op": "eq", "value": "x"}]}], "default": "b"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(problems[0].message, "`tag` takes has or not_has, not `eq`");
+    }
+
+    #[test]
+    fn a_call_with_a_bad_config_fails_cleanly() {
+        assert!(Config::load(r#"{"branches": [], "default": "x"}"#).is_err());
+        assert!(Config::load(r#"{"branches": [{"label": "a"}], "default": 1}"#).is_err());
+    }
+
+    #[test]
+    fn the_schema_is_a_json_object() {
+        let schema: serde_json::Value = serde_json::from_str(CONFIG_SCHEMA).unwrap();
+        assert!(schema.is_object());
     }
 }

@@ -1,105 +1,178 @@
-//! Delivers a message as a JSON webhook (CRM, ERP, a sales alert) through the host's outbound
-//! HTTP: only to hosts the operator approved, with secrets written in by the host.
+//! Delivers a message as a JSON webhook (to a CRM, an ERP, a real-time sales alert) through the
+//! host's outbound HTTP: only to hosts the operator approved, with secrets written in by the host.
 //!
 //! ```json
 //! {"url": "https://crm.example.com/hooks/wayline", "method": "POST",
 //!  "headers": {"Authorization": "Bearer {{secret:crm_token}}"}, "timeout_ms": 5000}
 //! ```
-//! The body is `{"id", "contact_id", "recipient", "subject", "body", "content_type", "metadata"}`
-//! with an `Idempotency-Key` header of the message id. 2xx delivers (provider id from the
-//! response's `id`, else `x-request-id`, else the message id); 429 and 5xx are retryable
-//! (honouring `Retry-After` seconds); 400/401/403 permanent; 404/410/422 invalid recipient.
-
-use std::collections::BTreeMap;
+//! - `url` (required): http or https. `method`: POST (default), PUT or PATCH. `timeout_ms`:
+//!   optional; the host caps it.
+//! - `headers`: sent as written. `{{secret:NAME}}` placeholders are passed through untouched;
+//!   the host substitutes them after the request leaves the sandbox, so this plugin never
+//!   sees a secret. `Content-Type: application/json` and `Idempotency-Key: <message id>` are
+//!   added unless the config sets a header of the same name.
+//!
+//! The body is `{"id", "contact_id", "recipient", "subject", "body", "content_type",
+//! "metadata": {..}}`. A 2xx delivers; the provider id is the response's JSON `id`, else its
+//! `x-request-id` header, else the message id. 429 and 5xx are retryable (honouring a
+//! `Retry-After` in seconds); 404, 410 and 422 mean an invalid recipient; anything else is
+//! permanent. Host-side errors: denied, unknown secret and too large are permanent; timeout
+//! and transport errors are retryable.
 
 use serde::Deserialize;
-use wayline_rules::PluginConfig;
+use wayline_rules::{Entries, PluginConfig, Problems, ROOT};
 use wayline_sdk::channel::*;
 use wayline_sdk::host::http::{HttpError, Request, Response, send};
 
+/// The channel's config.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    url: String,
-    #[serde(default = "post")]
-    method: String,
+    // Required; it defaults so that a missing url is reported at `url`.
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    url: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: Entries<String>,
     #[serde(default)]
     timeout_ms: Option<u32>,
 }
 
-fn post() -> String {
-    "POST".into()
+const METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
+const EXCERPT_CHARS: usize = 200;
+
+/// The host (and port) of an http(s) URL, if it is one with a host.
+fn url_host(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // Credentials belong in a header with a secret placeholder, but a URL may still carry them.
+    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port, host_char): (_, _, fn(char) -> bool) = match host_and_port.strip_prefix('[') {
+        Some(bracketed) => {
+            let (address, after) = bracketed.split_once(']')?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?),
+            };
+            (address, port, |c| {
+                c.is_ascii_hexdigit() || matches!(c, ':' | '.')
+            })
+        }
+        None => match host_and_port.split_once(':') {
+            Some((host, port)) => (host, Some(port), is_host_char),
+            None => (host_and_port, None, is_host_char),
+        },
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    let host_ok = !host.is_empty() && host.chars().all(host_char);
+    (port_ok && host_ok).then_some(host_and_port)
+}
+
+fn is_host_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.')
+}
+
+/// RFC 9110 token characters.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header value must not smuggle in another header or line.
+fn is_header_value(value: &str) -> bool {
+    !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
 impl PluginConfig for Config {
-    fn problems(&self) -> Vec<ConfigProblem> {
-        let config = self;
-        let mut problems = Vec::new();
-        let has_host = config
-            .url
-            .strip_prefix("https://")
-            .or_else(|| config.url.strip_prefix("http://"))
-            .is_some_and(|rest| {
-                rest.split(['/', '?', '#'])
-                    .next()
-                    .is_some_and(|authority| !authority.is_empty())
-            });
-        if !has_host {
-            problems.push(ConfigProblem::new(
-                "url",
-                "must be an http(s) URL with a host",
-            ));
+    fn check(&self, problems: &mut Problems) {
+        if url_host(&self.url).is_none() {
+            problems.add(
+                &ROOT.field("url"),
+                "must be an http(s) URL with a host, e.g. https://crm.example.com/hooks/wayline",
+            );
         }
-        if !matches!(
-            config.method.to_ascii_uppercase().as_str(),
-            "POST" | "PUT" | "PATCH"
-        ) {
-            problems.push(ConfigProblem::new("method", "must be POST, PUT or PATCH"));
+        let known_method = |method: &String| METHODS.iter().any(|m| m.eq_ignore_ascii_case(method));
+        if !self.method.as_ref().is_none_or(known_method) {
+            problems.add(&ROOT.field("method"), "must be POST, PUT or PATCH");
         }
-        for name in config.headers.keys() {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            {
-                problems.push(ConfigProblem::new(
-                    format!("headers.{name}"),
-                    "not a valid header name",
-                ));
+        let headers = ROOT.field("headers");
+        self.headers
+            .check_names(&headers, str::eq_ignore_ascii_case, problems);
+        for (name, value) in self.headers.iter() {
+            if !name.is_empty() && !is_header_name(name) {
+                problems.add(&headers.field(name), "not a valid header name");
+            } else if !is_header_value(value) {
+                problems.add(
+                    &headers.field(name),
+                    "a header value cannot contain line breaks",
+                );
             }
         }
-        problems
+        if self.timeout_ms == Some(0) {
+            problems.add(&ROOT.field("timeout_ms"), "must be at least 1");
+        }
     }
 }
 
 impl Config {
+    /// The HTTP request that delivers `message`.
     pub fn request(&self, message: &Message) -> Request {
-        let body = serde_json::json!({
-            "id": message.id,
-            "contact_id": message.contact_id,
-            "recipient": message.recipient,
-            "subject": message.subject,
-            "body": message.body,
-            "content_type": message.content_type,
-            "metadata": message.metadata.iter().cloned().collect::<BTreeMap<_, _>>(),
-        });
-        let mut headers: Vec<(String, String)> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        headers.push(("content-type".into(), "application/json".into()));
-        headers.push(("idempotency-key".into(), message.id.clone()));
+        let method = self
+            .method
+            .as_deref()
+            .unwrap_or("POST")
+            .to_ascii_uppercase();
         Request {
-            method: self.method.to_ascii_uppercase(),
+            method,
             url: self.url.clone(),
-            headers,
-            body: Some(body.to_string().into_bytes()),
+            headers: self.headers(message),
+            body: Some(body(message)),
             timeout_ms: self.timeout_ms,
         }
     }
+
+    fn headers(&self, message: &Message) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        let defaults = [
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", message.id.as_str()),
+        ];
+        for (name, value) in defaults {
+            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                headers.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        headers
+    }
+}
+
+fn body(message: &Message) -> Vec<u8> {
+    let metadata: serde_json::Map<String, serde_json::Value> = message
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect();
+    serde_json::json!({
+        "id": message.id,
+        "contact_id": message.contact_id,
+        "recipient": message.recipient,
+        "subject": message.subject,
+        "body": message.body,
+        "content_type": message.content_type,
+        "metadata": metadata,
+    })
+    .to_string()
+    .into_bytes()
 }
 
 fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
@@ -110,51 +183,80 @@ fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// The start of a response body for a failure message: one line, at most 200 characters.
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut cut = text.len().min(200);
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
+    // Whitespace runs (an HTML page's newlines and indentation) become single spaces.
+    let mut chars = text
+        .split_whitespace()
+        .flat_map(|word| std::iter::once(' ').chain(word.chars()))
+        .skip(1);
+    let mut excerpt: String = chars.by_ref().take(EXCERPT_CHARS).collect();
+    if chars.next().is_some() {
+        excerpt.pop();
+        excerpt.push('…');
     }
-    text[..cut].to_owned()
+    excerpt
+}
+
+/// The provider's id for an accepted message: the response's JSON `id`, else its
+/// `x-request-id` header, else the message's own id.
+fn provider_id(response: &Response, message_id: &str) -> String {
+    #[derive(Deserialize)]
+    struct Accepted {
+        id: Option<serde_json::Value>,
+    }
+    let from_body = serde_json::from_slice::<Accepted>(&response.body)
+        .ok()
+        .and_then(|accepted| match accepted.id? {
+            serde_json::Value::String(id) if !id.is_empty() => Some(id),
+            serde_json::Value::Number(id) => Some(id.to_string()),
+            _ => None,
+        });
+    from_body
+        .or_else(|| header(response, "x-request-id").map(str::to_owned))
+        .unwrap_or_else(|| message_id.to_owned())
 }
 
 /// What a response means for this message.
 pub fn classify(response: &Response, message_id: &str) -> Result<Delivery, DeliveryFailure> {
     let status = response.status;
     if (200..300).contains(&status) {
-        let from_body = serde_json::from_slice::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| match &v["id"] {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
-        let provider_id = from_body
-            .or_else(|| header(response, "x-request-id").map(str::to_owned))
-            .unwrap_or_else(|| message_id.to_owned());
-        return Ok(Delivery { provider_id });
+        return Ok(Delivery {
+            provider_id: provider_id(response, message_id),
+        });
     }
     let kind = match status {
         429 | 500..=599 => FailureKind::Retryable,
         404 | 410 | 422 => FailureKind::InvalidRecipient,
         _ => FailureKind::Permanent,
     };
-    let retry_after_ms = if kind == FailureKind::Retryable {
-        header(response, "retry-after")
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(|s| s * 1000)
+    let retry_after_ms = match kind {
+        FailureKind::Retryable => header(response, "retry-after")
+            .and_then(|seconds| seconds.trim().parse::<u64>().ok())
+            .map(|seconds| seconds.saturating_mul(1000)),
+        _ => None,
+    };
+    let hint = if (300..400).contains(&status) {
+        " (the host does not follow redirects; point `url` at the final address)"
     } else {
-        None
+        ""
+    };
+    let excerpt = excerpt(&response.body);
+    let message = if excerpt.is_empty() {
+        format!("HTTP {status}{hint}")
+    } else {
+        format!("HTTP {status}{hint}: {excerpt}")
     };
     Err(DeliveryFailure {
         kind,
-        message: format!("HTTP {status}: {}", excerpt(&response.body)),
+        message,
         retry_after_ms,
     })
 }
 
-fn transport_failure(error: HttpError) -> DeliveryFailure {
+/// What a failure inside the host means for this message.
+pub fn host_failure(error: HttpError) -> DeliveryFailure {
     let (kind, message) = match error {
         HttpError::Denied(reason) => (
             FailureKind::Permanent,
@@ -164,7 +266,10 @@ fn transport_failure(error: HttpError) -> DeliveryFailure {
             FailureKind::Permanent,
             format!("secret `{name}` is not set for this plugin"),
         ),
-        HttpError::TooLarge => (FailureKind::Permanent, "response too large".into()),
+        HttpError::TooLarge => (
+            FailureKind::Permanent,
+            "the response was larger than the host allows".into(),
+        ),
         HttpError::Timeout => (FailureKind::Retryable, "timed out".into()),
         HttpError::Transport(reason) => {
             (FailureKind::Retryable, format!("transport error: {reason}"))
@@ -183,12 +288,14 @@ pub struct WebhookChannel;
 impl Channel for WebhookChannel {
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new(
-            "webhook-channel",
-            "0.1.0",
-            "Posts messages as JSON to a webhook URL (the operator approves its host)",
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+            "Posts each message as JSON to the webhook URL in its config; approve that URL's host for this plugin",
         );
         info.config_schema = CONFIG_SCHEMA.into();
-        // The target is the operator's choice per config; `*` defers entirely to their approval.
+        // The target host is in each journey's config, which `describe` cannot see. The host
+        // lets a plugin reach a URL only if it is both declared and operator-approved; `*`
+        // declares "whatever the operator approves", leaving the operator's list to decide.
         info.outbound_hosts = vec!["*".into()];
         info
     }
@@ -203,14 +310,31 @@ impl Channel for WebhookChannel {
             message,
             retry_after_ms: None,
         })?;
-        let response = send(&config.request(&message)).map_err(transport_failure)?;
+        let response = send(&config.request(&message)).map_err(host_failure)?;
         classify(&response, &message.id)
     }
 }
 
-const CONFIG_SCHEMA: &str = r#"{"type":"object","required":["url"],"properties":{"url":{"type":"string","format":"uri"},"method":{"enum":["POST","PUT","PATCH"]},"headers":{"type":"object","additionalProperties":{"type":"string"}},"timeout_ms":{"type":"integer","minimum":1}},"additionalProperties":false}"#;
-
 export!(WebhookChannel);
+
+const CONFIG_SCHEMA: &str = r##"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "webhook-channel config",
+  "type": "object",
+  "required": ["url"],
+  "properties": {
+    "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+", "description": "The webhook; its host must be approved for this plugin"},
+    "method": {"enum": ["POST", "PUT", "PATCH"], "default": "POST"},
+    "headers": {
+      "type": "object",
+      "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+      "additionalProperties": {"type": "string"},
+      "description": "Sent as written; {{secret:NAME}} is filled in by the host"
+    },
+    "timeout_ms": {"type": "integer", "minimum": 1, "description": "The host caps it"}
+  },
+  "additionalProperties": false
+}"##;
 
 #[cfg(test)]
 mod tests {
@@ -227,80 +351,234 @@ mod tests {
         }
     }
 
-    #[test]
-    fn statuses_are_classified() {
-        assert_eq!(
-            classify(&response(201, &[], r#"{"id": "crm-42"}"#), "m1")
-                .unwrap()
-                .provider_id,
-            "crm-42"
-        );
-        assert_eq!(
-            classify(&response(200, &[("X-Request-Id", "req-7")], ""), "m1")
-                .unwrap()
-                .provider_id,
-            "req-7"
-        );
-        assert_eq!(
-            classify(&response(204, &[], ""), "m1").unwrap().provider_id,
-            "m1"
-        );
-        let limited =
-            classify(&response(429, &[("retry-after", "30")], "slow down"), "m1").unwrap_err();
-        assert_eq!(
-            (limited.kind, limited.retry_after_ms),
-            (FailureKind::Retryable, Some(30_000))
-        );
-        assert!(limited.message.contains("429") && limited.message.contains("slow down"));
-        assert_eq!(
-            classify(&response(503, &[], ""), "m1").unwrap_err().kind,
-            FailureKind::Retryable
-        );
-        assert_eq!(
-            classify(&response(404, &[], ""), "m1").unwrap_err().kind,
-            FailureKind::InvalidRecipient
-        );
-        assert_eq!(
-            classify(&response(401, &[], ""), "m1").unwrap_err().kind,
-            FailureKind::Permanent
-        );
-    }
-
-    #[test]
-    fn configs_are_checked() {
-        assert!(Config::parse(r#"{"url": "https://crm.example.com/hook"}"#).is_ok());
-        let problems =
-            Config::parse(r#"{"url": "ftp://x", "method": "GET", "headers": {"bad header": "x"}}"#)
-                .unwrap_err();
-        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["url", "method", "headers.bad header"]);
-    }
-
-    #[test]
-    fn the_request_carries_an_idempotency_key_and_json() {
-        let config = Config::parse(r#"{"url": "https://crm.example.com/hook", "headers": {"Authorization": "Bearer {{secret:crm_token}}"}}"#).unwrap();
-        let message = Message {
+    fn message() -> Message {
+        Message {
             id: "m1".into(),
             contact_id: "c1".into(),
             recipient: "sales@example.com".into(),
-            subject: None,
-            body: "hot lead".into(),
+            subject: Some("Hot lead".into()),
+            body: "Li Wei is asking about pricing; contact them now".into(),
             content_type: "text/plain".into(),
-            metadata: vec![],
-        };
-        let request = config.request(&message);
-        assert!(
-            request
-                .headers
-                .contains(&("idempotency-key".into(), "m1".into()))
+            metadata: vec![("journey".into(), "score-alert".into())],
+        }
+    }
+
+    fn failure(status: u16, headers: &[(&str, &str)], body: &str) -> DeliveryFailure {
+        classify(&response(status, headers, body), "m1").unwrap_err()
+    }
+
+    fn delivered_as(status: u16, headers: &[(&str, &str)], body: &str) -> String {
+        classify(&response(status, headers, body), "m1")
+            .unwrap()
+            .provider_id
+    }
+
+    fn paths(config: &str) -> Vec<String> {
+        Config::parse(config)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.path)
+            .collect()
+    }
+
+    #[test]
+    fn an_accepted_message_takes_the_providers_id() {
+        assert_eq!(delivered_as(201, &[], r#"{"id": "crm-42"}"#), "crm-42");
+        assert_eq!(delivered_as(200, &[], r#"{"id": 42, "ok": true}"#), "42");
+        assert_eq!(
+            delivered_as(200, &[("X-Request-Id", "req-7")], "accepted"),
+            "req-7"
+        );
+        assert_eq!(
+            delivered_as(202, &[("x-request-id", "req-8")], r#"{"id": ""}"#),
+            "req-8"
+        );
+        assert_eq!(delivered_as(204, &[], ""), "m1");
+    }
+
+    #[test]
+    fn rate_limits_and_server_errors_are_retried() {
+        let limited = failure(429, &[("Retry-After", "30")], "slow down");
+        assert_eq!(limited.kind, FailureKind::Retryable);
+        assert_eq!(limited.retry_after_ms, Some(30_000));
+        assert_eq!(limited.message, "HTTP 429: slow down");
+        let unavailable = failure(503, &[("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT")], "");
+        assert_eq!(
+            (unavailable.kind, unavailable.retry_after_ms),
+            (FailureKind::Retryable, None)
+        );
+        assert_eq!(unavailable.message, "HTTP 503");
+    }
+
+    #[test]
+    fn client_errors_are_permanent_or_mark_the_recipient_invalid() {
+        for status in [400, 401, 403, 405, 301] {
+            assert_eq!(
+                failure(status, &[], "").kind,
+                FailureKind::Permanent,
+                "{status}"
+            );
+        }
+        for status in [404, 410, 422] {
+            assert_eq!(
+                failure(status, &[], "").kind,
+                FailureKind::InvalidRecipient,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            failure(403, &[("retry-after", "5")], "").retry_after_ms,
+            None
+        );
+        assert!(failure(302, &[], "").message.contains("redirect"));
+    }
+
+    #[test]
+    fn a_failure_quotes_at_most_200_characters_of_the_body_on_one_line() {
+        let html = format!("<html>\n  <body>{}</body>\n</html>", "错误 ".repeat(300));
+        let message = failure(500, &[], &html).message;
+        let quoted = message.strip_prefix("HTTP 500: ").unwrap();
+        assert!(quoted.starts_with("<html> <body>错误 错误"));
+        assert!(quoted.chars().count() <= 200, "{}", quoted.chars().count());
+        assert!(quoted.ends_with('…'));
+        assert!(!quoted.contains('\n'));
+        assert_eq!(excerpt(b"short"), "short");
+        assert_eq!(excerpt(&[b'x'; 500]).chars().count(), 200);
+    }
+
+    #[test]
+    fn host_errors_are_classified() {
+        let kind = |error| host_failure(error).kind;
+        assert_eq!(
+            kind(HttpError::Denied("not approved".into())),
+            FailureKind::Permanent
+        );
+        assert_eq!(
+            kind(HttpError::UnknownSecret("crm_token".into())),
+            FailureKind::Permanent
+        );
+        assert_eq!(kind(HttpError::TooLarge), FailureKind::Permanent);
+        assert_eq!(kind(HttpError::Timeout), FailureKind::Retryable);
+        assert_eq!(
+            kind(HttpError::Transport("reset".into())),
+            FailureKind::Retryable
         );
         assert!(
-            request
-                .headers
-                .contains(&("Authorization".into(), "Bearer {{secret:crm_token}}".into()))
+            host_failure(HttpError::UnknownSecret("crm_token".into()))
+                .message
+                .contains("crm_token")
+        );
+    }
+
+    #[test]
+    fn the_request_is_json_with_an_idempotency_key_and_secrets_left_for_the_host() {
+        let config = Config::parse(
+            r#"{"url": "https://crm.example.com/hooks/wayline", "method": "put",
+                "headers": {"Authorization": "Bearer {{secret:crm_token}}"}, "timeout_ms": 5000}"#,
+        )
+        .unwrap();
+        let request = config.request(&message());
+        assert_eq!(request.method, "PUT");
+        assert_eq!(request.url, "https://crm.example.com/hooks/wayline");
+        assert_eq!(request.timeout_ms, Some(5000));
+        assert_eq!(
+            request.headers,
+            [
+                (
+                    "Authorization".to_owned(),
+                    "Bearer {{secret:crm_token}}".to_owned()
+                ),
+                ("Content-Type".to_owned(), "application/json".to_owned()),
+                ("Idempotency-Key".to_owned(), "m1".to_owned()),
+            ]
         );
         let body: serde_json::Value =
             serde_json::from_slice(request.body.as_ref().unwrap()).unwrap();
-        assert_eq!(body["body"], "hot lead");
+        assert_eq!(
+            body,
+            serde_json::json!({"id": "m1", "contact_id": "c1", "recipient": "sales@example.com",
+                "subject": "Hot lead", "body": "Li Wei is asking about pricing; contact them now",
+                "content_type": "text/plain", "metadata": {"journey": "score-alert"}})
+        );
+    }
+
+    #[test]
+    fn a_configured_content_type_wins() {
+        let config = Config::parse(
+            r#"{"url": "https://x.example.com", "headers": {"content-type": "application/vnd.crm+json"}}"#,
+        )
+        .unwrap();
+        let headers = config.request(&message()).headers;
+        let content_types: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(content_types, ["application/vnd.crm+json"]);
+        assert_eq!(config.request(&message()).method, "POST");
+    }
+
+    #[test]
+    fn urls_need_http_and_a_host() {
+        for good in [
+            "https://crm.example.com/hooks/wayline",
+            "http://127.0.0.1:8080/hook?x=1",
+            "HTTPS://crm.example.com",
+            "https://user@crm.example.com/h",
+            "https://[::1]:8443/h",
+            "https://[::1]/h",
+            "https://hooks.example.com/services/{{secret:slack_path}}",
+        ] {
+            assert!(url_host(good).is_some(), "{good}");
+        }
+        for bad in [
+            "ftp://crm",
+            "https://",
+            "https:///path",
+            "crm.example.com",
+            "https://a b/",
+            "https://x:port/",
+            "https://[::1",
+            "https://[::1]x/",
+            "",
+        ] {
+            assert!(url_host(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_each_problem() {
+        assert_eq!(
+            paths(
+                r#"{"url": "ftp://x", "method": "GET", "timeout_ms": 0,
+                    "headers": {"bad header": "x", "X-Ok": "a\r\nInjected: 1", "x-ok": "again"}}"#
+            ),
+            [
+                "url",
+                "method",
+                "headers.x-ok",
+                "headers.bad header",
+                "headers.X-Ok",
+                "timeout_ms"
+            ]
+        );
+        assert_eq!(paths(r#"{}"#), ["url"]);
+        assert_eq!(
+            paths(r#"{"url": "https://x.example.com", "timeout_ms": -1}"#),
+            ["timeout_ms"]
+        );
+        assert!(Config::parse(r#"{"url": "https://crm.example.com/hook"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_call_with_a_bad_config_fails_cleanly() {
+        assert!(Config::load(r#"{"url": "ftp://x"}"#).is_err());
+        assert!(Config::load(r#"{"url": 5}"#).is_err());
+    }
+
+    #[test]
+    fn the_schema_is_a_json_object() {
+        let schema: serde_json::Value = serde_json::from_str(CONFIG_SCHEMA).unwrap();
+        assert!(schema.is_object());
     }
 }

@@ -179,6 +179,31 @@ impl Contact {
     }
 }
 
+impl Contact {
+    /// Apply one effect an action asked for. Tags are a set; a score moves by its delta.
+    pub fn apply(&mut self, effect: &Effect, now: Millis) {
+        match effect {
+            Effect::SetAttribute { name, value } => {
+                self.attributes.insert(name.clone(), value.clone());
+            }
+            Effect::UnsetAttribute { name } => {
+                self.attributes.remove(name);
+            }
+            Effect::AddTag { tag } => {
+                if !self.tags.contains(tag) {
+                    self.tags.push(tag.clone());
+                }
+            }
+            Effect::RemoveTag { tag } => self.tags.retain(|t| t != tag),
+            Effect::AdjustScore { delta, .. } => self.score += delta,
+            Effect::SetLifecycleStage { stage } => self.lifecycle_stage = stage.clone(),
+            // Events and messages are the host's to record, not changes to the contact.
+            Effect::EmitEvent { .. } | Effect::SendMessage { .. } => return,
+        }
+        self.updated_at = now;
+    }
+}
+
 fn default_stage() -> String {
     "new".into()
 }

@@ -107,6 +107,19 @@ impl Registry {
         self.plugins.read().expect("registry lock").get(id).cloned()
     }
 
+    /// `name@version` exactly, or the newest loaded version of `name`.
+    pub fn resolve(&self, name_or_id: &str) -> Option<Arc<Plugin>> {
+        if name_or_id.contains('@') {
+            return self.get(name_or_id);
+        }
+        let plugins = self.plugins.read().expect("registry lock");
+        plugins
+            .values()
+            .filter(|p| p.info.name == name_or_id)
+            .max_by(|a, b| version_order(&a.info.version).cmp(&version_order(&b.info.version)))
+            .cloned()
+    }
+
     /// Every loaded plugin, sorted by id.
     pub fn list(&self) -> Vec<PluginSummary> {
         self.plugins
@@ -116,4 +129,12 @@ impl Registry {
             .map(|p| PluginSummary::from(p.as_ref()))
             .collect()
     }
+}
+
+/// Compare versions number by number ("0.10.0" is newer than "0.9.2"); non-numbers sort first.
+fn version_order(version: &str) -> Vec<u64> {
+    version
+        .split(['.', '-', '+'])
+        .map(|part| part.parse().unwrap_or(0))
+        .collect()
 }

@@ -1,98 +1,11 @@
 //! The HTTP API as a client sees it: a real server on 127.0.0.1, real sled on a temp dir.
 
-use std::sync::Arc;
-
 use serde_json::{Value as Json, json};
-use wayline::api::{AppState, app};
-use wayline::clock::VirtualClock;
-use wayline::registry::Registry;
-use wayline::store::SledStore;
 
-use crate::support;
-
-const TOKEN: &str = "test-token-0123456789";
-const WRITE_KEY: &str = "segment-write-key-0123";
-
-struct Server {
-    base: String,
-    client: reqwest::Client,
-    _data: tempfile::TempDir,
-}
+use crate::server::{Server, TOKEN, WRITE_KEY};
 
 async fn server() -> Server {
-    let data = tempfile::tempdir().unwrap();
-    let (runtime, clock) = support::runtime();
-    let state = AppState {
-        runtime: Arc::new(runtime),
-        registry: Arc::new(Registry::default()),
-        store: Arc::new(SledStore::open(&data.path().join("store")).unwrap()),
-        clock: Arc::new(clock) as Arc<VirtualClock>,
-        token: TOKEN.into(),
-        write_key: WRITE_KEY.into(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
-    Server {
-        base,
-        client: reqwest::Client::new(),
-        _data: data,
-    }
-}
-
-impl Server {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Json>) -> (u16, Json) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Json::Null))
-    }
-
-    async fn post(&self, path: &str, body: Json) -> (u16, Json) {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> (u16, Json) {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
-    /// A Segment-style call: the write key as HTTP Basic user name.
-    async fn segment(&self, path: &str, write_key: &str, body: Json) -> (u16, Json) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .basic_auth(write_key, Some(""))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Json::Null),
-        )
-    }
-
-    async fn raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Json) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Json::Null),
-        )
-    }
+    Server::start(false).await
 }
 
 #[tokio::test]

@@ -1,12 +1,14 @@
 //! Wayline's integration tests, one module per feature, run through the real interfaces.
 //! Plugins and fixtures are built from source by `cargo xtask plugins` (or `cargo xtask test`).
 
+mod server;
 mod support;
 
 mod api;
 mod cache;
 mod cli;
 mod hostile;
+mod journeys;
 mod loading;
 mod plugins;
 mod webhook;

@@ -235,6 +235,8 @@ fn serve(dirs: &GuestDirs, args: &[String]) -> Result<()> {
             "--plugins",
         ])
         .arg(&dirs.plugins)
+        .arg("--journeys")
+        .arg(repo_root().join("examples/journeys"))
         .args(args);
     with_guest_env(&mut server, dirs);
     run(server, "wayline serve")

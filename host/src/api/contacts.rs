@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, AppState, blocking};
 use crate::model::{Contact, Event, Millis};
-use crate::store::{ContactUpsert, Recorded, Store};
+use crate::store::{ContactUpsert, EnrollmentState, OutboxMessage, Recorded, partition_of};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/contacts", post(upsert_contact))
         .route("/contacts/{id}", get(get_contact))
+        .route("/contacts/{id}/messages", get(contact_messages))
         .route("/events", post(ingest_events))
 }
 
@@ -39,22 +40,87 @@ async fn upsert_contact(
     Ok((status, Json(upserted.contact)))
 }
 
+/// A contact with the journeys they are in and have been in.
+#[derive(Serialize)]
+struct ContactView {
+    #[serde(flatten)]
+    contact: Contact,
+    /// Newest first within each journey.
+    enrollments: Vec<EnrollmentSummary>,
+}
+
+#[derive(Serialize)]
+struct EnrollmentSummary {
+    id: String,
+    journey_id: String,
+    version: u32,
+    state: EnrollmentState,
+    node: String,
+    #[serde(with = "crate::model::timestamp_json")]
+    entered_at: Millis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_reason: Option<String>,
+}
+
 async fn get_contact(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Contact>, ApiError> {
+) -> Result<Json<ContactView>, ApiError> {
     let store = state.store.clone();
     let found = blocking(move || {
-        store.contact(&id)?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "contact_not_found",
-                format!("no contact `{id}`"),
-            )
+        let contact = store.contact(&id)?.ok_or_else(|| no_contact(&id))?;
+        let mut enrollments = Vec::new();
+        for record in store.contact_journeys(&id)? {
+            for enrollment_id in record.recent.iter().rev() {
+                if let Some(e) = store.enrollment(enrollment_id)? {
+                    enrollments.push(EnrollmentSummary {
+                        waiting_until: e
+                            .waiting
+                            .as_ref()
+                            .map(|w| crate::model::format_timestamp(w.due_at)),
+                        id: e.id,
+                        journey_id: e.journey_id,
+                        version: e.version,
+                        state: e.state,
+                        node: e.node,
+                        entered_at: e.entered_at,
+                        error: e.error,
+                        exit_reason: e.exit_reason,
+                    });
+                }
+            }
+        }
+        Ok(ContactView {
+            contact,
+            enrollments,
         })
     })
     .await?;
     Ok(Json(found))
+}
+
+fn no_contact(id: &str) -> ApiError {
+    ApiError::not_found("contact_not_found", format!("no contact `{id}`"))
+}
+
+/// The messages journeys asked to send this contact, oldest first.
+async fn contact_messages(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
+    let store = state.store.clone();
+    let messages = blocking(move || {
+        if store.contact(&id)?.is_none() {
+            return Err(no_contact(&id));
+        }
+        Ok(store.messages(&id)?)
+    })
+    .await?;
+    Ok(Json(messages))
 }
 
 /// One event, or a list of them.
@@ -99,9 +165,9 @@ async fn ingest_events(
             format!("event `{}` needs a `contact_id` and a `name`", event.id),
         ));
     }
-    let (store, now) = (state.store.clone(), state.clock.now());
+    let now = state.clock.now();
     let results = blocking(move || {
-        let recorded = record_events(store.as_ref(), &[], &events, now)?;
+        let recorded = record_events(&state, &[], &events, now)?;
         Ok(events
             .iter()
             .zip(recorded)
@@ -123,13 +189,15 @@ async fn ingest_events(
 }
 
 /// Apply contact upserts, then record events (creating contacts they name that do not exist,
-/// as analytics pipelines expect), then flush: the one write path for every ingest route.
+/// as analytics pipelines expect), then flush, then wake the journey workers: the one write
+/// path for every ingest route.
 pub(super) fn record_events(
-    store: &dyn Store,
+    state: &AppState,
     upserts: &[ContactUpsert],
     events: &[Event],
     now: Millis,
 ) -> Result<Vec<Recorded>, ApiError> {
+    let store = state.store.as_ref();
     for upsert in upserts {
         store.upsert_contact(upsert.clone(), now)?;
     }
@@ -150,5 +218,12 @@ pub(super) fn record_events(
     }
     let recorded = store.record_events(events)?;
     store.flush()?;
+    let partitions: Vec<u8> = events
+        .iter()
+        .zip(&recorded)
+        .filter(|(_, r)| **r == Recorded::New)
+        .map(|(e, _)| partition_of(&e.contact_id))
+        .collect();
+    state.scheduler.notify(&partitions);
     Ok(recorded)
 }

@@ -5,6 +5,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::journeys::JourneyError;
 use crate::store::StoreError;
 
 /// An error as clients see it: `{"error": {"code": "...", "message": "..."}}`.
@@ -13,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// More for the client to act on, e.g. every problem in a journey: `error.details`.
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -21,7 +24,18 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// The same error with details.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
     pub fn unauthorized() -> Self {
@@ -40,8 +54,11 @@ impl IntoResponse for ApiError {
             let body = serde_json::json!({"error": {"code": self.code, "message": "internal error; see the server log"}});
             return (self.status, Json(body)).into_response();
         }
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        if let Some(details) = self.details {
+            error["details"] = details;
+        }
+        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
     }
 }
 
@@ -77,8 +94,38 @@ impl From<StoreError> for ApiError {
         let status = match &error {
             StoreError::IdentityConflict { .. } => StatusCode::CONFLICT,
             StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<JourneyError> for ApiError {
+    fn from(error: JourneyError) -> Self {
+        let message = error.to_string();
+        match error {
+            JourneyError::NotFound(_) => ApiError::not_found("journey_not_found", message),
+            JourneyError::VersionNotFound(..) => {
+                ApiError::not_found("journey_version_not_found", message)
+            }
+            JourneyError::Malformed(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_journey", message)
+            }
+            JourneyError::Invalid(problems) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_journey", message)
+                    .with_details(serde_json::json!({ "problems": problems }))
+            }
+            JourneyError::Archived(_) => {
+                ApiError::new(StatusCode::CONFLICT, "journey_archived", message)
+            }
+            JourneyError::Exists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "journey_exists", message)
+            }
+            JourneyError::NotActive(..) => {
+                ApiError::new(StatusCode::CONFLICT, "journey_not_active", message)
+            }
+            JourneyError::Store(error) => error.into(),
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod contacts;
 mod error;
+mod journeys;
 mod segment;
 
 use std::sync::Arc;
@@ -17,9 +18,11 @@ use axum::{Json, Router};
 pub use error::ApiError;
 
 use crate::clock::SharedClock;
+use crate::journeys::Journeys;
 use crate::registry::{PluginSummary, Registry};
 use crate::runtime::Runtime;
-use crate::store::Store;
+use crate::scheduler::Scheduler;
+use crate::store::{Store, StoreError};
 
 /// Largest request body accepted (a batch of events included).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -35,6 +38,41 @@ pub struct AppState {
     pub token: Arc<str>,
     /// The write key Segment-style ingest (`/v1/identify`, `/v1/track`, …) authenticates with.
     pub write_key: Arc<str>,
+    pub journeys: Arc<Journeys>,
+    /// Woken when new work is queued, so it runs at once.
+    pub scheduler: Arc<Scheduler>,
+}
+
+impl AppState {
+    /// Put the parts together and start the journey workers (`workers` threads).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        runtime: Arc<Runtime>,
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        token: &str,
+        write_key: &str,
+        workers: usize,
+    ) -> Result<AppState, StoreError> {
+        let journeys = Arc::new(Journeys::new(
+            store.clone(),
+            runtime.clone(),
+            registry.clone(),
+            clock.clone(),
+        )?);
+        let scheduler = Scheduler::start(journeys.clone(), workers);
+        Ok(AppState {
+            runtime,
+            registry,
+            store,
+            clock,
+            token: token.into(),
+            write_key: write_key.into(),
+            journeys,
+            scheduler,
+        })
+    }
 }
 
 /// The whole API.
@@ -42,6 +80,7 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(plugin_routes())
         .merge(contacts::routes())
+        .merge(journeys::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .merge(
             segment::routes().route_layer(middleware::from_fn_with_state(

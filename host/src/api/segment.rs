@@ -237,9 +237,7 @@ async fn ingest(state: AppState, messages: Vec<Message>) -> Result<Json<JsonValu
     for message in messages {
         convert(message, now, &mut upserts, &mut events)?;
     }
-    let store = state.store.clone();
-    blocking(move || super::contacts::record_events(store.as_ref(), &upserts, &events, now))
-        .await?;
+    blocking(move || super::contacts::record_events(&state, &upserts, &events, now)).await?;
     Ok(Json(serde_json::json!({"success": true})))
 }
 

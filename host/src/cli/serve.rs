@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::api::{AppState, app};
 use crate::clock::{SharedClock, SystemClock};
+use crate::journeys::{JourneyError, Journeys};
 use crate::plugin_kv::StoredKv;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -25,6 +26,13 @@ pub struct ServeArgs {
     /// Directory of plugin binaries to load at start-up.
     #[arg(long)]
     plugins: Option<PathBuf>,
+    /// Directory of journey definitions (`ID.json`) to create and publish at start-up; a
+    /// journey that exists already is left as it is.
+    #[arg(long)]
+    journeys: Option<PathBuf>,
+    /// Journey worker threads; the number of cores when absent.
+    #[arg(long)]
+    workers: Option<usize>,
     /// Bearer token every `/v1` request must carry. Without it, one is generated and written
     /// to `DATA/api-token` (readable by the owner only).
     #[arg(long, env = "WAYLINE_TOKEN", hide_env_values = true)]
@@ -69,21 +77,61 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let counts = runtime.cache_counts();
     tracing::info!(allocator = ?runtime.allocator(), compiled = counts.compiled, cache_hits = counts.hits, cache_rejected = counts.rejected, "plugin runtime ready");
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let state = AppState::start(runtime, registry, store, clock, &token, &write_key, workers)?;
+    if let Some(dir) = &args.journeys {
+        let (journeys, dir) = (state.journeys.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || load_journeys(&journeys, &dir)).await??;
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(
-        listener,
-        app(AppState {
-            runtime,
-            registry,
-            store,
-            clock,
-            token: token.into(),
-            write_key: write_key.into(),
-        }),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    tracing::info!(address = %listener.local_addr()?, workers, "listening");
+    let scheduler = state.scheduler.clone();
+    let flush_on_exit = state.store.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    scheduler.stop();
+    flush_on_exit.flush()?;
+    Ok(())
+}
+
+/// Create and publish each `ID.json` in `dir` whose journey does not exist yet.
+fn load_journeys(journeys: &Journeys, dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if journeys.store.journey(&id)?.is_some() {
+            tracing::info!(journey = %id, "journey exists; left as it is");
+            continue;
+        }
+        let draft: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        journeys.create(Some(id.clone()), draft)?;
+        match journeys.publish(&id) {
+            Ok(version) => {
+                tracing::info!(journey = %id, version = version.version, "journey published")
+            }
+            Err(JourneyError::Invalid(problems)) => {
+                anyhow::bail!(
+                    "{}: cannot publish: {}",
+                    path.display(),
+                    serde_json::to_string(&problems)?
+                )
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    journeys.store.flush()?;
     Ok(())
 }
 

@@ -55,17 +55,32 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// The engine and everything shared by all plugin calls. One per process.
+/// The engine and everything shared by all plugin calls. One per process; [`Runtime::with_env`]
+/// gives views of it whose calls see another clock and key-value store.
 pub struct Runtime {
+    shared: Arc<Shared>,
+    clock: SharedClock,
+    kv: Arc<dyn KvSpace>,
+}
+
+/// What every view of a runtime shares.
+#[doc(hidden)]
+pub struct Shared {
     engine: wasmtime::Engine,
     allocator: Allocator,
     linkers: load::Linkers,
     compiler: cache::Compiler,
     ticker: engine::EpochTicker,
-    clock: SharedClock,
-    kv: Arc<dyn KvSpace>,
     http_client: reqwest::Client,
     max_binary_bytes: usize,
+}
+
+impl std::ops::Deref for Runtime {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// The runtime could not start.
@@ -82,16 +97,33 @@ impl Runtime {
             .map_err(|e| StartError(format!("compile cache: {e}")))?;
         let ticker = engine::EpochTicker::start(&engine);
         Ok(Runtime {
-            engine,
-            allocator,
-            linkers,
-            compiler,
-            ticker,
+            shared: Arc::new(Shared {
+                engine,
+                allocator,
+                linkers,
+                compiler,
+                ticker,
+                http_client: host::http::client(),
+                max_binary_bytes: config.max_binary_bytes,
+            }),
             clock: config.clock,
             kv: config.kv,
-            http_client: host::http::client(),
-            max_binary_bytes: config.max_binary_bytes,
         })
+    }
+
+    /// The same runtime (engine, loaded plugins stay valid) whose calls read `clock` and keep
+    /// plugin key-value data in `kv`: a journey step's own view, or a simulation's.
+    pub fn with_env(&self, clock: SharedClock, kv: Arc<dyn KvSpace>) -> Runtime {
+        Runtime {
+            shared: self.shared.clone(),
+            clock,
+            kv,
+        }
+    }
+
+    /// The key-value store this runtime's calls use.
+    pub fn kv(&self) -> &Arc<dyn KvSpace> {
+        &self.kv
     }
 
     /// Which instance allocator is in use.

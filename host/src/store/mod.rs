@@ -1,11 +1,15 @@
-//! Durable state: contacts (de-duplicated by email and phone), events (recorded once per id) and
-//! the plugins' private key-value spaces.
+//! Durable state: contacts (de-duplicated by email and phone), events (recorded once per id),
+//! the plugins' private key-value spaces, and the journeys' state: definitions and versions,
+//! enrollments, the work inbox, timers, the outbox and per-node counters.
 //!
 //! Owns the layout on disk and nothing else: it knows no journeys, no HTTP and no wasm. Backends
 //! implement [`Store`]; [`SledStore`] is the embedded default, and a shared SQL backend can be
 //! added beside it without touching callers.
 
+mod durability;
 mod identity;
+mod records;
+mod sled_journeys;
 mod sled_store;
 
 use std::collections::BTreeMap;
@@ -14,6 +18,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use identity::{normalize_email, normalize_phone};
+pub use records::*;
 pub use sled_store::SledStore;
 
 use crate::model::{Attributes, ConsentState, Contact, Event, Millis};
@@ -86,6 +91,9 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// A journey, version or enrollment that does not exist.
+    #[error("{0}")]
+    NotFound(String),
     #[error("storage: {0}")]
     Backend(String),
 }
@@ -96,22 +104,25 @@ impl StoreError {
         match self {
             StoreError::IdentityConflict { .. } => "contact_identity_conflict",
             StoreError::Invalid(_) => "invalid_contact",
+            StoreError::NotFound(_) => "not_found",
             StoreError::Backend(_) => "storage_error",
         }
     }
 }
 
-/// Durable contacts and events.
-pub trait Store: Send + Sync + 'static {
+/// Durable contacts, events and journey state.
+pub trait Store: JourneyStore + Send + Sync + 'static {
     /// The contact with this id.
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
     /// Create or update a contact, de-duplicating by normalised email and phone.
     fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError>;
-    /// Record events by id; an id seen before is reported as a duplicate and not stored again.
+    /// Record events by id and queue each new one for the journeys, in one write per event; an
+    /// id seen before is reported as a duplicate and not stored or queued again.
     fn record_events(&self, events: &[Event]) -> Result<Vec<Recorded>, StoreError>;
     /// The event with this id.
     fn event(&self, id: &str) -> Result<Option<Event>, StoreError>;
-    /// Make everything written so far durable.
+    /// Make everything written so far durable. Concurrent callers share one flush (group
+    /// commit), so durability does not cost a disk sync per request.
     fn flush(&self) -> Result<(), StoreError>;
 
     /// A value in a plugin's private key-value space.
@@ -126,4 +137,59 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Remove a key.
     fn plugin_kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
+}
+
+/// The journeys' durable state. Only the journeys module and the scheduler write it.
+pub trait JourneyStore {
+    /// The journey with this id.
+    fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError>;
+    /// Every journey, by id.
+    fn journeys(&self) -> Result<Vec<JourneyRecord>, StoreError>;
+    /// Create or replace a journey record.
+    fn put_journey(&self, record: &JourneyRecord) -> Result<(), StoreError>;
+    /// Write the record and its new version together.
+    fn publish_journey(
+        &self,
+        record: &JourneyRecord,
+        version: &JourneyVersion,
+    ) -> Result<(), StoreError>;
+    /// A published version.
+    fn journey_version(&self, id: &str, version: u32)
+    -> Result<Option<JourneyVersion>, StoreError>;
+
+    /// Queue an API enrollment; `Ok(false)` when this request id was queued before.
+    fn enqueue_enrollment(&self, item: &WorkItem) -> Result<bool, StoreError>;
+    /// Up to `limit` queued items of a partition, oldest first.
+    fn pending_work(
+        &self,
+        partition: u8,
+        limit: usize,
+    ) -> Result<Vec<(WorkKey, WorkItem)>, StoreError>;
+    /// Whether any work is queued.
+    fn has_pending_work(&self) -> Result<bool, StoreError>;
+    /// Move up to `limit` timers due at or before `now` into the inbox; the partitions that got
+    /// work, one entry per item.
+    fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<Vec<u8>, StoreError>;
+    /// When the earliest timer is due.
+    fn next_timer_due(&self) -> Result<Option<Millis>, StoreError>;
+    /// How many timers are pending.
+    fn pending_timers(&self) -> Result<usize, StoreError>;
+
+    /// An enrollment by id.
+    fn enrollment(&self, id: &str) -> Result<Option<Enrollment>, StoreError>;
+    /// One contact's record of one journey.
+    fn contact_journey(
+        &self,
+        contact_id: &str,
+        journey_id: &str,
+    ) -> Result<Option<ContactJourney>, StoreError>;
+    /// One contact's records of every journey they entered.
+    fn contact_journeys(&self, contact_id: &str) -> Result<Vec<ContactJourney>, StoreError>;
+    /// The messages journeys asked to send to a contact, oldest first.
+    fn messages(&self, contact_id: &str) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// A journey's per-node counters.
+    fn counters(&self, journey_id: &str) -> Result<Vec<(CounterKey, i64)>, StoreError>;
+    /// Write a batch of journey work atomically; the partitions that got new work (emitted
+    /// events), one entry per item.
+    fn commit(&self, commit: Commit) -> Result<Vec<u8>, StoreError>;
 }

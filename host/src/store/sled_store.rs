@@ -5,12 +5,13 @@ use std::path::Path;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use super::durability::GroupCommit;
 use super::identity::{normalize_email, normalize_phone};
-use super::{ContactUpsert, Recorded, Store, StoreError, Upserted};
+use super::{ContactUpsert, Recorded, Store, StoreError, Upserted, WorkItem, partition_of};
 use crate::model::{Contact, Event, Millis, Value};
 
 /// Tree names, fixed on disk.
-mod trees {
+pub(super) mod trees {
     /// contact id → contact (JSON).
     pub const CONTACTS: &str = "contacts";
     /// `email:<normalised>` or `phone:<normalised>` → contact id.
@@ -21,36 +22,72 @@ mod trees {
     pub const PLUGIN_KV: &str = "plugin_kv";
     /// plugin name → number of keys it holds (u64 big-endian), kept with every insert and removal.
     pub const PLUGIN_KV_COUNTS: &str = "plugin_kv_counts";
+    /// journey id → journey record (JSON).
+    pub const JOURNEYS: &str = "journeys";
+    /// `<journey id>\0<version u32 BE>` → published version (JSON), never rewritten.
+    pub const JOURNEY_VERSIONS: &str = "journey_versions";
+    /// `<partition u8><sequence u64 BE>` → work item (JSON): the journeys' durable inbox.
+    pub const INBOX: &str = "inbox";
+    /// `<journey id>\0<request id>` → contact id: API enrollments already queued.
+    pub const ENROLL_REQUESTS: &str = "enroll_requests";
+    /// `<due_at as ordered u64 BE><enrollment id>` → contact id, scanned in due order.
+    pub const TIMERS: &str = "timers";
+    /// enrollment id → enrollment (JSON).
+    pub const ENROLLMENTS: &str = "enrollments";
+    /// `<contact id>\0<journey id>` → that contact's record of that journey (JSON).
+    pub const CONTACT_JOURNEYS: &str = "contact_journeys";
+    /// `<contact id>\0<sequence u64 BE>` → message waiting for its channel (JSON).
+    pub const OUTBOX: &str = "outbox";
+    /// `<journey id>\0<version u32 BE><node>\0<metric>` → count (i64 BE).
+    pub const COUNTERS: &str = "counters";
 }
 
-/// Contacts and events in a sled database on disk.
+/// Contacts, events and journey state in a sled database on disk.
 pub struct SledStore {
-    db: sled::Db,
-    contacts: sled::Tree,
-    identities: sled::Tree,
-    events: sled::Tree,
-    plugin_kv: sled::Tree,
-    plugin_kv_counts: sled::Tree,
+    pub(super) db: sled::Db,
+    pub(super) contacts: sled::Tree,
+    pub(super) identities: sled::Tree,
+    pub(super) events: sled::Tree,
+    pub(super) plugin_kv: sled::Tree,
+    pub(super) plugin_kv_counts: sled::Tree,
+    pub(super) journeys: sled::Tree,
+    pub(super) journey_versions: sled::Tree,
+    pub(super) inbox: sled::Tree,
+    pub(super) enroll_requests: sled::Tree,
+    pub(super) timers: sled::Tree,
+    pub(super) enrollments: sled::Tree,
+    pub(super) contact_journeys: sled::Tree,
+    pub(super) outbox: sled::Tree,
+    pub(super) counters: sled::Tree,
+    group_commit: GroupCommit,
 }
 
-fn backend(error: impl std::fmt::Display) -> StoreError {
+pub(super) fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("corrupt record: {e}")))
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("model types serialize")
 }
 
-fn identity_key(field: &str, value: &str) -> Vec<u8> {
+/// An inbox key: the partition first, so a worker scans only its own.
+pub(super) fn inbox_key(partition: u8, sequence: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = partition;
+    key[1..].copy_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+pub(super) fn identity_key(field: &str, value: &str) -> Vec<u8> {
     format!("{field}:{value}").into_bytes()
 }
 
 /// The normalised email and phone a set of attributes carries; a malformed one is an error.
-fn identities_in(
+pub(super) fn identities_in(
     attributes: &crate::model::Attributes,
 ) -> Result<(Option<String>, Option<String>), StoreError> {
     let read =
@@ -78,13 +115,33 @@ fn new_contact_id() -> String {
 impl SledStore {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir).map_err(backend)?;
+        Self::with_config(sled::Config::new().path(dir))
+    }
+
+    /// A store that lives in memory and vanishes when dropped: journey simulations.
+    pub fn temporary() -> Result<Self, StoreError> {
+        Self::with_config(sled::Config::new().temporary(true))
+    }
+
+    fn with_config(config: sled::Config) -> Result<Self, StoreError> {
+        let db = config.open().map_err(backend)?;
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
         Ok(SledStore {
-            contacts: db.open_tree(trees::CONTACTS).map_err(backend)?,
-            identities: db.open_tree(trees::IDENTITIES).map_err(backend)?,
-            events: db.open_tree(trees::EVENTS).map_err(backend)?,
-            plugin_kv: db.open_tree(trees::PLUGIN_KV).map_err(backend)?,
-            plugin_kv_counts: db.open_tree(trees::PLUGIN_KV_COUNTS).map_err(backend)?,
+            contacts: tree(trees::CONTACTS)?,
+            identities: tree(trees::IDENTITIES)?,
+            events: tree(trees::EVENTS)?,
+            plugin_kv: tree(trees::PLUGIN_KV)?,
+            plugin_kv_counts: tree(trees::PLUGIN_KV_COUNTS)?,
+            journeys: tree(trees::JOURNEYS)?,
+            journey_versions: tree(trees::JOURNEY_VERSIONS)?,
+            inbox: tree(trees::INBOX)?,
+            enroll_requests: tree(trees::ENROLL_REQUESTS)?,
+            timers: tree(trees::TIMERS)?,
+            enrollments: tree(trees::ENROLLMENTS)?,
+            contact_journeys: tree(trees::CONTACT_JOURNEYS)?,
+            outbox: tree(trees::OUTBOX)?,
+            counters: tree(trees::COUNTERS)?,
+            group_commit: GroupCommit::default(),
             db,
         })
     }
@@ -192,19 +249,22 @@ impl Store for SledStore {
                         "an event `id` must be 1 to 256 characters".into(),
                     ));
                 }
-                let swapped = self
-                    .events
-                    .compare_and_swap(
-                        event.id.as_bytes(),
-                        None as Option<&[u8]>,
-                        Some(encode(event)),
-                    )
-                    .map_err(backend)?;
-                Ok(if swapped.is_ok() {
-                    Recorded::New
-                } else {
-                    Recorded::Duplicate
-                })
+                let sequence = self.db.generate_id().map_err(backend)?;
+                let work = encode(&WorkItem::Event {
+                    contact_id: event.contact_id.clone(),
+                    event_id: event.id.clone(),
+                });
+                let key = inbox_key(partition_of(&event.contact_id), sequence);
+                let record = encode(event);
+                let result = (&self.events, &self.inbox).transaction(|(events, inbox)| {
+                    if events.get(event.id.as_bytes())?.is_some() {
+                        return Ok(Recorded::Duplicate);
+                    }
+                    events.insert(event.id.as_bytes(), record.as_slice())?;
+                    inbox.insert(&key[..], work.as_slice())?;
+                    Ok(Recorded::New)
+                });
+                result.map_err(|error: TransactionError<StoreError>| backend(error))
             })
             .collect()
     }
@@ -218,7 +278,9 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(drop).map_err(backend)
+        self.group_commit
+            .sync(|| self.db.flush().map(drop).map_err(|e| e.to_string()))
+            .map_err(StoreError::Backend)
     }
 
     fn plugin_kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -236,36 +298,55 @@ impl Store for SledStore {
         value: &[u8],
         max_keys: u64,
     ) -> Result<bool, StoreError> {
-        let full_key = kv_key(namespace, key);
         let result = (&self.plugin_kv, &self.plugin_kv_counts).transaction(|(entries, counts)| {
-            if entries.get(&full_key)?.is_none() {
-                let count = counts.get(namespace)?.map_or(0, |bytes| {
-                    u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default())
-                });
+            kv_write(entries, counts, namespace, key, Some(value), max_keys)
+        });
+        result.map_err(|error: TransactionError<StoreError>| backend(error))
+    }
+
+    fn plugin_kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        let result = (&self.plugin_kv, &self.plugin_kv_counts).transaction(|(entries, counts)| {
+            kv_write(entries, counts, namespace, key, None, u64::MAX)
+        });
+        result
+            .map(drop)
+            .map_err(|error: TransactionError<StoreError>| backend(error))
+    }
+}
+
+/// Set (`Some`) or delete (`None`) a key in a plugin's space inside a transaction, keeping the
+/// space's key count; `Ok(false)` when a new key would exceed `max_keys`.
+pub(super) fn kv_write(
+    entries: &sled::transaction::TransactionalTree,
+    counts: &sled::transaction::TransactionalTree,
+    namespace: &str,
+    key: &str,
+    value: Option<&[u8]>,
+    max_keys: u64,
+) -> sled::transaction::ConflictableTransactionResult<bool, StoreError> {
+    let full_key = kv_key(namespace, key);
+    let count = counts.get(namespace)?.map_or(0, |bytes| {
+        u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default())
+    });
+    let exists = entries.get(&full_key)?.is_some();
+    match value {
+        Some(value) => {
+            if !exists {
                 if count >= max_keys {
                     return Ok(false);
                 }
                 counts.insert(namespace, &(count + 1).to_be_bytes())?;
             }
             entries.insert(full_key.as_slice(), value)?;
-            Ok(true)
-        });
-        result.map_err(|error: TransactionError<StoreError>| backend(error))
-    }
-
-    fn plugin_kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
-        let full_key = kv_key(namespace, key);
-        let result = (&self.plugin_kv, &self.plugin_kv_counts).transaction(|(entries, counts)| {
-            if entries.remove(full_key.as_slice())?.is_some() {
-                let count = counts.get(namespace)?.map_or(0, |bytes| {
-                    u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default())
-                });
+        }
+        None => {
+            if exists {
+                entries.remove(full_key.as_slice())?;
                 counts.insert(namespace, &count.saturating_sub(1).to_be_bytes())?;
             }
-            Ok(())
-        });
-        result.map_err(|error: TransactionError<StoreError>| backend(error))
+        }
     }
+    Ok(true)
 }
 
 /// Plugin names never contain NUL, so `name\0key` cannot collide across plugins.

@@ -1,0 +1,237 @@
+//! Journeys over HTTP: drafts, publishing, pause/resume/archive, simulation, per-node stats,
+//! enrollment by API call, and reading an enrollment.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::{ApiError, ApiJson, AppState, blocking};
+use crate::journeys::{Simulation, SimulationRequest};
+use crate::store::{Enrollment, JourneyRecord, JourneyStatus, JourneyVersion, partition_of};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/journeys", get(list).post(create))
+        .route("/journeys/{id}", get(read).put(save_draft))
+        .route("/journeys/{id}/publish", post(publish))
+        .route("/journeys/{id}/versions/{version}", get(read_version))
+        .route("/journeys/{id}/pause", post(pause))
+        .route("/journeys/{id}/resume", post(resume))
+        .route("/journeys/{id}/archive", post(archive))
+        .route("/journeys/{id}/simulate", post(simulate))
+        .route("/journeys/{id}/stats", get(stats))
+        .route("/journeys/{id}/enrollments", post(enroll))
+        .route("/enrollments/{id}", get(read_enrollment))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<JourneyRecord>>, ApiError> {
+    let journeys = state.journeys.clone();
+    Ok(Json(blocking(move || Ok(journeys.list()?)).await?))
+}
+
+/// The body is the draft definition; an `id` in it names the journey.
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(mut body): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<JourneyRecord>), ApiError> {
+    let id = match body.as_object_mut().and_then(|o| o.remove("id")) {
+        None => None,
+        Some(serde_json::Value::String(id)) => Some(id),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_journey",
+                "`id` is a string",
+            ));
+        }
+    };
+    let journeys = state.journeys.clone();
+    let record = blocking(move || Ok(journeys.create(id, body)?)).await?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JourneyRecord>, ApiError> {
+    let journeys = state.journeys.clone();
+    Ok(Json(blocking(move || Ok(journeys.get(&id)?)).await?))
+}
+
+async fn save_draft(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(draft): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<JourneyRecord>), ApiError> {
+    let journeys = state.journeys.clone();
+    let (record, created) = blocking(move || Ok(journeys.save_draft(id, draft)?)).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(record)))
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JourneyVersion>), ApiError> {
+    let journeys = state.journeys.clone();
+    let version = blocking(move || {
+        let version = journeys.publish(&id)?;
+        journeys.store.flush()?;
+        Ok(version)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(version)))
+}
+
+async fn read_version(
+    State(state): State<AppState>,
+    Path((id, version)): Path<(String, u32)>,
+) -> Result<Json<JourneyVersion>, ApiError> {
+    let journeys = state.journeys.clone();
+    Ok(Json(
+        blocking(move || Ok(journeys.version(&id, version)?)).await?,
+    ))
+}
+
+async fn set_status(
+    state: AppState,
+    id: String,
+    status: JourneyStatus,
+) -> Result<Json<JourneyRecord>, ApiError> {
+    let journeys = state.journeys.clone();
+    let record = blocking(move || {
+        let record = journeys.set_status(&id, status)?;
+        journeys.store.flush()?;
+        Ok(record)
+    })
+    .await?;
+    Ok(Json(record))
+}
+
+async fn pause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JourneyRecord>, ApiError> {
+    set_status(state, id, JourneyStatus::Paused).await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JourneyRecord>, ApiError> {
+    set_status(state, id, JourneyStatus::Active).await
+}
+
+async fn archive(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JourneyRecord>, ApiError> {
+    set_status(state, id, JourneyStatus::Archived).await
+}
+
+async fn simulate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<SimulationRequest>,
+) -> Result<Json<Simulation>, ApiError> {
+    let journeys = state.journeys.clone();
+    Ok(Json(
+        blocking(move || Ok(journeys.simulate(&id, request)?)).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    #[serde(default)]
+    version: Option<u32>,
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let journeys = state.journeys.clone();
+    let (version, nodes) = blocking(move || Ok(journeys.stats(&id, query.version)?)).await?;
+    Ok(Json(
+        serde_json::json!({"version": version, "nodes": nodes}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollRequest {
+    contact_id: String,
+    /// The same id enrolls once, however often the request is retried.
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+async fn enroll(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<EnrollRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if request
+        .request_id
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 256)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "`request_id` is 1 to 256 characters",
+        ));
+    }
+    let (journeys, contact_id) = (state.journeys.clone(), request.contact_id.clone());
+    let queued = blocking(move || {
+        if journeys.store.contact(&request.contact_id)?.is_none() {
+            return Err(ApiError::not_found(
+                "contact_not_found",
+                format!("no contact `{}`", request.contact_id),
+            ));
+        }
+        let request_id = request.request_id.unwrap_or_else(new_request_id);
+        let queued = journeys.request_enrollment(&id, &request.contact_id, request_id)?;
+        journeys.store.flush()?;
+        Ok(queued)
+    })
+    .await?;
+    if queued {
+        state.scheduler.notify(&[partition_of(&contact_id)]);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"status": if queued { "queued" } else { "duplicate" }})),
+    ))
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    hex::encode(bytes)
+}
+
+async fn read_enrollment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Enrollment>, ApiError> {
+    let store = state.store.clone();
+    Ok(Json(
+        blocking(move || {
+            store.enrollment(&id)?.ok_or_else(|| {
+                ApiError::not_found("enrollment_not_found", format!("no enrollment `{id}`"))
+            })
+        })
+        .await?,
+    ))
+}

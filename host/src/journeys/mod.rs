@@ -1,0 +1,421 @@
+//! Journeys: their definitions and versions, publishing (with validation), and running the
+//! work the inbox holds — triggers, conditions, actions, waits, splits, goals — one batch per
+//! commit. The scheduler decides when work runs; this module decides what it does.
+//!
+//! Calls plugins through the runtime and writes through the store; knows nothing of HTTP.
+
+mod compiled;
+pub mod definition;
+mod simulate;
+mod step;
+mod validate;
+pub mod windows;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use thiserror::Error;
+
+pub use compiled::CompiledJourney;
+pub use definition::Definition;
+pub use simulate::{ScriptStep, Simulation, SimulationRequest};
+pub use step::{MAX_ATTEMPTS, TraceStep, split_path};
+pub use validate::Problem;
+
+use crate::clock::SharedClock;
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use crate::store::{
+    JourneyRecord, JourneyStatus, JourneyVersion, Store, StoreError, WorkItem, WorkKey,
+};
+
+/// Why a journey operation was refused.
+#[derive(Debug, Error)]
+pub enum JourneyError {
+    #[error("no journey `{0}`")]
+    NotFound(String),
+    #[error("journey `{0}` has no published version {1}")]
+    VersionNotFound(String, u32),
+    #[error("the journey definition is not valid: {0}")]
+    Malformed(String),
+    #[error("the journey cannot be published as it is")]
+    Invalid(Vec<Problem>),
+    #[error("journey `{0}` is archived")]
+    Archived(String),
+    #[error("journey `{0}` exists already")]
+    Exists(String),
+    #[error("journey `{0}` is not active: {1}")]
+    NotActive(String, &'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Published versions made runnable, and which journeys enroll now. A cache of the store.
+pub struct Catalog {
+    versions: RwLock<HashMap<(String, u32), Arc<CompiledJourney>>>,
+    /// Journeys that enroll: their latest version, by journey id.
+    active: RwLock<BTreeMap<String, Arc<CompiledJourney>>>,
+    archived: RwLock<std::collections::BTreeSet<String>>,
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+}
+
+impl Catalog {
+    fn new(store: Arc<dyn Store>, registry: Arc<Registry>) -> Self {
+        Catalog {
+            versions: RwLock::default(),
+            active: RwLock::default(),
+            archived: RwLock::default(),
+            store,
+            registry,
+        }
+    }
+
+    /// The journeys that enroll contacts now.
+    pub fn active(&self) -> Vec<Arc<CompiledJourney>> {
+        self.active
+            .read()
+            .expect("catalog lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_archived(&self, journey_id: &str) -> bool {
+        self.archived
+            .read()
+            .expect("catalog lock")
+            .contains(journey_id)
+    }
+
+    /// A published version, built on first use.
+    pub fn version(&self, journey_id: &str, version: u32) -> Result<Arc<CompiledJourney>, String> {
+        let key = (journey_id.to_owned(), version);
+        if let Some(found) = self.versions.read().expect("catalog lock").get(&key) {
+            return Ok(found.clone());
+        }
+        let stored = self
+            .store
+            .journey_version(journey_id, version)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("journey `{journey_id}` has no version {version}"))?;
+        let built = Arc::new(CompiledJourney::build(&stored, &self.registry)?);
+        self.versions
+            .write()
+            .expect("catalog lock")
+            .insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// Bring one journey's entry in the catalog up to date with its record.
+    fn refresh(&self, record: &JourneyRecord) -> Result<(), String> {
+        let mut archived = self.archived.write().expect("catalog lock");
+        if record.status == JourneyStatus::Archived {
+            archived.insert(record.id.clone());
+        } else {
+            archived.remove(&record.id);
+        }
+        drop(archived);
+        if record.status == JourneyStatus::Active {
+            let built = self.version(&record.id, record.published_version)?;
+            self.active
+                .write()
+                .expect("catalog lock")
+                .insert(record.id.clone(), built);
+        } else {
+            self.active
+                .write()
+                .expect("catalog lock")
+                .remove(&record.id);
+        }
+        Ok(())
+    }
+}
+
+/// The journeys service: everything the API and the scheduler ask of journeys.
+pub struct Journeys {
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<Runtime>,
+    pub registry: Arc<Registry>,
+    pub clock: SharedClock,
+    pub catalog: Catalog,
+}
+
+/// Per-node counts of one version.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStats {
+    pub node: String,
+    pub counts: BTreeMap<String, i64>,
+}
+
+impl Journeys {
+    /// The service over `store`, with every stored journey's state loaded.
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        registry: Arc<Registry>,
+        clock: SharedClock,
+    ) -> Result<Self, StoreError> {
+        let journeys = Journeys {
+            catalog: Catalog::new(store.clone(), registry.clone()),
+            store,
+            runtime,
+            registry,
+            clock,
+        };
+        for record in journeys.store.journeys()? {
+            if let Err(error) = journeys.catalog.refresh(&record) {
+                tracing::error!(journey = %record.id, %error, "journey cannot run; it enrolls no one until fixed");
+            }
+        }
+        Ok(journeys)
+    }
+
+    /// Create a journey with a draft. `id` defaults to a new one.
+    pub fn create(
+        &self,
+        id: Option<String>,
+        draft: serde_json::Value,
+    ) -> Result<JourneyRecord, JourneyError> {
+        parse(&draft)?;
+        let id = match id {
+            Some(id) => check_id(id)?,
+            None => new_journey_id(),
+        };
+        if self.store.journey(&id)?.is_some() {
+            return Err(JourneyError::Exists(id));
+        }
+        let now = self.clock.now();
+        let record = JourneyRecord {
+            id,
+            status: JourneyStatus::Draft,
+            draft,
+            published_version: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.put_journey(&record)?;
+        Ok(record)
+    }
+
+    /// Replace the draft (creating the journey if it is new). Published versions stay as they
+    /// were; the change reaches contacts when the draft is published.
+    pub fn save_draft(
+        &self,
+        id: String,
+        draft: serde_json::Value,
+    ) -> Result<(JourneyRecord, bool), JourneyError> {
+        parse(&draft)?;
+        let id = check_id(id)?;
+        match self.store.journey(&id)? {
+            None => self.create(Some(id), draft).map(|r| (r, true)),
+            Some(record) if record.status == JourneyStatus::Archived => {
+                Err(JourneyError::Archived(id))
+            }
+            Some(mut record) => {
+                record.draft = draft;
+                record.updated_at = self.clock.now();
+                self.store.put_journey(&record)?;
+                Ok((record, false))
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<JourneyRecord, JourneyError> {
+        self.store
+            .journey(id)?
+            .ok_or_else(|| JourneyError::NotFound(id.to_owned()))
+    }
+
+    pub fn list(&self) -> Result<Vec<JourneyRecord>, JourneyError> {
+        Ok(self.store.journeys()?)
+    }
+
+    pub fn version(&self, id: &str, version: u32) -> Result<JourneyVersion, JourneyError> {
+        self.store
+            .journey_version(id, version)?
+            .ok_or(JourneyError::VersionNotFound(id.to_owned(), version))
+    }
+
+    /// Check the draft (graph and plugins) and publish it as the next version, which new
+    /// enrollments use from now on. Contacts already in the journey stay on their version.
+    pub fn publish(&self, id: &str) -> Result<JourneyVersion, JourneyError> {
+        let mut record = self.get(id)?;
+        if record.status == JourneyStatus::Archived {
+            return Err(JourneyError::Archived(id.to_owned()));
+        }
+        let definition = parse(&record.draft)?;
+        let pinned = validate::validate(&definition, &self.registry, &self.runtime)
+            .map_err(JourneyError::Invalid)?;
+        let now = self.clock.now();
+        let version = JourneyVersion {
+            journey_id: id.to_owned(),
+            version: record.published_version + 1,
+            definition: serde_json::to_value(&pinned).expect("definitions serialize"),
+            published_at: now,
+        };
+        record.published_version = version.version;
+        if record.status == JourneyStatus::Draft {
+            record.status = JourneyStatus::Active;
+        }
+        record.updated_at = now;
+        self.store.publish_journey(&record, &version)?;
+        self.catalog
+            .refresh(&record)
+            .map_err(|e| JourneyError::Malformed(e.to_string()))?;
+        Ok(version)
+    }
+
+    /// Stop enrolling (`Paused`), enroll again (`Active`), or retire for good (`Archived`).
+    pub fn set_status(
+        &self,
+        id: &str,
+        status: JourneyStatus,
+    ) -> Result<JourneyRecord, JourneyError> {
+        let mut record = self.get(id)?;
+        if record.status == JourneyStatus::Archived {
+            return Err(JourneyError::Archived(id.to_owned()));
+        }
+        if status != JourneyStatus::Archived && record.published_version == 0 {
+            return Err(JourneyError::NotActive(id.to_owned(), "publish it first"));
+        }
+        record.status = status;
+        record.updated_at = self.clock.now();
+        self.store.put_journey(&record)?;
+        self.catalog
+            .refresh(&record)
+            .map_err(JourneyError::Malformed)?;
+        Ok(record)
+    }
+
+    /// Queue "enroll this contact now"; `Ok(false)` when `request_id` was used before.
+    pub fn request_enrollment(
+        &self,
+        journey_id: &str,
+        contact_id: &str,
+        request_id: String,
+    ) -> Result<bool, JourneyError> {
+        let record = self.get(journey_id)?;
+        match record.status {
+            JourneyStatus::Active => {}
+            JourneyStatus::Archived => return Err(JourneyError::Archived(journey_id.to_owned())),
+            JourneyStatus::Paused => {
+                return Err(JourneyError::NotActive(
+                    journey_id.to_owned(),
+                    "it is paused",
+                ));
+            }
+            JourneyStatus::Draft => {
+                return Err(JourneyError::NotActive(
+                    journey_id.to_owned(),
+                    "it has never been published",
+                ));
+            }
+        }
+        Ok(self.store.enqueue_enrollment(&WorkItem::Enroll {
+            contact_id: contact_id.to_owned(),
+            journey_id: journey_id.to_owned(),
+            request_id,
+        })?)
+    }
+
+    /// Per-node counts of a version (the latest when `None`).
+    pub fn stats(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<(u32, Vec<NodeStats>), JourneyError> {
+        let record = self.get(id)?;
+        let version = version.unwrap_or(record.published_version);
+        let mut nodes: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        if version > 0 {
+            let published = self.version(id, version)?;
+            let definition = parse(&published.definition)?;
+            for node in &definition.nodes {
+                nodes.entry(node.id.clone()).or_default();
+            }
+        }
+        for (key, count) in self.store.counters(id)? {
+            if key.version == version {
+                nodes.entry(key.node).or_default().insert(key.metric, count);
+            }
+        }
+        Ok((
+            version,
+            nodes
+                .into_iter()
+                .map(|(node, counts)| NodeStats { node, counts })
+                .collect(),
+        ))
+    }
+
+    /// Run a batch of one partition's inbox items and commit what they did; the partitions
+    /// that got new work from it.
+    pub fn process(&self, items: Vec<(WorkKey, WorkItem)>) -> Result<Vec<u8>, StoreError> {
+        let mut batch = step::Batch::new(self, false);
+        for (key, item) in items {
+            batch.handle(key, item)?;
+        }
+        let (commit, _) = batch.into_commit();
+        self.store.commit(commit)
+    }
+
+    /// Run every queued item and every timer due by the clock's now, on this thread, until
+    /// nothing is left: simulations, and tests that want the engine without its threads.
+    pub fn drain(&self) -> Result<Vec<TraceStep>, StoreError> {
+        let mut trace = Vec::new();
+        loop {
+            self.store.fire_due_timers(self.clock.now(), usize::MAX)?;
+            if !self.store.has_pending_work()? {
+                return Ok(trace);
+            }
+            for partition in 0..crate::store::PARTITIONS {
+                let items = self.store.pending_work(partition, 256)?;
+                if !items.is_empty() {
+                    trace.extend(self.process_traced(items)?);
+                }
+            }
+        }
+    }
+
+    /// Like [`Journeys::process`], also returning what each node saw and did.
+    pub fn process_traced(
+        &self,
+        items: Vec<(WorkKey, WorkItem)>,
+    ) -> Result<Vec<TraceStep>, StoreError> {
+        let mut batch = step::Batch::new(self, true);
+        for (key, item) in items {
+            batch.handle(key, item)?;
+        }
+        let (commit, trace) = batch.into_commit();
+        self.store.commit(commit)?;
+        Ok(trace.unwrap_or_default())
+    }
+}
+
+/// Parse a definition's JSON, with serde's message.
+pub fn parse(value: &serde_json::Value) -> Result<Definition, JourneyError> {
+    serde_json::from_value(value.clone()).map_err(|e| JourneyError::Malformed(e.to_string()))
+}
+
+fn check_id(id: String) -> Result<String, JourneyError> {
+    let fine = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if fine {
+        Ok(id)
+    } else {
+        Err(JourneyError::Malformed(format!(
+            "journey id `{id}`: use 1 to 128 letters, digits, `-`, `_` or `.`"
+        )))
+    }
+}
+
+fn new_journey_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    format!("j_{}", hex::encode(bytes))
+}

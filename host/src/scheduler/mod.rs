@@ -1,0 +1,189 @@
+//! When journey work runs: worker threads that each own a share of the inbox partitions (so one
+//! contact's steps never run at once, and different contacts run on all cores), and a timer
+//! thread that moves due waits into the inbox.
+//!
+//! Owns threads and wake-ups only; what a step does is the journeys module's business.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::journeys::Journeys;
+use crate::store::PARTITIONS;
+
+/// Most inbox items one batch (and so one commit) takes.
+const BATCH: usize = 256;
+/// Most timers moved into the inbox per scan.
+const TIMER_SCAN: usize = 20_000;
+/// How often the timer thread looks for due waits.
+const TIMER_TICK: Duration = Duration::from_millis(20);
+/// How long an idle worker sleeps before looking again without being woken.
+const IDLE: Duration = Duration::from_millis(250);
+
+/// A worker's doorbell.
+#[derive(Default)]
+struct Doorbell {
+    rung: Mutex<bool>,
+    ring: Condvar,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        *self.rung.lock().expect("doorbell lock") = true;
+        self.ring.notify_one();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let rung = self.rung.lock().expect("doorbell lock");
+        let (mut rung, _) = self
+            .ring
+            .wait_timeout_while(rung, timeout, |rung| !*rung)
+            .expect("doorbell lock");
+        *rung = false;
+    }
+}
+
+/// The running workers and timer thread.
+pub struct Scheduler {
+    journeys: Arc<Journeys>,
+    doorbells: Vec<Arc<Doorbell>>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Scheduler {
+    /// Start `workers` worker threads (at least one) and the timer thread.
+    pub fn start(journeys: Arc<Journeys>, workers: usize) -> Arc<Scheduler> {
+        let workers = workers.clamp(1, PARTITIONS as usize);
+        let scheduler = Arc::new(Scheduler {
+            journeys,
+            doorbells: (0..workers).map(|_| Arc::default()).collect(),
+            stop: Arc::default(),
+            threads: Mutex::default(),
+        });
+        let mut threads = Vec::new();
+        for worker in 0..workers {
+            let scheduler = scheduler.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("journey-worker-{worker}"))
+                    .spawn(move || scheduler.work(worker))
+                    .expect("spawn a journey worker"),
+            );
+        }
+        let timers = scheduler.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("journey-timers".into())
+                .spawn(move || timers.fire_timers())
+                .expect("spawn the timer thread"),
+        );
+        *scheduler.threads.lock().expect("threads lock") = threads;
+        scheduler
+    }
+
+    /// Wake the workers that own these partitions.
+    pub fn notify(&self, partitions: &[u8]) {
+        let mut rung = vec![false; self.doorbells.len()];
+        for partition in partitions {
+            let worker = *partition as usize % self.doorbells.len();
+            if !rung[worker] {
+                rung[worker] = true;
+                self.doorbells[worker].ring();
+            }
+        }
+    }
+
+    /// Wake every worker.
+    pub fn notify_all(&self) {
+        for doorbell in &self.doorbells {
+            doorbell.ring();
+        }
+    }
+
+    /// Wait until nothing is queued and no timer is due by the clock's now (tests, and a
+    /// graceful shutdown). Gives up after `timeout`; `false` if it did.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let store = &self.journeys.store;
+            match store.fire_due_timers(self.journeys.clock.now(), TIMER_SCAN) {
+                Ok(partitions) => self.notify(&partitions),
+                Err(error) => tracing::error!(%error, "firing timers failed"),
+            }
+            let due = store
+                .next_timer_due()
+                .ok()
+                .flatten()
+                .is_some_and(|due| due <= self.journeys.clock.now());
+            if !due && !store.has_pending_work().unwrap_or(true) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stop the threads once their current batch has committed.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.notify_all();
+        for thread in self.threads.lock().expect("threads lock").drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    fn work(&self, worker: usize) {
+        let workers = self.doorbells.len();
+        let mine: Vec<u8> = (0..PARTITIONS)
+            .filter(|p| *p as usize % workers == worker)
+            .collect();
+        while !self.stop.load(Ordering::SeqCst) {
+            let mut busy = false;
+            for partition in &mine {
+                let items = match self.journeys.store.pending_work(*partition, BATCH) {
+                    Ok(items) => items,
+                    Err(error) => {
+                        tracing::error!(%error, partition, "reading the inbox failed");
+                        continue;
+                    }
+                };
+                if items.is_empty() {
+                    continue;
+                }
+                busy = true;
+                match self.journeys.process(items) {
+                    Ok(partitions) => self.notify(&partitions),
+                    Err(error) => {
+                        // The items stay queued and run again; back off so a failing store is
+                        // not hammered.
+                        tracing::error!(%error, partition, "journey batch failed; will retry");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+            if !busy {
+                self.doorbells[worker].wait(IDLE);
+            }
+        }
+    }
+
+    fn fire_timers(&self) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = self.journeys.clock.now();
+            match self.journeys.store.fire_due_timers(now, TIMER_SCAN) {
+                Ok(partitions) => {
+                    self.notify(&partitions);
+                    if partitions.len() >= TIMER_SCAN {
+                        continue;
+                    }
+                }
+                Err(error) => tracing::error!(%error, "firing timers failed"),
+            }
+            std::thread::sleep(TIMER_TICK);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! A real Wayline server for the tests: 127.0.0.1, real sled on a temp dir, a virtual clock.
+
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+use wayline::api::{AppState, app};
+use wayline::clock::VirtualClock;
+use wayline::registry::Registry;
+use wayline::store::{SledStore, Store};
+
+use crate::support;
+
+pub const TOKEN: &str = "test-token-0123456789";
+pub const WRITE_KEY: &str = "segment-write-key-0123";
+
+/// A running server and what a test needs to drive it.
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// The server's clock: tests move it to let waits pass.
+    pub clock: VirtualClock,
+    pub state: AppState,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.state.scheduler.stop();
+    }
+}
+
+impl Server {
+    /// A server on 127.0.0.1 with a virtual clock, real sled on a temp dir and two journey
+    /// workers; with the first-party plugins and the `flaky-action` fixture loaded when
+    /// `plugins` is set.
+    pub async fn start(plugins: bool) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let (runtime, clock) = support::runtime();
+        let runtime = Arc::new(runtime);
+        let registry = Arc::new(Registry::default());
+        if plugins {
+            registry.load_dir(&runtime, &support::plugin_dir()).unwrap();
+            registry.insert(support::load(
+                &runtime,
+                &support::fixture_bytes("flaky-action"),
+            ));
+        }
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.path().join("store")).unwrap());
+        let state = AppState::start(
+            runtime,
+            registry,
+            store,
+            Arc::new(clock.clone()),
+            TOKEN,
+            WRITE_KEY,
+            2,
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = app(state.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Server {
+            base,
+            client: reqwest::Client::new(),
+            clock,
+            state,
+            _data: data,
+        }
+    }
+
+    /// Wait until the journeys have done all the work queued and due by the clock.
+    pub async fn settle(&self) {
+        let scheduler = self.state.scheduler.clone();
+        let settled = tokio::task::spawn_blocking(move || {
+            scheduler.settle(std::time::Duration::from_secs(30))
+        })
+        .await
+        .unwrap();
+        assert!(settled, "journey work did not settle within 30 s");
+    }
+
+    /// Move the clock on by `ms` and let everything due run.
+    pub async fn advance(&self, ms: i64) {
+        self.clock.advance(ms);
+        self.settle().await;
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Json>,
+    ) -> (u16, Json) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Json::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Json) -> (u16, Json) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Json) -> (u16, Json) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Json) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// A Segment-style call: the write key as HTTP Basic user name.
+    pub async fn segment(&self, path: &str, write_key: &str, body: Json) -> (u16, Json) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .basic_auth(write_key, Some(""))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Json::Null),
+        )
+    }
+
+    pub async fn raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Json) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Json::Null),
+        )
+    }
+}

@@ -7,6 +7,7 @@ mod support;
 mod api;
 mod cache;
 mod cli;
+mod crash;
 mod hostile;
 mod journeys;
 mod loading;

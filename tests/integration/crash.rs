@@ -1,0 +1,206 @@
+//! Crash safety: the real `wayline serve` process is killed with SIGKILL while it ingests and
+//! processes a load, restarted on the same data directory, and every event has then been
+//! applied exactly once and every pending wait has fired.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+
+use crate::support;
+
+const TOKEN: &str = "crash-test-token-0123456789";
+const CONTACTS: usize = 20;
+const EVENTS_PER_CONTACT: usize = 30;
+
+/// Each ping scores 1 at once and 1000 after a wait, so a contact's score counts both halves
+/// of every step: any step lost or applied twice shows.
+fn tally_journey() -> Json {
+    json!({
+        "name": "Tally",
+        "reentry": "concurrent",
+        "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "ping"}},
+            {"id": "now", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 1, "reason": "ping"}}},
+            {"id": "hold", "type": "wait", "delay": "2s"},
+            {"id": "later", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 1000, "reason": "ping, later"}}}
+        ],
+        "edges": [
+            {"from": "in", "to": "now"}, {"from": "now", "to": "hold"}, {"from": "hold", "to": "later"}
+        ]
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(data: &Path, journeys: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wayline"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token",
+            TOKEN,
+        ])
+        .arg("--data")
+        .arg(data)
+        .arg("--plugins")
+        .arg(support::plugin_dir())
+        .arg("--journeys")
+        .arg(journeys)
+        .env("WAYLINE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wayline serve starts")
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not come up");
+}
+
+fn batches() -> Vec<Json> {
+    let mut events = Vec::new();
+    for n in 0..EVENTS_PER_CONTACT {
+        for c in 0..CONTACTS {
+            events.push(json!({"id": format!("ping-{c}-{n}"), "contact_id": format!("c{c}"), "name": "ping", "timestamp": "2026-11-23T10:00:00Z"}));
+        }
+    }
+    events.chunks(10).map(|chunk| json!(chunk)).collect()
+}
+
+async fn send_all(client: &reqwest::Client, base: &str, batches: &[Json]) -> usize {
+    let mut acknowledged = 0;
+    for batch in batches {
+        let sent = client
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(TOKEN)
+            .json(batch)
+            .send()
+            .await;
+        if sent.is_ok_and(|r| r.status() == 202) {
+            acknowledged += 1;
+        }
+    }
+    acknowledged
+}
+
+async fn scores(client: &reqwest::Client, base: &str) -> Vec<f64> {
+    let mut scores = Vec::new();
+    for c in 0..CONTACTS {
+        let contact: Json = client
+            .get(format!("{base}/v1/contacts/c{c}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        scores.push(contact["score"].as_f64().unwrap_or(-1.0));
+    }
+    scores
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_every_wait_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, journeys) = (dir.path().join("data"), dir.path().join("journeys"));
+    std::fs::create_dir_all(&journeys).unwrap();
+    std::fs::write(journeys.join("tally.json"), tally_journey().to_string()).unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let batches = batches();
+
+    let mut server = start(&data, &journeys, port);
+    wait_healthy(&client, &base).await;
+    // Send from a task and kill the server part-way through, while events are being
+    // ingested, steps processed and waits pending.
+    let sender = {
+        let (client, base, batches) = (client.clone(), base.clone(), batches.clone());
+        tokio::spawn(async move { send_all(&client, &base, &batches).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let progress = scores(&client, &base)
+            .await
+            .iter()
+            .filter(|s| **s >= 1.0)
+            .count();
+        if progress >= CONTACTS / 2 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().expect("SIGKILL");
+    server.wait().unwrap();
+    let acknowledged_before_kill = sender.await.unwrap();
+    assert!(
+        acknowledged_before_kill < batches.len(),
+        "the kill came while the load was still arriving ({acknowledged_before_kill} batches acknowledged)"
+    );
+
+    let mut server = start(&data, &journeys, port);
+    wait_healthy(&client, &base).await;
+    // A client whose requests failed sends them again; what was already recorded is a
+    // duplicate and is not applied a second time.
+    assert_eq!(send_all(&client, &base, &batches).await, batches.len());
+    let expected = (EVENTS_PER_CONTACT * 1001) as f64;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last = scores(&client, &base).await;
+        if last.iter().all(|s| *s >= expected) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give anything that would apply twice the time to do it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = scores(&client, &base).await;
+    assert_eq!(
+        settled,
+        vec![expected; CONTACTS],
+        "before the pause: {last:?}"
+    );
+    let stats: Json = client
+        .get(format!("{base}/v1/journeys/tally/stats"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entered = stats["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "in")
+        .map(|n| n["counts"]["entered"].clone());
+    assert_eq!(
+        entered,
+        Some(json!(CONTACTS * EVENTS_PER_CONTACT)),
+        "{stats}"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

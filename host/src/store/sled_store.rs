@@ -124,7 +124,8 @@ impl SledStore {
     }
 
     fn with_config(config: sled::Config) -> Result<Self, StoreError> {
-        let db = config.open().map_err(backend)?;
+        // sled's page cache defaults to 1 GiB; the store should not be most of the process.
+        let db = config.cache_capacity(256 << 20).open().map_err(backend)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         Ok(SledStore {
             contacts: tree(trees::CONTACTS)?,
@@ -241,32 +242,38 @@ impl Store for SledStore {
     }
 
     fn record_events(&self, events: &[Event]) -> Result<Vec<Recorded>, StoreError> {
-        events
-            .iter()
-            .map(|event| {
-                if event.id.is_empty() || event.id.len() > 256 {
-                    return Err(StoreError::Invalid(
-                        "an event `id` must be 1 to 256 characters".into(),
-                    ));
+        if let Some(bad) = events.iter().find(|e| e.id.is_empty() || e.id.len() > 256) {
+            return Err(StoreError::Invalid(format!(
+                "an event `id` must be 1 to 256 characters (`{}`)",
+                bad.id
+            )));
+        }
+        // Number and encode first: the transaction's closure may run more than once.
+        let mut prepared = Vec::with_capacity(events.len());
+        for event in events {
+            let sequence = self.db.generate_id().map_err(backend)?;
+            let work = encode(&WorkItem::Event {
+                contact_id: event.contact_id.clone(),
+                event_id: event.id.clone(),
+            });
+            let key = inbox_key(partition_of(&event.contact_id), sequence);
+            prepared.push((event.id.as_bytes(), encode(event), key, work));
+        }
+        // One transaction for the whole batch: each event with its inbox entry, or neither.
+        let result = (&self.events, &self.inbox).transaction(|(events, inbox)| {
+            let mut recorded = Vec::with_capacity(prepared.len());
+            for (id, record, key, work) in &prepared {
+                if events.get(*id)?.is_some() {
+                    recorded.push(Recorded::Duplicate);
+                    continue;
                 }
-                let sequence = self.db.generate_id().map_err(backend)?;
-                let work = encode(&WorkItem::Event {
-                    contact_id: event.contact_id.clone(),
-                    event_id: event.id.clone(),
-                });
-                let key = inbox_key(partition_of(&event.contact_id), sequence);
-                let record = encode(event);
-                let result = (&self.events, &self.inbox).transaction(|(events, inbox)| {
-                    if events.get(event.id.as_bytes())?.is_some() {
-                        return Ok(Recorded::Duplicate);
-                    }
-                    events.insert(event.id.as_bytes(), record.as_slice())?;
-                    inbox.insert(&key[..], work.as_slice())?;
-                    Ok(Recorded::New)
-                });
-                result.map_err(|error: TransactionError<StoreError>| backend(error))
-            })
-            .collect()
+                events.insert(*id, record.as_slice())?;
+                inbox.insert(&key[..], work.as_slice())?;
+                recorded.push(Recorded::New);
+            }
+            Ok(recorded)
+        });
+        result.map_err(|error: TransactionError<StoreError>| backend(error))
     }
 
     fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {

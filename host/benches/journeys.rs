@@ -1,0 +1,433 @@
+//! Journey engine load generator: events through the real HTTP API into a journey with a
+//! trigger, a condition and an action plugin, on real sled; then a million pending waits.
+//!
+//! Run with `cargo xtask plugins && cargo bench -p wayline --bench journeys`. Prints a Markdown
+//! section for BENCHMARKS.md. `WAYLINE_LOAD_EVENTS`, `WAYLINE_LOAD_WAITS` scale it down.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wayline::api::{AppState, app};
+use wayline::clock::{Clock, SharedClock, SystemClock};
+use wayline::plugin_kv::StoredKv;
+use wayline::registry::Registry;
+use wayline::runtime::{Runtime, RuntimeConfig};
+use wayline::store::{
+    Commit, ContactJourney, Enrollment, EnrollmentState, SledStore, Store, Waiting,
+};
+
+const TOKEN: &str = "load-generator-token-0123";
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn plugin_dir() -> PathBuf {
+    std::env::var_os("WAYLINE_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A trigger, a condition and an action: the load's journey.
+fn load_journey() -> serde_json::Value {
+    json!({
+        "name": "Load",
+        "reentry": "concurrent",
+        "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "page_viewed", "where": [{"property": "page_type", "op": "eq", "value": "product"}]}},
+            {"id": "tier", "type": "condition", "plugin": "attribute-condition", "config": {"branches": [{"label": "big", "when": [{"field": "attribute.company_size", "op": "gte", "value": 500}]}], "default": "small"}},
+            {"id": "score", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 5, "reason": "viewed a product page"}}}
+        ],
+        "edges": [{"from": "in", "to": "tier"}, {"from": "tier", "to": "score"}]
+    })
+}
+
+struct Server {
+    base: String,
+    state: AppState,
+    _data: tempfile::TempDir,
+}
+
+async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>) -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.path().join("store")).unwrap());
+    let clock: SharedClock = Arc::new(SystemClock);
+    let runtime = Arc::new(runtime.with_env(clock.clone(), Arc::new(StoredKv(store.clone()))));
+    let state = AppState::start(
+        runtime,
+        registry.clone(),
+        store,
+        clock,
+        TOKEN,
+        "write-key-0123456789",
+        2,
+    )
+    .unwrap();
+    state
+        .journeys
+        .create(Some("load".into()), load_journey())
+        .unwrap();
+    state.journeys.publish("load").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Server {
+        base,
+        state,
+        _data: data,
+    }
+}
+
+fn entered(state: &AppState) -> i64 {
+    state
+        .store
+        .counters("load")
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.node == "score" && k.metric == "entered")
+        .map_or(0, |(_, n)| *n)
+}
+
+fn events(from: usize, count: usize, contacts: usize, timestamp: i64) -> Vec<serde_json::Value> {
+    (from..from + count)
+        .map(|n| {
+            json!({"id": format!("e{n}"), "contact_id": format!("c{}", n % contacts), "name": "page_viewed",
+                   "properties": {"page_type": "product"}, "timestamp": timestamp})
+        })
+        .collect()
+}
+
+async fn create_contacts(client: &reqwest::Client, base: &str, contacts: usize) {
+    for c in 0..contacts {
+        let size = if c % 3 == 0 { 800 } else { 50 };
+        client
+            .post(format!("{base}/v1/contacts"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"id": format!("c{c}"), "attributes": {"company_size": size, "industry": "tech", "region": "South China"}}))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Batched ingest as fast as two clients can send; the time until every step has committed.
+async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usize) {
+    let server = server(runtime, registry).await;
+    let client = reqwest::Client::new();
+    let contacts = 10_000.min(total);
+    create_contacts(&client, &server.base, contacts).await;
+    let batch = 1_000;
+    let started = Instant::now();
+    let senders: Vec<_> = (0..2)
+        .map(|sender| {
+            let (client, base) = (client.clone(), server.base.clone());
+            tokio::spawn(async move {
+                let mut from = sender * batch;
+                while from < total {
+                    let body = events(from, batch.min(total - from), contacts, 0);
+                    let response = client
+                        .post(format!("{base}/v1/events"))
+                        .bearer_auth(TOKEN)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 202);
+                    from += 2 * batch;
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let ingested = started.elapsed();
+    while entered(&server.state) < total as i64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let processed = started.elapsed();
+    println!(
+        "| batched ingest (2 clients × batches of {batch}), {total} events, {contacts} contacts | {:.0} events/s acknowledged (durable) | {:.0} events/s fully processed |",
+        total as f64 / ingested.as_secs_f64(),
+        total as f64 / processed.as_secs_f64()
+    );
+    server.state.scheduler.stop();
+}
+
+/// A paced load; the latency from sending an event to its step committing, estimated from the
+/// time the per-node counter passes the event's position (events are processed in arrival
+/// order per partition, so this is close, not exact).
+async fn latency(runtime: &Arc<Runtime>, registry: &Arc<Registry>, rate: usize, seconds: usize) {
+    let server = server(runtime, registry).await;
+    let client = reqwest::Client::new();
+    let contacts = 5_000;
+    create_contacts(&client, &server.base, contacts).await;
+    let per_tick = rate / 100; // a batch every 10 ms
+    let total = per_tick * 100 * seconds;
+    let state = server.state.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut seen = Vec::with_capacity(total);
+        let started = Instant::now();
+        while seen.len() < total && started.elapsed() < Duration::from_secs(120) {
+            let count = entered(&state).max(0) as usize;
+            while seen.len() < count.min(total) {
+                seen.push(Instant::now());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        seen
+    });
+    // Each batch goes out on its own task, so a slow response does not hold back the pace.
+    let mut sent = Vec::with_capacity(total);
+    let mut requests = Vec::new();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for n in 0..(total / per_tick) {
+        tick.tick().await;
+        let body = events(
+            n * per_tick,
+            per_tick,
+            contacts,
+            wayline::clock::SystemClock.now(),
+        );
+        sent.extend(std::iter::repeat_n(Instant::now(), per_tick));
+        let (client, base) = (client.clone(), server.base.clone());
+        requests.push(tokio::spawn(async move {
+            let response = client
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+        }));
+    }
+    for request in requests {
+        request.await.unwrap();
+    }
+    let achieved = total as f64 / start.elapsed().as_secs_f64();
+    let seen = tokio::task::spawn_blocking(move || watcher.join().unwrap())
+        .await
+        .unwrap();
+    let mut latencies: Vec<Duration> = sent
+        .iter()
+        .zip(&seen)
+        .map(|(sent, done)| done.saturating_duration_since(*sent))
+        .collect();
+    latencies.sort();
+    let q = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    println!(
+        "| paced {rate} events/s for {seconds} s (achieved {achieved:.0}/s), batches every 10 ms | event → step committed: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | |",
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+    server.state.scheduler.stop();
+}
+
+/// The ceiling: sled inserting records the size of an enrollment, flushed.
+fn raw_sled(records: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let tree = db.open_tree("bench").unwrap();
+    let value = vec![b'x'; 400];
+    let started = Instant::now();
+    for n in 0..records {
+        tree.insert(format!("key-{n:010}"), value.as_slice())
+            .unwrap();
+    }
+    db.flush().unwrap();
+    let single = records as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for chunk in (0..records).collect::<Vec<_>>().chunks(256) {
+        let mut batch = sled::Batch::default();
+        for n in chunk {
+            batch.insert(format!("batch-{n:010}").as_bytes(), value.as_slice());
+        }
+        tree.apply_batch(batch).unwrap();
+    }
+    db.flush().unwrap();
+    let batched = records as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "| raw sled, {records} inserts of 400 B then a flush (the ceiling) | {single:.0} inserts/s one by one | {batched:.0} inserts/s in batches of 256 |"
+    );
+}
+
+/// A million waits held in the store; those falling due during the run fire, and how late.
+fn pending_waits(runtime: &Arc<Runtime>, registry: &Arc<Registry>, waits: usize) {
+    let data = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.path().join("store")).unwrap());
+    let clock: SharedClock = Arc::new(SystemClock);
+    let journeys = Arc::new(
+        wayline::journeys::Journeys::new(
+            store.clone(),
+            runtime.clone(),
+            registry.clone(),
+            clock.clone(),
+        )
+        .unwrap(),
+    );
+    journeys
+        .create(
+            Some("hold".into()),
+            json!({"name": "Hold", "reentry": "concurrent", "nodes": [
+                {"id": "in", "type": "entry"}, {"id": "wait", "type": "wait", "delay": "1h"}],
+                "edges": [{"from": "in", "to": "wait"}]}),
+        )
+        .unwrap();
+    journeys.publish("hold").unwrap();
+    let rss_before = rss_mib();
+    let now = clock.now();
+    // The last tenth of the waits falls due over 20 s starting 10 s after they are written;
+    // the rest an hour later.
+    let due_window = 20_000;
+    let firing = waits / 10;
+    let mut expected = Vec::with_capacity(firing);
+    let mut first_due = None;
+    let started = Instant::now();
+    for chunk in (0..waits).collect::<Vec<_>>().chunks(2_000) {
+        let mut commit = Commit {
+            now,
+            ..Commit::default()
+        };
+        for n in chunk {
+            let id = format!("en_{n:08}");
+            let contact = format!("c{n}");
+            let due_at = match n.checked_sub(waits - firing) {
+                Some(k) => {
+                    let base = *first_due.get_or_insert_with(|| clock.now() + 10_000);
+                    let due = base + (k as i64 * due_window / firing as i64);
+                    expected.push((id.clone(), due));
+                    due
+                }
+                None => now + 3_600_000,
+            };
+            commit.enrollments.push(Enrollment {
+                id: id.clone(),
+                contact_id: contact.clone(),
+                journey_id: "hold".into(),
+                version: 1,
+                state: EnrollmentState::Waiting,
+                node: "wait".into(),
+                entered_at: now,
+                updated_at: now,
+                event_id: None,
+                waiting: Some(Waiting {
+                    due_at,
+                    event: None,
+                }),
+                attempts: 0,
+                error: None,
+                exit_reason: None,
+                history: Vec::new(),
+            });
+            commit.contact_journeys.push(ContactJourney {
+                contact_id: contact.clone(),
+                journey_id: "hold".into(),
+                active: vec![id.clone()],
+                recent: vec![id.clone()],
+                entries: 1,
+                last_entered_at: now,
+            });
+            commit.timers_set.push((due_at, id, contact));
+        }
+        store.commit(commit).unwrap();
+    }
+    store.flush().unwrap();
+    let loaded = started.elapsed();
+    let pending = store.pending_timers().unwrap();
+    let rss_loaded = rss_mib();
+    let scheduler = wayline::scheduler::Scheduler::start(journeys.clone(), 2);
+    let last_due = expected.last().map_or(clock.now(), |(_, due)| *due);
+    while clock.now() < last_due + 3_000 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    scheduler.settle(Duration::from_secs(120));
+    scheduler.stop();
+    let mut lateness: Vec<i64> = expected
+        .iter()
+        .filter_map(|(id, due)| {
+            let e = store.enrollment(id).ok().flatten()?;
+            (e.state == EnrollmentState::Completed).then(|| e.updated_at - due)
+        })
+        .collect();
+    lateness.sort();
+    let fired = lateness.len();
+    let q = |q: f64| {
+        lateness
+            .get(((fired.max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(-1)
+    };
+    println!(
+        "| {pending} pending waits loaded in {:.1} s; RSS {:.0} MiB before, {:.0} MiB held, {:.0} MiB after firing | {fired} of {firing} due over 20 s fired; fired after their due time by; p50 {} ms, p99 {} ms, max {} ms | |",
+        loaded.as_secs_f64(),
+        rss_before,
+        rss_loaded,
+        rss_mib(),
+        q(0.5),
+        q(0.99),
+        q(1.0),
+    );
+}
+
+fn main() {
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "## Journey engine ({})\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d")
+    );
+    println!(
+        "Machine: {machine}, {cores} cores; server, load generator and sled on the same machine. Command: `cargo xtask plugins && cargo bench -p wayline --bench journeys`.\n"
+    );
+    println!("| load | result | |");
+    println!("|---|---|---|");
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+    let registry = Arc::new(Registry::default());
+    registry.load_dir(&runtime, &plugin_dir()).unwrap();
+    raw_sled(200_000);
+    let events = env_number("WAYLINE_LOAD_EVENTS", 100_000);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(throughput(&runtime, &registry, events));
+    if std::env::var_os("WAYLINE_LOAD_THROUGHPUT_ONLY").is_some() {
+        return;
+    }
+    tokio.block_on(latency(&runtime, &registry, 5_000, 10));
+    pending_waits(
+        &runtime,
+        &registry,
+        env_number("WAYLINE_LOAD_WAITS", 1_000_000),
+    );
+}

@@ -78,7 +78,7 @@ async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>) -> Server {
         clock,
         TOKEN,
         "write-key-0123456789",
-        2,
+        env_number("WAYLINE_LOAD_WORKERS", 2),
     )
     .unwrap();
     state

@@ -112,6 +112,11 @@ impl From<JourneyError> for ApiError {
             JourneyError::Malformed(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_journey", message)
             }
+            JourneyError::BadSimulation(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_simulation",
+                message,
+            ),
             JourneyError::Invalid(problems) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_journey", message)
                     .with_details(serde_json::json!({ "problems": problems }))

@@ -39,6 +39,8 @@ pub enum JourneyError {
     VersionNotFound(String, u32),
     #[error("the journey definition is not valid: {0}")]
     Malformed(String),
+    #[error("the simulation cannot run: {0}")]
+    BadSimulation(String),
     #[error("the journey cannot be published as it is")]
     Invalid(Vec<Problem>),
     #[error("journey `{0}` is archived")]

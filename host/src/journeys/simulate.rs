@@ -19,6 +19,9 @@ use crate::store::{
 const MAX_SCRIPT: usize = 1_000;
 /// The longest stretch of virtual time one simulation covers.
 const MAX_SPAN: Millis = 400 * 86_400_000;
+/// Most nodes one simulation passes: a loop through a short wait over a long script would
+/// otherwise run for a very long time.
+const MAX_STEPS: usize = 10_000;
 
 /// What to simulate.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,7 +88,7 @@ impl Journeys {
         request: SimulationRequest,
     ) -> Result<Simulation, JourneyError> {
         if request.script.len() > MAX_SCRIPT {
-            return Err(JourneyError::Malformed(format!(
+            return Err(JourneyError::BadSimulation(format!(
                 "a script has at most {MAX_SCRIPT} steps"
             )));
         }
@@ -98,7 +101,7 @@ impl Journeys {
             })
             .fold(0, Millis::saturating_add);
         if span > MAX_SPAN {
-            return Err(JourneyError::Malformed(
+            return Err(JourneyError::BadSimulation(
                 "a simulation covers at most 400 days".into(),
             ));
         }
@@ -164,6 +167,11 @@ impl Journeys {
                     while let Some(due) = store.next_timer_due()?.filter(|due| *due <= until) {
                         clock.set(due.max(clock.now()));
                         steps.extend(sandbox.drain()?);
+                        if steps.len() > MAX_STEPS {
+                            return Err(JourneyError::BadSimulation(format!(
+                                "the simulation passed more than {MAX_STEPS} nodes; shorten the script"
+                            )));
+                        }
                     }
                     clock.set(until);
                     steps.extend(sandbox.drain()?);

@@ -55,7 +55,18 @@ pub fn validate(
     }
 }
 
+/// Most nodes and edges a journey may have: far beyond any real journey, small enough that
+/// checking and running one stays cheap.
+const MAX_NODES: usize = 500;
+const MAX_EDGES: usize = 2_000;
+
 fn check_graph(definition: &Definition, problems: &mut Vec<Problem>) {
+    if definition.nodes.len() > MAX_NODES || definition.edges.len() > MAX_EDGES {
+        problems.push(Problem::journey(format!(
+            "a journey has at most {MAX_NODES} nodes and {MAX_EDGES} edges"
+        )));
+        return;
+    }
     if definition.name.trim().is_empty() {
         problems.push(Problem::journey("give the journey a `name`"));
     }

@@ -4,6 +4,8 @@
 //! Run with `cargo xtask plugins && cargo bench -p wayline --bench journeys`. Prints a Markdown
 //! section for BENCHMARKS.md. `WAYLINE_LOAD_EVENTS`, `WAYLINE_LOAD_WAITS` scale it down.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,6 +118,17 @@ fn events(from: usize, count: usize, contacts: usize, timestamp: i64) -> Vec<ser
         .collect()
 }
 
+async fn post_events(client: &reqwest::Client, base: &str, events: &[serde_json::Value]) {
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(TOKEN)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}
+
 async fn create_contacts(client: &reqwest::Client, base: &str, contacts: usize) {
     for c in 0..contacts {
         let size = if c % 3 == 0 { 800 } else { 50 };
@@ -144,14 +157,7 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
                 let mut from = sender * batch;
                 while from < total {
                     let body = events(from, batch.min(total - from), contacts, 0);
-                    let response = client
-                        .post(format!("{base}/v1/events"))
-                        .bearer_auth(TOKEN)
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 202);
+                    post_events(&client, &base, &body).await;
                     from += 2 * batch;
                 }
             })
@@ -212,14 +218,7 @@ async fn latency(runtime: &Arc<Runtime>, registry: &Arc<Registry>, rate: usize, 
         sent.extend(std::iter::repeat_n(Instant::now(), per_tick));
         let (client, base) = (client.clone(), server.base.clone());
         requests.push(tokio::spawn(async move {
-            let response = client
-                .post(format!("{base}/v1/events"))
-                .bearer_auth(TOKEN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 202);
+            post_events(&client, &base, &body).await;
         }));
     }
     for request in requests {
@@ -392,14 +391,7 @@ fn pending_waits(runtime: &Arc<Runtime>, registry: &Arc<Registry>, waits: usize)
 }
 
 fn main() {
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let machine = common::machine();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "## Journey engine ({})\n",

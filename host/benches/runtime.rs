@@ -3,6 +3,8 @@
 //! Run with `cargo xtask plugins && cargo bench -p wayline --bench runtime`. Prints a Markdown
 //! section for BENCHMARKS.md: the machine, the command, the date, and the numbers.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,14 +97,7 @@ fn micros(d: Duration) -> String {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let machine = common::machine();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "## Plugin runtime ({})\n",

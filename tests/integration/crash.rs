@@ -99,18 +99,15 @@ async fn send_all(client: &reqwest::Client, base: &str, batches: &[Json]) -> usi
     acknowledged
 }
 
+async fn get(client: &reqwest::Client, url: &str) -> Json {
+    let response = client.get(url).bearer_auth(TOKEN).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 async fn scores(client: &reqwest::Client, base: &str) -> Vec<f64> {
     let mut scores = Vec::new();
     for c in 0..CONTACTS {
-        let contact: Json = client
-            .get(format!("{base}/v1/contacts/c{c}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let contact = get(client, &format!("{base}/v1/contacts/c{c}")).await;
         scores.push(contact["score"].as_f64().unwrap_or(-1.0));
     }
     scores
@@ -181,15 +178,7 @@ async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_ever
         vec![expected; CONTACTS],
         "before the pause: {last:?}"
     );
-    let stats: Json = client
-        .get(format!("{base}/v1/journeys/tally/stats"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get(&client, &format!("{base}/v1/journeys/tally/stats")).await;
     let entered = stats["nodes"]
         .as_array()
         .unwrap()

@@ -6,7 +6,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::records::*;
 use super::sled_store::{
-    SledStore, backend, decode, encode, identities_in, identity_key, inbox_key, kv_write,
+    SledStore, backend, decode, encode, identities_in, identity_key, inbox_key, kv_write, read,
 };
 use super::{JourneyStore, StoreError};
 use crate::model::{Contact, Millis};
@@ -78,11 +78,7 @@ fn flatten(error: TransactionError<StoreError>) -> StoreError {
 
 impl JourneyStore for SledStore {
     fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError> {
-        self.journeys
-            .get(id)
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        read(&self.journeys, id)
     }
 
     fn journeys(&self) -> Result<Vec<JourneyRecord>, StoreError> {
@@ -127,11 +123,7 @@ impl JourneyStore for SledStore {
         id: &str,
         version: u32,
     ) -> Result<Option<JourneyVersion>, StoreError> {
-        self.journey_versions
-            .get(version_key(id, version))
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        read(&self.journey_versions, version_key(id, version))
     }
 
     fn enqueue_enrollment(&self, item: &WorkItem) -> Result<bool, StoreError> {
@@ -226,11 +218,7 @@ impl JourneyStore for SledStore {
     }
 
     fn enrollment(&self, id: &str) -> Result<Option<Enrollment>, StoreError> {
-        self.enrollments
-            .get(id)
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        read(&self.enrollments, id)
     }
 
     fn contact_journey(
@@ -238,11 +226,7 @@ impl JourneyStore for SledStore {
         contact_id: &str,
         journey_id: &str,
     ) -> Result<Option<ContactJourney>, StoreError> {
-        self.contact_journeys
-            .get(pair_key(contact_id, journey_id))
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        read(&self.contact_journeys, pair_key(contact_id, journey_id))
     }
 
     fn contact_journeys(&self, contact_id: &str) -> Result<Vec<ContactJourney>, StoreError> {

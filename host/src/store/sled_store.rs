@@ -70,6 +70,17 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
     serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("corrupt record: {e}")))
 }
 
+/// The record at `key`, decoded.
+pub(super) fn read<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: impl AsRef<[u8]>,
+) -> Result<Option<T>, StoreError> {
+    tree.get(key)
+        .map_err(backend)?
+        .map(|bytes| decode(&bytes))
+        .transpose()
+}
+
 pub(super) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("model types serialize")
 }
@@ -150,11 +161,7 @@ impl SledStore {
 
 impl Store for SledStore {
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
-        self.contacts
-            .get(id)
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        read(&self.contacts, id)
     }
 
     fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError> {
@@ -277,11 +284,7 @@ impl Store for SledStore {
     }
 
     fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
-        self.events
-            .get(id)
-            .map_err(backend)?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        read(&self.events, id)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -587,6 +587,43 @@ async fn a_failing_plugin_is_retried_then_parked_with_its_error_and_nobody_else_
         read_contact(&server, "down").await["tags"],
         json!(["crm-down"])
     );
+
+    // The CRM is back: an operator retries the parked enrollment and it goes through.
+    server
+        .state
+        .store
+        .commit(wayline::store::Commit {
+            contact_effects: vec![(
+                "down".into(),
+                vec![wayline::model::Effect::RemoveTag {
+                    tag: "crm-down".into(),
+                }],
+            )],
+            ..Default::default()
+        })
+        .unwrap();
+    let parked = down["enrollments"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .post(&format!("/v1/enrollments/{parked}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    server.settle().await;
+    let down = read_contact(&server, "down").await;
+    assert_eq!(down["enrollments"][0]["state"], "completed", "{down}");
+    assert_eq!(down["tags"], json!(["synced"]));
+    let (status, body) = server
+        .post(&format!("/v1/enrollments/{parked}/retry"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("enrollment_not_parked")),
+        "{body}"
+    );
+    let (status, body) = server.post("/v1/enrollments/nope/retry", json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("enrollment_not_found"))
+    );
 }
 
 #[tokio::test]

@@ -112,6 +112,12 @@ impl From<JourneyError> for ApiError {
             JourneyError::Malformed(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_journey", message)
             }
+            JourneyError::EnrollmentNotFound(_) => {
+                ApiError::not_found("enrollment_not_found", message)
+            }
+            JourneyError::NotParked(_) => {
+                ApiError::new(StatusCode::CONFLICT, "enrollment_not_parked", message)
+            }
             JourneyError::BadSimulation(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_simulation",

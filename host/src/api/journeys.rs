@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/journeys/{id}/stats", get(stats))
         .route("/journeys/{id}/enrollments", post(enroll))
         .route("/enrollments/{id}", get(read_enrollment))
+        .route("/enrollments/{id}/retry", post(retry_enrollment))
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<JourneyRecord>>, ApiError> {
@@ -234,4 +235,22 @@ async fn read_enrollment(
         })
         .await?,
     ))
+}
+
+/// Run a parked enrollment's node again, once what made it fail is fixed.
+async fn retry_enrollment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
+    let journeys = state.journeys.clone();
+    let enrollment = blocking(move || {
+        let enrollment = journeys.retry(&id)?;
+        journeys.store.flush()?;
+        Ok(enrollment)
+    })
+    .await?;
+    state
+        .scheduler
+        .notify(&[partition_of(&enrollment.contact_id)]);
+    Ok((StatusCode::ACCEPTED, Json(enrollment)))
 }

@@ -27,7 +27,8 @@ use crate::clock::SharedClock;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::store::{
-    JourneyRecord, JourneyStatus, JourneyVersion, Store, StoreError, WorkItem, WorkKey,
+    Enrollment, EnrollmentState, JourneyRecord, JourneyStatus, JourneyVersion, Store, StoreError,
+    WorkItem, WorkKey,
 };
 
 /// Why a journey operation was refused.
@@ -39,6 +40,10 @@ pub enum JourneyError {
     VersionNotFound(String, u32),
     #[error("the journey definition is not valid: {0}")]
     Malformed(String),
+    #[error("no enrollment `{0}`")]
+    EnrollmentNotFound(String),
+    #[error("enrollment `{0}` is not parked; only a parked enrollment is retried by hand")]
+    NotParked(String),
     #[error("the simulation cannot run: {0}")]
     BadSimulation(String),
     #[error("the journey cannot be published as it is")]
@@ -320,6 +325,22 @@ impl Journeys {
             journey_id: journey_id.to_owned(),
             request_id,
         })?)
+    }
+
+    /// Queue a parked enrollment to run its node again; the enrollment as it stands now.
+    pub fn retry(&self, enrollment_id: &str) -> Result<Enrollment, JourneyError> {
+        let enrollment = self
+            .store
+            .enrollment(enrollment_id)?
+            .ok_or_else(|| JourneyError::EnrollmentNotFound(enrollment_id.to_owned()))?;
+        if enrollment.state != EnrollmentState::Parked {
+            return Err(JourneyError::NotParked(enrollment_id.to_owned()));
+        }
+        self.store.enqueue(&WorkItem::Retry {
+            contact_id: enrollment.contact_id.clone(),
+            enrollment_id: enrollment_id.to_owned(),
+        })?;
+        Ok(enrollment)
     }
 
     /// Per-node counts of a version (the latest when `None`).

@@ -122,6 +122,7 @@ impl<'a> Batch<'a> {
                 due_at,
                 ..
             } => self.on_wake(&enrollment_id, due_at)?,
+            WorkItem::Retry { enrollment_id, .. } => self.on_retry(&enrollment_id)?,
         }
         self.commit.done.push(key);
         Ok(())
@@ -340,6 +341,21 @@ impl<'a> Batch<'a> {
         }
     }
 
+    fn on_retry(&mut self, enrollment_id: &str) -> Result<(), StoreError> {
+        let Some(mut enrollment) = self.enrollment(enrollment_id)? else {
+            return Ok(());
+        };
+        if enrollment.state != EnrollmentState::Parked {
+            return Ok(());
+        }
+        let Some(journey) = self.runnable(&mut enrollment)? else {
+            return Ok(());
+        };
+        enrollment.attempts = 0;
+        enrollment.error = None;
+        self.advance(&journey, enrollment, Start::Run)
+    }
+
     /// The journey version an active enrollment runs on; `None` (and the enrollment ended)
     /// when the journey was archived or the version cannot run.
     fn runnable(
@@ -374,7 +390,15 @@ impl<'a> Batch<'a> {
         {
             Ok(journey) => Ok(Some(journey)),
             Err(error) => {
-                tracing::error!(journey = %enrollment.journey_id, version = enrollment.version, %error, "journey version cannot run");
+                // Say so on the enrollment rather than drop the work: once the plugin it needs
+                // is loaded again, the enrollment can be looked at and moved on.
+                tracing::error!(journey = %enrollment.journey_id, version = enrollment.version, %error, "journey version cannot run; enrollment parked");
+                let mut parked = enrollment.clone();
+                parked.state = EnrollmentState::Parked;
+                parked.waiting = None;
+                parked.error = Some(format!("the journey version cannot run: {error}"));
+                parked.updated_at = self.now;
+                self.save(parked)?;
                 Ok(None)
             }
         }

@@ -157,6 +157,8 @@ pub trait JourneyStore {
     fn journey_version(&self, id: &str, version: u32)
     -> Result<Option<JourneyVersion>, StoreError>;
 
+    /// Queue a work item for its contact's worker.
+    fn enqueue(&self, item: &WorkItem) -> Result<(), StoreError>;
     /// Queue an API enrollment; `Ok(false)` when this request id was queued before.
     fn enqueue_enrollment(&self, item: &WorkItem) -> Result<bool, StoreError>;
     /// Up to `limit` queued items of a partition, oldest first.

@@ -161,6 +161,11 @@ pub enum WorkItem {
         /// The caller's id for this request; the same id enrolls once.
         request_id: String,
     },
+    /// Run a parked enrollment's node again (an operator fixed what made it fail).
+    Retry {
+        contact_id: String,
+        enrollment_id: String,
+    },
     /// An enrollment's timer fired.
     Wake {
         contact_id: String,
@@ -175,6 +180,7 @@ impl WorkItem {
         match self {
             WorkItem::Event { contact_id, .. }
             | WorkItem::Enroll { contact_id, .. }
+            | WorkItem::Retry { contact_id, .. }
             | WorkItem::Wake { contact_id, .. } => contact_id,
         }
     }

@@ -126,6 +126,15 @@ impl JourneyStore for SledStore {
         read(&self.journey_versions, version_key(id, version))
     }
 
+    fn enqueue(&self, item: &WorkItem) -> Result<(), StoreError> {
+        let sequence = self.db.generate_id().map_err(backend)?;
+        let key = inbox_key(partition_of(item.contact_id()), sequence);
+        self.inbox
+            .insert(&key[..], encode(item))
+            .map(drop)
+            .map_err(backend)
+    }
+
     fn enqueue_enrollment(&self, item: &WorkItem) -> Result<bool, StoreError> {
         let WorkItem::Enroll {
             contact_id,

@@ -254,6 +254,10 @@ impl<'a> Batch<'a> {
             }
         }
         for journey in self.journeys.catalog.active() {
+            // No need to ask the trigger about a contact the journey would not let in.
+            if !self.may_enter(&journey, contact_id)? {
+                continue;
+            }
             for entry in journey.definition.entries() {
                 let Some(trigger) = journey.plugins.get(&entry.id) else {
                     continue;
@@ -404,6 +408,26 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Whether the journey's re-entry rule lets the contact in now.
+    fn may_enter(
+        &mut self,
+        journey: &CompiledJourney,
+        contact_id: &str,
+    ) -> Result<bool, StoreError> {
+        let now = self.now;
+        let Some(record) = self.journeys_of(contact_id)?.get(&journey.journey_id) else {
+            return Ok(true);
+        };
+        Ok(match journey.definition.reentry {
+            Reentry::Once => record.entries == 0,
+            Reentry::After(cooldown) => {
+                record.active.is_empty()
+                    && (record.entries == 0 || now - record.last_entered_at >= cooldown)
+            }
+            Reentry::Concurrent => true,
+        })
+    }
+
     fn enroll(
         &mut self,
         journey: &Arc<CompiledJourney>,
@@ -413,7 +437,9 @@ impl<'a> Batch<'a> {
         trigger_failed: Option<String>,
     ) -> Result<(), StoreError> {
         let now = self.now;
-        let reentry = journey.definition.reentry.clone();
+        if !self.may_enter(journey, contact_id)? {
+            return Ok(());
+        }
         let journey_id = journey.journey_id.clone();
         let record = self
             .journeys_of(contact_id)?
@@ -423,17 +449,6 @@ impl<'a> Batch<'a> {
                 journey_id: journey_id.clone(),
                 ..ContactJourney::default()
             });
-        let allowed = match reentry {
-            Reentry::Once => record.entries == 0,
-            Reentry::After(cooldown) => {
-                record.active.is_empty()
-                    && (record.entries == 0 || now - record.last_entered_at >= cooldown)
-            }
-            Reentry::Concurrent => true,
-        };
-        if !allowed {
-            return Ok(());
-        }
         let id = new_enrollment_id();
         record.entries += 1;
         record.last_entered_at = now;

@@ -14,7 +14,7 @@ use super::bindings::wit;
 use super::error::CallError;
 use super::host::{CallContext, HostState, HttpGrant, LogRecord};
 use super::load::{Plugin, PluginKind, Pre};
-use super::output::OutputSize;
+use super::output::{OutputSize, PreparedBytes};
 use crate::model::{
     ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, ScoreChange,
 };
@@ -178,39 +178,49 @@ impl Runtime {
         report.map(PluginInfo::from)
     }
 
-    /// `validate-config` of any plugin: `Ok(Err(problems))` when the plugin refuses the config.
+    /// `validate-config` of any plugin: `Ok(Ok(prepared))` when the plugin accepts the JSON
+    /// config, `Ok(Err(problems))` when it refuses it.
+    ///
+    /// The prepared bytes are what every later call of this plugin takes as its config: keep
+    /// them with the journey step. They are opaque to the host and belong to this plugin
+    /// binary; after loading another version, validate the config again. Their size counts
+    /// against the plugin's output limit.
     pub fn validate_config(
         &self,
         plugin: &Plugin,
         config: &str,
-    ) -> CallReport<Result<(), Vec<ConfigProblem>>> {
+    ) -> CallReport<Result<Vec<u8>, Vec<ConfigProblem>>> {
         let report = match &plugin.pre {
             Pre::Trigger(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_trigger()
-                        .call_validate_config(s, config)?,
+                        .call_validate_config(s, config)?
+                        .map(PreparedBytes),
                 ))
             }),
             Pre::Condition(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_condition()
-                        .call_validate_config(s, config)?,
+                        .call_validate_config(s, config)?
+                        .map(PreparedBytes),
                 ))
             }),
             Pre::Action(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_action()
-                        .call_validate_config(s, config)?,
+                        .call_validate_config(s, config)?
+                        .map(PreparedBytes),
                 ))
             }),
             Pre::Scorer(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_scorer()
-                        .call_validate_config(s, config)?,
+                        .call_validate_config(s, config)?
+                        .map(PreparedBytes),
                 ))
             }),
             Pre::Channel(pre) => block_on(self.run_async(plugin, None, async |s| {
@@ -219,12 +229,15 @@ impl Runtime {
                     instance
                         .wayline_plugin_channel()
                         .call_validate_config(s, config)
-                        .await?,
+                        .await?
+                        .map(PreparedBytes),
                 ))
             })),
         };
         report.map(|verdict| {
-            verdict.map_err(|problems| problems.into_iter().map(ConfigProblem::from).collect())
+            verdict
+                .map(|prepared| prepared.0)
+                .map_err(|problems| problems.into_iter().map(ConfigProblem::from).collect())
         })
     }
 
@@ -232,7 +245,7 @@ impl Runtime {
     pub fn matches(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         event: &Event,
         contact: &Contact,
     ) -> CallReport<bool> {
@@ -251,7 +264,7 @@ impl Runtime {
     pub fn evaluate(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         contact: &Contact,
         event: Option<&Event>,
     ) -> CallReport<String> {
@@ -270,7 +283,7 @@ impl Runtime {
     pub fn run_action(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         contact: &Contact,
         event: Option<&Event>,
     ) -> CallReport<Vec<Effect>> {
@@ -293,7 +306,7 @@ impl Runtime {
     pub fn score(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         contact: &Contact,
         event: &Event,
     ) -> CallReport<Vec<ScoreChange>> {
@@ -313,7 +326,7 @@ impl Runtime {
     pub async fn deliver(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         message: &Message,
     ) -> CallReport<DeliveryOutcome> {
         let Pre::Channel(pre) = &plugin.pre else {

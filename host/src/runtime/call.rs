@@ -14,6 +14,7 @@ use super::bindings::wit;
 use super::error::CallError;
 use super::host::{CallContext, HostState, HttpGrant, LogRecord};
 use super::load::{Plugin, PluginKind, Pre};
+use super::lower::{ContactRef, EventRef};
 use super::output::{OutputSize, PreparedBytes};
 use crate::model::{
     ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, ScoreChange,
@@ -252,11 +253,15 @@ impl Runtime {
         let Pre::Trigger(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Trigger);
         };
-        let (event, contact) = (wit::Event::from(event), wit::Contact::from(contact));
+        let (event, contact) = (EventRef::from(event), ContactRef::from(contact));
         self.run(plugin, |s| {
-            pre.instantiate(&mut *s)?
-                .wayline_plugin_trigger()
-                .call_matches(s, config, &event, &contact)
+            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let matches = instance
+                .get_typed_func::<(&[u8], &EventRef<'_>, &ContactRef<'_>), (Result<bool, String>,)>(
+                    &mut *s,
+                    &plugin.entry,
+                )?;
+            Ok(matches.call(s, (config, &event, &contact))?.0)
         })
     }
 
@@ -271,11 +276,14 @@ impl Runtime {
         let Pre::Condition(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Condition);
         };
-        let (contact, event) = (wit::Contact::from(contact), event.map(wit::Event::from));
+        let (contact, event) = (ContactRef::from(contact), event.map(EventRef::from));
         self.run(plugin, |s| {
-            pre.instantiate(&mut *s)?
-                .wayline_plugin_condition()
-                .call_evaluate(s, config, &contact, event.as_ref())
+            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let evaluate = instance.get_typed_func::<
+                (&[u8], &ContactRef<'_>, Option<&EventRef<'_>>),
+                (Result<String, String>,),
+            >(&mut *s, &plugin.entry)?;
+            Ok(evaluate.call(s, (config, &contact, event.as_ref()))?.0)
         })
     }
 
@@ -290,14 +298,14 @@ impl Runtime {
         let Pre::Action(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Action);
         };
-        let (contact, event) = (wit::Contact::from(contact), event.map(wit::Event::from));
+        let (contact, event) = (ContactRef::from(contact), event.map(EventRef::from));
         self.run(plugin, |s| {
-            pre.instantiate(&mut *s)?.wayline_plugin_action().call_run(
-                s,
-                config,
-                &contact,
-                event.as_ref(),
-            )
+            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let run = instance.get_typed_func::<
+                (&[u8], &ContactRef<'_>, Option<&EventRef<'_>>),
+                (Result<Vec<wit::Effect>, String>,),
+            >(&mut *s, &plugin.entry)?;
+            Ok(run.call(s, (config, &contact, event.as_ref()))?.0)
         })
         .map(|effects| effects.into_iter().map(Effect::from).collect())
     }
@@ -313,11 +321,14 @@ impl Runtime {
         let Pre::Scorer(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Scorer);
         };
-        let (contact, event) = (wit::Contact::from(contact), wit::Event::from(event));
+        let (contact, event) = (ContactRef::from(contact), EventRef::from(event));
         self.run(plugin, |s| {
-            pre.instantiate(&mut *s)?
-                .wayline_plugin_scorer()
-                .call_score(s, config, &contact, &event)
+            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let score = instance.get_typed_func::<
+                (&[u8], &ContactRef<'_>, &EventRef<'_>),
+                (Result<Vec<wit::ScoreChange>, String>,),
+            >(&mut *s, &plugin.entry)?;
+            Ok(score.call(s, (config, &contact, &event))?.0)
         })
         .map(|changes| changes.into_iter().map(ScoreChange::from).collect())
     }

@@ -234,9 +234,12 @@ fn validate_config_runs_under_the_same_cpu_limit() {
 #[test]
 fn an_oversized_prepared_config_is_refused_as_output() {
     let (runtime, _clock) = support::runtime();
+    // Room to build, encode and read back 8 MiB, so only the output limit can refuse it (the
+    // default 100 ms of CPU is too tight for that on a busy machine).
     let settings = PluginSettings {
         limits: Limits {
             memory_bytes: 256 << 20,
+            cpu_ms: 10_000,
             ..Limits::default()
         },
         ..PluginSettings::default()

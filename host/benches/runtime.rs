@@ -147,15 +147,21 @@ fn main() {
         .load(&read_plugin("rule-scorer"), &PluginSettings::default())
         .expect("scorer loads");
     let (contact, event) = (contact(), event());
+    // As a journey step does: validate and prepare the config once, keep the bytes.
+    let prepared = runtime
+        .validate_config(&scorer, SCORING_CONFIG)
+        .result
+        .expect("validate-config runs")
+        .expect("the config is valid");
     let expected = runtime
-        .score(&scorer, SCORING_CONFIG, &contact, &event)
+        .score(&scorer, &prepared, &contact, &event)
         .result
         .expect("scorer scores");
     assert!(!expected.is_empty(), "the benchmark event matches rules");
 
     let fresh = sample(CALLS, || {
         let changes = runtime
-            .score(&scorer, SCORING_CONFIG, &contact, &event)
+            .score(&scorer, &prepared, &contact, &event)
             .result
             .expect("scores");
         std::hint::black_box(changes);
@@ -168,15 +174,22 @@ fn main() {
     let (wit_contact, wit_event) = to_wit(&contact, &event);
     let direct = sample(CALLS, || {
         std::hint::black_box(
-            warm.score(SCORING_CONFIG, &wit_contact, &wit_event)
+            warm.score(&prepared, &wit_contact, &wit_event)
                 .expect("scores"),
         );
     });
-    // The plugin's own code, compiled natively: parse the config, evaluate the rules.
+    // The plugin's own code, compiled natively: decode the prepared config, evaluate the rules.
     let (sdk_contact, sdk_event) = to_sdk(&contact, &event);
     let native = sample(CALLS, || {
-        let config = <rule_scorer::Config as rule_scorer::PluginConfig>::load(SCORING_CONFIG)
-            .expect("config parses");
+        let config = wayline_sdk::config::load::<rule_scorer::Config>(&prepared, scorer.id())
+            .expect("prepared config decodes");
+        std::hint::black_box(config.score(&sdk_contact, &sdk_event, |_| false));
+    });
+    // The same with the JSON parse and check every call did before configs were prepared.
+    let native_json = sample(CALLS, || {
+        let config: rule_scorer::Config =
+            serde_json::from_str(SCORING_CONFIG).expect("config parses");
+        wayline_sdk::PluginConfig::verify(&config).expect("config is valid");
         std::hint::black_box(config.score(&sdk_contact, &sdk_event, |_| false));
     });
 
@@ -197,8 +210,12 @@ fn main() {
             &instantiation,
         ),
         (
-            "native Rust: the plugin's own code (config parse + evaluation)",
+            "native Rust: the plugin's own code (prepared config decode + evaluation)",
             &native,
+        ),
+        (
+            "native Rust, parsing the JSON config instead (the hot path before prepared configs)",
+            &native_json,
         ),
     ] {
         let median = quantile(samples, 0.5);

@@ -8,13 +8,14 @@
 //! A lead-scoring plugin in about ten lines:
 //!
 //! ```no_run
-//! use wayline_sdk::scorer::{Contact, Event, PluginInfo, ScoreChange, Scorer};
+//! use wayline_sdk::scorer::{Contact, Event, NoConfig, PluginInfo, ScoreChange, Scorer};
 //!
 //! struct PricingClicks;
 //!
 //! impl Scorer for PricingClicks {
+//!     type Config = NoConfig;
 //!     fn describe() -> PluginInfo { PluginInfo::new("pricing-clicks", "1.0.0", "8 points per pricing click") }
-//!     fn score(_config: String, _contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String> {
+//!     fn score(_config: NoConfig, _contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String> {
 //!         let clicked_pricing = event.name == "email_clicked" && event.text("link") == Some("pricing");
 //!         Ok(clicked_pricing.then(|| ScoreChange::new(8.0, "clicked pricing in an email")).into_iter().collect())
 //!     }
@@ -22,11 +23,19 @@
 //!
 //! wayline_sdk::scorer::export!(PricingClicks);
 //! ```
+//!
+//! A plugin that takes a config names its type as `Config`: a serde type implementing
+//! [`PluginConfig`]. The SDK reads the operator's JSON into it once, when a journey is published
+//! (`validate-config`), and hands every call the same value decoded from compact prepared bytes
+//! the host keeps (see [`config`]), so the hot path never parses JSON.
 #![deny(missing_docs)]
 // The generated bindings are the canonical ABI glue; they must use `unsafe`.
 #![allow(unsafe_code)]
 
+pub mod config;
 mod helpers;
+
+pub use config::{NoConfig, PluginConfig};
 
 #[cfg(feature = "arena-allocator")]
 mod arena;
@@ -156,15 +165,13 @@ macro_rules! world_module {
 
             $(#[$trait_doc])*
             pub trait $trait_name {
+                /// The config this plugin takes ([`NoConfig`] for none). `validate-config`
+                /// reads it with [`PluginConfig::parse`] when a journey is published; every
+                /// call gets it back from the prepared bytes the host keeps.
+                type Config: PluginConfig;
+
                 /// Who this plugin is: name, version, the config it takes, the hosts it needs.
                 fn describe() -> PluginInfo;
-
-                /// Check a config when a journey using this plugin is published. The default
-                /// accepts any config; override it so mistakes surface at publish time.
-                fn validate_config(config: String) -> Result<(), Vec<ConfigProblem>> {
-                    let _ = config;
-                    Ok(())
-                }
 
                 $(#[$fn_doc])*
                 fn $fn_name($($arg: $arg_ty),*) -> $ret;
@@ -184,7 +191,7 @@ world_module!(
     /// A trigger plugin.
     trait Trigger {
         /// Does `event` enroll `contact`?
-        fn matches(config: String, event: Event, contact: Contact) -> Result<bool, String>;
+        fn matches(config: Self::Config, event: Event, contact: Contact) -> Result<bool, String>;
     }
 );
 world_module!(
@@ -195,7 +202,7 @@ world_module!(
     /// A condition plugin.
     trait Condition {
         /// The label of the branch `contact` takes.
-        fn evaluate(config: String, contact: Contact, event: Option<Event>) -> Result<String, String>;
+        fn evaluate(config: Self::Config, contact: Contact, event: Option<Event>) -> Result<String, String>;
     }
 );
 world_module!(
@@ -206,7 +213,7 @@ world_module!(
     /// An action plugin.
     trait Action {
         /// The effects to apply to `contact`.
-        fn run(config: String, contact: Contact, event: Option<Event>) -> Result<Vec<Effect>, String>;
+        fn run(config: Self::Config, contact: Contact, event: Option<Event>) -> Result<Vec<Effect>, String>;
     }
 );
 world_module!(
@@ -217,7 +224,7 @@ world_module!(
     /// A scorer plugin.
     trait Scorer {
         /// How `event` changes `contact`'s score, one explained change per reason.
-        fn score(config: String, contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String>;
+        fn score(config: Self::Config, contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String>;
     }
 );
 world_module!(
@@ -228,12 +235,14 @@ world_module!(
     /// A channel plugin.
     trait Channel {
         /// Deliver `message`, or say why not in a way the host can act on.
-        fn deliver(config: String, message: Message) -> Result<Delivery, DeliveryFailure>;
+        fn deliver(config: Self::Config, message: Message) -> Result<Delivery, DeliveryFailure>;
     }
 );
 
 // The export macros wrap the plugin's type in an adapter that installs the panic hook before
-// each call, then hand the adapter to wit-bindgen's generated export macro.
+// each call, prepares the config in `validate-config` and decodes it for every other call, then
+// hand the adapter to wit-bindgen's generated export macro. `PLUGIN` expands in the plugin's
+// crate, so prepared bytes name the plugin and version that made them.
 
 #[doc(hidden)]
 #[macro_export]
@@ -244,17 +253,20 @@ macro_rules! __wayline_export_trigger {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
+            type Config = <$plugin as $crate::trigger::Trigger>::Config;
+            const PLUGIN: &str = concat!(env!("CARGO_PKG_NAME"), "@", env!("CARGO_PKG_VERSION"));
             impl $crate::worlds::trigger::exports::wayline::plugin::trigger::Guest for WaylineExport {
                 fn describe() -> $crate::PluginInfo {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::trigger::Trigger>::describe()
                 }
-                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
-                    <$plugin as $crate::trigger::Trigger>::validate_config(config)
+                    $crate::config::prepare::<Config>(&config, PLUGIN)
                 }
-                fn matches(config: String, event: $crate::Event, contact: $crate::Contact) -> Result<bool, String> {
+                fn matches(config: Vec<u8>, event: $crate::Event, contact: $crate::Contact) -> Result<bool, String> {
                     $crate::__install_panic_hook();
+                    let config = $crate::config::load::<Config>(&config, PLUGIN)?;
                     <$plugin as $crate::trigger::Trigger>::matches(config, event, contact)
                 }
             }
@@ -272,17 +284,20 @@ macro_rules! __wayline_export_condition {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
+            type Config = <$plugin as $crate::condition::Condition>::Config;
+            const PLUGIN: &str = concat!(env!("CARGO_PKG_NAME"), "@", env!("CARGO_PKG_VERSION"));
             impl $crate::worlds::condition::exports::wayline::plugin::condition::Guest for WaylineExport {
                 fn describe() -> $crate::PluginInfo {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::condition::Condition>::describe()
                 }
-                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
-                    <$plugin as $crate::condition::Condition>::validate_config(config)
+                    $crate::config::prepare::<Config>(&config, PLUGIN)
                 }
-                fn evaluate(config: String, contact: $crate::Contact, event: Option<$crate::Event>) -> Result<String, String> {
+                fn evaluate(config: Vec<u8>, contact: $crate::Contact, event: Option<$crate::Event>) -> Result<String, String> {
                     $crate::__install_panic_hook();
+                    let config = $crate::config::load::<Config>(&config, PLUGIN)?;
                     <$plugin as $crate::condition::Condition>::evaluate(config, contact, event)
                 }
             }
@@ -300,17 +315,20 @@ macro_rules! __wayline_export_action {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
+            type Config = <$plugin as $crate::action::Action>::Config;
+            const PLUGIN: &str = concat!(env!("CARGO_PKG_NAME"), "@", env!("CARGO_PKG_VERSION"));
             impl $crate::worlds::action::exports::wayline::plugin::action::Guest for WaylineExport {
                 fn describe() -> $crate::PluginInfo {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::action::Action>::describe()
                 }
-                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
-                    <$plugin as $crate::action::Action>::validate_config(config)
+                    $crate::config::prepare::<Config>(&config, PLUGIN)
                 }
-                fn run(config: String, contact: $crate::Contact, event: Option<$crate::Event>) -> Result<Vec<$crate::Effect>, String> {
+                fn run(config: Vec<u8>, contact: $crate::Contact, event: Option<$crate::Event>) -> Result<Vec<$crate::Effect>, String> {
                     $crate::__install_panic_hook();
+                    let config = $crate::config::load::<Config>(&config, PLUGIN)?;
                     <$plugin as $crate::action::Action>::run(config, contact, event)
                 }
             }
@@ -328,17 +346,20 @@ macro_rules! __wayline_export_scorer {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
+            type Config = <$plugin as $crate::scorer::Scorer>::Config;
+            const PLUGIN: &str = concat!(env!("CARGO_PKG_NAME"), "@", env!("CARGO_PKG_VERSION"));
             impl $crate::worlds::scorer::exports::wayline::plugin::scorer::Guest for WaylineExport {
                 fn describe() -> $crate::PluginInfo {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::scorer::Scorer>::describe()
                 }
-                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
-                    <$plugin as $crate::scorer::Scorer>::validate_config(config)
+                    $crate::config::prepare::<Config>(&config, PLUGIN)
                 }
-                fn score(config: String, contact: $crate::Contact, event: $crate::Event) -> Result<Vec<$crate::ScoreChange>, String> {
+                fn score(config: Vec<u8>, contact: $crate::Contact, event: $crate::Event) -> Result<Vec<$crate::ScoreChange>, String> {
                     $crate::__install_panic_hook();
+                    let config = $crate::config::load::<Config>(&config, PLUGIN)?;
                     <$plugin as $crate::scorer::Scorer>::score(config, contact, event)
                 }
             }
@@ -356,17 +377,25 @@ macro_rules! __wayline_export_channel {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct WaylineExport;
+            type Config = <$plugin as $crate::channel::Channel>::Config;
+            const PLUGIN: &str = concat!(env!("CARGO_PKG_NAME"), "@", env!("CARGO_PKG_VERSION"));
             impl $crate::worlds::channel::exports::wayline::plugin::channel::Guest for WaylineExport {
                 fn describe() -> $crate::PluginInfo {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::channel::Channel>::describe()
                 }
-                fn validate_config(config: String) -> Result<(), Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
-                    <$plugin as $crate::channel::Channel>::validate_config(config)
+                    $crate::config::prepare::<Config>(&config, PLUGIN)
                 }
-                fn deliver(config: String, message: $crate::Message) -> Result<$crate::Delivery, $crate::DeliveryFailure> {
+                fn deliver(config: Vec<u8>, message: $crate::Message) -> Result<$crate::Delivery, $crate::DeliveryFailure> {
                     $crate::__install_panic_hook();
+                    let config = $crate::config::load::<Config>(&config, PLUGIN)
+                        .map_err(|message| $crate::DeliveryFailure {
+                            kind: $crate::FailureKind::Permanent,
+                            message,
+                            retry_after_ms: None,
+                        })?;
                     <$plugin as $crate::channel::Channel>::deliver(config, message)
                 }
             }

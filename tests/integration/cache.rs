@@ -70,7 +70,7 @@ fn a_restart_loads_every_plugin_from_the_cache_without_recompiling() {
     let changes = restarted
         .score(
             &scorer,
-            config,
+            &support::prepare(&restarted, &scorer, config),
             &contact(),
             &event("form_submitted", serde_json::json!({})),
         )

@@ -160,6 +160,41 @@ fn plugin_call_can_validate_a_config() {
 }
 
 #[test]
+fn plugin_call_validates_the_config_before_calling() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_json(
+        dir.path(),
+        "input.json",
+        serde_json::json!({
+            "contact": support::contact(),
+            "event": support::event("form_submitted", serde_json::json!({})),
+        }),
+    );
+    let config = write_json(
+        dir.path(),
+        "config.json",
+        serde_json::json!({"rules": [{"event": "form_submitted", "points": "ten"}]}),
+    );
+    let plugin = support::plugin_dir().join("rule-scorer.wasm");
+    let (exit, json) = wayline(&[
+        "plugin".as_ref(),
+        "call".as_ref(),
+        plugin.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert_eq!(exit, 1, "{json}");
+    assert_eq!(json["error"]["code"], "config_invalid", "{json}");
+    assert_eq!(json["function"], "validate-config", "{json}");
+    assert_eq!(
+        json["error"]["problems"][0]["path"], "rules[0].points",
+        "{json}"
+    );
+}
+
+#[test]
 fn serve_loads_the_first_party_plugins_and_lists_them() {
     let data = tempfile::tempdir().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

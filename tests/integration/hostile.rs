@@ -20,7 +20,7 @@ fn call(
     runtime
         .score(
             plugin,
-            &config,
+            &support::prepare(runtime, plugin, &config),
             &contact(),
             &event("page_viewed", serde_json::json!({})),
         )
@@ -159,7 +159,7 @@ fn logs_are_captured_per_call_and_bounded() {
     let (runtime, plugin) = hostile();
     let report = runtime.score(
         &plugin,
-        r#"{"mode":"log"}"#,
+        &support::prepare(&runtime, &plugin, r#"{"mode":"log"}"#),
         &contact(),
         &event("x", serde_json::json!({})),
     );
@@ -169,7 +169,7 @@ fn logs_are_captured_per_call_and_bounded() {
     // The next call starts with an empty log: nothing leaks between contacts.
     let report = runtime.score(
         &plugin,
-        r#"{"mode":"ok"}"#,
+        &support::prepare(&runtime, &plugin, r#"{"mode":"ok"}"#),
         &contact(),
         &event("x", serde_json::json!({})),
     );
@@ -180,7 +180,7 @@ fn logs_are_captured_per_call_and_bounded() {
 fn a_call_of_the_wrong_kind_is_refused_without_running() {
     let (runtime, plugin) = hostile();
     let error = runtime
-        .evaluate(&plugin, "{}", &contact(), None)
+        .evaluate(&plugin, b"", &contact(), None)
         .result
         .unwrap_err();
     assert_eq!(
@@ -212,5 +212,81 @@ fn the_on_demand_fallback_enforces_the_same_limits() {
         call(&runtime, &plugin, "spin").unwrap_err(),
         CallError::CpuLimit { .. }
     ));
+    assert_next_call_succeeds(&runtime, &plugin);
+}
+
+#[test]
+fn validate_config_runs_under_the_same_cpu_limit() {
+    let (runtime, plugin) = hostile();
+    let error = runtime
+        .validate_config(&plugin, r#"{"mode": "spin-validating"}"#)
+        .result
+        .unwrap_err();
+    assert_eq!(
+        error,
+        CallError::CpuLimit {
+            cpu_ms: Limits::default().cpu_ms
+        }
+    );
+    assert_next_call_succeeds(&runtime, &plugin);
+}
+
+#[test]
+fn an_oversized_prepared_config_is_refused_as_output() {
+    let (runtime, _clock) = support::runtime();
+    // Room to build, encode and read back 8 MiB, so only the output limit can refuse it (the
+    // default 100 ms of CPU is too tight for that on a busy machine).
+    let settings = PluginSettings {
+        limits: Limits {
+            memory_bytes: 256 << 20,
+            cpu_ms: 10_000,
+            ..Limits::default()
+        },
+        ..PluginSettings::default()
+    };
+    let plugin = runtime
+        .load(&support::fixture_bytes("hostile-scorer"), &settings)
+        .unwrap();
+    let error = runtime
+        .validate_config(&plugin, r#"{"mode": "huge-prepared"}"#)
+        .result
+        .unwrap_err();
+    assert!(
+        matches!(error, CallError::OutputLimit { limit, size } if limit == Limits::default().output_bytes && size > limit),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn bytes_the_plugin_did_not_prepare_fail_the_call_cleanly() {
+    let (runtime, plugin) = hostile();
+    let scorer = support::load(&runtime, &support::plugin_bytes("rule-scorer"));
+    let scorer_config = support::prepare(
+        &runtime,
+        &scorer,
+        r#"{"rules": [{"event": "x", "points": 1}]}"#,
+    );
+    let mut truncated = support::prepare(&runtime, &plugin, r#"{"mode": "ok"}"#);
+    truncated.truncate(truncated.len() - 1);
+    for config in [
+        b"".as_slice(),
+        br#"{"mode": "ok"}"#,
+        &scorer_config,
+        &truncated,
+    ] {
+        let error = runtime
+            .score(
+                &plugin,
+                config,
+                &contact(),
+                &event("x", serde_json::json!({})),
+            )
+            .result
+            .unwrap_err();
+        assert!(
+            matches!(&error, CallError::Plugin(m) if m.starts_with("invalid prepared config")),
+            "{error:?}"
+        );
+    }
     assert_next_call_succeeds(&runtime, &plugin);
 }

@@ -11,6 +11,7 @@ fn event_trigger_enrolls_on_the_named_event_when_filters_hold() {
     let (runtime, _clock) = support::runtime();
     let trigger = support::load(&runtime, &support::plugin_bytes("event-trigger"));
     let config = json!({"event": "registered", "where": [{"property": "source", "op": "in", "value": ["web", "landing-page"]}]}).to_string();
+    let config = support::prepare(&runtime, &trigger, &config);
     let from_web = event("registered", json!({"source": "web"}));
     let from_crm = event("registered", json!({"source": "crm-import"}));
     let login = event("logged_in", json!({"source": "web"}));
@@ -43,6 +44,7 @@ fn attribute_condition_splits_by_nurture_tier_and_segment() {
         {"label": "watching", "when": [{"field": "score", "op": "gte", "value": 40}]}],
         "default": "low-intent"})
     .to_string();
+    let tiers = support::prepare(&runtime, &condition, &tiers);
     let mut lead = contact();
     assert_eq!(
         runtime
@@ -72,6 +74,7 @@ fn attribute_condition_splits_by_nurture_tier_and_segment() {
         {"field": "attribute.region", "op": "eq", "value": "South China"},
         {"field": "attribute.industry", "op": "eq", "value": "tech"}]}], "default": "elsewhere"})
     .to_string();
+    let segment = support::prepare(&runtime, &condition, &segment);
     assert_eq!(
         runtime
             .evaluate(&condition, &segment, &contact(), None)
@@ -81,6 +84,7 @@ fn attribute_condition_splits_by_nurture_tier_and_segment() {
     );
 
     let opened = json!({"branches": [{"label": "opened", "when": [{"field": "event.campaign", "op": "eq", "value": "welcome"}]}], "default": "not-opened"}).to_string();
+    let opened = support::prepare(&runtime, &condition, &opened);
     let open = event("email_opened", json!({"campaign": "welcome"}));
     assert_eq!(
         runtime
@@ -109,6 +113,7 @@ fn update_contact_returns_declarative_effects_with_personalisation() {
         "send": {"channel": "email", "template": "welcome", "variables": {"offer": "SPRING10"}}
     })
     .to_string();
+    let config = support::prepare(&runtime, &action, &config);
     let effects = runtime
         .run_action(&action, &config, &contact(), None)
         .result
@@ -149,9 +154,10 @@ const POINTS_TABLE: &str = r#"{"rules": [
 fn rule_scorer_applies_the_points_table_and_awards_company_size_once_per_contact() {
     let (runtime, _clock) = support::runtime();
     let scorer = support::load(&runtime, &support::plugin_bytes("rule-scorer"));
+    let table = support::prepare(&runtime, &scorer, POINTS_TABLE);
     let score = |name: &str, properties: serde_json::Value| {
         let changes = runtime
-            .score(&scorer, POINTS_TABLE, &contact(), &event(name, properties))
+            .score(&scorer, &table, &contact(), &event(name, properties))
             .result
             .unwrap();
         changes
@@ -187,9 +193,10 @@ fn rule_scorer_applies_the_weighted_table() {
         {"event": "webinar_attended", "points": 10, "weight": 0.3},
         {"event": "email_clicked", "where": [{"property": "link", "op": "eq", "value": "pricing"}], "points": 8, "weight": 0.25},
         {"event": "sales_contacted", "points": 15, "weight": 0.25}]}"#;
+    let weighted = support::prepare(&runtime, &scorer, weighted);
     let total = |name: &str, properties: serde_json::Value| -> f64 {
         runtime
-            .score(&scorer, weighted, &contact(), &event(name, properties))
+            .score(&scorer, &weighted, &contact(), &event(name, properties))
             .result
             .unwrap()
             .iter()
@@ -260,10 +267,11 @@ fn the_sdk_ten_line_example_scores_pricing_clicks() {
     let (runtime, _clock) = support::runtime();
     let example = support::load(&runtime, &support::example_bytes("pricing-clicks"));
     assert_eq!(example.id(), "pricing-clicks@1.0.0");
+    let config = support::prepare(&runtime, &example, "{}");
     let pricing = runtime
         .score(
             &example,
-            "{}",
+            &config,
             &contact(),
             &event("email_clicked", json!({"link": "pricing"})),
         )
@@ -279,7 +287,7 @@ fn the_sdk_ten_line_example_scores_pricing_clicks() {
     let blog = runtime
         .score(
             &example,
-            "{}",
+            &config,
             &contact(),
             &event("email_clicked", json!({"link": "blog"})),
         )
@@ -307,7 +315,7 @@ fn a_once_per_contact_score_is_remembered_across_restarts() {
         let changes = runtime
             .score(
                 &scorer,
-                POINTS_TABLE,
+                &support::prepare(&runtime, &scorer, POINTS_TABLE),
                 &contact(),
                 &event("form_submitted", json!({})),
             )

@@ -78,6 +78,15 @@ pub fn load(runtime: &Runtime, bytes: &[u8]) -> Plugin {
         .unwrap_or_else(|e| panic!("plugin loads: {e}"))
 }
 
+/// `config` (JSON) as the plugin's `validate-config` prepares it for its calls.
+pub fn prepare(runtime: &Runtime, plugin: &Plugin, config: &str) -> Vec<u8> {
+    runtime
+        .validate_config(plugin, config)
+        .result
+        .expect("validate-config runs")
+        .unwrap_or_else(|problems| panic!("the plugin refused {config}: {problems:?}"))
+}
+
 /// A contact with 20 attributes, like a real CRM import (shared with the benchmark).
 pub fn contact() -> Contact {
     serde_json::from_str(include_str!("../data/contact-20-attributes.json"))

@@ -132,10 +132,8 @@ async fn deliver(
         support::plugin_bytes(plugin_name)
     };
     let plugin = runtime.load(&bytes, settings).unwrap();
-    runtime
-        .deliver(&plugin, &config.to_string(), &message())
-        .await
-        .result
+    let config = support::prepare(&runtime, &plugin, &config.to_string());
+    runtime.deliver(&plugin, &config, &message()).await.result
 }
 
 #[tokio::test]

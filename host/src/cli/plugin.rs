@@ -142,29 +142,71 @@ async fn try_call(args: CallArgs) -> Result<ExitCode, ExitCode> {
     };
     let contact = || input.contact.as_ref().ok_or_else(|| need("contact"));
     let event = || input.event.as_ref().ok_or_else(|| need("event"));
+    // Every call but `describe` starts as a journey step does: the plugin checks the JSON config
+    // and prepares it, and the call takes the prepared bytes.
+    let prepared = || -> Result<Vec<u8>, ExitCode> {
+        let report = runtime.validate_config(&plugin, &config);
+        match report.result {
+            Ok(Ok(prepared)) => Ok(prepared),
+            Ok(Err(problems)) => {
+                print(&json!({
+                    "error": {
+                        "code": "config_invalid",
+                        "message": "the plugin refused its config",
+                        "problems": problems,
+                    },
+                    "logs": report.logs,
+                    "plugin": plugin.id(),
+                    "kind": kind,
+                    "function": "validate-config",
+                }));
+                Err(ExitCode::from(1))
+            }
+            Err(error) => {
+                let mut output = serde_json::to_value(&CallReport::<()> {
+                    result: Err(error),
+                    logs: report.logs,
+                    elapsed: report.elapsed,
+                })
+                .expect("reports serialize");
+                output["plugin"] = json!(plugin.id());
+                output["kind"] = json!(kind);
+                output["function"] = json!("validate-config");
+                print(&output);
+                Err(ExitCode::from(1))
+            }
+        }
+    };
     let report: CallReport<serde_json::Value> = match (function.as_str(), kind) {
         ("describe", _) => to_json(runtime.describe(&plugin)),
         ("validate-config", _) => to_json(runtime.validate_config(&plugin, &config).map(
             |verdict| match verdict {
-                Ok(()) => json!({"valid": true, "problems": []}),
+                Ok(prepared) => {
+                    json!({"valid": true, "problems": [], "prepared_bytes": prepared.len()})
+                }
                 Err(problems) => json!({"valid": false, "problems": problems}),
             },
         )),
         ("matches", PluginKind::Trigger) => {
-            to_json(runtime.matches(&plugin, &config, event()?, contact()?))
+            let (event, contact) = (event()?, contact()?);
+            to_json(runtime.matches(&plugin, &prepared()?, event, contact))
         }
         ("evaluate", PluginKind::Condition) => {
-            to_json(runtime.evaluate(&plugin, &config, contact()?, input.event.as_ref()))
+            let contact = contact()?;
+            to_json(runtime.evaluate(&plugin, &prepared()?, contact, input.event.as_ref()))
         }
         ("run", PluginKind::Action) => {
-            to_json(runtime.run_action(&plugin, &config, contact()?, input.event.as_ref()))
+            let contact = contact()?;
+            to_json(runtime.run_action(&plugin, &prepared()?, contact, input.event.as_ref()))
         }
         ("score", PluginKind::Scorer) => {
-            to_json(runtime.score(&plugin, &config, contact()?, event()?))
+            let (contact, event) = (contact()?, event()?);
+            to_json(runtime.score(&plugin, &prepared()?, contact, event))
         }
         ("deliver", PluginKind::Channel) => {
             let message = input.message.as_ref().ok_or_else(|| need("message"))?;
-            to_json(runtime.deliver(&plugin, &config, message).await)
+            let prepared = prepared()?;
+            to_json(runtime.deliver(&plugin, &prepared, message).await)
         }
         (other, kind) => {
             return Err(fail(

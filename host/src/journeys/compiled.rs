@@ -7,13 +7,13 @@ use std::sync::Arc;
 use super::definition::{Definition, NodeKind};
 use super::windows::Window;
 use crate::registry::Registry;
-use crate::runtime::Plugin;
+use crate::runtime::{Plugin, Runtime};
 use crate::store::JourneyVersion;
 
-/// A plugin and the config a node gives it.
+/// A plugin and the config a node gives it, as the plugin prepared it in `validate-config`.
 pub struct NodePlugin {
     pub plugin: Arc<Plugin>,
-    pub config: String,
+    pub config: Vec<u8>,
 }
 
 /// One journey version, ready to run.
@@ -28,8 +28,15 @@ pub struct CompiledJourney {
 }
 
 impl CompiledJourney {
-    /// Make a published version runnable. Fails when a pinned plugin is not loaded.
-    pub fn build(version: &JourneyVersion, registry: &Registry) -> Result<Self, String> {
+    /// Make a published version runnable: each node's plugin looked up and its config
+    /// prepared by the plugin's own `validate-config` (prepared bytes belong to the plugin
+    /// binary that made them, so they are made again in every process). Fails when a pinned
+    /// plugin is not loaded or now refuses its config.
+    pub fn build(
+        version: &JourneyVersion,
+        registry: &Registry,
+        runtime: &Runtime,
+    ) -> Result<Self, String> {
         let definition: Definition = serde_json::from_value(version.definition.clone())
             .map_err(|e| format!("stored definition does not parse: {e}"))?;
         let mut plugins = HashMap::new();
@@ -54,11 +61,31 @@ impl CompiledJourney {
             let loaded = registry
                 .get(plugin)
                 .ok_or_else(|| format!("plugin `{plugin}` of node `{}` is not loaded", node.id))?;
+            let prepared = match runtime
+                .validate_config(&loaded, &config_text(&config))
+                .result
+            {
+                Ok(Ok(prepared)) => prepared,
+                Ok(Err(problems)) => {
+                    let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                    return Err(format!(
+                        "plugin `{plugin}` of node `{}` refuses its config: {}",
+                        node.id,
+                        problems.join("; ")
+                    ));
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "plugin `{plugin}` of node `{}` failed preparing its config: {error}",
+                        node.id
+                    ));
+                }
+            };
             plugins.insert(
                 node.id.clone(),
                 NodePlugin {
                     plugin: loaded,
-                    config: config_text(&config),
+                    config: prepared,
                 },
             );
         }

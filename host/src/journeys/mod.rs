@@ -66,16 +66,18 @@ pub struct Catalog {
     archived: RwLock<std::collections::BTreeSet<String>>,
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
+    runtime: Arc<Runtime>,
 }
 
 impl Catalog {
-    fn new(store: Arc<dyn Store>, registry: Arc<Registry>) -> Self {
+    fn new(store: Arc<dyn Store>, registry: Arc<Registry>, runtime: Arc<Runtime>) -> Self {
         Catalog {
             versions: RwLock::default(),
             active: RwLock::default(),
             archived: RwLock::default(),
             store,
             registry,
+            runtime,
         }
     }
 
@@ -107,7 +109,11 @@ impl Catalog {
             .journey_version(journey_id, version)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("journey `{journey_id}` has no version {version}"))?;
-        let built = Arc::new(CompiledJourney::build(&stored, &self.registry)?);
+        let built = Arc::new(CompiledJourney::build(
+            &stored,
+            &self.registry,
+            &self.runtime,
+        )?);
         self.versions
             .write()
             .expect("catalog lock")
@@ -165,7 +171,7 @@ impl Journeys {
         clock: SharedClock,
     ) -> Result<Self, StoreError> {
         let journeys = Journeys {
-            catalog: Catalog::new(store.clone(), registry.clone()),
+            catalog: Catalog::new(store.clone(), registry.clone(), runtime.clone()),
             store,
             runtime,
             registry,

@@ -417,7 +417,7 @@ fn check_plugins(
             .validate_config(&loaded, &config_text(&config))
             .result
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(_prepared)) => {}
             Ok(Err(refused)) => {
                 for problem in refused {
                     problems.push(Problem::at(

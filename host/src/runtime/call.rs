@@ -14,7 +14,8 @@ use super::bindings::wit;
 use super::error::CallError;
 use super::host::{CallContext, HostState, HttpGrant, LogRecord};
 use super::load::{Plugin, PluginKind, Pre};
-use super::output::OutputSize;
+use super::lower::{ContactRef, EventRef};
+use super::output::{OutputSize, PreparedBytes};
 use crate::model::{
     ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, ScoreChange,
 };
@@ -178,39 +179,49 @@ impl Runtime {
         report.map(PluginInfo::from)
     }
 
-    /// `validate-config` of any plugin: `Ok(Err(problems))` when the plugin refuses the config.
+    /// `validate-config` of any plugin: `Ok(Ok(prepared))` when the plugin accepts the JSON
+    /// config, `Ok(Err(problems))` when it refuses it.
+    ///
+    /// The prepared bytes are what every later call of this plugin takes as its config: keep
+    /// them with the journey step. They are opaque to the host and belong to this plugin
+    /// binary; after loading another version, validate the config again. Their size counts
+    /// against the plugin's output limit.
     pub fn validate_config(
         &self,
         plugin: &Plugin,
         config: &str,
-    ) -> CallReport<Result<(), Vec<ConfigProblem>>> {
+    ) -> CallReport<Result<Vec<u8>, Vec<ConfigProblem>>> {
         let report = match &plugin.pre {
             Pre::Trigger(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_trigger()
-                        .call_validate_config(s, config)?,
+                        .call_validate_config(s, config)?
+                        .map(PreparedBytes),
                 ))
             }),
             Pre::Condition(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_condition()
-                        .call_validate_config(s, config)?,
+                        .call_validate_config(s, config)?
+                        .map(PreparedBytes),
                 ))
             }),
             Pre::Action(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_action()
-                        .call_validate_config(s, config)?,
+                        .call_validate_config(s, config)?
+                        .map(PreparedBytes),
                 ))
             }),
             Pre::Scorer(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_scorer()
-                        .call_validate_config(s, config)?,
+                        .call_validate_config(s, config)?
+                        .map(PreparedBytes),
                 ))
             }),
             Pre::Channel(pre) => block_on(self.run_async(plugin, None, async |s| {
@@ -219,12 +230,15 @@ impl Runtime {
                     instance
                         .wayline_plugin_channel()
                         .call_validate_config(s, config)
-                        .await?,
+                        .await?
+                        .map(PreparedBytes),
                 ))
             })),
         };
         report.map(|verdict| {
-            verdict.map_err(|problems| problems.into_iter().map(ConfigProblem::from).collect())
+            verdict
+                .map(|prepared| prepared.0)
+                .map_err(|problems| problems.into_iter().map(ConfigProblem::from).collect())
         })
     }
 
@@ -232,18 +246,22 @@ impl Runtime {
     pub fn matches(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         event: &Event,
         contact: &Contact,
     ) -> CallReport<bool> {
         let Pre::Trigger(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Trigger);
         };
-        let (event, contact) = (wit::Event::from(event), wit::Contact::from(contact));
+        let (event, contact) = (EventRef::from(event), ContactRef::from(contact));
         self.run(plugin, |s| {
-            pre.instantiate(&mut *s)?
-                .wayline_plugin_trigger()
-                .call_matches(s, config, &event, &contact)
+            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let matches = instance
+                .get_typed_func::<(&[u8], &EventRef<'_>, &ContactRef<'_>), (Result<bool, String>,)>(
+                    &mut *s,
+                    &plugin.entry,
+                )?;
+            Ok(matches.call(s, (config, &event, &contact))?.0)
         })
     }
 
@@ -251,18 +269,21 @@ impl Runtime {
     pub fn evaluate(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         contact: &Contact,
         event: Option<&Event>,
     ) -> CallReport<String> {
         let Pre::Condition(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Condition);
         };
-        let (contact, event) = (wit::Contact::from(contact), event.map(wit::Event::from));
+        let (contact, event) = (ContactRef::from(contact), event.map(EventRef::from));
         self.run(plugin, |s| {
-            pre.instantiate(&mut *s)?
-                .wayline_plugin_condition()
-                .call_evaluate(s, config, &contact, event.as_ref())
+            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let evaluate = instance.get_typed_func::<
+                (&[u8], &ContactRef<'_>, Option<&EventRef<'_>>),
+                (Result<String, String>,),
+            >(&mut *s, &plugin.entry)?;
+            Ok(evaluate.call(s, (config, &contact, event.as_ref()))?.0)
         })
     }
 
@@ -270,21 +291,21 @@ impl Runtime {
     pub fn run_action(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         contact: &Contact,
         event: Option<&Event>,
     ) -> CallReport<Vec<Effect>> {
         let Pre::Action(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Action);
         };
-        let (contact, event) = (wit::Contact::from(contact), event.map(wit::Event::from));
+        let (contact, event) = (ContactRef::from(contact), event.map(EventRef::from));
         self.run(plugin, |s| {
-            pre.instantiate(&mut *s)?.wayline_plugin_action().call_run(
-                s,
-                config,
-                &contact,
-                event.as_ref(),
-            )
+            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let run = instance.get_typed_func::<
+                (&[u8], &ContactRef<'_>, Option<&EventRef<'_>>),
+                (Result<Vec<wit::Effect>, String>,),
+            >(&mut *s, &plugin.entry)?;
+            Ok(run.call(s, (config, &contact, event.as_ref()))?.0)
         })
         .map(|effects| effects.into_iter().map(Effect::from).collect())
     }
@@ -293,18 +314,21 @@ impl Runtime {
     pub fn score(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         contact: &Contact,
         event: &Event,
     ) -> CallReport<Vec<ScoreChange>> {
         let Pre::Scorer(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Scorer);
         };
-        let (contact, event) = (wit::Contact::from(contact), wit::Event::from(event));
+        let (contact, event) = (ContactRef::from(contact), EventRef::from(event));
         self.run(plugin, |s| {
-            pre.instantiate(&mut *s)?
-                .wayline_plugin_scorer()
-                .call_score(s, config, &contact, &event)
+            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let score = instance.get_typed_func::<
+                (&[u8], &ContactRef<'_>, &EventRef<'_>),
+                (Result<Vec<wit::ScoreChange>, String>,),
+            >(&mut *s, &plugin.entry)?;
+            Ok(score.call(s, (config, &contact, &event))?.0)
         })
         .map(|changes| changes.into_iter().map(ScoreChange::from).collect())
     }
@@ -313,7 +337,7 @@ impl Runtime {
     pub async fn deliver(
         &self,
         plugin: &Plugin,
-        config: &str,
+        config: &[u8],
         message: &Message,
     ) -> CallReport<DeliveryOutcome> {
         let Pre::Channel(pre) = &plugin.pre else {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 use super::Runtime;
 use super::bindings::{
@@ -53,6 +53,18 @@ impl PluginKind {
     /// The interface a plugin of this kind exports.
     pub fn export_name(self) -> String {
         format!("wayline:plugin/{}@0.1.0", self.as_str())
+    }
+
+    /// The function a plugin of this kind exists for: `matches`, `evaluate`, `run`, `score`
+    /// or `deliver`.
+    pub fn function(self) -> &'static str {
+        match self {
+            PluginKind::Trigger => "matches",
+            PluginKind::Condition => "evaluate",
+            PluginKind::Action => "run",
+            PluginKind::Scorer => "score",
+            PluginKind::Channel => "deliver",
+        }
     }
 
     /// The WIT world a plugin of this kind implements.
@@ -149,6 +161,9 @@ pub struct Plugin {
     pub limits: Limits,
     pub(crate) id: Arc<str>,
     pub(crate) pre: Pre,
+    /// Where [`PluginKind::function`] is among the component's exports, found once here so a
+    /// call looks it up by index rather than by name.
+    pub(crate) entry: ComponentExportIndex,
     pub(crate) http: Option<Arc<HttpPolicy>>,
 }
 
@@ -194,6 +209,17 @@ impl Runtime {
             .map(|(name, _)| name.to_owned())
             .collect();
         let (kind, pre) = self.classify(&component, &imports, &exports)?;
+        // The world's linker accepted the component, so its interface exports the function.
+        let entry = component
+            .get_export_index(None, kind.export_name())
+            .and_then(|interface| component.get_export_index(Some(&interface), kind.function()))
+            .ok_or_else(|| {
+                LoadError::WrongWorld(format!(
+                    "`{}` does not export `{}`",
+                    kind.export_name(),
+                    kind.function()
+                ))
+            })?;
         let limits = clamp(settings.limits);
         let mut plugin = Plugin {
             kind,
@@ -212,6 +238,7 @@ impl Runtime {
             limits,
             id: Arc::from("(loading)"),
             pre,
+            entry,
             http: None,
         };
         let info = self.describe(&plugin).result.map_err(LoadError::Describe)?;

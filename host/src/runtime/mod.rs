@@ -12,6 +12,7 @@ mod error;
 pub mod host;
 mod limits;
 mod load;
+mod lower;
 mod output;
 mod warm;
 

@@ -34,6 +34,15 @@ impl<T: OutputSize, E: OutputSize> OutputSize for Result<T, E> {
     }
 }
 
+/// A prepared config: opaque bytes, counted byte for byte.
+pub(crate) struct PreparedBytes(pub(crate) Vec<u8>);
+
+impl OutputSize for PreparedBytes {
+    fn output_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
 impl OutputSize for () {
     fn output_size(&self) -> usize {
         0

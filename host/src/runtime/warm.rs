@@ -37,7 +37,7 @@ impl WarmScorer {
     /// Score on the warm instance; returns the number of score changes.
     pub fn score(
         &mut self,
-        config: &str,
+        config: &[u8],
         contact: &wit::Contact,
         event: &wit::Event,
     ) -> Result<usize, String> {

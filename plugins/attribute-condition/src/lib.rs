@@ -18,12 +18,12 @@
 //!   `has` / `not_has` for lists. An `event.` predicate is false (or true for `ne`, `not_in`,
 //!   `not_has`, `not_exists`) when no event brought the contact here.
 
-use serde::Deserialize;
-use wayline_rules::{Literal, Op, Path, PluginConfig, Problems, ROOT, Subject};
+use serde::{Deserialize, Serialize};
+use wayline_rules::{Check, Literal, Op, Path, Problems, ROOT, Subject};
 use wayline_sdk::condition::*;
 
 /// The condition's config.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     // Both are required; they default here so that a missing one is reported at its own path.
@@ -33,7 +33,7 @@ pub struct Config {
     default: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Branch {
     label: String,
@@ -43,7 +43,7 @@ struct Branch {
     any: Option<Vec<Predicate>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Predicate {
     field: String,
@@ -243,7 +243,7 @@ impl Config {
     }
 }
 
-impl PluginConfig for Config {
+impl Check for Config {
     fn check(&self, problems: &mut Problems) {
         let branches = ROOT.field("branches");
         if self.branches.is_empty() {
@@ -269,10 +269,22 @@ impl PluginConfig for Config {
     }
 }
 
+impl PluginConfig for Config {
+    fn parse(json: &str) -> Result<Self, Vec<ConfigProblem>> {
+        wayline_rules::parse(json)
+    }
+
+    fn verify(&self) -> Result<(), String> {
+        wayline_rules::verify(self)
+    }
+}
+
 /// The plugin; its exports exist in the wasm build.
 pub struct AttributeCondition;
 
 impl Condition for AttributeCondition {
+    type Config = Config;
+
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new(
             env!("CARGO_PKG_NAME"),
@@ -283,12 +295,7 @@ impl Condition for AttributeCondition {
         info
     }
 
-    fn validate_config(config: String) -> Result<(), Vec<ConfigProblem>> {
-        Config::parse(&config).map(drop)
-    }
-
-    fn evaluate(config: String, contact: Contact, event: Option<Event>) -> Result<String, String> {
-        let config = Config::load(&config)?;
+    fn evaluate(config: Config, contact: Contact, event: Option<Event>) -> Result<String, String> {
         Ok(config.branch(&contact, event.as_ref()).to_owned())
     }
 }
@@ -505,9 +512,19 @@ mod tests {
     }
 
     #[test]
-    fn a_call_with_a_bad_config_fails_cleanly() {
-        assert!(Config::load(r#"{"branches": [], "default": "x"}"#).is_err());
-        assert!(Config::load(r#"{"branches": [{"label": "a"}], "default": 1}"#).is_err());
+    fn a_config_survives_being_prepared() {
+        use wayline_sdk::config::{load, prepare};
+        let prepared = prepare::<Config>(NURTURE_TIERS, "attribute-condition@0.1.0").unwrap();
+        let config = load::<Config>(&prepared, "attribute-condition@0.1.0").unwrap();
+        let parsed = Config::parse(NURTURE_TIERS).unwrap();
+        assert_eq!(format!("{config:?}"), format!("{parsed:?}"));
+    }
+
+    #[test]
+    fn prepared_bytes_that_break_a_rule_are_refused() {
+        let unchecked: Config =
+            serde_json::from_str(r#"{"branches": [], "default": "x"}"#).unwrap();
+        assert!(unchecked.verify().unwrap_err().starts_with("branches: "));
     }
 
     #[test]

@@ -9,12 +9,12 @@
 //!   `lte`, `in` / `not_in` (value is a list), `contains` (substring, or list membership),
 //!   `starts_with`, `has` / `not_has` (list membership), `exists` / `not_exists` (no value).
 
-use serde::Deserialize;
-use wayline_rules::{PluginConfig, Problems, PropertyFilter, ROOT, check_filters};
+use serde::{Deserialize, Serialize};
+use wayline_rules::{Check, Problems, PropertyFilter, ROOT, check_filters};
 use wayline_sdk::trigger::*;
 
 /// The trigger's config.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -39,7 +39,7 @@ impl Config {
     }
 }
 
-impl PluginConfig for Config {
+impl Check for Config {
     fn check(&self, problems: &mut Problems) {
         match (&self.event, self.events.is_empty()) {
             (None, true) => problems.add(
@@ -62,10 +62,22 @@ impl PluginConfig for Config {
     }
 }
 
+impl PluginConfig for Config {
+    fn parse(json: &str) -> Result<Self, Vec<ConfigProblem>> {
+        wayline_rules::parse(json)
+    }
+
+    fn verify(&self) -> Result<(), String> {
+        wayline_rules::verify(self)
+    }
+}
+
 /// The plugin; its exports exist in the wasm build.
 pub struct EventTrigger;
 
 impl Trigger for EventTrigger {
+    type Config = Config;
+
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new(
             env!("CARGO_PKG_NAME"),
@@ -76,12 +88,8 @@ impl Trigger for EventTrigger {
         info
     }
 
-    fn validate_config(config: String) -> Result<(), Vec<ConfigProblem>> {
-        Config::parse(&config).map(drop)
-    }
-
-    fn matches(config: String, event: Event, _contact: Contact) -> Result<bool, String> {
-        Ok(Config::load(&config)?.matches(&event))
+    fn matches(config: Config, event: Event, _contact: Contact) -> Result<bool, String> {
+        Ok(config.matches(&event))
     }
 }
 
@@ -197,10 +205,21 @@ mod tests {
     }
 
     #[test]
-    fn a_call_with_a_bad_config_fails_cleanly() {
-        let error = Config::load(r#"{"events": []}"#).unwrap_err();
+    fn a_config_survives_being_prepared() {
+        use wayline_sdk::config::{load, prepare};
+        let json = r#"{"events": ["registered", "signed_up"], "where": [{"property": "source", "op": "in", "value": ["web", 1, true, 0.5]}, {"property": "x", "op": "exists"}]}"#;
+        let prepared = prepare::<Config>(json, "event-trigger@0.1.0").unwrap();
+        let config = load::<Config>(&prepared, "event-trigger@0.1.0").unwrap();
+        let parsed = Config::parse(json).unwrap();
+        assert_eq!(format!("{config:?}"), format!("{parsed:?}"));
+    }
+
+    #[test]
+    fn prepared_bytes_that_break_a_rule_are_refused() {
+        let unchecked: Config = serde_json::from_str(r#"{"events": []}"#).unwrap();
+        let error = unchecked.verify().unwrap_err();
         assert!(error.starts_with("event: "), "{error}");
-        assert!(Config::load("not json").is_err());
+        assert!(Config::parse("not json").is_err());
     }
 
     #[test]

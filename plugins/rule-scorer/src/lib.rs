@@ -20,13 +20,14 @@
 //! - `max_per_event` caps one event's total in either direction; the cut is its own
 //!   explained change (`capped at 50 points per event`), so the changes still add up.
 
-use serde::Deserialize;
-pub use wayline_rules::PluginConfig;
-use wayline_rules::{Literal, Op, Path, Problems, PropertyFilter, ROOT, Subject, check_filters};
+use serde::{Deserialize, Serialize};
+use wayline_rules::{
+    Check, Literal, Op, Path, Problems, PropertyFilter, ROOT, Subject, check_filters,
+};
 use wayline_sdk::scorer::*;
 
 /// The scorer's config: a rule table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     // Required; it defaults so that a missing table is reported at `rules`.
@@ -36,7 +37,7 @@ pub struct Config {
     max_per_event: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Rule {
     #[serde(default)]
@@ -168,7 +169,7 @@ fn percent(weight: f64) -> f64 {
     (weight * 10_000.0).round() / 100.0
 }
 
-impl PluginConfig for Config {
+impl Check for Config {
     fn check(&self, problems: &mut Problems) {
         let rules = ROOT.field("rules");
         if self.rules.is_empty() {
@@ -183,6 +184,16 @@ impl PluginConfig for Config {
         {
             problems.add(&ROOT.field("max_per_event"), "must be a positive number");
         }
+    }
+}
+
+impl PluginConfig for Config {
+    fn parse(json: &str) -> Result<Self, Vec<ConfigProblem>> {
+        wayline_rules::parse(json)
+    }
+
+    fn verify(&self) -> Result<(), String> {
+        wayline_rules::verify(self)
     }
 }
 
@@ -242,6 +253,8 @@ fn awarded_before(contact_id: &str, rule: usize) -> bool {
 pub struct RuleScorer;
 
 impl Scorer for RuleScorer {
+    type Config = Config;
+
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new(
             env!("CARGO_PKG_NAME"),
@@ -252,12 +265,7 @@ impl Scorer for RuleScorer {
         info
     }
 
-    fn validate_config(config: String) -> Result<(), Vec<ConfigProblem>> {
-        Config::parse(&config).map(drop)
-    }
-
-    fn score(config: String, contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String> {
-        let config = Config::load(&config)?;
+    fn score(config: Config, contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String> {
         Ok(config.score(&contact, &event, |rule| awarded_before(&contact.id, rule)))
     }
 }
@@ -509,20 +517,21 @@ mod tests {
     }
 
     #[test]
-    fn a_call_with_a_bad_config_fails_cleanly() {
-        let error = Config::load(r#"{"rules": [{"points": 1}]}"#).unwrap_err();
-        assert!(error.starts_with("rules[0]: "), "{error}");
-        assert!(Config::load(r#"{"rules": "all"}"#).is_err());
+    fn a_config_survives_being_prepared() {
+        use wayline_sdk::config::{load, prepare};
+        for table in [POINTS_TABLE, WEIGHTED_TABLE] {
+            let prepared = prepare::<Config>(table, "rule-scorer@0.1.0").unwrap();
+            let config = load::<Config>(&prepared, "rule-scorer@0.1.0").unwrap();
+            let parsed = Config::parse(table).unwrap();
+            assert_eq!(format!("{config:?}"), format!("{parsed:?}"));
+        }
     }
 
     #[test]
-    fn the_host_benchmark_can_load_a_config_through_the_reexported_trait() {
-        let config = <Config as PluginConfig>::load(WEIGHTED_TABLE).unwrap();
-        assert!(
-            config
-                .score(&contact(0), &event("none", vec![]), |_| false)
-                .is_empty()
-        );
+    fn prepared_bytes_that_break_a_rule_are_refused() {
+        let unchecked: Config = serde_json::from_str(r#"{"rules": [{"points": 1}]}"#).unwrap();
+        let error = unchecked.verify().unwrap_err();
+        assert!(error.starts_with("rules[0]: "), "{error}");
     }
 
     #[test]

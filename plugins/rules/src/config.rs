@@ -1,8 +1,10 @@
-//! Parsing a plugin's JSON config and reporting what is wrong with it, located by path.
+//! Parsing a plugin's JSON config and reporting what is wrong with it, located by path, and
+//! re-checking a config decoded from prepared bytes.
 
 use std::fmt;
 
 use serde::de::{Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use wayline_sdk::ConfigProblem;
 
 /// Where something sits in a config document (`rules[2].points`).
@@ -80,36 +82,36 @@ impl Problems {
     }
 }
 
-/// A plugin's config document: parsed with located errors when a journey is published, and
-/// quickly on the hot path, where it was already validated.
-pub trait PluginConfig: DeserializeOwned {
-    /// What the types cannot say: empty names, literals that do not suit their operator, and so
-    /// on. It runs on every call too, so it must not allocate unless it finds a problem.
+/// What the types of a config cannot say: empty names, literals that do not suit their
+/// operator, and so on.
+pub trait Check {
+    /// Report every problem, located. It also runs on every call (see [`verify`]), so it must
+    /// not allocate unless it finds a problem.
     fn check(&self, problems: &mut Problems);
+}
 
-    /// Parse and check, locating every problem (for `validate-config`).
-    fn parse(config: &str) -> Result<Self, Vec<ConfigProblem>> {
-        let parsed: Self = parse_located(config)?;
-        let mut problems = Problems::default();
-        parsed.check(&mut problems);
-        if problems.is_empty() {
-            Ok(parsed)
-        } else {
-            Err(problems.into_vec())
-        }
+/// Parse and check a JSON config, locating every problem (for `validate-config`, through
+/// [`wayline_sdk::PluginConfig::parse`]).
+pub fn parse<T: DeserializeOwned + Check>(config: &str) -> Result<T, Vec<ConfigProblem>> {
+    let parsed: T = parse_located(config)?;
+    let mut problems = Problems::default();
+    parsed.check(&mut problems);
+    if problems.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(problems.into_vec())
     }
+}
 
-    /// Parse on the hot path; a config that is somehow bad still gets a clear error.
-    fn load(config: &str) -> Result<Self, String> {
-        let parsed: Self =
-            serde_json::from_str(config).map_err(|error| format!("invalid config: {error}"))?;
-        let mut problems = Problems::default();
-        parsed.check(&mut problems);
-        if problems.is_empty() {
-            Ok(parsed)
-        } else {
-            Err(describe_problems(&problems.into_vec()))
-        }
+/// Re-check a config decoded from prepared bytes (for [`wayline_sdk::PluginConfig::verify`]):
+/// bytes that decode but break a rule get a clear error instead of odd behaviour.
+pub fn verify<T: Check>(config: &T) -> Result<(), String> {
+    let mut problems = Problems::default();
+    config.check(&mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(describe_problems(&problems.into_vec()))
     }
 }
 
@@ -184,6 +186,16 @@ impl<V> Entries<V> {
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(EntriesVisitor(std::marker::PhantomData))
+    }
+}
+
+impl<V: Serialize> Serialize for Entries<V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
     }
 }
 

@@ -1,6 +1,6 @@
 //! `{"property": "source", "op": "eq", "value": "web"}`: one filter on an event's property.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wayline_sdk::Event;
 
 use crate::config::{Path, Problems};
@@ -8,7 +8,7 @@ use crate::literal::{Literal, Subject};
 use crate::op::Op;
 
 /// One filter on an event property, as written under `where` in a trigger or a scoring rule.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PropertyFilter {
     /// The event property compared.

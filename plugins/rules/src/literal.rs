@@ -4,6 +4,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::ser::{Serialize, Serializer};
 use wayline_sdk::Value;
 
 /// A value written in a config: `"web"`, `500`, `0.25`, `true` or a list of those.
@@ -68,6 +69,20 @@ impl fmt::Display for Literal {
                 }
                 f.write_str("]")
             }
+        }
+    }
+}
+
+/// Written as it reads in JSON (a plain string, number, boolean or list), so a prepared config
+/// decodes through the same [`LiteralVisitor`] as the operator's document.
+impl Serialize for Literal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Literal::Bool(b) => serializer.serialize_bool(*b),
+            Literal::Integer(i) => serializer.serialize_i64(*i),
+            Literal::Number(n) => serializer.serialize_f64(*n),
+            Literal::Text(text) => serializer.serialize_str(text),
+            Literal::List(items) => serializer.collect_seq(items),
         }
     }
 }

@@ -13,13 +13,14 @@
 //! `emit.properties` and `send.variables` may use `{{attribute.NAME}}` and `{{event.NAME}}`,
 //! filled from the contact and the triggering event when the step runs (empty when missing).
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use wayline_rules::{Entries, Literal, Path, PluginConfig, Problems, ROOT};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+use wayline_rules::{Check, Entries, Literal, Path, Problems, ROOT};
 use wayline_sdk::action::*;
 
 /// The action's config.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -40,7 +41,7 @@ pub struct Config {
     send: Option<OneOrMany<Send>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScoreAdjustment {
     delta: f64,
@@ -48,7 +49,7 @@ struct ScoreAdjustment {
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Emit {
     name: String,
@@ -56,7 +57,7 @@ struct Emit {
     properties: Entries<Literal>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Send {
     channel: String,
@@ -81,6 +82,17 @@ impl<T> OneOrMany<T> {
     }
 }
 
+/// Always a list when prepared: there a struct is a list too, so a lone object could not be
+/// told from a list of fields.
+impl<T: Serialize> Serialize for OneOrMany<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OneOrMany::One(item) if serializer.is_human_readable() => item.serialize(serializer),
+            _ => serializer.collect_seq(self.items()),
+        }
+    }
+}
+
 // Written out rather than `#[serde(untagged)]`, which would hide where inside a send the
 // mistake is behind "did not match any variant".
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
@@ -98,7 +110,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
                 Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(OneOrMany::Many)
             }
         }
-        deserializer.deserialize_any(OneOrManyVisitor(std::marker::PhantomData))
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_any(OneOrManyVisitor(std::marker::PhantomData))
+        } else {
+            Vec::deserialize(deserializer).map(OneOrMany::Many)
+        }
     }
 }
 
@@ -308,7 +324,7 @@ impl Config {
     }
 }
 
-impl PluginConfig for Config {
+impl Check for Config {
     fn check(&self, problems: &mut Problems) {
         if self.is_empty() {
             problems.add(&ROOT, "the action changes nothing; give at least one of set, unset, add_tags, remove_tags, score, stage, emit, send");
@@ -377,10 +393,22 @@ impl Config {
     }
 }
 
+impl PluginConfig for Config {
+    fn parse(json: &str) -> Result<Self, Vec<ConfigProblem>> {
+        wayline_rules::parse(json)
+    }
+
+    fn verify(&self) -> Result<(), String> {
+        wayline_rules::verify(self)
+    }
+}
+
 /// The plugin; its exports exist in the wasm build.
 pub struct UpdateContact;
 
 impl Action for UpdateContact {
+    type Config = Config;
+
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new(
             env!("CARGO_PKG_NAME"),
@@ -391,12 +419,7 @@ impl Action for UpdateContact {
         info
     }
 
-    fn validate_config(config: String) -> Result<(), Vec<ConfigProblem>> {
-        Config::parse(&config).map(drop)
-    }
-
-    fn run(config: String, contact: Contact, event: Option<Event>) -> Result<Vec<Effect>, String> {
-        let config = Config::load(&config)?;
+    fn run(config: Config, contact: Contact, event: Option<Event>) -> Result<Vec<Effect>, String> {
         Ok(config.effects(&contact, event.as_ref()))
     }
 }
@@ -629,10 +652,33 @@ mod tests {
     }
 
     #[test]
-    fn a_call_with_a_bad_config_fails_cleanly() {
-        assert!(Config::load("{}").is_err());
-        assert!(Config::load(r#"{"set": {"a": null}}"#).is_err());
-        assert!(Config::load(r#"{"add_tags": "mql"}"#).is_err());
+    fn a_config_survives_being_prepared() {
+        use wayline_sdk::config::{load, prepare};
+        for json in [
+            r#"{"set": {"z": "Dear {{attribute.first_name}}", "a": 5, "b": 0.5, "c": true, "d": ["x", "y"]},
+                "unset": ["temp"], "add_tags": ["mql"], "remove_tags": ["cold"],
+                "score": {"delta": 10, "reason": "webinar"}, "stage": "growth",
+                "emit": {"name": "became_mql", "properties": {"p": 1}},
+                "send": {"channel": "email", "template": "welcome", "variables": {"offer": "SPRING10"}}}"#,
+            r#"{"send": [{"channel": "email", "template": "a"}, {"channel": "sms", "template": "b"}]}"#,
+        ] {
+            let prepared = prepare::<Config>(json, "update-contact@0.1.0").unwrap();
+            let config = load::<Config>(&prepared, "update-contact@0.1.0").unwrap();
+            let parsed = Config::parse(json).unwrap();
+            let (contact, event) = (contact(), webinar());
+            assert_eq!(
+                config.effects(&contact, Some(&event)),
+                parsed.effects(&contact, Some(&event))
+            );
+        }
+    }
+
+    #[test]
+    fn prepared_bytes_that_break_a_rule_are_refused() {
+        let unchecked: Config = serde_json::from_str("{}").unwrap();
+        assert!(unchecked.verify().is_err());
+        assert!(Config::parse(r#"{"set": {"a": null}}"#).is_err());
+        assert!(Config::parse(r#"{"add_tags": "mql"}"#).is_err());
     }
 
     #[test]

@@ -19,13 +19,13 @@
 //! permanent. Host-side errors: denied, unknown secret and too large are permanent; timeout
 //! and transport errors are retryable.
 
-use serde::Deserialize;
-use wayline_rules::{Entries, PluginConfig, Problems, ROOT};
+use serde::{Deserialize, Serialize};
+use wayline_rules::{Check, Entries, Problems, ROOT};
 use wayline_sdk::channel::*;
 use wayline_sdk::host::http::{HttpError, Request, Response, send};
 
 /// The channel's config.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     // Required; it defaults so that a missing url is reported at `url`.
@@ -89,7 +89,7 @@ fn is_header_value(value: &str) -> bool {
     !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
-impl PluginConfig for Config {
+impl Check for Config {
     fn check(&self, problems: &mut Problems) {
         if url_host(&self.url).is_none() {
             problems.add(
@@ -282,10 +282,22 @@ pub fn host_failure(error: HttpError) -> DeliveryFailure {
     }
 }
 
+impl PluginConfig for Config {
+    fn parse(json: &str) -> Result<Self, Vec<ConfigProblem>> {
+        wayline_rules::parse(json)
+    }
+
+    fn verify(&self) -> Result<(), String> {
+        wayline_rules::verify(self)
+    }
+}
+
 /// The plugin; its exports exist in the wasm build.
 pub struct WebhookChannel;
 
 impl Channel for WebhookChannel {
+    type Config = Config;
+
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new(
             env!("CARGO_PKG_NAME"),
@@ -300,16 +312,7 @@ impl Channel for WebhookChannel {
         info
     }
 
-    fn validate_config(config: String) -> Result<(), Vec<ConfigProblem>> {
-        Config::parse(&config).map(drop)
-    }
-
-    fn deliver(config: String, message: Message) -> Result<Delivery, DeliveryFailure> {
-        let config = Config::load(&config).map_err(|message| DeliveryFailure {
-            kind: FailureKind::Permanent,
-            message,
-            retry_after_ms: None,
-        })?;
+    fn deliver(config: Config, message: Message) -> Result<Delivery, DeliveryFailure> {
         let response = send(&config.request(&message)).map_err(host_failure)?;
         classify(&response, &message.id)
     }
@@ -571,9 +574,21 @@ mod tests {
     }
 
     #[test]
-    fn a_call_with_a_bad_config_fails_cleanly() {
-        assert!(Config::load(r#"{"url": "ftp://x"}"#).is_err());
-        assert!(Config::load(r#"{"url": 5}"#).is_err());
+    fn a_config_survives_being_prepared() {
+        use wayline_sdk::config::{load, prepare};
+        let json = r#"{"url": "https://crm.example.com/hook", "method": "PUT",
+            "headers": {"Authorization": "Bearer {{secret:crm_token}}", "X-A": "1"}, "timeout_ms": 5000}"#;
+        let prepared = prepare::<Config>(json, "webhook-channel@0.1.0").unwrap();
+        let config = load::<Config>(&prepared, "webhook-channel@0.1.0").unwrap();
+        let parsed = Config::parse(json).unwrap();
+        assert_eq!(format!("{config:?}"), format!("{parsed:?}"));
+    }
+
+    #[test]
+    fn prepared_bytes_that_break_a_rule_are_refused() {
+        let unchecked: Config = serde_json::from_str(r#"{"url": "ftp://x"}"#).unwrap();
+        assert!(unchecked.verify().unwrap_err().starts_with("url: "));
+        assert!(Config::parse(r#"{"url": 5}"#).is_err());
     }
 
     #[test]

@@ -1,0 +1,256 @@
+//! A plugin's config: JSON from the operator, read and checked once by `validate-config`, then
+//! carried *prepared* — compact bytes the host stores and hands to every later call — so the hot
+//! path decodes a few hundred bytes instead of parsing and re-checking a JSON document.
+//!
+//! Prepared bytes are an 8-byte header (`wl`, the format version, a fingerprint of the plugin's
+//! name, version and config type) followed by the config in MessagePack with structs as arrays
+//! (decoding them is what every call pays; field names would make it slower than parsing the
+//! JSON). MessagePack describes itself, so hand-written deserializers built on
+//! `deserialize_any` still work; one that tells an object from a list must treat both alike
+//! when `is_human_readable()` is false, because a struct is a list here. [`prepare`] decodes
+//! what it encoded and encodes that again before it answers, and refuses a config that does
+//! not read back the same, so such a mistake surfaces when a journey is published rather than
+//! on every call. The host treats
+//! the bytes as opaque and may hand back anything, so [`load`] checks the header, decodes, and
+//! runs [`PluginConfig::verify`]: bad bytes become the call's error, never a trap.
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ConfigProblem;
+
+/// The config type of a plugin.
+///
+/// Derive `Serialize` and `Deserialize`; override [`PluginConfig::parse`] to check more than the
+/// types say or to locate problems precisely, and [`PluginConfig::verify`] to re-check what the
+/// host hands back.
+pub trait PluginConfig: Serialize + DeserializeOwned {
+    /// Read and check the operator's JSON document when a journey is published. The default
+    /// reads it with serde and reports the first error.
+    fn parse(json: &str) -> Result<Self, Vec<ConfigProblem>> {
+        serde_json::from_str(json)
+            .map_err(|error| vec![ConfigProblem::new("", format!("invalid config: {error}"))])
+    }
+
+    /// Re-check a config decoded from prepared bytes, before a call uses it. It runs on every
+    /// call, so keep it cheap; it only fails when the host hands back bytes this plugin did not
+    /// prepare. The default accepts whatever decodes.
+    fn verify(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The config of a plugin that takes none: any JSON document is accepted and prepares to nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoConfig;
+
+impl Serialize for NoConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+}
+
+impl<'de> Deserialize<'de> for NoConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer).map(|_| NoConfig)
+    }
+}
+
+impl PluginConfig for NoConfig {}
+
+const MAGIC: [u8; 2] = *b"wl";
+const FORMAT: u8 = 1;
+const HEADER_BYTES: usize = 8;
+
+/// FNV-1a over the plugin's identity and its config type's name: prepared bytes from another
+/// plugin, or from another version of this one, are refused with a clear message.
+fn fingerprint<C>(plugin: &str) -> [u8; 4] {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in plugin
+        .bytes()
+        .chain([0])
+        .chain(std::any::type_name::<C>().bytes())
+    {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash.to_le_bytes()
+}
+
+fn header<C>(plugin: &str) -> [u8; HEADER_BYTES] {
+    let [a, b, c, d] = fingerprint::<C>(plugin);
+    [MAGIC[0], MAGIC[1], FORMAT, 0, a, b, c, d]
+}
+
+/// `validate-config`: parse and check the JSON, then prepare it. `plugin` is `name@version`.
+///
+/// The prepared bytes are decoded and verified once here too, so a config type that does not
+/// round-trip is refused when the journey is published rather than on every call.
+pub fn prepare<C: PluginConfig>(json: &str, plugin: &str) -> Result<Vec<u8>, Vec<ConfigProblem>> {
+    let config = C::parse(json)?;
+    let mut prepared = header::<C>(plugin).to_vec();
+    let refused = |message: String| vec![ConfigProblem::new("", message)];
+    rmp_serde::encode::write(&mut prepared, &config)
+        .map_err(|error| refused(format!("this plugin cannot prepare its config: {error}")))?;
+    let read_back = load::<C>(&prepared, plugin).map_err(|error| {
+        refused(format!(
+            "this plugin's prepared config does not read back: {error}"
+        ))
+    })?;
+    let mut again = header::<C>(plugin).to_vec();
+    rmp_serde::encode::write(&mut again, &read_back)
+        .map_err(|error| refused(format!("this plugin cannot prepare its config: {error}")))?;
+    if again != prepared {
+        return Err(refused(
+            "this plugin's prepared config reads back as something else (a deserializer that tells an object from a list?)"
+                .into(),
+        ));
+    }
+    Ok(prepared)
+}
+
+/// Every other call: the config `validate-config` prepared, decoded and verified.
+pub fn load<C: PluginConfig>(prepared: &[u8], plugin: &str) -> Result<C, String> {
+    let (head, body) = prepared.split_at_checked(HEADER_BYTES).ok_or_else(|| {
+        format!(
+            "invalid prepared config: {} bytes is too short; pass what validate-config returned",
+            prepared.len()
+        )
+    })?;
+    if head[..3] != [MAGIC[0], MAGIC[1], FORMAT] {
+        return Err(
+            "invalid prepared config: pass the bytes validate-config returned, not the JSON".into(),
+        );
+    }
+    if *head != header::<C>(plugin) {
+        return Err(format!(
+            "invalid prepared config: it was prepared by another plugin or another version than {plugin}; validate the config again"
+        ));
+    }
+    let config: C =
+        rmp_serde::from_slice(body).map_err(|error| format!("invalid prepared config: {error}"))?;
+    config
+        .verify()
+        .map_err(|problem| format!("invalid prepared config: {problem}"))?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Points {
+        points: i64,
+        #[serde(default)]
+        reason: Option<String>,
+    }
+
+    impl PluginConfig for Points {
+        fn verify(&self) -> Result<(), String> {
+            (self.points >= 0)
+                .then_some(())
+                .ok_or_else(|| "points must not be negative".into())
+        }
+    }
+
+    #[test]
+    fn a_config_round_trips_through_its_prepared_bytes() {
+        let prepared = prepare::<Points>(r#"{"points": 5}"#, "p@1").unwrap();
+        let config: Points = load(&prepared, "p@1").unwrap();
+        assert_eq!(
+            config,
+            Points {
+                points: 5,
+                reason: None
+            }
+        );
+    }
+
+    #[test]
+    fn json_errors_are_config_problems() {
+        let problems = prepare::<Points>(r#"{"points": "five"}"#, "p@1").unwrap_err();
+        assert!(
+            problems[0].message.starts_with("invalid config"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn foreign_damaged_or_unverified_bytes_are_errors() {
+        let prepared = prepare::<Points>(r#"{"points": 5}"#, "p@1").unwrap();
+        let error = load::<Points>(&prepared, "p@2").unwrap_err();
+        assert!(error.contains("another version"), "{error}");
+        assert!(load::<Points>(br#"{"points": 5}"#, "p@1").is_err());
+        assert!(load::<Points>(&prepared[..5], "p@1").is_err());
+        for cut in HEADER_BYTES..prepared.len() {
+            assert!(load::<Points>(&prepared[..cut], "p@1").is_err());
+        }
+        let mut negative = header::<Points>("p@1").to_vec();
+        rmp_serde::encode::write(
+            &mut negative,
+            &Points {
+                points: -1,
+                reason: None,
+            },
+        )
+        .unwrap();
+        let error = load::<Points>(&negative, "p@1").unwrap_err();
+        assert!(error.contains("must not be negative"), "{error}");
+    }
+
+    #[test]
+    fn a_config_that_does_not_read_back_is_refused_at_publish_time() {
+        /// "An object or a list", told apart the way JSON allows but prepared bytes do not.
+        #[derive(Debug, Serialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(Points),
+            Many(Vec<Points>),
+        }
+        impl<'de> Deserialize<'de> for OneOrMany {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Either;
+                impl<'de> serde::de::Visitor<'de> for Either {
+                    type Value = OneOrMany;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("an object or a list")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<OneOrMany, A::Error> {
+                        Points::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                            .map(OneOrMany::One)
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        seq: A,
+                    ) -> Result<OneOrMany, A::Error> {
+                        Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                            .map(OneOrMany::Many)
+                    }
+                }
+                deserializer.deserialize_any(Either)
+            }
+        }
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Sends {
+            send: OneOrMany,
+        }
+        impl PluginConfig for Sends {}
+        // A lone object becomes a list of its fields when prepared, and reads back as a list.
+        let problems = prepare::<Sends>(r#"{"send": {"points": 1}}"#, "p@1").unwrap_err();
+        assert!(problems[0].message.contains("read back"), "{problems:?}");
+        assert!(prepare::<Sends>(r#"{"send": [{"points": 1}]}"#, "p@1").is_ok());
+    }
+
+    #[test]
+    fn no_config_accepts_any_document() {
+        for json in ["{}", r#"{"anything": [1, 2]}"#, "null"] {
+            let prepared = prepare::<NoConfig>(json, "p@1").unwrap();
+            assert_eq!(load::<NoConfig>(&prepared, "p@1").unwrap(), NoConfig);
+        }
+        assert!(prepare::<NoConfig>("not json", "p@1").is_err());
+    }
+}

@@ -130,14 +130,19 @@ fn plugin_call_says_what_input_is_missing() {
     );
 }
 
+/// A rule-scorer config with a mistake at `rules[0].points`.
+fn points_as_words(dir: &std::path::Path) -> std::path::PathBuf {
+    write_json(
+        dir,
+        "config.json",
+        serde_json::json!({"rules": [{"event": "form_submitted", "points": "ten"}]}),
+    )
+}
+
 #[test]
 fn plugin_call_can_validate_a_config() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_json(
-        dir.path(),
-        "config.json",
-        serde_json::json!({"rules": [{"event": "form_submitted", "points": "ten"}]}),
-    );
+    let config = points_as_words(dir.path());
     let plugin = support::plugin_dir().join("rule-scorer.wasm");
     let (exit, json) = wayline(&[
         "plugin".as_ref(),
@@ -170,11 +175,7 @@ fn plugin_call_validates_the_config_before_calling() {
             "event": support::event("form_submitted", serde_json::json!({})),
         }),
     );
-    let config = write_json(
-        dir.path(),
-        "config.json",
-        serde_json::json!({"rules": [{"event": "form_submitted", "points": "ten"}]}),
-    );
+    let config = points_as_words(dir.path());
     let plugin = support::plugin_dir().join("rule-scorer.wasm");
     let (exit, json) = wayline(&[
         "plugin".as_ref(),

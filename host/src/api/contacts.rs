@@ -217,7 +217,9 @@ pub(super) fn record_events(
         }
     }
     let recorded = store.record_events(events)?;
-    store.flush()?;
+    // Wake the workers before the flush, not after: they can start on the events while the
+    // disk catches up. Safe, because sled's log is written in order: a step's commit can only
+    // be durable if the event it consumed is. The client still hears back only once flushed.
     let partitions: Vec<u8> = events
         .iter()
         .zip(&recorded)
@@ -225,5 +227,6 @@ pub(super) fn record_events(
         .map(|(e, _)| partition_of(&e.contact_id))
         .collect();
     state.scheduler.notify(&partitions);
+    store.flush()?;
     Ok(recorded)
 }

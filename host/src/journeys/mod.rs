@@ -379,8 +379,9 @@ impl Journeys {
         ))
     }
 
-    /// Run a batch of one partition's inbox items and commit what they did; the partitions
-    /// that got new work from it.
+    /// Run a batch of inbox items and commit what they did; the partitions that got new work
+    /// from it. The caller must own the items' partitions: no other batch may be running for
+    /// the same contacts.
     pub fn process(&self, items: Vec<(WorkKey, WorkItem)>) -> Result<Vec<u8>, StoreError> {
         let mut batch = step::Batch::new(self, false);
         for (key, item) in items {

@@ -141,32 +141,39 @@ impl Scheduler {
         let mine: Vec<u8> = (0..PARTITIONS)
             .filter(|p| *p as usize % workers == worker)
             .collect();
+        // One batch gathers work from all of this worker's partitions, so a light load costs
+        // one commit per round rather than one per partition; the starting partition rotates
+        // so that under a heavy load none waits behind the others.
+        let mut start = 0;
         while !self.stop.load(Ordering::SeqCst) {
-            let mut busy = false;
-            for partition in &mine {
-                let items = match self.journeys.store.pending_work(*partition, BATCH) {
-                    Ok(items) => items,
-                    Err(error) => {
-                        tracing::error!(%error, partition, "reading the inbox failed");
-                        continue;
-                    }
-                };
-                if items.is_empty() {
-                    continue;
+            let mut items = Vec::new();
+            for offset in 0..mine.len() {
+                let partition = mine[(start + offset) % mine.len()];
+                match self
+                    .journeys
+                    .store
+                    .pending_work(partition, BATCH - items.len())
+                {
+                    Ok(found) => items.extend(found),
+                    Err(error) => tracing::error!(%error, partition, "reading the inbox failed"),
                 }
-                busy = true;
-                match self.journeys.process(items) {
-                    Ok(partitions) => self.notify(&partitions),
-                    Err(error) => {
-                        // The items stay queued and run again; back off so a failing store is
-                        // not hammered.
-                        tracing::error!(%error, partition, "journey batch failed; will retry");
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
+                if items.len() >= BATCH {
+                    break;
                 }
             }
-            if !busy {
+            start = (start + 1) % mine.len();
+            if items.is_empty() {
                 self.doorbells[worker].wait(IDLE);
+                continue;
+            }
+            match self.journeys.process(items) {
+                Ok(partitions) => self.notify(&partitions),
+                Err(error) => {
+                    // The items stay queued and run again; back off so a failing store is not
+                    // hammered.
+                    tracing::error!(%error, worker, "journey batch failed; will retry");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
         }
     }

@@ -160,35 +160,37 @@ async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_ever
     // A client whose requests failed sends them again; what was already recorded is a
     // duplicate and is not applied a second time.
     assert_eq!(send_all(&client, &base, &batches).await, batches.len());
-    let expected = (EVENTS_PER_CONTACT * 1001) as f64;
+    // Wait until the journey has nothing left to do: every event entered, every wait fired
+    // and the step after it passed. Then nothing more can be applied, twice or otherwise.
+    let total = json!(CONTACTS * EVENTS_PER_CONTACT);
     let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = Vec::new();
+    let mut stats = Json::Null;
     while Instant::now() < deadline {
-        last = scores(&client, &base).await;
-        if last.iter().all(|s| *s >= expected) {
+        stats = get(&client, &format!("{base}/v1/journeys/tally/stats")).await;
+        let count = |node: &str, metric: &str| {
+            stats["nodes"]
+                .as_array()
+                .and_then(|nodes| nodes.iter().find(|n| n["node"] == node))
+                .map(|n| n["counts"][metric].clone())
+                .unwrap_or(Json::Null)
+        };
+        if count("later", "passed") == total && count("hold", "waiting") == json!(0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Give anything that would apply twice the time to do it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let settled = scores(&client, &base).await;
-    assert_eq!(
-        settled,
-        vec![expected; CONTACTS],
-        "before the pause: {last:?}"
-    );
-    let stats = get(&client, &format!("{base}/v1/journeys/tally/stats")).await;
     let entered = stats["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .find(|n| n["node"] == "in")
         .map(|n| n["counts"]["entered"].clone());
+    assert_eq!(entered, Some(total), "{stats}");
+    let expected = (EVENTS_PER_CONTACT * 1001) as f64;
     assert_eq!(
-        entered,
-        Some(json!(CONTACTS * EVENTS_PER_CONTACT)),
-        "{stats}"
+        scores(&client, &base).await,
+        vec![expected; CONTACTS],
+        "every event once, now and after its wait: {stats}"
     );
     server.kill().unwrap();
     server.wait().unwrap();

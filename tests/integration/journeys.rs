@@ -903,4 +903,51 @@ async fn contacts_stay_on_the_version_they_entered() {
     );
     let later = read_contact(&server, "later").await;
     assert_eq!(later["enrollments"][0]["version"], 2);
+
+    // Both versions stay readable, plugins pinned to the version they resolved to.
+    let (status, first) = server.get("/v1/journeys/welcome/versions/1").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        first["definition"]["nodes"][0]["plugin"],
+        "event-trigger@0.1.0"
+    );
+    assert_eq!(
+        first["definition"]["nodes"][4]["config"]["send"]["template"],
+        "welcome-simplified"
+    );
+    let (_, second) = server.get("/v1/journeys/welcome/versions/2").await;
+    assert_eq!(
+        second["definition"]["nodes"][4]["config"]["send"]["template"],
+        "welcome-simplified-v2"
+    );
+}
+
+#[tokio::test]
+async fn journeys_are_created_with_an_id_of_their_own_and_listed() {
+    let server = Server::start(true).await;
+    let (status, created) = server.post("/v1/journeys", welcome_journey()).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("j_"), "{id}");
+    assert_eq!(created["status"], "draft");
+    let (status, named) = server
+        .post("/v1/journeys", {
+            let mut body = welcome_journey();
+            body["id"] = json!("welcome-b");
+            body
+        })
+        .await;
+    assert_eq!((status, named["id"].clone()), (201, json!("welcome-b")));
+    let (status, list) = server.get("/v1/journeys").await;
+    assert_eq!(status, 200);
+    let mut ids: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut expected = vec![id, "welcome-b".to_owned()];
+    expected.sort();
+    assert_eq!(ids, expected);
 }

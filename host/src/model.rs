@@ -328,6 +328,25 @@ impl PluginInfo {
     }
 }
 
+/// A plugin's config as its `validate-config` prepared it: what every call of that plugin
+/// takes. The bytes are opaque to the host and belong to the plugin binary that made them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedConfig {
+    pub bytes: Vec<u8>,
+    /// The contact attributes the config reads; calls receive only these. `None`: all of them.
+    pub attributes: Option<Vec<String>>,
+}
+
+impl PreparedConfig {
+    /// Bytes that ask for every attribute: for tests and tools that hand a plugin raw bytes.
+    pub fn reading_everything(bytes: impl Into<Vec<u8>>) -> Self {
+        PreparedConfig {
+            bytes: bytes.into(),
+            attributes: None,
+        }
+    }
+}
+
 /// One reason a plugin refused a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigProblem {

@@ -114,7 +114,8 @@ pub mod worlds {
 
 pub use worlds::channel::wayline::plugin::types::{
     Attribute, ChannelConsent, ConfigProblem, ConsentState, Contact, Delivery, DeliveryFailure,
-    Effect, EmittedEvent, Event, FailureKind, Message, PluginInfo, ScoreChange, SendRequest, Value,
+    Effect, EmittedEvent, Event, FailureKind, Message, PluginInfo, PreparedConfig, ScoreChange,
+    SendRequest, Value,
 };
 
 /// Host services every plugin may import: logging, the host's clock, a private key-value space.
@@ -260,7 +261,7 @@ macro_rules! __wayline_export_trigger {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::trigger::Trigger>::describe()
                 }
-                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<$crate::PreparedConfig, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
                     $crate::config::prepare::<Config>(&config, PLUGIN)
                 }
@@ -291,7 +292,7 @@ macro_rules! __wayline_export_condition {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::condition::Condition>::describe()
                 }
-                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<$crate::PreparedConfig, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
                     $crate::config::prepare::<Config>(&config, PLUGIN)
                 }
@@ -322,7 +323,7 @@ macro_rules! __wayline_export_action {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::action::Action>::describe()
                 }
-                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<$crate::PreparedConfig, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
                     $crate::config::prepare::<Config>(&config, PLUGIN)
                 }
@@ -353,7 +354,7 @@ macro_rules! __wayline_export_scorer {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::scorer::Scorer>::describe()
                 }
-                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<$crate::PreparedConfig, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
                     $crate::config::prepare::<Config>(&config, PLUGIN)
                 }
@@ -384,7 +385,7 @@ macro_rules! __wayline_export_channel {
                     $crate::__install_panic_hook();
                     <$plugin as $crate::channel::Channel>::describe()
                 }
-                fn validate_config(config: String) -> Result<Vec<u8>, Vec<$crate::ConfigProblem>> {
+                fn validate_config(config: String) -> Result<$crate::PreparedConfig, Vec<$crate::ConfigProblem>> {
                     $crate::__install_panic_hook();
                     $crate::config::prepare::<Config>(&config, PLUGIN)
                 }

@@ -165,6 +165,35 @@ fn plugin_call_can_validate_a_config() {
 }
 
 #[test]
+fn plugin_call_shows_which_attributes_a_valid_config_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_json(
+        dir.path(),
+        "config.json",
+        serde_json::json!({"rules": [
+            {"event": "form_submitted", "points": 10},
+            {"attribute": "company_size", "op": "gte", "value": 500, "points": 15}]}),
+    );
+    let plugin = support::plugin_dir().join("rule-scorer.wasm");
+    let (exit, json) = wayline(&[
+        "plugin".as_ref(),
+        "call".as_ref(),
+        plugin.as_os_str(),
+        "--function".as_ref(),
+        "validate-config".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert_eq!(exit, 0, "{json}");
+    assert_eq!(json["ok"]["valid"], true, "{json}");
+    assert_eq!(
+        json["ok"]["attributes"],
+        serde_json::json!(["company_size"]),
+        "{json}"
+    );
+}
+
+#[test]
 fn plugin_call_validates_the_config_before_calling() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_json(

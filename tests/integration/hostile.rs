@@ -1,6 +1,7 @@
 //! Untrusted plugins that misbehave fail their own call, with an error naming the limit, and
 //! the very next call of the same plugin works.
 
+use wayline::model::PreparedConfig;
 use wayline::runtime::{CallError, Limits, PluginSettings};
 
 use crate::support::{self, contact, event};
@@ -180,7 +181,12 @@ fn logs_are_captured_per_call_and_bounded() {
 fn a_call_of_the_wrong_kind_is_refused_without_running() {
     let (runtime, plugin) = hostile();
     let error = runtime
-        .evaluate(&plugin, b"", &contact(), None)
+        .evaluate(
+            &plugin,
+            &PreparedConfig::reading_everything(b""),
+            &contact(),
+            None,
+        )
         .result
         .unwrap_err();
     assert_eq!(
@@ -265,8 +271,9 @@ fn bytes_the_plugin_did_not_prepare_fail_the_call_cleanly() {
         &runtime,
         &scorer,
         r#"{"rules": [{"event": "x", "points": 1}]}"#,
-    );
-    let mut truncated = support::prepare(&runtime, &plugin, r#"{"mode": "ok"}"#);
+    )
+    .bytes;
+    let mut truncated = support::prepare(&runtime, &plugin, r#"{"mode": "ok"}"#).bytes;
     truncated.truncate(truncated.len() - 1);
     for config in [
         b"".as_slice(),
@@ -277,7 +284,7 @@ fn bytes_the_plugin_did_not_prepare_fail_the_call_cleanly() {
         let error = runtime
             .score(
                 &plugin,
-                config,
+                &PreparedConfig::reading_everything(config),
                 &contact(),
                 &event("x", serde_json::json!({})),
             )
@@ -289,4 +296,31 @@ fn bytes_the_plugin_did_not_prepare_fail_the_call_cleanly() {
         );
     }
     assert_next_call_succeeds(&runtime, &plugin);
+}
+
+#[test]
+fn a_call_receives_only_the_attributes_its_config_reads() {
+    let (runtime, plugin) = hostile();
+    let contact = contact();
+    // What the probe saw: the name of every attribute of the contact it received.
+    let seen = |config: &str| -> Vec<String> {
+        let prepared = support::prepare(&runtime, &plugin, config);
+        let event = event("x", serde_json::json!({}));
+        let changes = runtime.score(&plugin, &prepared, &contact, &event);
+        changes
+            .result
+            .unwrap()
+            .into_iter()
+            .map(|c| c.reason)
+            .collect()
+    };
+    assert_eq!(
+        seen(r#"{"mode": "attributes", "reads": ["company_size", "nickname", "company_size"]}"#),
+        ["company_size"],
+        "declared, present attributes only, each once; never the email or phone"
+    );
+    assert!(seen(r#"{"mode": "attributes", "reads": []}"#).is_empty());
+    let everything = seen(r#"{"mode": "attributes"}"#);
+    assert_eq!(everything.len(), 20, "no declaration: every attribute");
+    assert!(everything.iter().any(|name| name == "email"));
 }

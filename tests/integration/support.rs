@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use wayline::clock::VirtualClock;
-use wayline::model::{Contact, Event};
+use wayline::model::{Contact, Event, PreparedConfig};
 use wayline::runtime::{MemoryKv, Plugin, PluginSettings, Runtime, RuntimeConfig};
 
 /// 2026-11-22T10:00:00Z, the virtual clock's start.
@@ -79,7 +79,7 @@ pub fn load(runtime: &Runtime, bytes: &[u8]) -> Plugin {
 }
 
 /// `config` (JSON) as the plugin's `validate-config` prepares it for its calls.
-pub fn prepare(runtime: &Runtime, plugin: &Plugin, config: &str) -> Vec<u8> {
+pub fn prepare(runtime: &Runtime, plugin: &Plugin, config: &str) -> PreparedConfig {
     runtime
         .validate_config(plugin, config)
         .result

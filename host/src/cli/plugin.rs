@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::model::{Contact, Event, Message};
+use crate::model::{Contact, Event, Message, PreparedConfig};
 use crate::runtime::{
     CallReport, LoadError, Plugin, PluginKind, PluginSettings, Runtime, RuntimeConfig,
 };
@@ -144,7 +144,7 @@ async fn try_call(args: CallArgs) -> Result<ExitCode, ExitCode> {
     let event = || input.event.as_ref().ok_or_else(|| need("event"));
     // Every call but `describe` starts as a journey step does: the plugin checks the JSON config
     // and prepares it, and the call takes the prepared bytes.
-    let prepared = || -> Result<Vec<u8>, ExitCode> {
+    let prepared = || -> Result<PreparedConfig, ExitCode> {
         let report = runtime.validate_config(&plugin, &config);
         match report.result {
             Ok(Ok(prepared)) => Ok(prepared),
@@ -181,9 +181,12 @@ async fn try_call(args: CallArgs) -> Result<ExitCode, ExitCode> {
         ("describe", _) => to_json(runtime.describe(&plugin)),
         ("validate-config", _) => to_json(runtime.validate_config(&plugin, &config).map(
             |verdict| match verdict {
-                Ok(prepared) => {
-                    json!({"valid": true, "problems": [], "prepared_bytes": prepared.len()})
-                }
+                Ok(prepared) => json!({
+                    "valid": true,
+                    "problems": [],
+                    "prepared_bytes": prepared.bytes.len(),
+                    "attributes": prepared.attributes,
+                }),
                 Err(problems) => json!({"valid": false, "problems": problems}),
             },
         )),

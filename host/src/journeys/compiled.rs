@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::definition::{Definition, NodeKind};
 use super::windows::Window;
+use crate::model::PreparedConfig;
 use crate::registry::Registry;
 use crate::runtime::{Plugin, Runtime};
 use crate::store::JourneyVersion;
@@ -13,7 +14,7 @@ use crate::store::JourneyVersion;
 /// A plugin and the config a node gives it, as the plugin prepared it in `validate-config`.
 pub struct NodePlugin {
     pub plugin: Arc<Plugin>,
-    pub config: Vec<u8>,
+    pub config: PreparedConfig,
 }
 
 /// One journey version, ready to run.

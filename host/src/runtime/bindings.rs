@@ -218,6 +218,21 @@ impl From<wit::PluginInfo> for model::PluginInfo {
     }
 }
 
+impl From<wit::PreparedConfig> for model::PreparedConfig {
+    fn from(prepared: wit::PreparedConfig) -> Self {
+        // Each name once, in the plugin's order.
+        let attributes = prepared.attributes.map(|mut names| {
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|name| seen.insert(name.clone()));
+            names
+        });
+        model::PreparedConfig {
+            bytes: prepared.config,
+            attributes,
+        }
+    }
+}
+
 impl From<wit::ConfigProblem> for model::ConfigProblem {
     fn from(problem: wit::ConfigProblem) -> Self {
         model::ConfigProblem {

@@ -15,9 +15,10 @@ use super::error::CallError;
 use super::host::{CallContext, HostState, HttpGrant, LogRecord};
 use super::load::{Plugin, PluginKind, Pre};
 use super::lower::{ContactRef, EventRef};
-use super::output::{OutputSize, PreparedBytes};
+use super::output::OutputSize;
 use crate::model::{
-    ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, ScoreChange,
+    ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, PreparedConfig,
+    ScoreChange,
 };
 
 /// What one call produced: its result, the plugin's logs, and how long it took.
@@ -182,46 +183,42 @@ impl Runtime {
     /// `validate-config` of any plugin: `Ok(Ok(prepared))` when the plugin accepts the JSON
     /// config, `Ok(Err(problems))` when it refuses it.
     ///
-    /// The prepared bytes are what every later call of this plugin takes as its config: keep
-    /// them with the journey step. They are opaque to the host and belong to this plugin
-    /// binary; after loading another version, validate the config again. Their size counts
-    /// against the plugin's output limit.
+    /// The prepared config is what every later call of this plugin takes: keep it with the
+    /// journey step. Its bytes are opaque to the host and belong to this plugin binary; after
+    /// loading another version, validate the config again. Its size counts against the
+    /// plugin's output limit.
     pub fn validate_config(
         &self,
         plugin: &Plugin,
         config: &str,
-    ) -> CallReport<Result<Vec<u8>, Vec<ConfigProblem>>> {
+    ) -> CallReport<Result<PreparedConfig, Vec<ConfigProblem>>> {
         let report = match &plugin.pre {
             Pre::Trigger(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_trigger()
-                        .call_validate_config(s, config)?
-                        .map(PreparedBytes),
+                        .call_validate_config(s, config)?,
                 ))
             }),
             Pre::Condition(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_condition()
-                        .call_validate_config(s, config)?
-                        .map(PreparedBytes),
+                        .call_validate_config(s, config)?,
                 ))
             }),
             Pre::Action(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_action()
-                        .call_validate_config(s, config)?
-                        .map(PreparedBytes),
+                        .call_validate_config(s, config)?,
                 ))
             }),
             Pre::Scorer(pre) => self.run(plugin, |s| {
                 Ok(Ok::<_, CallError>(
                     pre.instantiate(&mut *s)?
                         .wayline_plugin_scorer()
-                        .call_validate_config(s, config)?
-                        .map(PreparedBytes),
+                        .call_validate_config(s, config)?,
                 ))
             }),
             Pre::Channel(pre) => block_on(self.run_async(plugin, None, async |s| {
@@ -230,14 +227,13 @@ impl Runtime {
                     instance
                         .wayline_plugin_channel()
                         .call_validate_config(s, config)
-                        .await?
-                        .map(PreparedBytes),
+                        .await?,
                 ))
             })),
         };
         report.map(|verdict| {
             verdict
-                .map(|prepared| prepared.0)
+                .map(PreparedConfig::from)
                 .map_err(|problems| problems.into_iter().map(ConfigProblem::from).collect())
         })
     }
@@ -246,14 +242,17 @@ impl Runtime {
     pub fn matches(
         &self,
         plugin: &Plugin,
-        config: &[u8],
+        config: &PreparedConfig,
         event: &Event,
         contact: &Contact,
     ) -> CallReport<bool> {
         let Pre::Trigger(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Trigger);
         };
-        let (event, contact) = (EventRef::from(event), ContactRef::from(contact));
+        let (event, contact) = (
+            EventRef::from(event),
+            ContactRef::new(contact, config.attributes.as_deref()),
+        );
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
             let matches = instance
@@ -261,7 +260,9 @@ impl Runtime {
                     &mut *s,
                     &plugin.entry,
                 )?;
-            Ok(matches.call(s, (config, &event, &contact))?.0)
+            Ok(matches
+                .call(s, (config.bytes.as_slice(), &event, &contact))?
+                .0)
         })
     }
 
@@ -269,21 +270,26 @@ impl Runtime {
     pub fn evaluate(
         &self,
         plugin: &Plugin,
-        config: &[u8],
+        config: &PreparedConfig,
         contact: &Contact,
         event: Option<&Event>,
     ) -> CallReport<String> {
         let Pre::Condition(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Condition);
         };
-        let (contact, event) = (ContactRef::from(contact), event.map(EventRef::from));
+        let (contact, event) = (
+            ContactRef::new(contact, config.attributes.as_deref()),
+            event.map(EventRef::from),
+        );
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
             let evaluate = instance.get_typed_func::<
                 (&[u8], &ContactRef<'_>, Option<&EventRef<'_>>),
                 (Result<String, String>,),
             >(&mut *s, &plugin.entry)?;
-            Ok(evaluate.call(s, (config, &contact, event.as_ref()))?.0)
+            Ok(evaluate
+                .call(s, (config.bytes.as_slice(), &contact, event.as_ref()))?
+                .0)
         })
     }
 
@@ -291,21 +297,26 @@ impl Runtime {
     pub fn run_action(
         &self,
         plugin: &Plugin,
-        config: &[u8],
+        config: &PreparedConfig,
         contact: &Contact,
         event: Option<&Event>,
     ) -> CallReport<Vec<Effect>> {
         let Pre::Action(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Action);
         };
-        let (contact, event) = (ContactRef::from(contact), event.map(EventRef::from));
+        let (contact, event) = (
+            ContactRef::new(contact, config.attributes.as_deref()),
+            event.map(EventRef::from),
+        );
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
             let run = instance.get_typed_func::<
                 (&[u8], &ContactRef<'_>, Option<&EventRef<'_>>),
                 (Result<Vec<wit::Effect>, String>,),
             >(&mut *s, &plugin.entry)?;
-            Ok(run.call(s, (config, &contact, event.as_ref()))?.0)
+            Ok(run
+                .call(s, (config.bytes.as_slice(), &contact, event.as_ref()))?
+                .0)
         })
         .map(|effects| effects.into_iter().map(Effect::from).collect())
     }
@@ -314,21 +325,26 @@ impl Runtime {
     pub fn score(
         &self,
         plugin: &Plugin,
-        config: &[u8],
+        config: &PreparedConfig,
         contact: &Contact,
         event: &Event,
     ) -> CallReport<Vec<ScoreChange>> {
         let Pre::Scorer(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Scorer);
         };
-        let (contact, event) = (ContactRef::from(contact), EventRef::from(event));
+        let (contact, event) = (
+            ContactRef::new(contact, config.attributes.as_deref()),
+            EventRef::from(event),
+        );
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
             let score = instance.get_typed_func::<
                 (&[u8], &ContactRef<'_>, &EventRef<'_>),
                 (Result<Vec<wit::ScoreChange>, String>,),
             >(&mut *s, &plugin.entry)?;
-            Ok(score.call(s, (config, &contact, &event))?.0)
+            Ok(score
+                .call(s, (config.bytes.as_slice(), &contact, &event))?
+                .0)
         })
         .map(|changes| changes.into_iter().map(ScoreChange::from).collect())
     }
@@ -337,7 +353,7 @@ impl Runtime {
     pub async fn deliver(
         &self,
         plugin: &Plugin,
-        config: &[u8],
+        config: &PreparedConfig,
         message: &Message,
     ) -> CallReport<DeliveryOutcome> {
         let Pre::Channel(pre) = &plugin.pre else {
@@ -353,7 +369,7 @@ impl Runtime {
                 let instance = pre.instantiate_async(&mut *s).await?;
                 let outcome = instance
                     .wayline_plugin_channel()
-                    .call_deliver(s, config, &message)
+                    .call_deliver(s, &config.bytes, &message)
                     .await?;
                 // A classified delivery failure is the plugin doing its job, not a call error.
                 Ok(Ok::<_, CallError>(outcome))
@@ -422,6 +438,7 @@ fn classify_failure(
     }
     match trap {
         Some(Trap::StackOverflow) => CallError::StackOverflow,
+        Some(Trap::MemoryOutOfBounds) if ran_past_shadow_stack(error) => CallError::StackOverflow,
         Some(Trap::UnreachableCodeReached) => match logs.last() {
             // The SDK's panic hook logs the message at error level just before aborting.
             Some(last) if last.level == "error" && last.message.starts_with("panic: ") => {
@@ -431,6 +448,19 @@ fn classify_failure(
         },
         _ => CallError::Trapped(format!("{error:#}")),
     }
+}
+
+/// Whether a memory fault is a guest's shadow stack running out. Rust and C guests keep that
+/// stack at the bottom of linear memory (below their data), so overflowing it wraps the stack
+/// pointer below zero and the fault lands in the top megabyte of the 32-bit address space,
+/// which no plugin's memory reaches. wasmtime reports the address only in the error's text.
+fn ran_past_shadow_stack(error: &wasmtime::Error) -> bool {
+    let text = format!("{error:#}");
+    let Some((_, rest)) = text.split_once("memory fault at wasm address 0x") else {
+        return false;
+    };
+    let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+    u64::from_str_radix(&hex, 16).is_ok_and(|address| (0xFFF0_0000..1 << 32).contains(&address))
 }
 
 /// Drive a future that never waits on I/O (HTTP is refused outside deliveries) to completion on

@@ -50,6 +50,10 @@ fn config(allocator: Allocator) -> Config {
     config.epoch_interruption(true);
     config.max_wasm_stack(512 << 10);
     config.parallel_compilation(true);
+    // `WAYLINE_PERFMAP=1`: write /tmp/perf-PID.map so `perf report` names guest functions.
+    if std::env::var_os("WAYLINE_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if allocator == Allocator::Pooling {
         let mut pooling = PoolingAllocationConfig::new();
         pooling.total_component_instances(POOLED_INSTANCES);

@@ -112,11 +112,26 @@ fn attributes(attributes: &model::Attributes) -> Vec<AttributeRef<'_>> {
         .collect()
 }
 
-impl<'a> From<&'a model::Contact> for ContactRef<'a> {
-    fn from(contact: &'a model::Contact) -> Self {
+impl<'a> ContactRef<'a> {
+    /// The contact as a plugin sees it: with only the attributes its config reads (`reads`),
+    /// or all of them.
+    pub(crate) fn new(contact: &'a model::Contact, reads: Option<&'a [String]>) -> Self {
+        let attributes = match reads {
+            None => attributes(&contact.attributes),
+            Some(names) => names
+                .iter()
+                .filter_map(|name| {
+                    let (name, value) = contact.attributes.get_key_value(name.as_str())?;
+                    Some(AttributeRef {
+                        name,
+                        value: value.into(),
+                    })
+                })
+                .collect(),
+        };
         ContactRef {
             id: &contact.id,
-            attributes: attributes(&contact.attributes),
+            attributes,
             tags: &contact.tags,
             score: contact.score,
             lifecycle_stage: &contact.lifecycle_stage,

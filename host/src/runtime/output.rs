@@ -34,12 +34,14 @@ impl<T: OutputSize, E: OutputSize> OutputSize for Result<T, E> {
     }
 }
 
-/// A prepared config: opaque bytes, counted byte for byte.
-pub(crate) struct PreparedBytes(pub(crate) Vec<u8>);
-
-impl OutputSize for PreparedBytes {
+/// A prepared config: its bytes counted byte for byte, and the attribute names it reads.
+impl OutputSize for wit::PreparedConfig {
     fn output_size(&self) -> usize {
-        self.0.len()
+        self.config.len()
+            + self
+                .attributes
+                .as_ref()
+                .map_or(0, |names| names.output_size())
     }
 }
 

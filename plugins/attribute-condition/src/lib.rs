@@ -277,6 +277,23 @@ impl PluginConfig for Config {
     fn verify(&self) -> Result<(), String> {
         wayline_rules::verify(self)
     }
+
+    /// The `attribute.NAME` fields of every branch's predicates.
+    fn attributes(&self) -> Option<Vec<String>> {
+        let mut names: Vec<String> = Vec::new();
+        let predicates = self.branches.iter().flat_map(|branch| {
+            let when = branch.when.iter().flatten();
+            when.chain(branch.any.iter().flatten())
+        });
+        for predicate in predicates {
+            if let Some(Field::Attribute(name)) = Field::parse(&predicate.field)
+                && !names.iter().any(|n| n == name)
+            {
+                names.push(name.to_owned());
+            }
+        }
+        Some(names)
+    }
 }
 
 /// The plugin; its exports exist in the wasm build.
@@ -404,6 +421,24 @@ mod tests {
     }
 
     #[test]
+    fn the_config_reads_only_the_attributes_its_predicates_name() {
+        let config = Config::parse(
+            r#"{"branches": [
+                {"label": "a", "when": [{"field": "attribute.region", "op": "eq", "value": "South China"},
+                                        {"field": "score", "op": "gte", "value": 50}]},
+                {"label": "b", "any": [{"field": "attribute.industry", "op": "eq", "value": "tech"},
+                                       {"field": "attribute.region", "op": "eq", "value": "North"},
+                                       {"field": "event.page", "op": "eq", "value": "pricing"}]}],
+                "default": "other"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.attributes(),
+            Some(vec!["region".to_owned(), "industry".to_owned()])
+        );
+    }
+
+    #[test]
     fn south_china_tech_companies_take_their_own_branch() {
         let config = Config::parse(
             r#"{"branches": [{"label": "south-china-tech", "when": [
@@ -515,7 +550,7 @@ mod tests {
     fn a_config_survives_being_prepared() {
         use wayline_sdk::config::{load, prepare};
         let prepared = prepare::<Config>(NURTURE_TIERS, "attribute-condition@0.1.0").unwrap();
-        let config = load::<Config>(&prepared, "attribute-condition@0.1.0").unwrap();
+        let config = load::<Config>(&prepared.config, "attribute-condition@0.1.0").unwrap();
         let parsed = Config::parse(NURTURE_TIERS).unwrap();
         assert_eq!(format!("{config:?}"), format!("{parsed:?}"));
     }

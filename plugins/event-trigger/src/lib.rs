@@ -70,6 +70,11 @@ impl PluginConfig for Config {
     fn verify(&self) -> Result<(), String> {
         wayline_rules::verify(self)
     }
+
+    /// The trigger looks at the event only.
+    fn attributes(&self) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
 }
 
 /// The plugin; its exports exist in the wasm build.
@@ -148,6 +153,12 @@ mod tests {
     }
 
     #[test]
+    fn the_trigger_reads_no_contact_attributes() {
+        let config = Config::parse(r#"{"event": "registered"}"#).unwrap();
+        assert_eq!(config.attributes(), Some(vec![]));
+    }
+
+    #[test]
     fn a_registration_from_the_web_enrolls_and_one_from_the_crm_does_not() {
         let config = Config::parse(
             r#"{"event": "registered", "where": [{"property": "source", "op": "eq", "value": "web"}]}"#,
@@ -209,7 +220,7 @@ mod tests {
         use wayline_sdk::config::{load, prepare};
         let json = r#"{"events": ["registered", "signed_up"], "where": [{"property": "source", "op": "in", "value": ["web", 1, true, 0.5]}, {"property": "x", "op": "exists"}]}"#;
         let prepared = prepare::<Config>(json, "event-trigger@0.1.0").unwrap();
-        let config = load::<Config>(&prepared, "event-trigger@0.1.0").unwrap();
+        let config = load::<Config>(&prepared.config, "event-trigger@0.1.0").unwrap();
         let parsed = Config::parse(json).unwrap();
         assert_eq!(format!("{config:?}"), format!("{parsed:?}"));
     }

@@ -188,12 +188,31 @@ impl Check for Config {
 }
 
 impl PluginConfig for Config {
+    /// Parse and check the table, then write each rule's generated reason into it, so scoring
+    /// copies a prepared reason instead of formatting one on every call.
     fn parse(json: &str) -> Result<Self, Vec<ConfigProblem>> {
-        wayline_rules::parse(json)
+        let mut config: Config = wayline_rules::parse(json)?;
+        for rule in &mut config.rules {
+            if rule.reason.is_none() {
+                rule.reason = Some(rule.explain());
+            }
+        }
+        Ok(config)
     }
 
     fn verify(&self) -> Result<(), String> {
         wayline_rules::verify(self)
+    }
+
+    /// The attributes that attribute rules compare; event rules read the event only.
+    fn attributes(&self) -> Option<Vec<String>> {
+        let mut names: Vec<String> = Vec::new();
+        for name in self.rules.iter().filter_map(|rule| rule.attribute.as_ref()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        Some(names)
     }
 }
 
@@ -392,6 +411,14 @@ mod tests {
     }
 
     #[test]
+    fn the_config_reads_only_the_attributes_its_rules_compare() {
+        let config = Config::parse(POINTS_TABLE).unwrap();
+        assert_eq!(config.attributes(), Some(vec!["company_size".to_owned()]));
+        let events_only = Config::parse(WEIGHTED_TABLE).unwrap();
+        assert_eq!(events_only.attributes(), Some(vec![]));
+    }
+
+    #[test]
     fn only_product_pages_score_a_page_view() {
         let config = Config::parse(POINTS_TABLE).unwrap();
         let product = event("page_viewed", vec![text("page_type", "product")]);
@@ -521,7 +548,7 @@ mod tests {
         use wayline_sdk::config::{load, prepare};
         for table in [POINTS_TABLE, WEIGHTED_TABLE] {
             let prepared = prepare::<Config>(table, "rule-scorer@0.1.0").unwrap();
-            let config = load::<Config>(&prepared, "rule-scorer@0.1.0").unwrap();
+            let config = load::<Config>(&prepared.config, "rule-scorer@0.1.0").unwrap();
             let parsed = Config::parse(table).unwrap();
             assert_eq!(format!("{config:?}"), format!("{parsed:?}"));
         }

@@ -73,10 +73,14 @@ impl fmt::Display for Literal {
     }
 }
 
-/// Written as it reads in JSON (a plain string, number, boolean or list), so a prepared config
-/// decodes through the same [`LiteralVisitor`] as the operator's document.
+/// Written as it reads in JSON (a plain string, number, boolean or list). A prepared config is
+/// not human-readable: there each literal says which kind it is, so it decodes without asking
+/// the format what comes next (which postcard, the fast encoding, cannot answer).
 impl Serialize for Literal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            return Tagged::from(self).serialize(serializer);
+        }
         match self {
             Literal::Bool(b) => serializer.serialize_bool(*b),
             Literal::Integer(i) => serializer.serialize_i64(*i),
@@ -89,7 +93,51 @@ impl Serialize for Literal {
 
 impl<'de> Deserialize<'de> for Literal {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(LiteralVisitor)
+        if deserializer.is_human_readable() {
+            return deserializer.deserialize_any(LiteralVisitor);
+        }
+        match TaggedOwned::deserialize(deserializer)? {
+            TaggedOwned::Bool(b) => Ok(Literal::Bool(b)),
+            TaggedOwned::Integer(i) => Ok(Literal::Integer(i)),
+            TaggedOwned::Number(n) => Ok(Literal::Number(n)),
+            TaggedOwned::Text(text) => Ok(Literal::Text(text)),
+            TaggedOwned::List(items) if items.iter().any(|i| matches!(i, Literal::List(_))) => Err(
+                de::Error::custom("a list may hold strings, numbers and booleans, not lists"),
+            ),
+            TaggedOwned::List(items) => Ok(Literal::List(items)),
+        }
+    }
+}
+
+/// A literal in a prepared config, borrowed for writing.
+#[derive(serde::Serialize)]
+enum Tagged<'a> {
+    Bool(bool),
+    Integer(i64),
+    Number(f64),
+    Text(&'a str),
+    List(&'a [Literal]),
+}
+
+/// A literal in a prepared config, as read; the same cases in the same order as [`Tagged`].
+#[derive(serde::Deserialize)]
+enum TaggedOwned {
+    Bool(bool),
+    Integer(i64),
+    Number(f64),
+    Text(String),
+    List(Vec<Literal>),
+}
+
+impl<'a> From<&'a Literal> for Tagged<'a> {
+    fn from(literal: &'a Literal) -> Self {
+        match literal {
+            Literal::Bool(b) => Tagged::Bool(*b),
+            Literal::Integer(i) => Tagged::Integer(*i),
+            Literal::Number(n) => Tagged::Number(*n),
+            Literal::Text(text) => Tagged::Text(text),
+            Literal::List(items) => Tagged::List(items),
+        }
     }
 }
 
@@ -239,6 +287,32 @@ mod tests {
         assert!(literal("null").is_err());
         assert!(literal(r#"{"a": 1}"#).is_err());
         assert!(literal("[[1]]").is_err());
+    }
+
+    #[test]
+    fn every_kind_of_literal_survives_a_prepared_config_in_the_fast_encoding() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Values {
+            values: Vec<Literal>,
+        }
+        impl wayline_sdk::PluginConfig for Values {}
+        let json = r#"{"values": [true, 500, 0.25, "web", ["a", 1]]}"#;
+        let prepared = wayline_sdk::config::prepare::<Values>(json, "t@1")
+            .unwrap()
+            .config;
+        // The header's third byte names the encoding: 2 is postcard, 1 MessagePack.
+        assert_eq!(prepared[2], 2, "literals must not force the slow encoding");
+        let values = wayline_sdk::config::load::<Values>(&prepared, "t@1").unwrap();
+        assert_eq!(
+            values.values,
+            [
+                Literal::Bool(true),
+                Literal::Integer(500),
+                Literal::Number(0.25),
+                Literal::Text("web".into()),
+                Literal::List(vec![Literal::Text("a".into()), Literal::Integer(1)]),
+            ]
+        );
     }
 
     #[test]

@@ -401,6 +401,27 @@ impl PluginConfig for Config {
     fn verify(&self) -> Result<(), String> {
         wayline_rules::verify(self)
     }
+
+    /// The attributes that `{{attribute.NAME}}` placeholders fill in.
+    fn attributes(&self) -> Option<Vec<String>> {
+        let emitted = self.emit.iter().flat_map(|emit| emit.properties.iter());
+        let sent = self.sends().iter().flat_map(|send| send.variables.iter());
+        let mut names: Vec<String> = Vec::new();
+        for (_, literal) in self.set.iter().chain(emitted).chain(sent) {
+            let Literal::Text(text) = literal else {
+                continue;
+            };
+            for piece in pieces(text) {
+                if let Piece::Placeholder(inner) = piece
+                    && let Some(("attribute", name)) = placeholder_source(inner)
+                    && !names.iter().any(|n| n == name)
+                {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Some(names)
+    }
 }
 
 /// The plugin; its exports exist in the wasm build.
@@ -556,6 +577,20 @@ mod tests {
     }
 
     #[test]
+    fn the_config_reads_only_the_attributes_its_placeholders_name() {
+        let config = Config::parse(
+            r#"{"set": {"greeting": "Dear {{attribute.first_name}}", "plain": "x", "n": 1},
+                "emit": {"name": "greeted", "properties": {"city": "{{ attribute.city }}"}},
+                "send": [{"channel": "sms", "template": "t", "variables": {"name": "{{attribute.first_name}}", "p": "{{event.page}}"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.attributes(),
+            Some(vec!["first_name".to_owned(), "city".to_owned()])
+        );
+    }
+
+    #[test]
     fn personalisation_is_filled_from_the_contact_and_the_event() {
         let effects = effects(
             r#"{"set": {"greeting": "Dear {{attribute.first_name}}, your solution is ready",
@@ -663,7 +698,7 @@ mod tests {
             r#"{"send": [{"channel": "email", "template": "a"}, {"channel": "sms", "template": "b"}]}"#,
         ] {
             let prepared = prepare::<Config>(json, "update-contact@0.1.0").unwrap();
-            let config = load::<Config>(&prepared, "update-contact@0.1.0").unwrap();
+            let config = load::<Config>(&prepared.config, "update-contact@0.1.0").unwrap();
             let parsed = Config::parse(json).unwrap();
             let (contact, event) = (contact(), webinar());
             assert_eq!(

@@ -579,7 +579,7 @@ mod tests {
         let json = r#"{"url": "https://crm.example.com/hook", "method": "PUT",
             "headers": {"Authorization": "Bearer {{secret:crm_token}}", "X-A": "1"}, "timeout_ms": 5000}"#;
         let prepared = prepare::<Config>(json, "webhook-channel@0.1.0").unwrap();
-        let config = load::<Config>(&prepared, "webhook-channel@0.1.0").unwrap();
+        let config = load::<Config>(&prepared.config, "webhook-channel@0.1.0").unwrap();
         let parsed = Config::parse(json).unwrap();
         assert_eq!(format!("{config:?}"), format!("{parsed:?}"));
     }

@@ -211,13 +211,23 @@ fn main() {
             }),
         ),
     ];
-    // `WAYLINE_PROFILE=fresh|direct|native`: loop one path for ten seconds under a profiler.
+    // `WAYLINE_PROFILE=fresh|direct|describe|native`: loop one path for ten seconds under a profiler.
     if let Ok(path) = std::env::var("WAYLINE_PROFILE") {
         let index = ["fresh", "direct", "describe", "native"]
             .iter()
             .position(|p| *p == path)
             .expect("WAYLINE_PROFILE is fresh, direct, describe or native");
         let f = &mut paths[index].1;
+        // `WAYLINE_PROFILE_CALLS=N`: exactly N calls instead, for instruction counts (callgrind).
+        if let Some(calls) = std::env::var("WAYLINE_PROFILE_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+        {
+            for _ in 0..calls {
+                f();
+            }
+            return;
+        }
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
             for _ in 0..1000 {

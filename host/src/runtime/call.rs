@@ -11,6 +11,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
 use super::bindings::wit;
+use super::entry::{self, Evaluate, Matches, Run, Score};
 use super::error::CallError;
 use super::host::{CallContext, HostState, HttpGrant, LogRecord};
 use super::load::{Plugin, PluginKind, Pre};
@@ -255,11 +256,7 @@ impl Runtime {
         );
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
-            let matches = instance
-                .get_typed_func::<(&[u8], &EventRef<'_>, &ContactRef<'_>), (Result<bool, String>,)>(
-                    &mut *s,
-                    &plugin.entry,
-                )?;
+            let matches = entry::typed::<Matches>(plugin, &instance, s)?;
             Ok(matches
                 .call(s, (config.bytes.as_slice(), &event, &contact))?
                 .0)
@@ -283,10 +280,7 @@ impl Runtime {
         );
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
-            let evaluate = instance.get_typed_func::<
-                (&[u8], &ContactRef<'_>, Option<&EventRef<'_>>),
-                (Result<String, String>,),
-            >(&mut *s, &plugin.entry)?;
+            let evaluate = entry::typed::<Evaluate>(plugin, &instance, s)?;
             Ok(evaluate
                 .call(s, (config.bytes.as_slice(), &contact, event.as_ref()))?
                 .0)
@@ -310,10 +304,7 @@ impl Runtime {
         );
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
-            let run = instance.get_typed_func::<
-                (&[u8], &ContactRef<'_>, Option<&EventRef<'_>>),
-                (Result<Vec<wit::Effect>, String>,),
-            >(&mut *s, &plugin.entry)?;
+            let run = entry::typed::<Run>(plugin, &instance, s)?;
             Ok(run
                 .call(s, (config.bytes.as_slice(), &contact, event.as_ref()))?
                 .0)
@@ -338,10 +329,7 @@ impl Runtime {
         );
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
-            let score = instance.get_typed_func::<
-                (&[u8], &ContactRef<'_>, &EventRef<'_>),
-                (Result<Vec<wit::ScoreChange>, String>,),
-            >(&mut *s, &plugin.entry)?;
+            let score = entry::typed::<Score>(plugin, &instance, s)?;
             Ok(score
                 .call(s, (config.bytes.as_slice(), &contact, &event))?
                 .0)

@@ -242,12 +242,36 @@ impl Runtime {
             http: None,
         };
         let info = self.describe(&plugin).result.map_err(LoadError::Describe)?;
+        self.check_entry(&plugin)?;
         plugin.id = Arc::from(info.id().as_str());
         if kind == PluginKind::Channel {
             plugin.http = Some(Arc::new(http_policy(&info, settings)?));
         }
         plugin.info = info;
         Ok(plugin)
+    }
+
+    /// Check the entry function's signature once, so calls need not (see `entry`).
+    fn check_entry(&self, plugin: &Plugin) -> Result<(), LoadError> {
+        let instance_pre = match &plugin.pre {
+            Pre::Trigger(pre) => pre.instance_pre(),
+            Pre::Condition(pre) => pre.instance_pre(),
+            Pre::Action(pre) => pre.instance_pre(),
+            Pre::Scorer(pre) => pre.instance_pre(),
+            Pre::Channel(_) => return Ok(()),
+        };
+        let mut store = self.store(plugin, None);
+        instance_pre
+            .instantiate(&mut store)
+            .and_then(|instance| super::entry::check(plugin, &instance, &mut store))
+            .map_err(|error| {
+                LoadError::WrongWorld(format!(
+                    "`{}` in `{}` does not have the `{}` world's signature: {error:#}",
+                    plugin.kind.function(),
+                    plugin.kind.export_name(),
+                    plugin.kind.world()
+                ))
+            })
     }
 
     fn classify(

@@ -8,6 +8,7 @@ mod bindings;
 mod cache;
 mod call;
 mod engine;
+mod entry;
 mod error;
 pub mod host;
 mod limits;

@@ -1,0 +1,104 @@
+//! Each kind's entry function (`matches`, `evaluate`, `run`, `score`), type-checked once.
+//!
+//! wasmtime checks an export's type every time it is fetched as a `TypedFunc`, which is a few
+//! percent of a whole scorer call. A plugin's entry is checked against its kind's signature once
+//! when the plugin is loaded ([`check`]), and every call fetches it without checking ([`typed`]).
+//! Channel plugins are called through their bindings (`deliver` is async and not this hot).
+
+use wasmtime::Store;
+use wasmtime::component::{ComponentNamedList, Instance, Lift, Lower, TypedFunc};
+
+use super::bindings::wit;
+use super::host::HostState;
+use super::load::{Plugin, PluginKind};
+use super::lower::{ContactRef, EventRef};
+
+/// The signature of one kind's entry function.
+pub(crate) trait Entry {
+    const KIND: PluginKind;
+    type Params<'a>: ComponentNamedList + Lower;
+    type Results: ComponentNamedList + Lift;
+}
+
+/// `matches(config, event, contact) -> result<bool, string>`
+pub(crate) struct Matches;
+/// `evaluate(config, contact, option<event>) -> result<string, string>`
+pub(crate) struct Evaluate;
+/// `run(config, contact, option<event>) -> result<list<effect>, string>`
+pub(crate) struct Run;
+/// `score(config, contact, event) -> result<list<score-change>, string>`
+pub(crate) struct Score;
+
+impl Entry for Matches {
+    const KIND: PluginKind = PluginKind::Trigger;
+    type Params<'a> = (&'a [u8], &'a EventRef<'a>, &'a ContactRef<'a>);
+    type Results = (Result<bool, String>,);
+}
+
+impl Entry for Evaluate {
+    const KIND: PluginKind = PluginKind::Condition;
+    type Params<'a> = (&'a [u8], &'a ContactRef<'a>, Option<&'a EventRef<'a>>);
+    type Results = (Result<String, String>,);
+}
+
+impl Entry for Run {
+    const KIND: PluginKind = PluginKind::Action;
+    type Params<'a> = (&'a [u8], &'a ContactRef<'a>, Option<&'a EventRef<'a>>);
+    type Results = (Result<Vec<wit::Effect>, String>,);
+}
+
+impl Entry for Score {
+    const KIND: PluginKind = PluginKind::Scorer;
+    type Params<'a> = (&'a [u8], &'a ContactRef<'a>, &'a EventRef<'a>);
+    type Results = (Result<Vec<wit::ScoreChange>, String>,);
+}
+
+/// Check that `plugin`'s entry in `instance` has its kind's signature. [`Plugin`]s come only
+/// from `Runtime::load`, which calls this before it returns one.
+pub(crate) fn check(
+    plugin: &Plugin,
+    instance: &Instance,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<()> {
+    fn of<E: Entry>(
+        plugin: &Plugin,
+        instance: &Instance,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<()> {
+        // Lifetimes do not enter a type check: `'static` checks every `'a`.
+        instance
+            .get_typed_func::<E::Params<'static>, E::Results>(store, &plugin.entry)
+            .map(drop)
+    }
+    match plugin.kind {
+        PluginKind::Trigger => of::<Matches>(plugin, instance, store),
+        PluginKind::Condition => of::<Evaluate>(plugin, instance, store),
+        PluginKind::Action => of::<Run>(plugin, instance, store),
+        PluginKind::Scorer => of::<Score>(plugin, instance, store),
+        PluginKind::Channel => Ok(()),
+    }
+}
+
+/// `plugin`'s entry function in `instance` (a fresh instance of `plugin`), without checking its
+/// type again.
+#[allow(unsafe_code)]
+pub(crate) fn typed<'a, E: Entry>(
+    plugin: &Plugin,
+    instance: &Instance,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<TypedFunc<E::Params<'a>, E::Results>> {
+    if plugin.kind != E::KIND {
+        wasmtime::bail!(
+            "{} is a {} plugin, not a {}",
+            plugin.id(),
+            plugin.kind.as_str(),
+            E::KIND.as_str()
+        );
+    }
+    let func = instance
+        .get_func(&mut *store, plugin.entry)
+        .ok_or_else(|| wasmtime::format_err!("{} lost its entry function", plugin.id()))?;
+    // SAFETY: `load` ran `check` on this plugin, so its entry has `E`'s signature (the kind is
+    // checked above), and `instance` is an instance of the same component.
+    Ok(unsafe { TypedFunc::new_unchecked(func) })
+}

@@ -14,9 +14,11 @@
 //!
 //! [`prepare`] decodes what it encoded and encodes that again before it answers, and refuses a
 //! config that does not read back the same, so such a mistake surfaces when a journey is
-//! published rather than on every call. The host treats the bytes as opaque and may hand back
-//! anything, so [`load`] checks the header, decodes, and runs [`PluginConfig::verify`]: bad
-//! bytes become the call's error, never a trap.
+//! published rather than on every call. The host stores the bytes and hands them back unchanged;
+//! [`load`] still refuses bytes of another plugin, another version or another config type (the
+//! header) and bytes that do not decode, as the call's error rather than a trap. It does not
+//! re-run `parse`'s checks on every call: that is [`PluginConfig::verify`], for a config whose
+//! broken invariant would make a call misbehave rather than merely not match.
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -37,8 +39,10 @@ pub trait PluginConfig: Serialize + DeserializeOwned {
     }
 
     /// Re-check a config decoded from prepared bytes, before a call uses it. It runs on every
-    /// call, so keep it cheap; it only fails when the host hands back bytes this plugin did not
-    /// prepare. The default accepts whatever decodes.
+    /// call and can only fail if the host hands back bytes that this plugin did not prepare yet
+    /// decode, so most plugins leave it alone and evaluate any decodable config safely; override
+    /// it, cheaply, when a broken invariant would make a call misbehave. The default accepts
+    /// whatever decodes.
     fn verify(&self) -> Result<(), String> {
         Ok(())
     }

@@ -274,10 +274,6 @@ impl PluginConfig for Config {
         wayline_rules::parse(json)
     }
 
-    fn verify(&self) -> Result<(), String> {
-        wayline_rules::verify(self)
-    }
-
     /// The `attribute.NAME` fields of every branch's predicates.
     fn attributes(&self) -> Option<Vec<String>> {
         let mut names: Vec<String> = Vec::new();
@@ -556,10 +552,9 @@ mod tests {
     }
 
     #[test]
-    fn prepared_bytes_that_break_a_rule_are_refused() {
-        let unchecked: Config =
-            serde_json::from_str(r#"{"branches": [], "default": "x"}"#).unwrap();
-        assert!(unchecked.verify().unwrap_err().starts_with("branches: "));
+    fn a_condition_without_branches_is_refused() {
+        let problems = Config::parse(r#"{"branches": [], "default": "x"}"#).unwrap_err();
+        assert_eq!(problems[0].path, "branches");
     }
 
     #[test]

@@ -67,10 +67,6 @@ impl PluginConfig for Config {
         wayline_rules::parse(json)
     }
 
-    fn verify(&self) -> Result<(), String> {
-        wayline_rules::verify(self)
-    }
-
     /// The trigger looks at the event only.
     fn attributes(&self) -> Option<Vec<String>> {
         Some(Vec::new())
@@ -226,10 +222,9 @@ mod tests {
     }
 
     #[test]
-    fn prepared_bytes_that_break_a_rule_are_refused() {
-        let unchecked: Config = serde_json::from_str(r#"{"events": []}"#).unwrap();
-        let error = unchecked.verify().unwrap_err();
-        assert!(error.starts_with("event: "), "{error}");
+    fn a_trigger_without_events_is_refused() {
+        let problems = Config::parse(r#"{"events": []}"#).unwrap_err();
+        assert_eq!(problems[0].path, "event");
         assert!(Config::parse("not json").is_err());
     }
 

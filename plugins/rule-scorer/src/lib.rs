@@ -200,10 +200,6 @@ impl PluginConfig for Config {
         Ok(config)
     }
 
-    fn verify(&self) -> Result<(), String> {
-        wayline_rules::verify(self)
-    }
-
     /// The attributes that attribute rules compare; event rules read the event only.
     fn attributes(&self) -> Option<Vec<String>> {
         let mut names: Vec<String> = Vec::new();
@@ -555,10 +551,9 @@ mod tests {
     }
 
     #[test]
-    fn prepared_bytes_that_break_a_rule_are_refused() {
-        let unchecked: Config = serde_json::from_str(r#"{"rules": [{"points": 1}]}"#).unwrap();
-        let error = unchecked.verify().unwrap_err();
-        assert!(error.starts_with("rules[0]: "), "{error}");
+    fn a_rule_that_scores_nothing_is_refused() {
+        let problems = Config::parse(r#"{"rules": [{"points": 1}]}"#).unwrap_err();
+        assert_eq!(problems[0].path, "rules[0]");
     }
 
     #[test]

@@ -1,5 +1,4 @@
-//! Parsing a plugin's JSON config and reporting what is wrong with it, located by path, and
-//! re-checking a config decoded from prepared bytes.
+//! Parsing a plugin's JSON config and reporting what is wrong with it, located by path.
 
 use std::fmt;
 
@@ -85,8 +84,10 @@ impl Problems {
 /// What the types of a config cannot say: empty names, literals that do not suit their
 /// operator, and so on.
 pub trait Check {
-    /// Report every problem, located. It also runs on every call (see [`verify`]), so it must
-    /// not allocate unless it finds a problem.
+    /// Report every problem, located. It runs when a journey is published (`validate-config`);
+    /// calls decode the prepared config without checking it again, so every plugin built on
+    /// these rules must evaluate any config that decodes without panicking (a rule it cannot
+    /// apply simply does not match).
     fn check(&self, problems: &mut Problems);
 }
 
@@ -103,18 +104,6 @@ pub fn parse<T: DeserializeOwned + Check>(config: &str) -> Result<T, Vec<ConfigP
     }
 }
 
-/// Re-check a config decoded from prepared bytes (for [`wayline_sdk::PluginConfig::verify`]):
-/// bytes that decode but break a rule get a clear error instead of odd behaviour.
-pub fn verify<T: Check>(config: &T) -> Result<(), String> {
-    let mut problems = Problems::default();
-    config.check(&mut problems);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(describe_problems(&problems.into_vec()))
-    }
-}
-
 /// Parse a JSON config, locating a type error at its path (`rules[2].points`). Path tracking
 /// doubles the cost of parsing, so only `validate-config` pays for it.
 fn parse_located<T: DeserializeOwned>(config: &str) -> Result<T, Vec<ConfigProblem>> {
@@ -127,21 +116,6 @@ fn parse_located<T: DeserializeOwned>(config: &str) -> Result<T, Vec<ConfigProbl
             format!("invalid config: {}", error.inner()),
         )]
     })
-}
-
-/// Join problems into one line, for a call that got a config it should have refused.
-pub fn describe_problems(problems: &[ConfigProblem]) -> String {
-    problems
-        .iter()
-        .map(|p| {
-            if p.path.is_empty() {
-                p.message.clone()
-            } else {
-                format!("{}: {}", p.path, p.message)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// A JSON object read as its entries in document order (`{"industry": "tech", ...}`), for

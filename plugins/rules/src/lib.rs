@@ -12,7 +12,7 @@ mod filter;
 mod literal;
 mod op;
 
-pub use config::{Check, Entries, Path, Problems, ROOT, describe_problems, parse, verify};
+pub use config::{Check, Entries, Path, Problems, ROOT, parse};
 pub use filter::{PropertyFilter, check_filters};
 pub use literal::{Literal, Subject};
 pub use op::{Op, Takes};

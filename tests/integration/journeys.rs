@@ -951,3 +951,68 @@ async fn journeys_are_created_with_an_id_of_their_own_and_listed() {
     expected.sort();
     assert_eq!(ids, expected);
 }
+
+/// A queued item the journeys cannot run (bytes that do not decode; work for a contact whose
+/// record on disk is corrupt) is set aside with its error after a few tries, where an operator
+/// sees it, and every other contact, in the same partition too, goes on through the journey.
+#[tokio::test]
+async fn work_that_cannot_run_is_set_aside_and_everyone_else_carries_on() {
+    let partition = wayline::store::partition_of("qian");
+    let server = Server::start_on(true, |store| {
+        let db = sled::open(store).unwrap();
+        let mut first_in_qians_partition = vec![partition];
+        first_in_qians_partition.extend_from_slice(&0u64.to_be_bytes());
+        db.open_tree("inbox")
+            .unwrap()
+            .insert(first_in_qians_partition, &b"\xffnot a work item"[..])
+            .unwrap();
+        db.open_tree("contacts")
+            .unwrap()
+            .insert("broken", &br#"{"id": "broken", "attrib"#[..])
+            .unwrap();
+        db.flush().unwrap();
+    })
+    .await;
+    publish(&server, "tags", tagging_journey(json!("once"))).await;
+    contact(&server, json!({"id": "qian"})).await;
+    // Queued before the contact's record went bad (ingest would now refuse the event).
+    server
+        .state
+        .store
+        .enqueue(&wayline::store::WorkItem::Event {
+            contact_id: "broken".into(),
+            event_id: "b1".into(),
+        })
+        .unwrap();
+    event(&server, "q1", "qian", "visited", json!({})).await;
+    server.settle().await;
+
+    assert_eq!(node_counts(&server, "tags", "in").await["entered"], 1);
+    assert_eq!(read_contact(&server, "qian").await["score"], 1.0);
+    let (status, body) = server.get("/v1/dead-letters").await;
+    assert_eq!(status, 200, "{body}");
+    let letters = body["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 2, "{body}");
+    let garbage = letters.iter().find(|l| l["item"].is_null()).unwrap();
+    assert!(
+        garbage["raw"].as_str().unwrap().contains("not a work item"),
+        "{garbage}"
+    );
+    assert!(
+        garbage["error"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt record"),
+        "{garbage}"
+    );
+    let stuck = letters.iter().find(|l| !l["item"].is_null()).unwrap();
+    assert_eq!(
+        stuck["item"],
+        json!({"type": "event", "contact_id": "broken", "event_id": "b1"})
+    );
+    let error = stuck["error"].as_str().unwrap();
+    assert!(
+        error.contains("failed 3 times") && error.contains("corrupt record"),
+        "{error}"
+    );
+}

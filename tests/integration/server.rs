@@ -34,7 +34,14 @@ impl Server {
     /// workers; with the first-party plugins and the `flaky-action` fixture loaded when
     /// `plugins` is set.
     pub async fn start(plugins: bool) -> Server {
+        Self::start_on(plugins, |_| {}).await
+    }
+
+    /// Like [`Server::start`], after `prepare` has had the store's directory to itself (to
+    /// leave records there that a server would find on disk).
+    pub async fn start_on(plugins: bool, prepare: impl FnOnce(&std::path::Path)) -> Server {
         let data = tempfile::tempdir().unwrap();
+        prepare(&data.path().join("store"));
         let (runtime, clock) = support::runtime();
         let runtime = Arc::new(runtime);
         let registry = Arc::new(Registry::default());

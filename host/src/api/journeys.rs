@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/journeys/{id}/enrollments", post(enroll))
         .route("/enrollments/{id}", get(read_enrollment))
         .route("/enrollments/{id}/retry", post(retry_enrollment))
+        .route("/dead-letters", get(dead_letters))
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<JourneyRecord>>, ApiError> {
@@ -236,6 +237,16 @@ async fn read_enrollment(
         .await?,
     ))
 }
+
+/// Journey work that could not run and was set aside, oldest first, so an operator sees it.
+async fn dead_letters(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = state.store.clone();
+    let letters = blocking(move || Ok(store.dead_letters(MAX_DEAD_LETTERS)?)).await?;
+    Ok(Json(serde_json::json!({ "dead_letters": letters })))
+}
+
+/// Most dead letters one listing returns.
+const MAX_DEAD_LETTERS: usize = 1000;
 
 /// Run a parked enrollment's node again, once what made it fail is fixed.
 async fn retry_enrollment(

@@ -401,7 +401,7 @@ impl Journeys {
                 return Ok(trace);
             }
             for partition in 0..crate::store::PARTITIONS {
-                let items = self.store.pending_work(partition, 256)?;
+                let items = self.store.pending_work(partition, 256, self.clock.now())?;
                 if !items.is_empty() {
                     trace.extend(self.process_traced(items)?);
                 }

@@ -9,8 +9,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use crate::journeys::Journeys;
-use crate::store::PARTITIONS;
+use crate::store::{PARTITIONS, WorkItem, WorkKey};
 
 /// Most inbox items one batch (and so one commit) takes.
 const BATCH: usize = 256;
@@ -20,6 +22,9 @@ const TIMER_SCAN: usize = 20_000;
 const TIMER_TICK: Duration = Duration::from_millis(20);
 /// How long an idle worker sleeps before looking again without being woken.
 const IDLE: Duration = Duration::from_millis(250);
+/// How many times an item may fail on its own before it is set aside, so that one item the
+/// journeys cannot run (a corrupt record, say) does not stall every contact behind it.
+const ATTEMPTS_ALONE: u32 = 3;
 
 /// A worker's doorbell.
 #[derive(Default)]
@@ -145,14 +150,16 @@ impl Scheduler {
         // one commit per round rather than one per partition; the starting partition rotates
         // so that under a heavy load none waits behind the others.
         let mut start = 0;
+        let mut failures: HashMap<WorkKey, u32> = HashMap::new();
         while !self.stop.load(Ordering::SeqCst) {
             let mut items = Vec::new();
+            let now = self.journeys.clock.now();
             for offset in 0..mine.len() {
                 let partition = mine[(start + offset) % mine.len()];
                 match self
                     .journeys
                     .store
-                    .pending_work(partition, BATCH - items.len())
+                    .pending_work(partition, BATCH - items.len(), now)
                 {
                     Ok(found) => items.extend(found),
                     Err(error) => tracing::error!(%error, partition, "reading the inbox failed"),
@@ -166,16 +173,60 @@ impl Scheduler {
                 self.doorbells[worker].wait(IDLE);
                 continue;
             }
-            match self.journeys.process(items) {
-                Ok(partitions) => self.notify(&partitions),
+            match self.journeys.process(items.clone()) {
+                Ok(partitions) => {
+                    if !failures.is_empty() {
+                        for (key, _) in &items {
+                            failures.remove(key);
+                        }
+                    }
+                    self.notify(&partitions);
+                }
                 Err(error) => {
-                    // The items stay queued and run again; back off so a failing store is not
-                    // hammered.
-                    tracing::error!(%error, worker, "journey batch failed; will retry");
-                    std::thread::sleep(Duration::from_secs(1));
+                    tracing::error!(%error, worker, "journey batch failed; running its items one by one");
+                    if !self.run_alone(items, &mut failures) {
+                        // Nothing ran: the store itself is failing. The items stay queued and
+                        // run again; back off so it is not hammered.
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
                 }
             }
         }
+    }
+
+    /// Run each item of a failed batch in a batch of its own, so the others commit; an item
+    /// that has failed alone [`ATTEMPTS_ALONE`] times is set aside with its error. Whether
+    /// anything ran or was set aside.
+    fn run_alone(
+        &self,
+        items: Vec<(WorkKey, WorkItem)>,
+        failures: &mut HashMap<WorkKey, u32>,
+    ) -> bool {
+        let mut progressed = false;
+        for (key, item) in items {
+            match self.journeys.process(vec![(key.clone(), item)]) {
+                Ok(partitions) => {
+                    failures.remove(&key);
+                    self.notify(&partitions);
+                    progressed = true;
+                }
+                Err(error) => {
+                    let attempts = failures.entry(key.clone()).or_default();
+                    *attempts += 1;
+                    if *attempts < ATTEMPTS_ALONE {
+                        continue;
+                    }
+                    let message = format!("failed {ATTEMPTS_ALONE} times: {error}");
+                    tracing::error!(%error, "a journey work item keeps failing; setting it aside");
+                    let now = self.journeys.clock.now();
+                    if self.journeys.store.set_aside(&key, &message, now).is_ok() {
+                        failures.remove(&key);
+                        progressed = true;
+                    }
+                }
+            }
+        }
+        progressed
     }
 
     fn fire_timers(&self) {

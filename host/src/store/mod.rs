@@ -161,12 +161,20 @@ pub trait JourneyStore {
     fn enqueue(&self, item: &WorkItem) -> Result<(), StoreError>;
     /// Queue an API enrollment; `Ok(false)` when this request id was queued before.
     fn enqueue_enrollment(&self, item: &WorkItem) -> Result<bool, StoreError>;
-    /// Up to `limit` queued items of a partition, oldest first.
+    /// Up to `limit` queued items of a partition, oldest first. An item that does not decode
+    /// would stall its partition for good: it is set aside (see [`JourneyStore::set_aside`])
+    /// at `now` instead of returned.
     fn pending_work(
         &self,
         partition: u8,
         limit: usize,
+        now: Millis,
     ) -> Result<Vec<(WorkKey, WorkItem)>, StoreError>;
+    /// Move a queued item that cannot run out of the inbox, keeping it and `error` where an
+    /// operator can see it; nothing if it is no longer queued.
+    fn set_aside(&self, key: &WorkKey, error: &str, now: Millis) -> Result<(), StoreError>;
+    /// Up to `limit` items set aside, in inbox order.
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
     /// Whether any work is queued.
     fn has_pending_work(&self) -> Result<bool, StoreError>;
     /// Move up to `limit` timers due at or before `now` into the inbox; the partitions that got

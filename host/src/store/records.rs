@@ -186,8 +186,23 @@ impl WorkItem {
     }
 }
 
+/// A queued item that could not run: what it was and why, set aside so the rest of its
+/// partition runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Where it sat in the inbox (hex).
+    pub key: String,
+    /// The item, when it decodes.
+    pub item: Option<WorkItem>,
+    /// The stored bytes as text (invalid UTF-8 replaced), when it does not.
+    pub raw: Option<String>,
+    pub error: String,
+    #[serde(with = "crate::model::timestamp_json")]
+    pub set_aside_at: Millis,
+}
+
 /// Where a work item sits in the inbox; opaque to callers.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WorkKey(pub Vec<u8>);
 
 /// Journey work is spread over this many partitions by contact; one worker owns a partition at

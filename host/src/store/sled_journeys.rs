@@ -65,6 +65,10 @@ fn parse_counter_key(journey_id: &str, bytes: &[u8]) -> Option<CounterKey> {
     })
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(error)
 }
@@ -163,14 +167,50 @@ impl JourneyStore for SledStore {
         &self,
         partition: u8,
         limit: usize,
+        now: Millis,
     ) -> Result<Vec<(WorkKey, WorkItem)>, StoreError> {
-        self.inbox
-            .scan_prefix([partition])
-            .take(limit)
-            .map(|entry| {
-                let (key, value) = entry.map_err(backend)?;
-                Ok((WorkKey(key.to_vec()), decode(&value)?))
+        let mut items = Vec::new();
+        for entry in self.inbox.scan_prefix([partition]).take(limit) {
+            let (key, value) = entry.map_err(backend)?;
+            let key = WorkKey(key.to_vec());
+            match decode(&value) {
+                Ok(item) => items.push((key, item)),
+                Err(error) => {
+                    tracing::error!(%error, key = %hex(&key.0), "an inbox item does not decode; setting it aside");
+                    self.set_aside(&key, &error.to_string(), now)?;
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    fn set_aside(&self, key: &WorkKey, error: &str, now: Millis) -> Result<(), StoreError> {
+        (&self.inbox, &self.dead_letters)
+            .transaction(|(inbox, dead_letters)| {
+                let Some(bytes) = inbox.remove(key.0.as_slice())? else {
+                    return Ok(());
+                };
+                let item: Option<WorkItem> = decode(&bytes).ok();
+                let letter = DeadLetter {
+                    key: hex(&key.0),
+                    raw: item
+                        .is_none()
+                        .then(|| String::from_utf8_lossy(&bytes).into_owned()),
+                    item,
+                    error: error.to_owned(),
+                    set_aside_at: now,
+                };
+                dead_letters.insert(key.0.as_slice(), encode(&letter))?;
+                Ok(())
             })
+            .map_err(flatten)
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters
+            .iter()
+            .take(limit)
+            .map(|entry| decode(&entry.map_err(backend)?.1))
             .collect()
     }
 

@@ -28,6 +28,8 @@ pub(super) mod trees {
     pub const JOURNEY_VERSIONS: &str = "journey_versions";
     /// `<partition u8><sequence u64 BE>` → work item (JSON): the journeys' durable inbox.
     pub const INBOX: &str = "inbox";
+    /// inbox key → an item that could not run, set aside with why (JSON).
+    pub const DEAD_LETTERS: &str = "dead_letters";
     /// `<journey id>\0<request id>` → contact id: API enrollments already queued.
     pub const ENROLL_REQUESTS: &str = "enroll_requests";
     /// `<due_at as ordered u64 BE><enrollment id>` → contact id, scanned in due order.
@@ -53,6 +55,7 @@ pub struct SledStore {
     pub(super) journeys: sled::Tree,
     pub(super) journey_versions: sled::Tree,
     pub(super) inbox: sled::Tree,
+    pub(super) dead_letters: sled::Tree,
     pub(super) enroll_requests: sled::Tree,
     pub(super) timers: sled::Tree,
     pub(super) enrollments: sled::Tree,
@@ -147,6 +150,7 @@ impl SledStore {
             journeys: tree(trees::JOURNEYS)?,
             journey_versions: tree(trees::JOURNEY_VERSIONS)?,
             inbox: tree(trees::INBOX)?,
+            dead_letters: tree(trees::DEAD_LETTERS)?,
             enroll_requests: tree(trees::ENROLL_REQUESTS)?,
             timers: tree(trees::TIMERS)?,
             enrollments: tree(trees::ENROLLMENTS)?,

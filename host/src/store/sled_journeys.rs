@@ -65,10 +65,6 @@ fn parse_counter_key(journey_id: &str, bytes: &[u8]) -> Option<CounterKey> {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(error)
 }
@@ -176,7 +172,7 @@ impl JourneyStore for SledStore {
             match decode(&value) {
                 Ok(item) => items.push((key, item)),
                 Err(error) => {
-                    tracing::error!(%error, key = %hex(&key.0), "an inbox item does not decode; setting it aside");
+                    tracing::error!(%error, key = %hex::encode(&key.0), "an inbox item does not decode; setting it aside");
                     self.set_aside(&key, &error.to_string(), now)?;
                 }
             }
@@ -192,7 +188,7 @@ impl JourneyStore for SledStore {
                 };
                 let item: Option<WorkItem> = decode(&bytes).ok();
                 let letter = DeadLetter {
-                    key: hex(&key.0),
+                    key: hex::encode(&key.0),
                     raw: item
                         .is_none()
                         .then(|| String::from_utf8_lossy(&bytes).into_owned()),

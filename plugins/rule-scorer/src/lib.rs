@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 use wayline_rules::{
-    Check, Literal, Op, Path, Problems, PropertyFilter, ROOT, Subject, check_filters,
+    Check, Literal, Op, Path, Problems, PropertyFilter, ROOT, Subject, Text, check_filters,
 };
 use wayline_sdk::scorer::*;
 
@@ -41,11 +41,11 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 struct Rule {
     #[serde(default)]
-    event: Option<String>,
+    event: Option<Text>,
     #[serde(default, rename = "where")]
     filters: Vec<PropertyFilter>,
     #[serde(default)]
-    attribute: Option<String>,
+    attribute: Option<Text>,
     #[serde(default)]
     op: Option<Op>,
     #[serde(default)]
@@ -54,7 +54,7 @@ struct Rule {
     #[serde(default)]
     weight: Option<f64>,
     #[serde(default)]
-    reason: Option<String>,
+    reason: Option<Text>,
     #[serde(default)]
     once: bool,
 }
@@ -73,10 +73,13 @@ impl Rule {
     fn applies(&self, contact: &Contact, event: &Event) -> bool {
         match (&self.event, &self.attribute) {
             (Some(name), None) => {
-                *name == event.name && self.filters.iter().all(|f| f.holds(event))
+                name.is(&event.name) && self.filters.iter().all(|f| f.holds(event))
             }
             (None, Some(attribute)) => {
-                let subject = contact.attribute(attribute).map(Subject::from);
+                let subject = attribute
+                    .as_str()
+                    .and_then(|name| contact.attribute(name))
+                    .map(Subject::from);
                 self.attribute_op().holds(subject, self.value.as_ref())
             }
             // Refused by `check`.
@@ -86,13 +89,17 @@ impl Rule {
 
     fn change(&self) -> ScoreChange {
         let delta = self.points * self.weight.unwrap_or(1.0);
-        ScoreChange::new(delta, self.reason.clone().unwrap_or_else(|| self.explain()))
+        let reason = match &self.reason {
+            Some(reason) => reason.to_string_lossy(),
+            None => self.explain(),
+        };
+        ScoreChange::new(delta, reason)
     }
 
     /// The generated reason: what matched, and the weighting when there is one.
     fn explain(&self) -> String {
         let what = match (&self.event, &self.attribute, &self.value) {
-            (Some(event), _, _) => event.clone(),
+            (Some(event), _, _) => event.to_string(),
             (None, Some(attribute), Some(value)) => {
                 format!("{attribute} {} {value}", self.attribute_op().symbol())
             }
@@ -128,7 +135,7 @@ impl Rule {
                 "must be between 0 and 1 (a share: 0.2 for 20%)",
             );
         }
-        if self.reason.as_deref() == Some("") {
+        if self.reason.as_ref().is_some_and(Text::is_empty) {
             problems.add(
                 &at.field("reason"),
                 "must not be empty (leave it out for a generated one)",
@@ -136,8 +143,10 @@ impl Rule {
         }
     }
 
-    fn check_event_rule(&self, event: &str, at: &Path<'_>, problems: &mut Problems) {
-        problems.require_text(&at.field("event"), event);
+    fn check_event_rule(&self, event: &Text, at: &Path<'_>, problems: &mut Problems) {
+        if event.is_empty() {
+            problems.add(&at.field("event"), "must not be empty");
+        }
         if self.op.is_some() || self.value.is_some() {
             let key = if self.op.is_some() { "op" } else { "value" };
             problems.add(
@@ -148,8 +157,10 @@ impl Rule {
         check_filters(&self.filters, &at.field("where"), problems);
     }
 
-    fn check_attribute_rule(&self, attribute: &str, at: &Path<'_>, problems: &mut Problems) {
-        problems.require_text(&at.field("attribute"), attribute);
+    fn check_attribute_rule(&self, attribute: &Text, at: &Path<'_>, problems: &mut Problems) {
+        if attribute.is_empty() {
+            problems.add(&at.field("attribute"), "must not be empty");
+        }
         if !self.filters.is_empty() {
             problems.add(
                 &at.field("where"),
@@ -194,7 +205,7 @@ impl PluginConfig for Config {
         let mut config: Config = wayline_rules::parse(json)?;
         for rule in &mut config.rules {
             if rule.reason.is_none() {
-                rule.reason = Some(rule.explain());
+                rule.reason = Some(rule.explain().into());
             }
         }
         Ok(config)
@@ -204,8 +215,9 @@ impl PluginConfig for Config {
     fn attributes(&self) -> Option<Vec<String>> {
         let mut names: Vec<String> = Vec::new();
         for name in self.rules.iter().filter_map(|rule| rule.attribute.as_ref()) {
-            if !names.contains(name) {
-                names.push(name.clone());
+            let name = name.to_string();
+            if !names.contains(&name) {
+                names.push(name);
             }
         }
         Some(names)

@@ -6,13 +6,14 @@ use wayline_sdk::Event;
 use crate::config::{Path, Problems};
 use crate::literal::{Literal, Subject};
 use crate::op::Op;
+use crate::text::Text;
 
 /// One filter on an event property, as written under `where` in a trigger or a scoring rule.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PropertyFilter {
     /// The event property compared.
-    pub property: String,
+    pub property: Text,
     /// How it is compared.
     pub op: Op,
     /// What it is compared with (absent for `exists` / `not_exists`).
@@ -23,13 +24,19 @@ pub struct PropertyFilter {
 impl PropertyFilter {
     /// Does the event's property satisfy this filter?
     pub fn holds(&self, event: &Event) -> bool {
-        let subject = event.property(&self.property).map(Subject::from);
+        let subject = event
+            .properties
+            .iter()
+            .find(|p| self.property.is(&p.name))
+            .map(|p| Subject::from(&p.value));
         self.op.holds(subject, self.value.as_ref())
     }
 
     /// Report what is wrong with this filter, located under `at`.
     pub fn check(&self, at: &Path<'_>, problems: &mut Problems) {
-        problems.require_text(&at.field("property"), &self.property);
+        if self.property.is_empty() {
+            problems.add(&at.field("property"), "must not be empty");
+        }
         problems.add_if(
             &at.field("value"),
             self.op.literal_problem(self.value.as_ref()),

@@ -11,8 +11,10 @@ mod config;
 mod filter;
 mod literal;
 mod op;
+mod text;
 
 pub use config::{Check, Entries, Path, Problems, ROOT, parse};
 pub use filter::{PropertyFilter, check_filters};
 pub use literal::{Literal, Subject};
 pub use op::{Op, Takes};
+pub use text::Text;

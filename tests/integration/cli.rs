@@ -139,12 +139,10 @@ fn points_as_words(dir: &std::path::Path) -> std::path::PathBuf {
     )
 }
 
-#[test]
-fn plugin_call_can_validate_a_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = points_as_words(dir.path());
+/// `wayline plugin call rule-scorer.wasm --function validate-config --config CONFIG`.
+fn validate_scorer_config(config: &std::path::Path) -> (i32, serde_json::Value) {
     let plugin = support::plugin_dir().join("rule-scorer.wasm");
-    let (exit, json) = wayline(&[
+    wayline(&[
         "plugin".as_ref(),
         "call".as_ref(),
         plugin.as_os_str(),
@@ -152,7 +150,14 @@ fn plugin_call_can_validate_a_config() {
         "validate-config".as_ref(),
         "--config".as_ref(),
         config.as_os_str(),
-    ]);
+    ])
+}
+
+#[test]
+fn plugin_call_can_validate_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = points_as_words(dir.path());
+    let (exit, json) = validate_scorer_config(&config);
     assert_eq!(exit, 0, "{json}");
     assert_eq!(json["ok"]["valid"], false, "{json}");
     let problems = json["ok"]["problems"].as_array().unwrap();
@@ -174,16 +179,7 @@ fn plugin_call_shows_which_attributes_a_valid_config_reads() {
             {"event": "form_submitted", "points": 10},
             {"attribute": "company_size", "op": "gte", "value": 500, "points": 15}]}),
     );
-    let plugin = support::plugin_dir().join("rule-scorer.wasm");
-    let (exit, json) = wayline(&[
-        "plugin".as_ref(),
-        "call".as_ref(),
-        plugin.as_os_str(),
-        "--function".as_ref(),
-        "validate-config".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-    ]);
+    let (exit, json) = validate_scorer_config(&config);
     assert_eq!(exit, 0, "{json}");
     assert_eq!(json["ok"]["valid"], true, "{json}");
     assert_eq!(

@@ -382,7 +382,7 @@ impl Journeys {
     /// Run a batch of inbox items and commit what they did; the partitions that got new work
     /// from it. The caller must own the items' partitions: no other batch may be running for
     /// the same contacts.
-    pub fn process(&self, items: Vec<(WorkKey, WorkItem)>) -> Result<Vec<u8>, StoreError> {
+    pub fn process(&self, items: &[(WorkKey, WorkItem)]) -> Result<Vec<u8>, StoreError> {
         let mut batch = step::Batch::new(self, false);
         for (key, item) in items {
             batch.handle(key, item)?;
@@ -403,7 +403,7 @@ impl Journeys {
             for partition in 0..crate::store::PARTITIONS {
                 let items = self.store.pending_work(partition, 256, self.clock.now())?;
                 if !items.is_empty() {
-                    trace.extend(self.process_traced(items)?);
+                    trace.extend(self.process_traced(&items)?);
                 }
             }
         }
@@ -412,7 +412,7 @@ impl Journeys {
     /// Like [`Journeys::process`], also returning what each node saw and did.
     pub fn process_traced(
         &self,
-        items: Vec<(WorkKey, WorkItem)>,
+        items: &[(WorkKey, WorkItem)],
     ) -> Result<Vec<TraceStep>, StoreError> {
         let mut batch = step::Batch::new(self, true);
         for (key, item) in items {

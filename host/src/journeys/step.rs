@@ -106,25 +106,25 @@ impl<'a> Batch<'a> {
     }
 
     /// Work on one inbox item; it is consumed when the batch commits.
-    pub(super) fn handle(&mut self, key: WorkKey, item: WorkItem) -> Result<(), StoreError> {
+    pub(super) fn handle(&mut self, key: &WorkKey, item: &WorkItem) -> Result<(), StoreError> {
         match item {
             WorkItem::Event {
                 contact_id,
                 event_id,
-            } => self.on_event(&contact_id, &event_id)?,
+            } => self.on_event(contact_id, event_id)?,
             WorkItem::Enroll {
                 contact_id,
                 journey_id,
                 ..
-            } => self.on_enroll(&contact_id, &journey_id)?,
+            } => self.on_enroll(contact_id, journey_id)?,
             WorkItem::Wake {
                 enrollment_id,
                 due_at,
                 ..
-            } => self.on_wake(&enrollment_id, due_at)?,
-            WorkItem::Retry { enrollment_id, .. } => self.on_retry(&enrollment_id)?,
+            } => self.on_wake(enrollment_id, *due_at)?,
+            WorkItem::Retry { enrollment_id, .. } => self.on_retry(enrollment_id)?,
         }
-        self.commit.done.push(key);
+        self.commit.done.push(key.clone());
         Ok(())
     }
 

@@ -173,7 +173,7 @@ impl Scheduler {
                 self.doorbells[worker].wait(IDLE);
                 continue;
             }
-            match self.journeys.process(items.clone()) {
+            match self.journeys.process(&items) {
                 Ok(partitions) => {
                     if !failures.is_empty() {
                         for (key, _) in &items {
@@ -184,7 +184,7 @@ impl Scheduler {
                 }
                 Err(error) => {
                     tracing::error!(%error, worker, "journey batch failed; running its items one by one");
-                    if !self.run_alone(items, &mut failures) {
+                    if !self.run_alone(&items, &mut failures) {
                         // Nothing ran: the store itself is failing. The items stay queued and
                         // run again; back off so it is not hammered.
                         std::thread::sleep(Duration::from_secs(1));
@@ -199,14 +199,15 @@ impl Scheduler {
     /// anything ran or was set aside.
     fn run_alone(
         &self,
-        items: Vec<(WorkKey, WorkItem)>,
+        items: &[(WorkKey, WorkItem)],
         failures: &mut HashMap<WorkKey, u32>,
     ) -> bool {
         let mut progressed = false;
-        for (key, item) in items {
-            match self.journeys.process(vec![(key.clone(), item)]) {
+        for entry in items {
+            let key = &entry.0;
+            match self.journeys.process(std::slice::from_ref(entry)) {
                 Ok(partitions) => {
-                    failures.remove(&key);
+                    failures.remove(key);
                     self.notify(&partitions);
                     progressed = true;
                 }
@@ -219,9 +220,14 @@ impl Scheduler {
                     let message = format!("failed {ATTEMPTS_ALONE} times: {error}");
                     tracing::error!(%error, "a journey work item keeps failing; setting it aside");
                     let now = self.journeys.clock.now();
-                    if self.journeys.store.set_aside(&key, &message, now).is_ok() {
-                        failures.remove(&key);
-                        progressed = true;
+                    match self.journeys.store.set_aside(key, &message, now) {
+                        Ok(()) => {
+                            failures.remove(key);
+                            progressed = true;
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "setting a work item aside failed; it stays queued")
+                        }
                     }
                 }
             }

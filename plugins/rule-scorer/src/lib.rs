@@ -144,9 +144,7 @@ impl Rule {
     }
 
     fn check_event_rule(&self, event: &Text, at: &Path<'_>, problems: &mut Problems) {
-        if event.is_empty() {
-            problems.add(&at.field("event"), "must not be empty");
-        }
+        problems.require_text(&at.field("event"), event);
         if self.op.is_some() || self.value.is_some() {
             let key = if self.op.is_some() { "op" } else { "value" };
             problems.add(
@@ -158,9 +156,7 @@ impl Rule {
     }
 
     fn check_attribute_rule(&self, attribute: &Text, at: &Path<'_>, problems: &mut Problems) {
-        if attribute.is_empty() {
-            problems.add(&at.field("attribute"), "must not be empty");
-        }
+        problems.require_text(&at.field("attribute"), attribute);
         if !self.filters.is_empty() {
             problems.add(
                 &at.field("where"),

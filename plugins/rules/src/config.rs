@@ -64,8 +64,8 @@ impl Problems {
     }
 
     /// Report that the text at `path` is empty, if it is.
-    pub fn require_text(&mut self, path: &Path<'_>, text: &str) {
-        if text.is_empty() {
+    pub fn require_text(&mut self, path: &Path<'_>, text: impl AsRef<[u8]>) {
+        if text.as_ref().is_empty() {
             self.add(path, "must not be empty");
         }
     }

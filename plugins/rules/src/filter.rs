@@ -34,9 +34,7 @@ impl PropertyFilter {
 
     /// Report what is wrong with this filter, located under `at`.
     pub fn check(&self, at: &Path<'_>, problems: &mut Problems) {
-        if self.property.is_empty() {
-            problems.add(&at.field("property"), "must not be empty");
-        }
+        problems.require_text(&at.field("property"), &self.property);
         problems.add_if(
             &at.field("value"),
             self.op.literal_problem(self.value.as_ref()),

@@ -37,6 +37,12 @@ impl Text {
     }
 }
 
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl From<String> for Text {
     fn from(text: String) -> Self {
         Text(text.into_bytes())

@@ -43,8 +43,80 @@ impl Serialize for Value {
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let json = serde_json::Value::deserialize(deserializer)?;
-        Value::from_json(&json).map_err(serde::de::Error::custom)
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+/// Reads a value straight from the input, with the same rules as [`Value::from_json`]: every
+/// contact and event read from the store goes through here.
+struct ValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a boolean, number, string, timestamp or list of strings")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Boolean(b))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::Integer(i))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<Value, E> {
+        Ok(i64::try_from(u).map_or(Value::Number(u as f64), Value::Integer))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::Number(n))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        Ok(match parse_timestamp(s) {
+            Some(ms) => Value::Timestamp(ms),
+            None => Value::Text(s.to_owned()),
+        })
+    }
+
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
+        Ok(match parse_timestamp(&s) {
+            Some(ms) => Value::Timestamp(ms),
+            None => Value::Text(s),
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+        while let Some(item) = seq.next_element::<serde_json::Value>()? {
+            match item {
+                serde_json::Value::String(s) => items.push(s),
+                _ => {
+                    return Err(serde::de::Error::custom(
+                        "a list value may only hold strings",
+                    ));
+                }
+            }
+        }
+        Ok(Value::TextList(items))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        Err(E::custom(
+            "null is not a value; unset the attribute instead",
+        ))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Value, A::Error> {
+        Err(serde::de::Error::custom(
+            "nested objects are not values; flatten them into names like \"address.city\"",
+        ))
     }
 }
 
@@ -104,26 +176,46 @@ pub fn format_timestamp(ms: Millis) -> String {
 /// Timestamps in JSON are RFC 3339 strings; integers are accepted as milliseconds.
 pub mod timestamp_json {
     use super::{Millis, format_timestamp, parse_timestamp};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
 
-    /// Serialize as RFC 3339.
+    /// Serialize as RFC 3339 for people (JSON); as integer milliseconds in the store's binary
+    /// encoding, which no one reads by eye.
     pub fn serialize<S: Serializer>(ms: &Millis, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format_timestamp(*ms))
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&format_timestamp(*ms))
+        } else {
+            serializer.serialize_i64(*ms)
+        }
     }
 
     /// Deserialize from RFC 3339 or integer milliseconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Millis(i64),
-            Text(String),
+        deserializer.deserialize_any(TimestampVisitor)
+    }
+
+    /// A visitor rather than an untagged enum: that one builds (and throws away) an error
+    /// message for every string it reads, and timestamps are in every stored record.
+    struct TimestampVisitor;
+
+    impl Visitor<'_> for TimestampVisitor {
+        type Value = Millis;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an RFC 3339 timestamp or integer milliseconds")
         }
-        match Either::deserialize(deserializer)? {
-            Either::Millis(ms) => Ok(ms),
-            Either::Text(text) => parse_timestamp(&text).ok_or_else(|| {
-                serde::de::Error::custom(format!("`{text}` is not an RFC 3339 timestamp"))
-            }),
+
+        fn visit_i64<E: Error>(self, ms: i64) -> Result<Millis, E> {
+            Ok(ms)
+        }
+
+        fn visit_u64<E: Error>(self, ms: u64) -> Result<Millis, E> {
+            Millis::try_from(ms).map_err(|_| E::custom(format!("{ms} ms is out of range")))
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Millis, E> {
+            parse_timestamp(text)
+                .ok_or_else(|| E::custom(format!("`{text}` is not an RFC 3339 timestamp")))
         }
     }
 }
@@ -393,5 +485,32 @@ mod tests {
         assert!(err.to_string().contains("null is not a value"), "{err}");
         let err = serde_json::from_str::<Attributes>(r#"{"a": {"b": 1}}"#).unwrap_err();
         assert!(err.to_string().contains("nested objects"), "{err}");
+    }
+
+    #[test]
+    fn event_timestamps_read_rfc_3339_or_milliseconds_and_name_what_is_wrong() {
+        let event = |timestamp: &str| {
+            serde_json::from_str::<Event>(&format!(
+                r#"{{"id": "e1", "contact_id": "c1", "name": "n", "timestamp": {timestamp}}}"#
+            ))
+        };
+        assert_eq!(
+            event(r#""2026-11-01T10:00:00Z""#).unwrap().timestamp,
+            1_793_527_200_000
+        );
+        assert_eq!(event("1793527200000").unwrap().timestamp, 1_793_527_200_000);
+        assert_eq!(event("-5").unwrap().timestamp, -5);
+        let err = event(r#""yesterday""#).unwrap_err().to_string();
+        assert!(
+            err.contains("`yesterday` is not an RFC 3339 timestamp"),
+            "{err}"
+        );
+        let err = event("18446744073709551615").unwrap_err().to_string();
+        assert!(err.contains("out of range"), "{err}");
+        let err = event("true").unwrap_err().to_string();
+        assert!(
+            err.contains("RFC 3339 timestamp or integer milliseconds"),
+            "{err}"
+        );
     }
 }

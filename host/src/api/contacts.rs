@@ -114,7 +114,7 @@ async fn contact_messages(
 ) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
     let store = state.store.clone();
     let messages = blocking(move || {
-        if store.contact(&id)?.is_none() {
+        if !store.contact_exists(&id)? {
             return Err(no_contact(&id));
         }
         Ok(store.messages(&id)?)
@@ -206,7 +206,7 @@ pub(super) fn record_events(
         .map(|e| &e.contact_id)
         .collect::<std::collections::BTreeSet<_>>()
     {
-        if store.contact(contact_id)?.is_none() {
+        if !store.contact_exists(contact_id)? {
             store.upsert_contact(
                 ContactUpsert {
                     id: Some(contact_id.clone()),

@@ -196,7 +196,7 @@ async fn enroll(
     }
     let (journeys, contact_id) = (state.journeys.clone(), request.contact_id.clone());
     let queued = blocking(move || {
-        if journeys.store.contact(&request.contact_id)?.is_none() {
+        if !journeys.store.contact_exists(&request.contact_id)? {
             return Err(ApiError::not_found(
                 "contact_not_found",
                 format!("no contact `{}`", request.contact_id),

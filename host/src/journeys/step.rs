@@ -68,13 +68,13 @@ pub(super) struct Batch<'a> {
     runtime: Runtime,
     kv: Arc<StepKv>,
     now: Millis,
-    contacts: HashMap<String, Option<Contact>>,
+    contacts: HashMap<String, Option<Arc<Contact>>>,
     effects: HashMap<String, Vec<Effect>>,
     contact_journeys: HashMap<String, HashMap<String, ContactJourney>>,
     changed_contact_journeys: BTreeSet<(String, String)>,
     enrollments: HashMap<String, Enrollment>,
     changed_enrollments: BTreeSet<String>,
-    events: HashMap<String, Option<Event>>,
+    events: HashMap<String, Option<Arc<Event>>>,
     commit: Commit,
     pub(super) trace: Option<Vec<TraceStep>>,
 }
@@ -111,7 +111,14 @@ impl<'a> Batch<'a> {
             WorkItem::Event {
                 contact_id,
                 event_id,
-            } => self.on_event(contact_id, event_id)?,
+                event,
+            } => {
+                if let Some(event) = event {
+                    self.events
+                        .insert(event_id.clone(), Some(Arc::new(event.clone())));
+                }
+                self.on_event(contact_id, event_id)?
+            }
             WorkItem::Enroll {
                 contact_id,
                 journey_id,
@@ -149,17 +156,17 @@ impl<'a> Batch<'a> {
         (self.commit, self.trace)
     }
 
-    fn contact(&mut self, id: &str) -> Result<Option<Contact>, StoreError> {
+    fn contact(&mut self, id: &str) -> Result<Option<Arc<Contact>>, StoreError> {
         if !self.contacts.contains_key(id) {
-            let found = self.journeys.store.contact(id)?;
+            let found = self.journeys.store.contact(id)?.map(Arc::new);
             self.contacts.insert(id.to_owned(), found);
         }
         Ok(self.contacts[id].clone())
     }
 
-    fn event(&mut self, id: &str) -> Result<Option<Event>, StoreError> {
+    fn event(&mut self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
         if !self.events.contains_key(id) {
-            let found = self.journeys.store.event(id)?;
+            let found = self.journeys.store.event(id)?.map(Arc::new);
             self.events.insert(id.to_owned(), found);
         }
         Ok(self.events[id].clone())
@@ -433,7 +440,7 @@ impl<'a> Batch<'a> {
         journey: &Arc<CompiledJourney>,
         entry: &str,
         contact_id: &str,
-        event: Option<&Event>,
+        event: Option<&Arc<Event>>,
         trigger_failed: Option<String>,
     ) -> Result<(), StoreError> {
         let now = self.now;
@@ -741,7 +748,7 @@ impl<'a> Batch<'a> {
                     &action.plugin,
                     &action.config,
                     &contact,
-                    event.as_ref(),
+                    event.as_deref(),
                 );
                 match report.result {
                     Ok(effects) => {
@@ -767,7 +774,7 @@ impl<'a> Batch<'a> {
                     &condition.plugin,
                     &condition.config,
                     &contact,
-                    event.as_ref(),
+                    event.as_deref(),
                 );
                 match report.result {
                     Ok(label) => (
@@ -835,7 +842,9 @@ impl<'a> Batch<'a> {
                 serde_json::json!({}),
             ),
         };
-        self.trace_node(journey, &node.id, kind, &contact, event.as_ref(), || output);
+        self.trace_node(journey, &node.id, kind, &contact, event.as_deref(), || {
+            output
+        });
         Ok(flow)
     }
 
@@ -882,6 +891,7 @@ impl<'a> Batch<'a> {
             return;
         }
         if let Some(Some(contact)) = self.contacts.get_mut(&enrollment.contact_id) {
+            let contact = Arc::make_mut(contact);
             for effect in &contact_effects {
                 contact.apply(effect, self.now);
             }

@@ -114,6 +114,8 @@ impl StoreError {
 pub trait Store: JourneyStore + Send + Sync + 'static {
     /// The contact with this id.
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
+    /// Whether a contact with this id exists, without reading it.
+    fn contact_exists(&self, id: &str) -> Result<bool, StoreError>;
     /// Create or update a contact, de-duplicating by normalised email and phone.
     fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError>;
     /// Record events by id and queue each new one for the journeys, in one write per event; an

@@ -153,6 +153,10 @@ pub enum WorkItem {
     Event {
         contact_id: String,
         event_id: String,
+        /// The event itself, so the worker need not read it back; absent in items queued
+        /// before it was carried here, which read it by id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event: Option<Event>,
     },
     /// Enroll the contact now (API call), at the journey's first entry node.
     Enroll {

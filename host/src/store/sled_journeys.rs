@@ -328,6 +328,7 @@ impl JourneyStore for SledStore {
             let work = encode(&WorkItem::Event {
                 contact_id: event.contact_id.clone(),
                 event_id: event.id.clone(),
+                event: Some(event.clone()),
             });
             events.push((event.id.as_bytes(), encode(event), key, work, partition));
         }

@@ -12,33 +12,33 @@ use crate::model::{Contact, Event, Millis, Value};
 
 /// Tree names, fixed on disk.
 pub(super) mod trees {
-    /// contact id → contact (JSON).
+    /// contact id → contact (MessagePack).
     pub const CONTACTS: &str = "contacts";
     /// `email:<normalised>` or `phone:<normalised>` → contact id.
     pub const IDENTITIES: &str = "identities";
-    /// event id → event (JSON); an id present here has been recorded.
+    /// event id → event (MessagePack); an id present here has been recorded.
     pub const EVENTS: &str = "events";
     /// `<plugin name>\0<key>` → value: the plugins' private key-value spaces.
     pub const PLUGIN_KV: &str = "plugin_kv";
     /// plugin name → number of keys it holds (u64 big-endian), kept with every insert and removal.
     pub const PLUGIN_KV_COUNTS: &str = "plugin_kv_counts";
-    /// journey id → journey record (JSON).
+    /// journey id → journey record (MessagePack).
     pub const JOURNEYS: &str = "journeys";
-    /// `<journey id>\0<version u32 BE>` → published version (JSON), never rewritten.
+    /// `<journey id>\0<version u32 BE>` → published version (MessagePack), never rewritten.
     pub const JOURNEY_VERSIONS: &str = "journey_versions";
-    /// `<partition u8><sequence u64 BE>` → work item (JSON): the journeys' durable inbox.
+    /// `<partition u8><sequence u64 BE>` → work item (MessagePack): the journeys' durable inbox.
     pub const INBOX: &str = "inbox";
-    /// inbox key → an item that could not run, set aside with why (JSON).
+    /// inbox key → an item that could not run, set aside with why (MessagePack).
     pub const DEAD_LETTERS: &str = "dead_letters";
     /// `<journey id>\0<request id>` → contact id: API enrollments already queued.
     pub const ENROLL_REQUESTS: &str = "enroll_requests";
     /// `<due_at as ordered u64 BE><enrollment id>` → contact id, scanned in due order.
     pub const TIMERS: &str = "timers";
-    /// enrollment id → enrollment (JSON).
+    /// enrollment id → enrollment (MessagePack).
     pub const ENROLLMENTS: &str = "enrollments";
-    /// `<contact id>\0<journey id>` → that contact's record of that journey (JSON).
+    /// `<contact id>\0<journey id>` → that contact's record of that journey (MessagePack).
     pub const CONTACT_JOURNEYS: &str = "contact_journeys";
-    /// `<contact id>\0<sequence u64 BE>` → message waiting for its channel (JSON).
+    /// `<contact id>\0<sequence u64 BE>` → message waiting for its channel (MessagePack).
     pub const OUTBOX: &str = "outbox";
     /// `<journey id>\0<version u32 BE><node>\0<metric>` → count (i64 BE).
     pub const COUNTERS: &str = "counters";
@@ -69,8 +69,17 @@ pub(super) fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
+/// Records are MessagePack maps with named fields: self-describing like JSON (so fields can
+/// be added with defaults), but smaller and cheaper to write and read, which is most of what a
+/// journey step costs. A record that starts with `{` was written as JSON by an earlier version
+/// and is read as such.
 pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("corrupt record: {e}")))
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Backend(format!("corrupt record: {e}"));
+    if bytes.first() == Some(&b'{') {
+        serde_json::from_slice(bytes).map_err(|e| corrupt(&e))
+    } else {
+        rmp_serde::from_slice(bytes).map_err(|e| corrupt(&e))
+    }
 }
 
 /// The record at `key`, decoded.
@@ -85,7 +94,7 @@ pub(super) fn read<T: serde::de::DeserializeOwned>(
 }
 
 pub(super) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("model types serialize")
+    rmp_serde::to_vec_named(value).expect("model types serialize")
 }
 
 /// An inbox key: the partition first, so a worker scans only its own.
@@ -166,6 +175,10 @@ impl SledStore {
 impl Store for SledStore {
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
         read(&self.contacts, id)
+    }
+
+    fn contact_exists(&self, id: &str) -> Result<bool, StoreError> {
+        self.contacts.contains_key(id).map_err(backend)
     }
 
     fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError> {
@@ -266,6 +279,7 @@ impl Store for SledStore {
             let work = encode(&WorkItem::Event {
                 contact_id: event.contact_id.clone(),
                 event_id: event.id.clone(),
+                event: Some(event.clone()),
             });
             let key = inbox_key(partition_of(&event.contact_id), sequence);
             prepared.push((event.id.as_bytes(), encode(event), key, work));
@@ -379,6 +393,45 @@ mod tests {
 
     fn upsert(json: serde_json::Value) -> ContactUpsert {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn records_keep_every_kind_of_value_and_those_written_as_json_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let attributes = serde_json::json!({"vip": true, "employees": 600, "ltv": 12.5,
+            "big": u64::MAX, "city": "Shenzhen", "registered_at": "2026-11-01T10:00:00Z",
+            "interests": ["crm", "ai"]});
+        let stored = store
+            .upsert_contact(
+                upsert(serde_json::json!({"id": "a", "attributes": attributes})),
+                -1_000,
+            )
+            .unwrap()
+            .contact;
+        let read = store.contact("a").unwrap().unwrap();
+        assert_eq!(read, stored);
+        assert_eq!(read.created_at, -1_000);
+        assert_eq!(
+            read.attributes["registered_at"],
+            Value::Timestamp(1_793_527_200_000)
+        );
+        assert_eq!(read.attributes["big"], Value::Number(u64::MAX as f64));
+        assert_ne!(store.contacts.get("a").unwrap().unwrap()[0], b'{');
+
+        // An earlier version wrote JSON, with RFC 3339 times.
+        let mut old = serde_json::to_value(&stored).unwrap();
+        old["id"] = "b".into();
+        store
+            .contacts
+            .insert("b", serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        let read_old = store.contact("b").unwrap().unwrap();
+        assert_eq!(
+            (read_old.id.as_str(), &read_old.attributes),
+            ("b", &stored.attributes)
+        );
+        assert_eq!(read_old.created_at, -1_000);
     }
 
     #[test]

@@ -47,8 +47,9 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
-/// Reads a value straight from the input, with the same rules as [`Value::from_json`]: every
-/// contact and event read from the store goes through here.
+/// Reads a value straight from the input (no intermediate `serde_json::Value`): every contact
+/// and event read from the store or the API goes through here. Strings that are RFC 3339
+/// timestamps become timestamps; null, objects and lists of non-strings are refused.
 struct ValueVisitor;
 
 impl<'de> serde::de::Visitor<'de> for ValueVisitor {
@@ -123,33 +124,7 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
 impl Value {
     /// Convert a JSON value; null, objects and lists of non-strings are refused.
     pub fn from_json(json: &serde_json::Value) -> Result<Value, String> {
-        Ok(match json {
-            serde_json::Value::Bool(b) => Value::Boolean(*b),
-            serde_json::Value::Number(n) => match n.as_i64() {
-                Some(i) => Value::Integer(i),
-                None => Value::Number(n.as_f64().ok_or("number out of range")?),
-            },
-            serde_json::Value::String(s) => match parse_timestamp(s) {
-                Some(ms) => Value::Timestamp(ms),
-                None => Value::Text(s.clone()),
-            },
-            serde_json::Value::Array(items) => Value::TextList(
-                items
-                    .iter()
-                    .map(|item| item.as_str().map(str::to_owned))
-                    .collect::<Option<_>>()
-                    .ok_or("a list value may only hold strings")?,
-            ),
-            serde_json::Value::Null => {
-                return Err("null is not a value; unset the attribute instead".into());
-            }
-            serde_json::Value::Object(_) => {
-                return Err(
-                    "nested objects are not values; flatten them into names like \"address.city\""
-                        .into(),
-                );
-            }
-        })
+        Value::deserialize(json).map_err(|e| e.to_string())
     }
 }
 
@@ -485,6 +460,12 @@ mod tests {
         assert!(err.to_string().contains("null is not a value"), "{err}");
         let err = serde_json::from_str::<Attributes>(r#"{"a": {"b": 1}}"#).unwrap_err();
         assert!(err.to_string().contains("nested objects"), "{err}");
+        let err = Value::from_json(&serde_json::json!(["a", 1])).unwrap_err();
+        assert!(err.contains("a list value may only hold strings"), "{err}");
+        assert_eq!(
+            Value::from_json(&serde_json::json!(u64::MAX)),
+            Ok(Value::Number(u64::MAX as f64))
+        );
     }
 
     #[test]

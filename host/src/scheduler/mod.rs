@@ -49,11 +49,35 @@ impl Doorbell {
     }
 }
 
+/// Set once, when the scheduler stops; threads that pause wait on it so a stop ends the pause.
+#[derive(Default)]
+struct Halt {
+    stopped: Mutex<bool>,
+    signal: Condvar,
+}
+
+impl Halt {
+    fn set(&self) {
+        *self.stopped.lock().expect("halt lock") = true;
+        self.signal.notify_all();
+    }
+
+    /// Wait `duration`, or until the scheduler stops.
+    fn pause(&self, duration: Duration) {
+        let stopped = self.stopped.lock().expect("halt lock");
+        let _ = self
+            .signal
+            .wait_timeout_while(stopped, duration, |stopped| !*stopped)
+            .expect("halt lock");
+    }
+}
+
 /// The running workers and timer thread.
 pub struct Scheduler {
     journeys: Arc<Journeys>,
     doorbells: Vec<Arc<Doorbell>>,
     stop: Arc<AtomicBool>,
+    halt: Halt,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -65,6 +89,7 @@ impl Scheduler {
             journeys,
             doorbells: (0..workers).map(|_| Arc::default()).collect(),
             stop: Arc::default(),
+            halt: Halt::default(),
             threads: Mutex::default(),
         });
         let mut threads = Vec::new();
@@ -135,6 +160,7 @@ impl Scheduler {
     /// Stop the threads once their current batch has committed.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.halt.set();
         self.notify_all();
         for thread in self.threads.lock().expect("threads lock").drain(..) {
             let _ = thread.join();
@@ -187,7 +213,7 @@ impl Scheduler {
                     if !self.run_alone(&items, &mut failures) {
                         // Nothing ran: the store itself is failing. The items stay queued and
                         // run again; back off so it is not hammered.
-                        std::thread::sleep(Duration::from_secs(1));
+                        self.halt.pause(Duration::from_secs(1));
                     }
                 }
             }
@@ -247,7 +273,7 @@ impl Scheduler {
                 }
                 Err(error) => tracing::error!(%error, "firing timers failed"),
             }
-            std::thread::sleep(TIMER_TICK);
+            self.halt.pause(TIMER_TICK);
         }
     }
 }

@@ -36,8 +36,8 @@ impl KvSpace for StoredKv {
 }
 
 /// A step's view of the plugins' key-value spaces: reads see the store and the step's own
-/// writes; writes are held until the step commits, and then written in the same transaction
-/// as everything else the step did. A step that is run again after a crash starts clean.
+/// writes; writes are held until the step commits, and then written in the same write set as
+/// everything else the step did. A step that is run again after a crash starts clean.
 pub struct StepKv {
     store: Arc<dyn Store>,
     writes: Mutex<PendingWrites>,

@@ -11,6 +11,7 @@ mod identity;
 mod records;
 mod sled_journeys;
 mod sled_store;
+mod write_set;
 
 use std::collections::BTreeMap;
 

@@ -262,7 +262,7 @@ pub struct KvWrite {
     pub max_keys: u64,
 }
 
-/// Everything one batch of journey work changes, written in one transaction: the effects on
+/// Everything one batch of journey work changes, written as one write set: the effects on
 /// contacts, the enrollments' new positions, timers, messages, emitted events, counters, the
 /// plugins' key-value writes, and the inbox items it consumed. All or nothing.
 #[derive(Debug, Default)]

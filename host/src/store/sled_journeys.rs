@@ -1,15 +1,16 @@
 //! The journeys' state in sled: definitions, the inbox, timers, enrollments, the outbox and
-//! counters, and the one transaction that commits a batch of journey work.
+//! counters, and the write set that commits a batch of journey work.
 
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::collections::BTreeSet;
 
 use super::records::*;
 use super::sled_store::{
-    SledStore, backend, decode, encode, identities_in, identity_key, inbox_key, kv_write, read,
+    SledStore, backend, decode, encode, identities_in, identity_key, inbox_key, kv_write, lock,
+    read,
 };
+use super::write_set::{TreeId, WriteSet};
 use super::{JourneyStore, StoreError};
-use crate::model::{Contact, Millis};
+use crate::model::{Contact, Effect, Millis};
 
 /// Timers sort by due time: flip the sign bit so negative times order before positive ones.
 fn timer_key(due_at: Millis, enrollment_id: &str) -> Vec<u8> {
@@ -45,15 +46,22 @@ fn version_key(journey_id: &str, version: u32) -> Vec<u8> {
     key
 }
 
-fn counter_key(key: &CounterKey) -> Vec<u8> {
+/// A counter's key in one shard. `0xff` never occurs in UTF-8, so the suffix cannot be mistaken
+/// for part of the metric.
+fn counter_key(key: &CounterKey, shard: u8) -> Vec<u8> {
     let mut bytes = version_key(&key.journey_id, key.version);
     bytes.extend_from_slice(key.node.as_bytes());
     bytes.push(0);
     bytes.extend_from_slice(key.metric.as_bytes());
+    bytes.extend_from_slice(&[0xff, shard]);
     bytes
 }
 
 fn parse_counter_key(journey_id: &str, bytes: &[u8]) -> Option<CounterKey> {
+    let bytes = match bytes {
+        [rest @ .., 0xff, _shard] => rest,
+        unsharded => unsharded,
+    };
     let rest = bytes.get(journey_id.len() + 1..)?;
     let version = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
     let (node, metric) = std::str::from_utf8(&rest[4..]).ok()?.split_once('\0')?;
@@ -63,17 +71,6 @@ fn parse_counter_key(journey_id: &str, bytes: &[u8]) -> Option<CounterKey> {
         node: node.to_owned(),
         metric: metric.to_owned(),
     })
-}
-
-fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(error)
-}
-
-fn flatten(error: TransactionError<StoreError>) -> StoreError {
-    match error {
-        TransactionError::Abort(error) => error,
-        TransactionError::Storage(error) => backend(error),
-    }
 }
 
 impl JourneyStore for SledStore {
@@ -101,21 +98,18 @@ impl JourneyStore for SledStore {
         record: &JourneyRecord,
         version: &JourneyVersion,
     ) -> Result<(), StoreError> {
-        let (record_bytes, version_bytes) = (encode(record), encode(version));
         let key = version_key(&version.journey_id, version.version);
-        (&self.journeys, &self.journey_versions)
-            .transaction(|(journeys, versions)| {
-                if versions.get(&key)?.is_some() {
-                    return Err(abort(StoreError::Invalid(format!(
-                        "version {} of journey `{}` exists already",
-                        version.version, version.journey_id
-                    ))));
-                }
-                versions.insert(key.as_slice(), version_bytes.as_slice())?;
-                journeys.insert(record.id.as_bytes(), record_bytes.as_slice())?;
-                Ok(())
-            })
-            .map_err(flatten)
+        let _publish = lock(&self.locks.publish);
+        if self.journey_versions.contains_key(&key).map_err(backend)? {
+            return Err(StoreError::Invalid(format!(
+                "version {} of journey `{}` exists already",
+                version.version, version.journey_id
+            )));
+        }
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::JourneyVersions, key, encode(version));
+        writes.put(TreeId::Journeys, record.id.as_bytes(), encode(record));
+        writes.apply()
     }
 
     fn journey_version(
@@ -144,19 +138,29 @@ impl JourneyStore for SledStore {
         else {
             return Err(StoreError::Invalid("not an enrollment request".into()));
         };
+        let request_key = pair_key(journey_id, request_id);
+        let _request = self.locks.id(&request_key);
+        if self
+            .enroll_requests
+            .contains_key(&request_key)
+            .map_err(backend)?
+        {
+            return Ok(false);
+        }
         let sequence = self.db.generate_id().map_err(backend)?;
-        let key = inbox_key(partition_of(contact_id), sequence);
-        let (request_key, work) = (pair_key(journey_id, request_id), encode(item));
-        (&self.enroll_requests, &self.inbox)
-            .transaction(|(requests, inbox)| {
-                if requests.get(&request_key)?.is_some() {
-                    return Ok(false);
-                }
-                requests.insert(request_key.as_slice(), contact_id.as_bytes())?;
-                inbox.insert(&key[..], work.as_slice())?;
-                Ok(true)
-            })
-            .map_err(flatten)
+        let mut writes = WriteSet::new(self);
+        writes.put(
+            TreeId::EnrollRequests,
+            request_key,
+            contact_id.clone().into_bytes(),
+        );
+        writes.put(
+            TreeId::Inbox,
+            inbox_key(partition_of(contact_id), sequence),
+            encode(item),
+        );
+        writes.apply()?;
+        Ok(true)
     }
 
     fn pending_work(
@@ -168,6 +172,9 @@ impl JourneyStore for SledStore {
         let mut items = Vec::new();
         for entry in self.inbox.scan_prefix([partition]).take(limit) {
             let (key, value) = entry.map_err(backend)?;
+            if self.unsettled.contains(&key) {
+                continue;
+            }
             let key = WorkKey(key.to_vec());
             match decode(&value) {
                 Ok(item) => items.push((key, item)),
@@ -181,25 +188,23 @@ impl JourneyStore for SledStore {
     }
 
     fn set_aside(&self, key: &WorkKey, error: &str, now: Millis) -> Result<(), StoreError> {
-        (&self.inbox, &self.dead_letters)
-            .transaction(|(inbox, dead_letters)| {
-                let Some(bytes) = inbox.remove(key.0.as_slice())? else {
-                    return Ok(());
-                };
-                let item: Option<WorkItem> = decode(&bytes).ok();
-                let letter = DeadLetter {
-                    key: hex::encode(&key.0),
-                    raw: item
-                        .is_none()
-                        .then(|| String::from_utf8_lossy(&bytes).into_owned()),
-                    item,
-                    error: error.to_owned(),
-                    set_aside_at: now,
-                };
-                dead_letters.insert(key.0.as_slice(), encode(&letter))?;
-                Ok(())
-            })
-            .map_err(flatten)
+        let Some(bytes) = self.inbox.get(&key.0).map_err(backend)? else {
+            return Ok(());
+        };
+        let item: Option<WorkItem> = decode(&bytes).ok();
+        let letter = DeadLetter {
+            key: hex::encode(&key.0),
+            raw: item
+                .is_none()
+                .then(|| String::from_utf8_lossy(&bytes).into_owned()),
+            item,
+            error: error.to_owned(),
+            set_aside_at: now,
+        };
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::DeadLetters, key.0.clone(), encode(&letter));
+        writes.remove(TreeId::Inbox, key.0.clone());
+        writes.apply()
     }
 
     fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -215,39 +220,34 @@ impl JourneyStore for SledStore {
     }
 
     fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<Vec<u8>, StoreError> {
-        let mut due = Vec::new();
+        let mut partitions = Vec::new();
         for entry in self.timers.iter().take(limit) {
-            let (key, contact_id) = entry.map_err(backend)?;
-            let due_at = timer_due(&key);
+            let (timer, contact_id) = entry.map_err(backend)?;
+            let due_at = timer_due(&timer);
             if due_at > now {
                 break;
             }
             let contact_id = String::from_utf8_lossy(&contact_id).into_owned();
-            let enrollment_id = String::from_utf8_lossy(&key[8..]).into_owned();
-            let sequence = self.db.generate_id().map_err(backend)?;
+            let enrollment_id = String::from_utf8_lossy(&timer[8..]).into_owned();
             let partition = partition_of(&contact_id);
+            let key = inbox_key(partition, self.db.generate_id().map_err(backend)?);
             let work = encode(&WorkItem::Wake {
                 contact_id,
                 enrollment_id,
                 due_at,
             });
-            due.push((key, inbox_key(partition, sequence), work, partition));
+            // Wake first, then take the timer: a crash between the two leaves both, and the
+            // timer fires again later as a wake-up the enrollment has moved past, which a
+            // step ignores. The other order could lose the wait.
+            self.inbox.insert(&key[..], work).map_err(backend)?;
+            if self.timers.remove(&timer).map_err(backend)?.is_some() {
+                partitions.push(partition);
+            } else {
+                // A step cleared the timer since the scan: it is not due after all.
+                self.inbox.remove(&key[..]).map_err(backend)?;
+            }
         }
-        if due.is_empty() {
-            return Ok(Vec::new());
-        }
-        (&self.timers, &self.inbox)
-            .transaction(|(timers, inbox)| {
-                for (timer, key, work, _) in &due {
-                    // A step may have cleared the timer since the scan; then it is not due.
-                    if timers.remove(timer)?.is_some() {
-                        inbox.insert(&key[..], work.as_slice())?;
-                    }
-                }
-                Ok(())
-            })
-            .map_err(flatten)?;
-        Ok(due.into_iter().map(|(.., partition)| partition).collect())
+        Ok(partitions)
     }
 
     fn next_timer_due(&self) -> Result<Option<Millis>, StoreError> {
@@ -291,157 +291,179 @@ impl JourneyStore for SledStore {
     }
 
     fn counters(&self, journey_id: &str) -> Result<Vec<(CounterKey, i64)>, StoreError> {
-        self.counters
-            .scan_prefix(prefix(journey_id))
-            .map(|entry| {
-                let (key, value) = entry.map_err(backend)?;
-                let key = parse_counter_key(journey_id, &key)
-                    .ok_or_else(|| StoreError::Backend("corrupt counter key".into()))?;
-                let count = i64::from_be_bytes(value.as_ref().try_into().unwrap_or_default());
-                Ok((key, count))
-            })
-            .collect()
+        let mut totals = std::collections::BTreeMap::new();
+        for entry in self.counters.scan_prefix(prefix(journey_id)) {
+            let (key, value) = entry.map_err(backend)?;
+            let key = parse_counter_key(journey_id, &key)
+                .ok_or_else(|| StoreError::Backend("corrupt counter key".into()))?;
+            *totals.entry(key).or_insert(0) += read_count(&value);
+        }
+        Ok(totals.into_iter().collect())
     }
 
     fn commit(&self, commit: Commit) -> Result<Vec<u8>, StoreError> {
-        // Encode and number everything before the transaction: its closure may run again.
-        let enrollments: Vec<_> = commit
-            .enrollments
+        // The batch's own partitions (its items' and its contacts') are locked for the whole
+        // write, so nobody else writes these contacts, their journey state or the counters'
+        // shard of the lowest partition until the write set has been applied.
+        let mut partitions = BTreeSet::new();
+        partitions.extend(commit.done.iter().filter_map(|key| key.0.first().copied()));
+        partitions.extend(
+            commit
+                .contact_effects
+                .iter()
+                .map(|(id, _)| partition_of(id)),
+        );
+        partitions.extend(
+            commit
+                .enrollments
+                .iter()
+                .map(|e| partition_of(&e.contact_id)),
+        );
+        partitions.extend(
+            (commit
+                .contact_journeys
+                .iter()
+                .map(|cj| partition_of(&cj.contact_id)))
+            .chain(commit.timers_set.iter().map(|(.., id)| partition_of(id)))
+            .chain(commit.messages.iter().map(|m| partition_of(&m.contact_id)))
+            .chain(commit.events.iter().map(|e| partition_of(&e.contact_id))),
+        );
+        if partitions.is_empty() {
+            partitions.insert(0);
+        }
+        let partitions: Vec<u8> = partitions.into_iter().collect();
+        let shard = partitions[0];
+        let changes_identity = commit
+            .contact_effects
             .iter()
-            .map(|e| (e.id.as_bytes(), encode(e)))
-            .collect();
-        let contact_journeys: Vec<_> = commit
-            .contact_journeys
-            .iter()
-            .map(|cj| (pair_key(&cj.contact_id, &cj.journey_id), encode(cj)))
-            .collect();
-        let mut messages = Vec::with_capacity(commit.messages.len());
+            .flat_map(|(_, effects)| effects)
+            .any(|effect| match effect {
+                Effect::SetAttribute { name, .. } | Effect::UnsetAttribute { name } => {
+                    IDENTITY_FIELDS.contains(&name.as_str())
+                }
+                _ => false,
+            });
+        let _identities = changes_identity.then(|| lock(&self.locks.identities));
+        let _kv = (!commit.kv.is_empty()).then(|| lock(&self.locks.plugin_kv));
+        let _partitions = self.locks.partitions(&partitions);
+        let _event_ids = self
+            .locks
+            .ids(commit.events.iter().map(|e| e.id.as_bytes()));
+
+        let now = commit.now;
+        let mut writes = WriteSet::new(self);
+        for (contact_id, effects) in &commit.contact_effects {
+            let Some(mut contact) = read::<Contact>(&self.contacts, contact_id)? else {
+                continue;
+            };
+            let before: crate::model::Attributes = IDENTITY_FIELDS
+                .iter()
+                .filter_map(|field| {
+                    Some((field.to_string(), contact.attributes.get(*field)?.clone()))
+                })
+                .collect();
+            for effect in effects {
+                contact.apply(effect, now);
+            }
+            if changes_identity {
+                keep_identities_consistent(&mut writes, &before, &mut contact)?;
+            }
+            writes.put(TreeId::Contacts, contact_id.as_bytes(), encode(&contact));
+        }
+        for enrollment in &commit.enrollments {
+            writes.put(
+                TreeId::Enrollments,
+                enrollment.id.as_bytes(),
+                encode(enrollment),
+            );
+        }
+        for cj in &commit.contact_journeys {
+            writes.put(
+                TreeId::ContactJourneys,
+                pair_key(&cj.contact_id, &cj.journey_id),
+                encode(cj),
+            );
+        }
+        for (due_at, enrollment_id) in &commit.timers_cleared {
+            writes.remove(TreeId::Timers, timer_key(*due_at, enrollment_id));
+        }
+        for (due_at, enrollment_id, contact_id) in &commit.timers_set {
+            writes.put(
+                TreeId::Timers,
+                timer_key(*due_at, enrollment_id),
+                contact_id.clone().into_bytes(),
+            );
+        }
         for message in &commit.messages {
             let mut key = prefix(&message.contact_id);
             key.extend_from_slice(&self.db.generate_id().map_err(backend)?.to_be_bytes());
-            messages.push((key, encode(message)));
+            writes.put(TreeId::Outbox, key, encode(message));
         }
-        let mut events = Vec::with_capacity(commit.events.len());
+        let mut queued = Vec::new();
         for event in &commit.events {
+            if writes.get(TreeId::Events, event.id.as_bytes())?.is_some() {
+                continue;
+            }
             let partition = partition_of(&event.contact_id);
             let key = inbox_key(partition, self.db.generate_id().map_err(backend)?);
-            let work = encode(&WorkItem::Event {
-                contact_id: event.contact_id.clone(),
-                event_id: event.id.clone(),
-                event: Some(event.clone()),
-            });
-            events.push((event.id.as_bytes(), encode(event), key, work, partition));
+            writes.put(TreeId::Events, event.id.as_bytes(), encode(event));
+            writes.put(
+                TreeId::Inbox,
+                key,
+                encode(&WorkItem::Event {
+                    contact_id: event.contact_id.clone(),
+                    event_id: event.id.clone(),
+                    event: Some(event.clone()),
+                }),
+            );
+            queued.push(partition);
         }
-        let counters: Vec<_> = commit
-            .counters
-            .iter()
-            .filter(|(_, delta)| **delta != 0)
-            .map(|(key, delta)| (counter_key(key), *delta))
-            .collect();
-        let now = commit.now;
-        let new_work = std::sync::Mutex::new(Vec::new());
-
-        (
-            &self.contacts,
-            &self.identities,
-            &self.events,
-            &self.inbox,
-            &self.timers,
-            &self.enrollments,
-            &self.contact_journeys,
-            &self.outbox,
-            &self.counters,
-            &self.plugin_kv,
-            &self.plugin_kv_counts,
-        )
-            .transaction(
-                |(
-                    contacts,
-                    identities,
-                    events_tree,
-                    inbox,
-                    timers,
-                    enrollments_tree,
-                    contact_journeys_tree,
-                    outbox,
-                    counters_tree,
-                    plugin_kv,
-                    plugin_kv_counts,
-                )| {
-                    for (contact_id, effects) in &commit.contact_effects {
-                        let Some(bytes) = contacts.get(contact_id.as_bytes())? else {
-                            continue;
-                        };
-                        let mut contact: Contact = decode(&bytes).map_err(abort)?;
-                        let before = contact.clone();
-                        for effect in effects {
-                            contact.apply(effect, now);
-                        }
-                        keep_identities_consistent(identities, &before, &mut contact)?;
-                        contacts.insert(contact_id.as_bytes(), encode(&contact))?;
-                    }
-                    for (id, bytes) in &enrollments {
-                        enrollments_tree.insert(*id, bytes.as_slice())?;
-                    }
-                    for (key, bytes) in &contact_journeys {
-                        contact_journeys_tree.insert(key.as_slice(), bytes.as_slice())?;
-                    }
-                    for (due_at, enrollment_id) in &commit.timers_cleared {
-                        timers.remove(timer_key(*due_at, enrollment_id))?;
-                    }
-                    for (due_at, enrollment_id, contact_id) in &commit.timers_set {
-                        timers.insert(timer_key(*due_at, enrollment_id), contact_id.as_bytes())?;
-                    }
-                    for (key, bytes) in &messages {
-                        outbox.insert(key.as_slice(), bytes.as_slice())?;
-                    }
-                    let mut queued = Vec::new();
-                    for (id, bytes, key, work, partition) in &events {
-                        if events_tree.get(*id)?.is_none() {
-                            events_tree.insert(*id, bytes.as_slice())?;
-                            inbox.insert(&key[..], work.as_slice())?;
-                            queued.push(*partition);
-                        }
-                    }
-                    for (key, delta) in &counters {
-                        let count = counters_tree.get(key)?.map_or(0, |v| {
-                            i64::from_be_bytes(v.as_ref().try_into().unwrap_or_default())
-                        });
-                        counters_tree.insert(key.as_slice(), &(count + delta).to_be_bytes())?;
-                    }
-                    for write in &commit.kv {
-                        kv_write(
-                            plugin_kv,
-                            plugin_kv_counts,
-                            &write.namespace,
-                            &write.key,
-                            write.value.as_deref(),
-                            write.max_keys,
-                        )?;
-                    }
-                    for WorkKey(key) in &commit.done {
-                        inbox.remove(key.as_slice())?;
-                    }
-                    *new_work.lock().expect("commit lock") = queued;
-                    Ok(())
-                },
-            )
-            .map_err(flatten)?;
-        Ok(new_work.into_inner().expect("commit lock"))
+        for (key, delta) in commit.counters.iter().filter(|(_, delta)| **delta != 0) {
+            let key = counter_key(key, shard);
+            let count = writes
+                .get(TreeId::Counters, &key)?
+                .map_or(0, |bytes| read_count(&bytes));
+            writes.put(
+                TreeId::Counters,
+                key,
+                (count + delta).to_be_bytes().to_vec(),
+            );
+        }
+        for write in &commit.kv {
+            kv_write(
+                &mut writes,
+                &write.namespace,
+                &write.key,
+                write.value.as_deref(),
+                write.max_keys,
+            )?;
+        }
+        for WorkKey(key) in &commit.done {
+            writes.remove(TreeId::Inbox, key.clone());
+        }
+        writes.apply()?;
+        Ok(queued)
     }
+}
+
+const IDENTITY_FIELDS: [&str; 2] = ["email", "phone"];
+
+fn read_count(bytes: &[u8]) -> i64 {
+    i64::from_be_bytes(bytes.try_into().unwrap_or_default())
 }
 
 /// An action may set `email` or `phone`. The identity index follows when the new value is free;
 /// a malformed value or one that belongs to another contact is not applied (the old one stays),
-/// so two contacts never share an identity.
+/// so two contacts never share an identity. `before` holds the identity attributes as they
+/// were; the caller holds the `identities` lock.
 fn keep_identities_consistent(
-    identities: &sled::transaction::TransactionalTree,
-    before: &Contact,
+    writes: &mut WriteSet<'_>,
+    before: &crate::model::Attributes,
     contact: &mut Contact,
-) -> sled::transaction::ConflictableTransactionResult<(), StoreError> {
-    let (old_email, old_phone) = identities_in(&before.attributes).unwrap_or_default();
+) -> Result<(), StoreError> {
+    let (old_email, old_phone) = identities_in(before).unwrap_or_default();
     for (field, old) in [("email", old_email), ("phone", old_phone)] {
-        let changed = contact.attributes.get(field) != before.attributes.get(field);
+        let changed = contact.attributes.get(field) != before.get(field);
         if !changed {
             continue;
         }
@@ -464,25 +486,29 @@ fn keep_identities_consistent(
             }
         };
         if let Some(new) = &new {
-            let owner = identities.get(identity_key(field, new))?;
+            let owner = writes.get(TreeId::Identities, &identity_key(field, new))?;
             if owner.is_some_and(|owner| owner.as_ref() != contact.id.as_bytes()) {
                 tracing::warn!(contact = %contact.id, field, "a step set an identity another contact owns; kept the old value");
                 restore(contact, before, field);
                 continue;
             }
-            identities.insert(identity_key(field, new), contact.id.as_bytes())?;
+            writes.put(
+                TreeId::Identities,
+                identity_key(field, new),
+                contact.id.clone().into_bytes(),
+            );
         }
         if let Some(old) = old
             && new.as_ref() != Some(&old)
         {
-            identities.remove(identity_key(field, &old))?;
+            writes.remove(TreeId::Identities, identity_key(field, &old));
         }
     }
     Ok(())
 }
 
-fn restore(contact: &mut Contact, before: &Contact, field: &str) {
-    match before.attributes.get(field) {
+fn restore(contact: &mut Contact, before: &crate::model::Attributes, field: &str) {
+    match before.get(field) {
         Some(value) => contact.attributes.insert(field.to_owned(), value.clone()),
         None => contact.attributes.remove(field),
     };
@@ -513,6 +539,12 @@ mod tests {
             node: "opened?".into(),
             metric: "passed:event".into(),
         };
-        assert_eq!(parse_counter_key("welcome", &counter_key(&key)), Some(key));
+        assert_eq!(
+            parse_counter_key("welcome", &counter_key(&key, 7)),
+            Some(key.clone())
+        );
+        let mut unsharded = counter_key(&key, 0);
+        unsharded.truncate(unsharded.len() - 2);
+        assert_eq!(parse_counter_key("welcome", &unsharded), Some(key));
     }
 }

@@ -1,13 +1,16 @@
-//! The embedded default: sled 0.34, whose multi-tree transactions make each write atomic.
+//! The embedded default: sled 0.34. A write of several keys goes through a [`WriteSet`]
+//! (recorded, applied, replayed after a crash) rather than a sled transaction, and the store's
+//! own locks keep two writers off the same keys; see `write_set` for why.
 
 use std::path::Path;
-
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::sync::{Mutex, MutexGuard};
 
 use super::durability::GroupCommit;
 use super::identity::{normalize_email, normalize_phone};
-use super::{ContactUpsert, Recorded, Store, StoreError, Upserted, WorkItem, partition_of};
+use super::write_set::{TreeId, Unsettled, WriteSet};
+use super::{
+    ContactUpsert, PARTITIONS, Recorded, Store, StoreError, Upserted, WorkItem, partition_of,
+};
 use crate::model::{Contact, Event, Millis, Value};
 
 /// Tree names, fixed on disk.
@@ -40,8 +43,74 @@ pub(super) mod trees {
     pub const CONTACT_JOURNEYS: &str = "contact_journeys";
     /// `<contact id>\0<sequence u64 BE>` → message waiting for its channel (MessagePack).
     pub const OUTBOX: &str = "outbox";
-    /// `<journey id>\0<version u32 BE><node>\0<metric>` → count (i64 BE).
+    /// `<journey id>\0<version u32 BE><node>\0<metric>\xff<shard u8>` → count (i64 BE): one
+    /// count per shard, each written by one writer at a time; a key without the shard suffix
+    /// was written by an earlier version.
     pub const COUNTERS: &str = "counters";
+    /// `<id u64 BE><chunk u32 BE><chunks u32 BE>` → a write set being applied (see `write_set`).
+    pub const INTENTS: &str = "intents";
+}
+
+/// Who may write what at once. Taken in this order, each at most once per writer: `identities`,
+/// `plugin_kv`, then partitions in ascending order, then event ids.
+pub(super) struct Locks {
+    /// Email and phone ownership.
+    pub identities: Mutex<()>,
+    /// The plugins' key-value spaces and their key counts.
+    pub plugin_kv: Mutex<()>,
+    /// Publishing journey versions.
+    pub publish: Mutex<()>,
+    /// Everything of the contacts in a partition: the contact, its enrollments, timers and
+    /// messages, and the counters' shard of that number.
+    pub partitions: Vec<Mutex<()>>,
+    /// Recording an event id (and an enrollment request id), striped by its hash.
+    pub ids: Vec<Mutex<()>>,
+}
+
+impl Default for Locks {
+    fn default() -> Self {
+        Locks {
+            identities: Mutex::default(),
+            plugin_kv: Mutex::default(),
+            publish: Mutex::default(),
+            partitions: (0..PARTITIONS).map(|_| Mutex::default()).collect(),
+            ids: (0..64).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+pub(super) fn lock(mutex: &Mutex<()>) -> MutexGuard<'_, ()> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Locks {
+    /// The stripe for an id (FNV-1a).
+    pub fn id(&self, id: &[u8]) -> MutexGuard<'_, ()> {
+        lock(&self.ids[self.stripe(id)])
+    }
+
+    /// The stripes of several ids, in stripe order.
+    pub fn ids<'i>(&self, ids: impl Iterator<Item = &'i [u8]>) -> Vec<MutexGuard<'_, ()>> {
+        let stripes: std::collections::BTreeSet<usize> = ids.map(|id| self.stripe(id)).collect();
+        stripes.into_iter().map(|s| lock(&self.ids[s])).collect()
+    }
+
+    fn stripe(&self, id: &[u8]) -> usize {
+        let hash = id.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ *byte as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash % self.ids.len() as u64) as usize
+    }
+
+    /// The partitions in `partitions` (sorted, without repeats).
+    pub fn partitions(&self, partitions: &[u8]) -> Vec<MutexGuard<'_, ()>> {
+        partitions
+            .iter()
+            .map(|p| lock(&self.partitions[*p as usize]))
+            .collect()
+    }
 }
 
 /// Contacts, events and journey state in a sled database on disk.
@@ -62,6 +131,9 @@ pub struct SledStore {
     pub(super) contact_journeys: sled::Tree,
     pub(super) outbox: sled::Tree,
     pub(super) counters: sled::Tree,
+    pub(super) intents: sled::Tree,
+    pub(super) locks: Locks,
+    pub(super) unsettled: Unsettled,
     group_commit: GroupCommit,
 }
 
@@ -150,7 +222,7 @@ impl SledStore {
         // sled's page cache defaults to 1 GiB; the store should not be most of the process.
         let db = config.cache_capacity(256 << 20).open().map_err(backend)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
-        Ok(SledStore {
+        let store = SledStore {
             contacts: tree(trees::CONTACTS)?,
             identities: tree(trees::IDENTITIES)?,
             events: tree(trees::EVENTS)?,
@@ -166,9 +238,58 @@ impl SledStore {
             contact_journeys: tree(trees::CONTACT_JOURNEYS)?,
             outbox: tree(trees::OUTBOX)?,
             counters: tree(trees::COUNTERS)?,
+            intents: tree(trees::INTENTS)?,
+            locks: Locks::default(),
+            unsettled: Unsettled::default(),
             group_commit: GroupCommit::default(),
             db,
-        })
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// Put the store back in order after a crash: finish interrupted write sets, and record
+    /// the events of inbox items whose ingest stopped between queueing and recording them.
+    fn recover(&self) -> Result<(), StoreError> {
+        let mut repaired = self.replay_intents()?;
+        for entry in self.inbox.iter() {
+            let (_, value) = entry.map_err(backend)?;
+            if let Ok(WorkItem::Event {
+                event: Some(event), ..
+            }) = decode::<WorkItem>(&value)
+                && !self.events.contains_key(&event.id).map_err(backend)?
+            {
+                self.events
+                    .insert(event.id.as_bytes(), encode(&event))
+                    .map_err(backend)?;
+                repaired += 1;
+            }
+        }
+        if repaired > 0 {
+            tracing::info!(repaired, "finished writes a crash interrupted");
+            self.db.flush().map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn tree(&self, id: TreeId) -> &sled::Tree {
+        match id {
+            TreeId::Contacts => &self.contacts,
+            TreeId::Identities => &self.identities,
+            TreeId::Events => &self.events,
+            TreeId::PluginKv => &self.plugin_kv,
+            TreeId::PluginKvCounts => &self.plugin_kv_counts,
+            TreeId::Journeys => &self.journeys,
+            TreeId::JourneyVersions => &self.journey_versions,
+            TreeId::Inbox => &self.inbox,
+            TreeId::DeadLetters => &self.dead_letters,
+            TreeId::EnrollRequests => &self.enroll_requests,
+            TreeId::Timers => &self.timers,
+            TreeId::Enrollments => &self.enrollments,
+            TreeId::ContactJourneys => &self.contact_journeys,
+            TreeId::Outbox => &self.outbox,
+            TreeId::Counters => &self.counters,
+        }
     }
 }
 
@@ -192,77 +313,71 @@ impl Store for SledStore {
             ));
         }
         let (email, phone) = identities_in(&upsert.attributes)?;
-        let result = (&self.contacts, &self.identities).transaction(|(contacts, identities)| {
-            let abort = |error: StoreError| ConflictableTransactionError::Abort(error);
-            let owner = |field: &str,
-                             value: &Option<String>|
-                 -> Result<
-                    Option<String>,
-                    ConflictableTransactionError<StoreError>,
-                > {
-                    Ok(match value {
-                        Some(value) => identities
-                            .get(identity_key(field, value))?
-                            .map(|id| String::from_utf8_lossy(&id).into_owned()),
-                        None => None,
-                    })
-                };
-            let (email_owner, phone_owner) = (owner("email", &email)?, owner("phone", &phone)?);
-            let id = match (&upsert.id, &email_owner, &phone_owner) {
-                (Some(id), _, _) => id.clone(),
-                (None, Some(by_email), Some(by_phone)) if by_email != by_phone => {
-                    return Err(abort(StoreError::IdentityConflict {
-                        field: "phone",
-                        value: phone.clone().unwrap_or_default(),
-                        owner: by_phone.clone(),
-                    }));
-                }
-                (None, Some(found), _) | (None, None, Some(found)) => found.clone(),
-                (None, None, None) => new_contact_id(),
-            };
-            for (field, value, found) in [
-                ("email", &email, &email_owner),
-                ("phone", &phone, &phone_owner),
-            ] {
-                if let (Some(value), Some(found)) = (value, found)
-                    && *found != id
-                {
-                    return Err(abort(StoreError::IdentityConflict {
-                        field,
-                        value: value.clone(),
-                        owner: found.clone(),
-                    }));
-                }
+        let _identities =
+            (email.is_some() || phone.is_some()).then(|| lock(&self.locks.identities));
+        let owner = |field: &str, value: &Option<String>| -> Result<Option<String>, StoreError> {
+            Ok(match value {
+                Some(value) => self
+                    .identities
+                    .get(identity_key(field, value))
+                    .map_err(backend)?
+                    .map(|id| String::from_utf8_lossy(&id).into_owned()),
+                None => None,
+            })
+        };
+        let (email_owner, phone_owner) = (owner("email", &email)?, owner("phone", &phone)?);
+        let id = match (&upsert.id, &email_owner, &phone_owner) {
+            (Some(id), _, _) => id.clone(),
+            (None, Some(by_email), Some(by_phone)) if by_email != by_phone => {
+                return Err(StoreError::IdentityConflict {
+                    field: "phone",
+                    value: phone.clone().unwrap_or_default(),
+                    owner: by_phone.clone(),
+                });
             }
-            let existing: Option<Contact> = contacts
-                .get(id.as_bytes())?
-                .map(|bytes| decode(&bytes))
-                .transpose()
-                .map_err(abort)?;
-            let created = existing.is_none();
-            let mut contact = existing.unwrap_or_else(|| Contact::new(id.clone(), now));
-            let (old_email, old_phone) = identities_in(&contact.attributes).unwrap_or_default();
-            upsert.clone().apply(&mut contact, now);
-            // Identity keys follow the contact: a changed email releases the old one.
-            for (field, old, new) in [("email", &old_email, &email), ("phone", &old_phone, &phone)]
+            (None, Some(found), _) | (None, None, Some(found)) => found.clone(),
+            (None, None, None) => new_contact_id(),
+        };
+        for (field, value, found) in [
+            ("email", &email, &email_owner),
+            ("phone", &phone, &phone_owner),
+        ] {
+            if let (Some(value), Some(found)) = (value, found)
+                && *found != id
             {
-                if let Some(old) = old
-                    && new.is_some()
-                    && Some(old) != new.as_ref()
-                {
-                    identities.remove(identity_key(field, old))?;
-                }
-                if let Some(new) = new {
-                    identities.insert(identity_key(field, new), id.as_bytes())?;
-                }
+                return Err(StoreError::IdentityConflict {
+                    field,
+                    value: value.clone(),
+                    owner: found.clone(),
+                });
             }
-            contacts.insert(id.as_bytes(), encode(&contact))?;
-            Ok(Upserted { contact, created })
-        });
-        result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => backend(error),
-        })
+        }
+        let _contact = lock(&self.locks.partitions[partition_of(&id) as usize]);
+        let existing: Option<Contact> = read(&self.contacts, &id)?;
+        let created = existing.is_none();
+        let mut contact = existing.unwrap_or_else(|| Contact::new(id.clone(), now));
+        let (old_email, old_phone) = identities_in(&contact.attributes).unwrap_or_default();
+        upsert.apply(&mut contact, now);
+        let mut writes = WriteSet::new(self);
+        // Identity keys follow the contact: a changed email releases the old one.
+        for (field, old, new) in [("email", &old_email, &email), ("phone", &old_phone, &phone)] {
+            if let Some(old) = old
+                && new.is_some()
+                && Some(old) != new.as_ref()
+            {
+                writes.remove(TreeId::Identities, identity_key(field, old));
+            }
+            if let Some(new) = new {
+                writes.put(
+                    TreeId::Identities,
+                    identity_key(field, new),
+                    id.clone().into_bytes(),
+                );
+            }
+        }
+        writes.put(TreeId::Contacts, id.as_bytes(), encode(&contact));
+        writes.apply()?;
+        Ok(Upserted { contact, created })
     }
 
     fn record_events(&self, events: &[Event]) -> Result<Vec<Recorded>, StoreError> {
@@ -272,33 +387,32 @@ impl Store for SledStore {
                 bad.id
             )));
         }
-        // Number and encode first: the transaction's closure may run more than once.
-        let mut prepared = Vec::with_capacity(events.len());
+        // Each event is queued, then recorded. A crash between the two leaves an inbox item
+        // whose event opening the store records; a worker leaves the item alone until both
+        // are written, so nothing it does can be durable while the event is not.
+        let mut recorded = Vec::with_capacity(events.len());
         for event in events {
+            let _id = self.locks.id(event.id.as_bytes());
+            if self.events.contains_key(&event.id).map_err(backend)? {
+                recorded.push(Recorded::Duplicate);
+                continue;
+            }
             let sequence = self.db.generate_id().map_err(backend)?;
+            let key = inbox_key(partition_of(&event.contact_id), sequence);
             let work = encode(&WorkItem::Event {
                 contact_id: event.contact_id.clone(),
                 event_id: event.id.clone(),
                 event: Some(event.clone()),
             });
-            let key = inbox_key(partition_of(&event.contact_id), sequence);
-            prepared.push((event.id.as_bytes(), encode(event), key, work));
+            self.unsettled.hold(&[key]);
+            self.inbox.insert(&key[..], work).map_err(backend)?;
+            self.events
+                .insert(event.id.as_bytes(), encode(event))
+                .map_err(backend)?;
+            self.unsettled.release(&[key]);
+            recorded.push(Recorded::New);
         }
-        // One transaction for the whole batch: each event with its inbox entry, or neither.
-        let result = (&self.events, &self.inbox).transaction(|(events, inbox)| {
-            let mut recorded = Vec::with_capacity(prepared.len());
-            for (id, record, key, work) in &prepared {
-                if events.get(*id)?.is_some() {
-                    recorded.push(Recorded::Duplicate);
-                    continue;
-                }
-                events.insert(*id, record.as_slice())?;
-                inbox.insert(&key[..], work.as_slice())?;
-                recorded.push(Recorded::New);
-            }
-            Ok(recorded)
-        });
-        result.map_err(|error: TransactionError<StoreError>| backend(error))
+        Ok(recorded)
     }
 
     fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
@@ -326,51 +440,59 @@ impl Store for SledStore {
         value: &[u8],
         max_keys: u64,
     ) -> Result<bool, StoreError> {
-        let result = (&self.plugin_kv, &self.plugin_kv_counts).transaction(|(entries, counts)| {
-            kv_write(entries, counts, namespace, key, Some(value), max_keys)
-        });
-        result.map_err(|error: TransactionError<StoreError>| backend(error))
+        let _kv = lock(&self.locks.plugin_kv);
+        let mut writes = WriteSet::new(self);
+        let written = kv_write(&mut writes, namespace, key, Some(value), max_keys)?;
+        writes.apply()?;
+        Ok(written)
     }
 
     fn plugin_kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
-        let result = (&self.plugin_kv, &self.plugin_kv_counts).transaction(|(entries, counts)| {
-            kv_write(entries, counts, namespace, key, None, u64::MAX)
-        });
-        result
-            .map(drop)
-            .map_err(|error: TransactionError<StoreError>| backend(error))
+        let _kv = lock(&self.locks.plugin_kv);
+        let mut writes = WriteSet::new(self);
+        kv_write(&mut writes, namespace, key, None, u64::MAX)?;
+        writes.apply()
     }
 }
 
-/// Set (`Some`) or delete (`None`) a key in a plugin's space inside a transaction, keeping the
-/// space's key count; `Ok(false)` when a new key would exceed `max_keys`.
+/// Set (`Some`) or delete (`None`) a key in a plugin's space, keeping the space's key count;
+/// `Ok(false)` when a new key would exceed `max_keys`. The caller holds the `plugin_kv` lock.
 pub(super) fn kv_write(
-    entries: &sled::transaction::TransactionalTree,
-    counts: &sled::transaction::TransactionalTree,
+    writes: &mut WriteSet<'_>,
     namespace: &str,
     key: &str,
     value: Option<&[u8]>,
     max_keys: u64,
-) -> sled::transaction::ConflictableTransactionResult<bool, StoreError> {
+) -> Result<bool, StoreError> {
     let full_key = kv_key(namespace, key);
-    let count = counts.get(namespace)?.map_or(0, |bytes| {
-        u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default())
-    });
-    let exists = entries.get(&full_key)?.is_some();
+    let count = writes
+        .get(TreeId::PluginKvCounts, namespace.as_bytes())?
+        .map_or(0, |bytes| {
+            u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default())
+        });
+    let exists = writes.get(TreeId::PluginKv, &full_key)?.is_some();
     match value {
         Some(value) => {
             if !exists {
                 if count >= max_keys {
                     return Ok(false);
                 }
-                counts.insert(namespace, &(count + 1).to_be_bytes())?;
+                writes.put(
+                    TreeId::PluginKvCounts,
+                    namespace.as_bytes(),
+                    (count + 1).to_be_bytes().to_vec(),
+                );
             }
-            entries.insert(full_key.as_slice(), value)?;
+            writes.put(TreeId::PluginKv, full_key, value.to_vec());
         }
         None => {
             if exists {
-                entries.remove(full_key.as_slice())?;
-                counts.insert(namespace, &count.saturating_sub(1).to_be_bytes())?;
+                writes.remove(TreeId::PluginKv, full_key);
+                writes.put(
+                    TreeId::PluginKvCounts,
+                    namespace.as_bytes(),
+                    count.saturating_sub(1).to_be_bytes().to_vec(),
+                );
             }
         }
     }

@@ -519,6 +519,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn steps_and_api_updates_of_the_same_contact_at_once_lose_nothing() {
+        use crate::store::{ContactUpsert, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let upsert = |n: usize| ContactUpsert {
+            id: Some("a".into()),
+            attributes: [(format!("field_{n}"), crate::model::Value::Number(n as f64))].into(),
+            ..ContactUpsert::default()
+        };
+        store.upsert_contact(upsert(0), 1).unwrap();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for _ in 0..1_000 {
+                    let commit = Commit {
+                        contact_effects: vec![(
+                            "a".into(),
+                            vec![Effect::AdjustScore {
+                                delta: 1.0,
+                                reason: "step".into(),
+                            }],
+                        )],
+                        ..Commit::default()
+                    };
+                    store.commit(commit).unwrap();
+                }
+            });
+            scope.spawn(|| {
+                for n in 1..=1_000 {
+                    store.upsert_contact(upsert(n), 2).unwrap();
+                }
+            });
+        });
+        let contact = store.contact("a").unwrap().unwrap();
+        assert_eq!(contact.score, 1_000.0, "every step's score change is kept");
+        assert_eq!(
+            contact.attributes.len(),
+            1_001,
+            "every API update's attribute is kept"
+        );
+    }
+
+    #[test]
     fn timers_order_by_due_time_including_before_1970() {
         let mut keys = [
             timer_key(5, "a"),

@@ -65,6 +65,20 @@ impl TreeId {
     fn from_code(code: u8) -> Option<TreeId> {
         TreeId::ALL.get(code as usize).copied()
     }
+
+    /// Whether writers read keys of this tree back through a write set before applying it.
+    /// The others (a contact, an enrollment, an inbox item) are written once per set, so their
+    /// keys need not be remembered.
+    fn read_back(self) -> bool {
+        matches!(
+            self,
+            TreeId::Identities
+                | TreeId::Events
+                | TreeId::PluginKv
+                | TreeId::PluginKvCounts
+                | TreeId::Counters
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +112,7 @@ impl<'a> WriteSet<'a> {
 
     /// The value at `key` once this set is applied.
     pub(super) fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        debug_assert!(tree.read_back(), "{tree:?} keys are not remembered");
         if let Some(&index) = self.latest.get(&(tree, key.to_vec())) {
             return Ok(self.ops[index].value.as_deref().map(sled::IVec::from));
         }
@@ -113,7 +128,9 @@ impl<'a> WriteSet<'a> {
     }
 
     fn push(&mut self, tree: TreeId, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.latest.insert((tree, key.clone()), self.ops.len());
+        if tree.read_back() {
+            self.latest.insert((tree, key.clone()), self.ops.len());
+        }
         self.ops.push(Op { tree, key, value });
     }
 

@@ -87,6 +87,8 @@ impl JourneyStore for SledStore {
     }
 
     fn put_journey(&self, record: &JourneyRecord) -> Result<(), StoreError> {
+        // Publishing writes the record too; a replay of it must not undo a later edit.
+        let _publish = lock(&self.locks.publish);
         self.journeys
             .insert(record.id.as_bytes(), encode(record))
             .map(drop)

@@ -134,6 +134,8 @@ pub struct SledStore {
     pub(super) intents: sled::Tree,
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
+    /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
+    pub(super) broken: std::sync::atomic::AtomicBool,
     group_commit: GroupCommit,
 }
 
@@ -241,6 +243,7 @@ impl SledStore {
             intents: tree(trees::INTENTS)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
+            broken: Default::default(),
             group_commit: GroupCommit::default(),
             db,
         };
@@ -270,6 +273,23 @@ impl SledStore {
             self.db.flush().map_err(backend)?;
         }
         Ok(())
+    }
+
+    /// A write that failed part-way has left keys half written until the store is reopened
+    /// and finishes it from its intent; until then nothing more is written, so no step builds
+    /// on that state.
+    pub(super) fn check_writable(&self) -> Result<(), StoreError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Backend(
+                "an earlier write failed part-way; restart the server to finish it".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn break_writes(&self, error: &StoreError) {
+        self.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::error!(%error, "a write failed part-way; the store takes no more writes until it is reopened");
     }
 
     pub(super) fn tree(&self, id: TreeId) -> &sled::Tree {
@@ -390,6 +410,7 @@ impl Store for SledStore {
         // Each event is queued, then recorded. A crash between the two leaves an inbox item
         // whose event opening the store records; a worker leaves the item alone until both
         // are written, so nothing it does can be durable while the event is not.
+        self.check_writable()?;
         let mut recorded = Vec::with_capacity(events.len());
         for event in events {
             let _id = self.locks.id(event.id.as_bytes());
@@ -406,9 +427,12 @@ impl Store for SledStore {
             });
             self.unsettled.hold(&[key]);
             self.inbox.insert(&key[..], work).map_err(backend)?;
-            self.events
-                .insert(event.id.as_bytes(), encode(event))
-                .map_err(backend)?;
+            if let Err(error) = self.events.insert(event.id.as_bytes(), encode(event)) {
+                // Queued but not recorded: reopening the store records it.
+                let error = backend(error);
+                self.break_writes(&error);
+                return Err(error);
+            }
             self.unsettled.release(&[key]);
             recorded.push(Recorded::New);
         }

@@ -137,6 +137,7 @@ impl<'a> WriteSet<'a> {
     /// Make every write. A single one needs no intent; several are recorded first.
     pub(super) fn apply(self) -> Result<(), StoreError> {
         let store = self.store;
+        store.check_writable()?;
         match self.ops.as_slice() {
             [] => Ok(()),
             [op] => store.apply_op(op),
@@ -156,17 +157,25 @@ impl<'a> WriteSet<'a> {
                         .insert(intent_key(id, index as u32, count), chunk.as_slice())
                         .map_err(backend)?;
                 }
-                for op in ops {
-                    store.apply_op(op)?;
+                let finished = ops
+                    .iter()
+                    .try_for_each(|op| store.apply_op(op))
+                    .and_then(|()| {
+                        (0..count).try_for_each(|index| {
+                            store
+                                .intents
+                                .remove(intent_key(id, index, count))
+                                .map(drop)
+                                .map_err(backend)
+                        })
+                    });
+                if let Err(error) = finished {
+                    // Half done: only a replay can finish it, and a replay later than other
+                    // writes could undo them. The queued items stay unsettled, and the store
+                    // takes no more writes until it is reopened.
+                    store.break_writes(&error);
+                    return Err(error);
                 }
-                for index in 0..count {
-                    store
-                        .intents
-                        .remove(intent_key(id, index, count))
-                        .map_err(backend)?;
-                }
-                // Released only on success: after a failure the items stay unsettled until the
-                // store is reopened and the intent replayed.
                 store.unsettled.release(&queued);
                 Ok(())
             }
@@ -434,6 +443,30 @@ mod tests {
             store.record_events(&[event]).unwrap(),
             [crate::store::Recorded::Duplicate],
             "the client's retry is not queued a second time"
+        );
+    }
+
+    #[test]
+    fn after_a_write_failed_part_way_the_store_refuses_writes_instead_of_building_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.break_writes(&StoreError::Backend("disk full".into()));
+        let upsert: crate::store::ContactUpsert = serde_json::from_value(
+            serde_json::json!({"id": "a", "attributes": {"email": "a@example.com"}}),
+        )
+        .unwrap();
+        let event: crate::model::Event = serde_json::from_value(serde_json::json!({"id": "evt-1", "contact_id": "a", "name": "registered", "timestamp": 5})).unwrap();
+        let refused = store.upsert_contact(upsert, 1).unwrap_err();
+        assert!(refused.to_string().contains("restart"), "{refused}");
+        assert_eq!(refused.code(), "storage_error");
+        assert!(store.record_events(&[event]).is_err());
+        assert_eq!(store.contact("a").unwrap(), None);
+        assert_eq!(store.event("evt-1").unwrap(), None);
+        drop(store);
+        let reopened = SledStore::open(dir.path()).unwrap();
+        assert!(
+            reopened.plugin_kv_set("p", "k", b"v", 10).unwrap(),
+            "reopened, it writes again"
         );
     }
 

@@ -1,9 +1,11 @@
 //! Crash safety: the real `wayline serve` process is killed with SIGKILL while it ingests and
-//! processes a load, restarted on the same data directory, and every event has then been
-//! applied exactly once and every pending wait has fired.
+//! processes a load, three times, restarted on the same data directory, and every event has
+//! then been applied exactly once and every pending wait has fired.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
@@ -83,8 +85,13 @@ fn batches() -> Vec<Json> {
     events.chunks(10).map(|chunk| json!(chunk)).collect()
 }
 
-async fn send_all(client: &reqwest::Client, base: &str, batches: &[Json]) -> usize {
-    let mut acknowledged = 0;
+/// Send every batch once; `acknowledged` counts the 202s as they come.
+async fn send_all(
+    client: &reqwest::Client,
+    base: &str,
+    batches: &[Json],
+    acknowledged: &AtomicUsize,
+) -> usize {
     for batch in batches {
         let sent = client
             .post(format!("{base}/v1/events"))
@@ -93,10 +100,10 @@ async fn send_all(client: &reqwest::Client, base: &str, batches: &[Json]) -> usi
             .send()
             .await;
         if sent.is_ok_and(|r| r.status() == 202) {
-            acknowledged += 1;
+            acknowledged.fetch_add(1, Ordering::SeqCst);
         }
     }
-    acknowledged
+    acknowledged.load(Ordering::SeqCst)
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Json {
@@ -127,39 +134,49 @@ async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_ever
     let base = format!("http://127.0.0.1:{port}");
     let batches = batches();
 
-    let mut server = start(&data, &journeys, port);
-    wait_healthy(&client, &base).await;
-    // Send from a task and kill the server part-way through, while events are being
-    // ingested, steps processed and waits pending.
-    let sender = {
-        let (client, base, batches) = (client.clone(), base.clone(), batches.clone());
-        tokio::spawn(async move { send_all(&client, &base, &batches).await })
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let progress = scores(&client, &base)
-            .await
-            .iter()
-            .filter(|s| **s >= 1.0)
-            .count();
-        if progress >= CONTACTS / 2 || Instant::now() > deadline {
-            break;
+    // Three times: start, send from a task, and kill the server part-way through, while events
+    // are being ingested, steps processed, waits pending, and (after the first) interrupted
+    // writes being finished.
+    for round in 0..3 {
+        let mut server = start(&data, &journeys, port);
+        wait_healthy(&client, &base).await;
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let sender = {
+            let (client, base, batches) = (client.clone(), base.clone(), batches.clone());
+            let acknowledged = acknowledged.clone();
+            tokio::spawn(async move { send_all(&client, &base, &batches, &acknowledged).await })
+        };
+        if round == 0 {
+            // Half the load in: steps are running on what came first.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while acknowledged.load(Ordering::SeqCst) < batches.len() / 2
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(150 * round)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        server.kill().expect("SIGKILL");
+        server.wait().unwrap();
+        let acknowledged_before_kill = sender.await.unwrap();
+        if round == 0 {
+            assert!(
+                acknowledged_before_kill < batches.len(),
+                "the kill came while the load was still arriving ({acknowledged_before_kill} batches acknowledged)"
+            );
+        }
     }
-    server.kill().expect("SIGKILL");
-    server.wait().unwrap();
-    let acknowledged_before_kill = sender.await.unwrap();
-    assert!(
-        acknowledged_before_kill < batches.len(),
-        "the kill came while the load was still arriving ({acknowledged_before_kill} batches acknowledged)"
-    );
 
     let mut server = start(&data, &journeys, port);
     wait_healthy(&client, &base).await;
     // A client whose requests failed sends them again; what was already recorded is a
     // duplicate and is not applied a second time.
-    assert_eq!(send_all(&client, &base, &batches).await, batches.len());
+    let acknowledged = AtomicUsize::new(0);
+    assert_eq!(
+        send_all(&client, &base, &batches, &acknowledged).await,
+        batches.len()
+    );
     // Wait until the journey has nothing left to do: every event entered, every wait fired
     // and the step after it passed. Then nothing more can be applied, twice or otherwise.
     let total = json!(CONTACTS * EVENTS_PER_CONTACT);

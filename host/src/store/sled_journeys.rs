@@ -307,29 +307,19 @@ impl JourneyStore for SledStore {
         // The batch's own partitions (its items' and its contacts') are locked for the whole
         // write, so nobody else writes these contacts, their journey state or the counters'
         // shard of the lowest partition until the write set has been applied.
-        let mut partitions = BTreeSet::new();
+        let contacts = (commit.contact_effects.iter().map(|(id, _)| id.as_str()))
+            .chain(commit.enrollments.iter().map(|e| e.contact_id.as_str()))
+            .chain(
+                commit
+                    .contact_journeys
+                    .iter()
+                    .map(|cj| cj.contact_id.as_str()),
+            )
+            .chain(commit.timers_set.iter().map(|(.., id)| id.as_str()))
+            .chain(commit.messages.iter().map(|m| m.contact_id.as_str()))
+            .chain(commit.events.iter().map(|e| e.contact_id.as_str()));
+        let mut partitions: BTreeSet<u8> = contacts.map(partition_of).collect();
         partitions.extend(commit.done.iter().filter_map(|key| key.0.first().copied()));
-        partitions.extend(
-            commit
-                .contact_effects
-                .iter()
-                .map(|(id, _)| partition_of(id)),
-        );
-        partitions.extend(
-            commit
-                .enrollments
-                .iter()
-                .map(|e| partition_of(&e.contact_id)),
-        );
-        partitions.extend(
-            (commit
-                .contact_journeys
-                .iter()
-                .map(|cj| partition_of(&cj.contact_id)))
-            .chain(commit.timers_set.iter().map(|(.., id)| partition_of(id)))
-            .chain(commit.messages.iter().map(|m| partition_of(&m.contact_id)))
-            .chain(commit.events.iter().map(|e| partition_of(&e.contact_id))),
-        );
         if partitions.is_empty() {
             partitions.insert(0);
         }

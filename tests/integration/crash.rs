@@ -4,8 +4,6 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
@@ -85,12 +83,12 @@ fn batches() -> Vec<Json> {
     events.chunks(10).map(|chunk| json!(chunk)).collect()
 }
 
-/// Send every batch once; `acknowledged` counts the 202s as they come.
+/// Send every batch once; `acknowledged` counts the 202s as they come, for whoever waits on it.
 async fn send_all(
     client: &reqwest::Client,
     base: &str,
     batches: &[Json],
-    acknowledged: &AtomicUsize,
+    acknowledged: &tokio::sync::watch::Sender<usize>,
 ) -> usize {
     for batch in batches {
         let sent = client
@@ -100,10 +98,10 @@ async fn send_all(
             .send()
             .await;
         if sent.is_ok_and(|r| r.status() == 202) {
-            acknowledged.fetch_add(1, Ordering::SeqCst);
+            acknowledged.send_modify(|count| *count += 1);
         }
     }
-    acknowledged.load(Ordering::SeqCst)
+    *acknowledged.borrow()
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Json {
@@ -140,23 +138,19 @@ async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_ever
     for round in 0..3 {
         let mut server = start(&data, &journeys, port);
         wait_healthy(&client, &base).await;
-        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let (acknowledged, mut progress) = tokio::sync::watch::channel(0);
         let sender = {
             let (client, base, batches) = (client.clone(), base.clone(), batches.clone());
-            let acknowledged = acknowledged.clone();
             tokio::spawn(async move { send_all(&client, &base, &batches, &acknowledged).await })
         };
-        if round == 0 {
-            // Half the load in: steps are running on what came first.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while acknowledged.load(Ordering::SeqCst) < batches.len() / 2
-                && Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        } else {
-            tokio::time::sleep(Duration::from_millis(150 * round)).await;
-        }
+        // First half the load, so steps are running on what came first; then a quarter and
+        // three quarters of the resent load, most of it duplicates by now.
+        let kill_after = batches.len() * [2, 1, 3][round] / 4;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            progress.wait_for(|count| *count >= kill_after),
+        )
+        .await;
         server.kill().expect("SIGKILL");
         server.wait().unwrap();
         let acknowledged_before_kill = sender.await.unwrap();
@@ -172,7 +166,7 @@ async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_ever
     wait_healthy(&client, &base).await;
     // A client whose requests failed sends them again; what was already recorded is a
     // duplicate and is not applied a second time.
-    let acknowledged = AtomicUsize::new(0);
+    let (acknowledged, _) = tokio::sync::watch::channel(0);
     assert_eq!(
         send_all(&client, &base, &batches, &acknowledged).await,
         batches.len()

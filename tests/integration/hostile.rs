@@ -60,7 +60,20 @@ fn an_infinite_loop_stops_at_its_cpu_deadline() {
 
 #[test]
 fn unbounded_memory_growth_stops_at_the_memory_cap() {
-    let (runtime, plugin) = hostile();
+    // The default memory cap, with time to reach it: filling 32 MiB on a busy 2-core machine
+    // (the suite runs tests in parallel) can take longer than the default 100 ms CPU deadline,
+    // and then the call stops at that limit instead of the one this test is about.
+    let (runtime, _clock) = support::runtime();
+    let settings = PluginSettings {
+        limits: Limits {
+            cpu_ms: 10_000,
+            ..Limits::default()
+        },
+        ..PluginSettings::default()
+    };
+    let plugin = runtime
+        .load(&support::fixture_bytes("hostile-scorer"), &settings)
+        .unwrap();
     let error = call(&runtime, &plugin, "grow").unwrap_err();
     assert!(
         matches!(&error, CallError::MemoryLimit(m) if m.contains(&Limits::default().memory_bytes.to_string())),

@@ -32,15 +32,23 @@ fn tally_journey() -> Json {
     })
 }
 
+/// A port for the server across its restarts. Taken below the kernel's ephemeral range, so
+/// that while the server is down no other test's outgoing connection can be given it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let offset = std::process::id() as u16 % 4_000;
+    (0..4_000)
+        .map(|n| 20_000 + (offset + n) % 4_000)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port between 20000 and 24000")
 }
 
-fn start(data: &Path, journeys: &Path, port: u16) -> Child {
+/// Start `wayline serve` on the data directory; what it logs goes to `log`.
+fn start(data: &Path, journeys: &Path, port: u16, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_wayline"))
         .args([
             "serve",
@@ -57,20 +65,28 @@ fn start(data: &Path, journeys: &Path, port: u16) -> Child {
         .arg(journeys)
         .env("WAYLINE_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("wayline serve starts")
 }
 
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
+/// Wait for the server to answer; if it exits or does not come up, fail with what it logged.
+async fn wait_healthy(client: &reqwest::Client, base: &str, server: &mut Child, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
+    let failure = loop {
         if client.get(format!("{base}/healthz")).send().await.is_ok() {
             return;
         }
+        if let Some(status) = server.try_wait().unwrap() {
+            break format!("the server exited ({status})");
+        }
+        if Instant::now() > deadline {
+            break "the server did not come up within 60 s".to_owned();
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not come up");
+    };
+    let logged = std::fs::read_to_string(log).unwrap_or_default();
+    panic!("{failure}; it logged:\n{logged}");
 }
 
 fn batches() -> Vec<Json> {
@@ -130,14 +146,15 @@ async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_ever
         .unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("server.log");
     let batches = batches();
 
     // Three times: start, send from a task, and kill the server part-way through, while events
     // are being ingested, steps processed, waits pending, and (after the first) interrupted
     // writes being finished.
     for round in 0..3 {
-        let mut server = start(&data, &journeys, port);
-        wait_healthy(&client, &base).await;
+        let mut server = start(&data, &journeys, port, &log);
+        wait_healthy(&client, &base, &mut server, &log).await;
         let (acknowledged, mut progress) = tokio::sync::watch::channel(0);
         let sender = {
             let (client, base, batches) = (client.clone(), base.clone(), batches.clone());
@@ -162,8 +179,8 @@ async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_ever
         }
     }
 
-    let mut server = start(&data, &journeys, port);
-    wait_healthy(&client, &base).await;
+    let mut server = start(&data, &journeys, port, &log);
+    wait_healthy(&client, &base, &mut server, &log).await;
     // A client whose requests failed sends them again; what was already recorded is a
     // duplicate and is not applied a second time.
     let (acknowledged, _) = tokio::sync::watch::channel(0);

@@ -158,10 +158,28 @@ impl<'a> Batch<'a> {
 
     fn contact(&mut self, id: &str) -> Result<Option<Arc<Contact>>, StoreError> {
         if !self.contacts.contains_key(id) {
-            let found = self.journeys.store.contact(id)?.map(Arc::new);
-            self.contacts.insert(id.to_owned(), found);
+            self.load_contact(id)?;
         }
         Ok(self.contacts[id].clone())
+    }
+
+    /// Read a contact and its journeys, which the store keeps together. Whichever of the two
+    /// the batch already holds is kept: the batch may have changed it.
+    fn load_contact(&mut self, id: &str) -> Result<(), StoreError> {
+        let (contact, journeys) = match self.journeys.store.contact_with_journeys(id)? {
+            Some((contact, journeys)) => (Some(Arc::new(contact)), journeys),
+            None => (None, Vec::new()),
+        };
+        self.contacts.entry(id.to_owned()).or_insert(contact);
+        self.contact_journeys
+            .entry(id.to_owned())
+            .or_insert_with(|| {
+                journeys
+                    .into_iter()
+                    .map(|record| (record.journey_id.clone(), record))
+                    .collect()
+            });
+        Ok(())
     }
 
     fn event(&mut self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
@@ -177,14 +195,7 @@ impl<'a> Batch<'a> {
         contact_id: &str,
     ) -> Result<&mut HashMap<String, ContactJourney>, StoreError> {
         if !self.contact_journeys.contains_key(contact_id) {
-            let all = self
-                .journeys
-                .store
-                .contact_journeys(contact_id)?
-                .into_iter()
-                .map(|cj| (cj.journey_id.clone(), cj))
-                .collect();
-            self.contact_journeys.insert(contact_id.to_owned(), all);
+            self.load_contact(contact_id)?;
         }
         Ok(self.contact_journeys.get_mut(contact_id).expect("loaded"))
     }

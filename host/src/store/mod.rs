@@ -11,6 +11,7 @@ mod identity;
 mod records;
 mod sled_journeys;
 mod sled_store;
+mod values;
 mod write_set;
 
 use std::collections::BTreeMap;
@@ -190,14 +191,13 @@ pub trait JourneyStore {
 
     /// An enrollment by id.
     fn enrollment(&self, id: &str) -> Result<Option<Enrollment>, StoreError>;
-    /// One contact's record of one journey.
-    fn contact_journey(
-        &self,
-        contact_id: &str,
-        journey_id: &str,
-    ) -> Result<Option<ContactJourney>, StoreError>;
     /// One contact's records of every journey they entered.
     fn contact_journeys(&self, contact_id: &str) -> Result<Vec<ContactJourney>, StoreError>;
+    /// A contact and its records of every journey they entered, read together.
+    fn contact_with_journeys(
+        &self,
+        contact_id: &str,
+    ) -> Result<Option<(Contact, Vec<ContactJourney>)>, StoreError>;
     /// The messages journeys asked to send to a contact, oldest first.
     fn messages(&self, contact_id: &str) -> Result<Vec<OutboxMessage>, StoreError>;
     /// A journey's per-node counters.

@@ -1,13 +1,14 @@
 //! The journeys' state in sled: definitions, the inbox, timers, enrollments, the outbox and
 //! counters, and the write set that commits a batch of journey work.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::records::*;
 use super::sled_store::{
     SledStore, backend, decode, encode, identities_in, identity_key, inbox_key, kv_write, lock,
     read,
 };
+use super::values::{contact_and_journeys, contact_value, event_value, merge_journeys};
 use super::write_set::{TreeId, WriteSet};
 use super::{JourneyStore, StoreError};
 use crate::model::{Contact, Effect, Millis};
@@ -268,20 +269,22 @@ impl JourneyStore for SledStore {
         read(&self.enrollments, id)
     }
 
-    fn contact_journey(
-        &self,
-        contact_id: &str,
-        journey_id: &str,
-    ) -> Result<Option<ContactJourney>, StoreError> {
-        read(&self.contact_journeys, pair_key(contact_id, journey_id))
+    fn contact_journeys(&self, contact_id: &str) -> Result<Vec<ContactJourney>, StoreError> {
+        Ok(self
+            .contact_with_journeys(contact_id)?
+            .map(|(_, journeys)| journeys)
+            .unwrap_or_default())
     }
 
-    fn contact_journeys(&self, contact_id: &str) -> Result<Vec<ContactJourney>, StoreError> {
-        self.contact_journeys
-            .scan_prefix(prefix(contact_id))
-            .values()
-            .map(|bytes| decode(&bytes.map_err(backend)?))
-            .collect()
+    fn contact_with_journeys(
+        &self,
+        contact_id: &str,
+    ) -> Result<Option<(Contact, Vec<ContactJourney>)>, StoreError> {
+        self.contacts
+            .get(contact_id)
+            .map_err(backend)?
+            .map(|bytes| contact_and_journeys(&bytes))
+            .transpose()
     }
 
     fn messages(&self, contact_id: &str) -> Result<Vec<OutboxMessage>, StoreError> {
@@ -344,36 +347,51 @@ impl JourneyStore for SledStore {
 
         let now = commit.now;
         let mut writes = WriteSet::new(self);
+        // A contact's value holds its journeys too: each contact the batch changed is read
+        // once (as it is now, API updates included), changed and written once.
+        let mut changed: BTreeMap<&str, (Option<&Vec<Effect>>, Vec<&ContactJourney>)> =
+            BTreeMap::new();
         for (contact_id, effects) in &commit.contact_effects {
-            let Some(mut contact) = read::<Contact>(&self.contacts, contact_id)? else {
+            changed.entry(contact_id).or_default().0 = Some(effects);
+        }
+        for record in &commit.contact_journeys {
+            changed
+                .entry(&record.contact_id)
+                .or_default()
+                .1
+                .push(record);
+        }
+        for (contact_id, (effects, records)) in changed {
+            let Some(bytes) = self.contacts.get(contact_id).map_err(backend)? else {
                 continue;
             };
-            let before: crate::model::Attributes = IDENTITY_FIELDS
-                .iter()
-                .filter_map(|field| {
-                    Some((field.to_string(), contact.attributes.get(*field)?.clone()))
-                })
-                .collect();
-            for effect in effects {
-                contact.apply(effect, now);
+            let (mut contact, mut journeys) = contact_and_journeys(&bytes)?;
+            if let Some(effects) = effects {
+                let before: crate::model::Attributes = IDENTITY_FIELDS
+                    .iter()
+                    .filter_map(|field| {
+                        Some((field.to_string(), contact.attributes.get(*field)?.clone()))
+                    })
+                    .collect();
+                for effect in effects {
+                    contact.apply(effect, now);
+                }
+                if changes_identity {
+                    keep_identities_consistent(&mut writes, &before, &mut contact)?;
+                }
             }
-            if changes_identity {
-                keep_identities_consistent(&mut writes, &before, &mut contact)?;
-            }
-            writes.put(TreeId::Contacts, contact_id.as_bytes(), encode(&contact));
+            merge_journeys(&mut journeys, records);
+            writes.put(
+                TreeId::Contacts,
+                contact_id.as_bytes(),
+                contact_value(&contact, &journeys),
+            );
         }
         for enrollment in &commit.enrollments {
             writes.put(
                 TreeId::Enrollments,
                 enrollment.id.as_bytes(),
                 encode(enrollment),
-            );
-        }
-        for cj in &commit.contact_journeys {
-            writes.put(
-                TreeId::ContactJourneys,
-                pair_key(&cj.contact_id, &cj.journey_id),
-                encode(cj),
             );
         }
         for (due_at, enrollment_id) in &commit.timers_cleared {
@@ -397,8 +415,13 @@ impl JourneyStore for SledStore {
                 continue;
             }
             let partition = partition_of(&event.contact_id);
-            let key = inbox_key(partition, self.db.generate_id().map_err(backend)?);
-            writes.put(TreeId::Events, event.id.as_bytes(), encode(event));
+            let sequence = self.db.generate_id().map_err(backend)?;
+            let key = inbox_key(partition, sequence);
+            writes.put(
+                TreeId::Events,
+                event.id.as_bytes(),
+                event_value(event, sequence),
+            );
             writes.put(
                 TreeId::Inbox,
                 key,

@@ -7,6 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::durability::GroupCommit;
 use super::identity::{normalize_email, normalize_phone};
+use super::values::{
+    contact_and_journeys, contact_value, event_sequence, event_value, merge_journeys,
+};
 use super::write_set::{TreeId, Unsettled, WriteSet};
 use super::{
     ContactUpsert, PARTITIONS, Recorded, Store, StoreError, Upserted, WorkItem, partition_of,
@@ -15,11 +18,12 @@ use crate::model::{Contact, Event, Millis, Value};
 
 /// Tree names, fixed on disk.
 pub(super) mod trees {
-    /// contact id → contact (MessagePack).
+    /// contact id → contact, then its records of the journeys it entered (see `values`).
     pub const CONTACTS: &str = "contacts";
     /// `email:<normalised>` or `phone:<normalised>` → contact id.
     pub const IDENTITIES: &str = "identities";
-    /// event id → event (MessagePack); an id present here has been recorded.
+    /// event id → event, then the sequence of the inbox item that queued it (see `values`); an
+    /// id present here has been recorded.
     pub const EVENTS: &str = "events";
     /// `<plugin name>\0<key>` → value: the plugins' private key-value spaces.
     pub const PLUGIN_KV: &str = "plugin_kv";
@@ -39,7 +43,8 @@ pub(super) mod trees {
     pub const TIMERS: &str = "timers";
     /// enrollment id → enrollment (MessagePack).
     pub const ENROLLMENTS: &str = "enrollments";
-    /// `<contact id>\0<journey id>` → that contact's record of that journey (MessagePack).
+    /// `<contact id>\0<journey id>` → that contact's record of that journey, as earlier
+    /// versions kept them; opening the store moves them into the contacts' values.
     pub const CONTACT_JOURNEYS: &str = "contact_journeys";
     /// `<contact id>\0<sequence u64 BE>` → message waiting for its channel (MessagePack).
     pub const OUTBOX: &str = "outbox";
@@ -171,6 +176,13 @@ pub(super) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(value).expect("model types serialize")
 }
 
+/// The sequence an inbox key carries after its partition.
+pub(super) fn inbox_sequence(key: &[u8]) -> u64 {
+    key.get(1..9)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 /// An inbox key: the partition first, so a worker scans only its own.
 pub(super) fn inbox_key(partition: u8, sequence: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
@@ -251,28 +263,64 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Put the store back in order after a crash: finish interrupted write sets, and record
-    /// the events of inbox items whose ingest stopped between queueing and recording them.
+    /// Put the store back in order after a crash: finish interrupted write sets, move journey
+    /// records an earlier version kept apart into their contacts, and settle inbox items whose
+    /// ingest stopped half-way: record the event of one queued but not recorded, drop one a
+    /// duplicate queued before finding its id taken.
     fn recover(&self) -> Result<(), StoreError> {
         let mut repaired = self.replay_intents()?;
+        repaired += self.move_journey_records_into_contacts()?;
         for entry in self.inbox.iter() {
-            let (_, value) = entry.map_err(backend)?;
-            if let Ok(WorkItem::Event {
+            let (key, value) = entry.map_err(backend)?;
+            let Ok(WorkItem::Event {
                 event: Some(event), ..
             }) = decode::<WorkItem>(&value)
-                && !self.events.contains_key(&event.id).map_err(backend)?
-            {
-                self.events
-                    .insert(event.id.as_bytes(), encode(&event))
-                    .map_err(backend)?;
-                repaired += 1;
+            else {
+                continue;
+            };
+            let sequence = inbox_sequence(&key);
+            match self.events.get(&event.id).map_err(backend)? {
+                None => {
+                    self.events
+                        .insert(event.id.as_bytes(), event_value(&event, sequence))
+                        .map_err(backend)?;
+                }
+                Some(stored) if event_sequence(&stored)?.is_some_and(|s| s != sequence) => {
+                    self.inbox.remove(key).map_err(backend)?;
+                }
+                Some(_) => continue,
             }
+            repaired += 1;
         }
         if repaired > 0 {
             tracing::info!(repaired, "finished writes a crash interrupted");
             self.db.flush().map_err(backend)?;
         }
         Ok(())
+    }
+
+    /// Earlier versions kept each contact's record of a journey under its own key. Each is
+    /// merged into its contact's value, then removed; run again after a crash, a merge writes
+    /// the same value again. A record whose contact is gone goes with it.
+    fn move_journey_records_into_contacts(&self) -> Result<usize, StoreError> {
+        let mut moved = 0;
+        for entry in self.contact_journeys.iter() {
+            let (key, value) = entry.map_err(backend)?;
+            let record: super::ContactJourney = decode(&value)?;
+            if let Some(bytes) = self.contacts.get(&record.contact_id).map_err(backend)? {
+                let (contact, mut journeys) = contact_and_journeys(&bytes)?;
+                merge_journeys(&mut journeys, [&record]);
+                self.contacts
+                    .insert(
+                        record.contact_id.as_bytes(),
+                        contact_value(&contact, &journeys),
+                    )
+                    .map_err(backend)?;
+            }
+            self.contact_journeys.remove(key).map_err(backend)?;
+            moved += 1;
+        }
+        Ok(moved)
     }
 
     /// A write that failed part-way has left keys half written until the store is reopened
@@ -373,9 +421,12 @@ impl Store for SledStore {
             }
         }
         let _contact = lock(&self.locks.partitions[partition_of(&id) as usize]);
-        let existing: Option<Contact> = read(&self.contacts, &id)?;
+        let existing = self.contacts.get(&id).map_err(backend)?;
         let created = existing.is_none();
-        let mut contact = existing.unwrap_or_else(|| Contact::new(id.clone(), now));
+        let (mut contact, journeys) = match existing {
+            Some(bytes) => contact_and_journeys(&bytes)?,
+            None => (Contact::new(id.clone(), now), Vec::new()),
+        };
         let (old_email, old_phone) = identities_in(&contact.attributes).unwrap_or_default();
         upsert.apply(&mut contact, now);
         let mut writes = WriteSet::new(self);
@@ -395,7 +446,11 @@ impl Store for SledStore {
                 );
             }
         }
-        writes.put(TreeId::Contacts, id.as_bytes(), encode(&contact));
+        writes.put(
+            TreeId::Contacts,
+            id.as_bytes(),
+            contact_value(&contact, &journeys),
+        );
         writes.apply()?;
         Ok(Upserted { contact, created })
     }
@@ -407,17 +462,15 @@ impl Store for SledStore {
                 bad.id
             )));
         }
-        // Each event is queued, then recorded. A crash between the two leaves an inbox item
-        // whose event opening the store records; a worker leaves the item alone until both
-        // are written, so nothing it does can be durable while the event is not.
+        // Each event is queued, then recorded if its id is new; a duplicate takes back the
+        // item it queued. Workers leave the item alone until that is settled, so nothing they
+        // do can be durable while the event is not. Should the process die in between, opening
+        // the store records the event of an item queued but not recorded, and drops an item
+        // whose event names another item's sequence (see `recover`).
         self.check_writable()?;
         let mut recorded = Vec::with_capacity(events.len());
         for event in events {
             let _id = self.locks.id(event.id.as_bytes());
-            if self.events.contains_key(&event.id).map_err(backend)? {
-                recorded.push(Recorded::Duplicate);
-                continue;
-            }
             let sequence = self.db.generate_id().map_err(backend)?;
             let key = inbox_key(partition_of(&event.contact_id), sequence);
             let work = encode(&WorkItem::Event {
@@ -427,14 +480,25 @@ impl Store for SledStore {
             });
             self.unsettled.hold(&[key]);
             self.inbox.insert(&key[..], work).map_err(backend)?;
-            if let Err(error) = self.events.insert(event.id.as_bytes(), encode(event)) {
-                // Queued but not recorded: reopening the store records it.
-                let error = backend(error);
-                self.break_writes(&error);
-                return Err(error);
+            let new = self.events.compare_and_swap(
+                event.id.as_bytes(),
+                None::<&[u8]>,
+                Some(event_value(event, sequence)),
+            );
+            let outcome = match new {
+                Ok(Ok(())) => Ok(Recorded::New),
+                Ok(Err(_taken)) => self.inbox.remove(&key[..]).map(|_| Recorded::Duplicate),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(outcome) => recorded.push(outcome),
+                Err(error) => {
+                    let error = backend(error);
+                    self.break_writes(&error);
+                    return Err(error);
+                }
             }
             self.unsettled.release(&[key]);
-            recorded.push(Recorded::New);
         }
         Ok(recorded)
     }
@@ -730,6 +794,7 @@ mod tests {
                     .unwrap(),
                 [Recorded::New, Recorded::Duplicate]
             );
+            assert_eq!(store.inbox.len(), 1, "the duplicate is not queued");
             store
                 .upsert_contact(upsert(serde_json::json!({"id": "a"})), 1)
                 .unwrap();
@@ -742,7 +807,49 @@ mod tests {
                 .unwrap(),
             [Recorded::Duplicate]
         );
+        assert_eq!(reopened.inbox.len(), 1);
         assert_eq!(reopened.event("evt-1").unwrap(), Some(event));
         assert!(reopened.contact("a").unwrap().is_some());
+    }
+
+    #[test]
+    fn journey_records_an_earlier_version_kept_apart_move_into_their_contacts() {
+        use crate::store::{ContactJourney, JourneyStore};
+        let dir = tempfile::tempdir().unwrap();
+        let record = |contact: &str, journey: &str| ContactJourney {
+            contact_id: contact.into(),
+            journey_id: journey.into(),
+            active: vec![format!("en_{contact}_{journey}")],
+            entries: 1,
+            ..ContactJourney::default()
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let contact = Contact::new("a".into(), 1);
+            // As an earlier version wrote them: the contact alone, each journey record apart.
+            store.contacts.insert("a", encode(&contact)).unwrap();
+            for (contact, journey) in [("a", "welcome"), ("a", "winback"), ("gone", "welcome")] {
+                let key = format!("{contact}\0{journey}");
+                store
+                    .contact_journeys
+                    .insert(key.as_bytes(), encode(&record(contact, journey)))
+                    .unwrap();
+            }
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let (contact, journeys) = store.contact_with_journeys("a").unwrap().unwrap();
+        assert_eq!(contact.id, "a");
+        assert_eq!(journeys, [record("a", "welcome"), record("a", "winback")]);
+        assert!(store.contact_journeys("gone").unwrap().is_empty());
+        assert!(store.contact_journeys.is_empty(), "nothing is left apart");
+        store
+            .upsert_contact(upsert(serde_json::json!({"id": "a", "tags": ["vip"]})), 2)
+            .unwrap();
+        assert_eq!(
+            store.contact_journeys("a").unwrap().len(),
+            2,
+            "an API update keeps the contact's journeys"
+        );
     }
 }

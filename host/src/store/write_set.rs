@@ -38,6 +38,7 @@ pub(super) enum TreeId {
     EnrollRequests = 9,
     Timers = 10,
     Enrollments = 11,
+    /// Written by earlier versions only; kept so their interrupted writes replay.
     ContactJourneys = 12,
     Outbox = 13,
     Counters = 14,
@@ -444,6 +445,32 @@ mod tests {
             [crate::store::Recorded::Duplicate],
             "the client's retry is not queued a second time"
         );
+    }
+
+    #[test]
+    fn an_item_a_duplicate_queued_before_a_crash_is_dropped_and_the_original_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let event: crate::model::Event = serde_json::from_value(serde_json::json!({"id": "evt-1", "contact_id": "a", "name": "registered", "timestamp": 5})).unwrap();
+        let item = crate::store::WorkItem::Event {
+            contact_id: "a".into(),
+            event_id: "evt-1".into(),
+            event: Some(event.clone()),
+        };
+        let original;
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.record_events(std::slice::from_ref(&event)).unwrap();
+            original = store.inbox.first().unwrap().unwrap().0;
+            // A retry of the same event queued its item; the crash came before it found the
+            // id taken and took the item back.
+            store.enqueue(&item).unwrap();
+            assert_eq!(store.inbox.len(), 2);
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let left: Vec<_> = store.inbox.iter().keys().map(Result::unwrap).collect();
+        assert_eq!(left, [original], "the event runs once");
+        assert_eq!(store.event("evt-1").unwrap(), Some(event));
     }
 
     #[test]

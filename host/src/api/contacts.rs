@@ -72,9 +72,11 @@ async fn get_contact(
 ) -> Result<Json<ContactView>, ApiError> {
     let store = state.store.clone();
     let found = blocking(move || {
-        let contact = store.contact(&id)?.ok_or_else(|| no_contact(&id))?;
+        let (contact, journeys) = store
+            .contact_with_journeys(&id)?
+            .ok_or_else(|| no_contact(&id))?;
         let mut enrollments = Vec::new();
-        for record in store.contact_journeys(&id)? {
+        for record in journeys {
             for enrollment_id in record.recent.iter().rev() {
                 if let Some(e) = store.enrollment(enrollment_id)? {
                     enrollments.push(EnrollmentSummary {

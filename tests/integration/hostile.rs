@@ -12,6 +12,19 @@ fn hostile() -> (wayline::runtime::Runtime, wayline::runtime::Plugin) {
     (runtime, plugin)
 }
 
+/// The hostile plugin loaded with these limits instead of the defaults.
+fn hostile_with(limits: Limits) -> (wayline::runtime::Runtime, wayline::runtime::Plugin) {
+    let (runtime, _clock) = support::runtime();
+    let settings = PluginSettings {
+        limits,
+        ..PluginSettings::default()
+    };
+    let plugin = runtime
+        .load(&support::fixture_bytes("hostile-scorer"), &settings)
+        .unwrap();
+    (runtime, plugin)
+}
+
 fn call(
     runtime: &wayline::runtime::Runtime,
     plugin: &wayline::runtime::Plugin,
@@ -63,17 +76,10 @@ fn unbounded_memory_growth_stops_at_the_memory_cap() {
     // The default memory cap, with time to reach it: filling 32 MiB on a busy 2-core machine
     // (the suite runs tests in parallel) can take longer than the default 100 ms CPU deadline,
     // and then the call stops at that limit instead of the one this test is about.
-    let (runtime, _clock) = support::runtime();
-    let settings = PluginSettings {
-        limits: Limits {
-            cpu_ms: 10_000,
-            ..Limits::default()
-        },
-        ..PluginSettings::default()
-    };
-    let plugin = runtime
-        .load(&support::fixture_bytes("hostile-scorer"), &settings)
-        .unwrap();
+    let (runtime, plugin) = hostile_with(Limits {
+        cpu_ms: 10_000,
+        ..Limits::default()
+    });
     let error = call(&runtime, &plugin, "grow").unwrap_err();
     assert!(
         matches!(&error, CallError::MemoryLimit(m) if m.contains(&Limits::default().memory_bytes.to_string())),
@@ -85,17 +91,10 @@ fn unbounded_memory_growth_stops_at_the_memory_cap() {
 
 #[test]
 fn a_per_plugin_memory_limit_is_enforced() {
-    let (runtime, _clock) = support::runtime();
-    let settings = PluginSettings {
-        limits: Limits {
-            memory_bytes: 4 << 20,
-            ..Limits::default()
-        },
-        ..PluginSettings::default()
-    };
-    let plugin = runtime
-        .load(&support::fixture_bytes("hostile-scorer"), &settings)
-        .unwrap();
+    let (runtime, plugin) = hostile_with(Limits {
+        memory_bytes: 4 << 20,
+        ..Limits::default()
+    });
     let error = call(&runtime, &plugin, "grow").unwrap_err();
     assert!(
         matches!(&error, CallError::MemoryLimit(m) if m.contains("4194304")),
@@ -128,18 +127,11 @@ fn a_panic_surfaces_with_its_message() {
 
 #[test]
 fn an_oversized_output_is_refused() {
-    let (runtime, _clock) = support::runtime();
     // Memory high enough that the guest can build its output; the output limit must catch it.
-    let settings = PluginSettings {
-        limits: Limits {
-            memory_bytes: 256 << 20,
-            ..Limits::default()
-        },
-        ..PluginSettings::default()
-    };
-    let plugin = runtime
-        .load(&support::fixture_bytes("hostile-scorer"), &settings)
-        .unwrap();
+    let (runtime, plugin) = hostile_with(Limits {
+        memory_bytes: 256 << 20,
+        ..Limits::default()
+    });
     let error = call(&runtime, &plugin, "huge-output").unwrap_err();
     assert!(
         matches!(error, CallError::OutputLimit { limit, size } if limit == Limits::default().output_bytes && size > limit),
@@ -252,20 +244,13 @@ fn validate_config_runs_under_the_same_cpu_limit() {
 
 #[test]
 fn an_oversized_prepared_config_is_refused_as_output() {
-    let (runtime, _clock) = support::runtime();
     // Room to build, encode and read back 8 MiB, so only the output limit can refuse it (the
     // default 100 ms of CPU is too tight for that on a busy machine).
-    let settings = PluginSettings {
-        limits: Limits {
-            memory_bytes: 256 << 20,
-            cpu_ms: 10_000,
-            ..Limits::default()
-        },
-        ..PluginSettings::default()
-    };
-    let plugin = runtime
-        .load(&support::fixture_bytes("hostile-scorer"), &settings)
-        .unwrap();
+    let (runtime, plugin) = hostile_with(Limits {
+        memory_bytes: 256 << 20,
+        cpu_ms: 10_000,
+        ..Limits::default()
+    });
     let error = runtime
         .validate_config(&plugin, r#"{"mode": "huge-prepared"}"#)
         .result

@@ -128,6 +128,23 @@ impl Value {
     }
 }
 
+/// Longest name of an attribute, property, tag, channel or stage.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Whether `name` may name an attribute, property, tag, consent channel or stage: 1 to
+/// [`MAX_NAME_BYTES`] bytes, no control characters. `Err` says what is wrong.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        Err("a name cannot be empty".into())
+    } else if name.len() > MAX_NAME_BYTES {
+        Err(format!("a name is at most {MAX_NAME_BYTES} bytes"))
+    } else if name.chars().any(char::is_control) {
+        Err("a name cannot hold control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Parse an RFC 3339 timestamp into milliseconds, if `text` is one.
 pub fn parse_timestamp(text: &str) -> Option<Millis> {
     // Cheap pre-check so ordinary strings never reach the parser.

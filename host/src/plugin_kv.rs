@@ -8,7 +8,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::runtime::KvSpace;
 use crate::runtime::host::kv::{KvSetError, MAX_KEYS};
-use crate::store::{KvWrite, Store};
+use crate::store::{KvUsage, KvWrite, Store};
+
+/// What one plugin's space may hold.
+const QUOTA: KvUsage = KvUsage {
+    keys: MAX_KEYS as u64,
+    bytes: crate::runtime::host::kv::MAX_SPACE_BYTES as u64,
+};
 
 /// A [`KvSpace`] backed by a [`Store`].
 pub struct StoredKv(pub Arc<dyn Store>);
@@ -21,7 +27,7 @@ impl KvSpace for StoredKv {
     }
 
     fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), KvSetError> {
-        match self.0.plugin_kv_set(namespace, key, value, MAX_KEYS as u64) {
+        match self.0.plugin_kv_set(namespace, key, value, QUOTA) {
             Ok(true) => Ok(()),
             Ok(false) => Err(KvSetError::Full),
             Err(error) => Err(KvSetError::Backend(error.to_string())),
@@ -62,7 +68,6 @@ impl StepKv {
                 namespace,
                 key,
                 value,
-                max_keys: MAX_KEYS as u64,
             })
             .collect()
     }

@@ -959,7 +959,12 @@ async fn journeys_are_created_with_an_id_of_their_own_and_listed() {
 async fn work_that_cannot_run_is_set_aside_and_everyone_else_carries_on() {
     let partition = wayline::store::partition_of("qian");
     let server = Server::start_on(true, |store| {
-        let db = sled::open(store).unwrap();
+        // Damage the store as it lies on disk (layout 2, in `v2/`), before the server opens it.
+        let db = sled::Config::new()
+            .path(store.join("v2"))
+            .segment_size(16 << 20)
+            .open()
+            .unwrap();
         let mut first_in_qians_partition = vec![partition];
         first_in_qians_partition.extend_from_slice(&0u64.to_be_bytes());
         db.open_tree("inbox")

@@ -49,7 +49,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(code = self.code, message = %self.message, "request failed");
             let body = serde_json::json!({"error": {"code": self.code, "message": "internal error; see the server log"}});
             return (self.status, Json(body)).into_response();
@@ -95,7 +95,9 @@ impl From<StoreError> for ApiError {
             StoreError::IdentityConflict { .. } => StatusCode::CONFLICT,
             StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::Corrupt(_) | StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, error.code(), error.to_string())
     }

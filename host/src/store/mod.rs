@@ -6,12 +6,17 @@
 //! implement [`Store`]; [`SledStore`] is the embedded default, and a shared SQL backend can be
 //! added beside it without touching callers.
 
+mod aside;
+mod codec;
 mod durability;
+mod failpoint;
 mod identity;
+mod layout;
+mod legacy;
+mod open;
 mod records;
 mod sled_journeys;
 mod sled_store;
-mod values;
 mod write_set;
 
 use std::collections::BTreeMap;
@@ -20,8 +25,11 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use identity::{normalize_email, normalize_phone};
+pub use layout::{MAX_RECORD_BYTES, MAX_STORED_BYTES};
+pub use open::Recovery;
 pub use records::*;
 pub use sled_store::SledStore;
+pub use write_set::Replayed;
 
 use crate::model::{Attributes, ConsentState, Contact, Event, Millis};
 
@@ -47,6 +55,55 @@ pub struct ContactUpsert {
 }
 
 impl ContactUpsert {
+    /// Refuse what no contact may hold, naming the field: an id outside 1 to 256 characters,
+    /// an attribute, tag or consent channel without a name, a time zone that is not an IANA
+    /// name, an empty lifecycle stage.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let invalid = |message: String| Err(StoreError::Invalid(message));
+        if let Some(id) = &self.id
+            && (id.trim().is_empty() || id.len() > 256 || id.chars().any(char::is_control))
+        {
+            return invalid(
+                "`id` must be 1 to 256 characters, none of them control characters".into(),
+            );
+        }
+        for name in self.attributes.keys() {
+            if let Err(problem) = crate::model::check_name(name) {
+                return invalid(format!(
+                    "attribute name `{}`: {problem}",
+                    name.escape_debug()
+                ));
+            }
+        }
+        for tag in &self.tags {
+            if let Err(problem) = crate::model::check_name(tag) {
+                return invalid(format!("tag `{}`: {problem}", tag.escape_debug()));
+            }
+        }
+        for channel in self.consents.keys() {
+            if let Err(problem) = crate::model::check_name(channel) {
+                return invalid(format!(
+                    "consent channel `{}`: {problem}",
+                    channel.escape_debug()
+                ));
+            }
+        }
+        if let Some(timezone) = &self.timezone
+            && jiff::tz::TimeZone::get(timezone).is_err()
+        {
+            return invalid(format!(
+                "`timezone` `{}` is not an IANA time zone name (like \"Asia/Shanghai\" or \"UTC\")",
+                timezone.escape_debug()
+            ));
+        }
+        if let Some(stage) = &self.lifecycle_stage
+            && let Err(problem) = crate::model::check_name(stage)
+        {
+            return invalid(format!("`lifecycle_stage`: {problem}"));
+        }
+        Ok(())
+    }
+
     /// Apply to `contact`: attributes set, tags added, consents set, timezone and stage
     /// replaced when given.
     pub fn apply(self, contact: &mut Contact, now: Millis) {
@@ -96,6 +153,19 @@ pub enum StoreError {
     /// A journey, version or enrollment that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A record too large to keep.
+    #[error("{what} is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
+    /// The request conflicts with what is stored (a dead letter whose place is taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored record that does not decode.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
     #[error("storage: {0}")]
     Backend(String),
 }
@@ -107,6 +177,9 @@ impl StoreError {
             StoreError::IdentityConflict { .. } => "contact_identity_conflict",
             StoreError::Invalid(_) => "invalid_contact",
             StoreError::NotFound(_) => "not_found",
+            StoreError::TooLarge { .. } => "too_large",
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Corrupt(_) => "corrupt_record",
             StoreError::Backend(_) => "storage_error",
         }
     }
@@ -128,19 +201,49 @@ pub trait Store: JourneyStore + Send + Sync + 'static {
     /// Make everything written so far durable. Concurrent callers share one flush (group
     /// commit), so durability does not cost a disk sync per request.
     fn flush(&self) -> Result<(), StoreError>;
+    /// What opening the store found and repaired.
+    fn recovery(&self) -> Recovery;
+    /// `Err` while the store refuses writes (a write failed part-way; restart to finish it).
+    fn writable(&self) -> Result<(), StoreError>;
 
     /// A value in a plugin's private key-value space.
     fn plugin_kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Store a value; `Ok(false)` when the key is new and the space already holds `max_keys`.
+    /// Store a value; `Ok(false)` when the space would then hold more than `quota`.
     fn plugin_kv_set(
         &self,
         namespace: &str,
         key: &str,
         value: &[u8],
-        max_keys: u64,
+        quota: KvUsage,
     ) -> Result<bool, StoreError>;
     /// Remove a key.
     fn plugin_kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
+    /// How much a plugin's space holds.
+    fn plugin_kv_usage(&self, namespace: &str) -> Result<KvUsage, StoreError>;
+
+    /// Up to `limit` records set aside, oldest first.
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Put a dead letter back where it came from (journey work runs again), and record it.
+    fn requeue_dead_letter(&self, id: &str, audit: AuditEntry) -> Result<DeadLetter, StoreError>;
+    /// Remove a dead letter for good, and record it.
+    fn delete_dead_letter(&self, id: &str, audit: AuditEntry) -> Result<DeadLetter, StoreError>;
+    /// Up to `limit` audit entries, newest first.
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// How much a plugin's key-value space holds, or may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct KvUsage {
+    pub keys: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
+impl KvUsage {
+    pub const UNLIMITED: KvUsage = KvUsage {
+        keys: u64::MAX,
+        bytes: u64::MAX,
+    };
 }
 
 /// The journeys' durable state. Only the journeys module and the scheduler write it.
@@ -177,8 +280,6 @@ pub trait JourneyStore {
     /// Move a queued item that cannot run out of the inbox, keeping it and `error` where an
     /// operator can see it; nothing if it is no longer queued.
     fn set_aside(&self, key: &WorkKey, error: &str, now: Millis) -> Result<(), StoreError>;
-    /// Up to `limit` items set aside, in inbox order.
-    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
     /// Whether any work is queued.
     fn has_pending_work(&self) -> Result<bool, StoreError>;
     /// Move up to `limit` timers due at or before `now` into the inbox; the partitions that got

@@ -190,19 +190,45 @@ impl WorkItem {
     }
 }
 
-/// A queued item that could not run: what it was and why, set aside so the rest of its
-/// partition runs.
+/// A record that could not be used, set aside so that everything else goes on: journey work
+/// that kept failing or does not decode, or a record found unreadable when the store opened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
-    /// Where it sat in the inbox (hex).
+    /// Its id among the dead letters (requeue and delete name it).
+    pub id: String,
+    /// The tree it came from: `inbox` for journey work, else the kind of record it was.
+    pub tree: String,
+    /// Where it sat there (hex).
     pub key: String,
-    /// The item, when it decodes.
+    /// The work item, when it is one and decodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<WorkItem>,
-    /// The stored bytes as text (invalid UTF-8 replaced), when it does not.
+    /// The start of the stored bytes as text (invalid UTF-8 replaced), when they do not decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// How many bytes the record had.
+    #[serde(default)]
+    pub size: usize,
     pub error: String,
     #[serde(with = "crate::model::timestamp_json")]
     pub set_aside_at: Millis,
+}
+
+/// A change an operator made through the API, kept in the order made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: String,
+    #[serde(with = "crate::model::timestamp_json")]
+    pub at: Millis,
+    /// Who: the credential the request carried.
+    pub actor: String,
+    /// What, as `object_kind.verb` (`dead_letter.requeue`).
+    pub action: String,
+    /// The object's id.
+    pub object: String,
+    /// What it was before and after, or other particulars.
+    #[serde(default)]
+    pub detail: serde_json::Value,
 }
 
 /// Where a work item sits in the inbox; opaque to callers.
@@ -258,8 +284,6 @@ pub struct KvWrite {
     pub key: String,
     /// `None` deletes.
     pub value: Option<Vec<u8>>,
-    /// A new key is not added to a space that holds this many already.
-    pub max_keys: u64,
 }
 
 /// Everything one batch of journey work changes, written as one write set: the effects on

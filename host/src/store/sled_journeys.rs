@@ -3,76 +3,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::records::*;
-use super::sled_store::{
-    SledStore, backend, decode, encode, identities_in, identity_key, inbox_key, kv_write, lock,
-    read,
+use super::codec::{
+    contact_and_journeys, contact_value, decode, encode, event_value, merge_journeys,
 };
-use super::values::{contact_and_journeys, contact_value, event_value, merge_journeys};
-use super::write_set::{TreeId, WriteSet};
+use super::layout::{
+    TreeId, counter_key, identity_key, inbox_sequence, pair_key, parse_counter_key, prefix,
+    read_count, timer_due, timer_key, version_key,
+};
+use super::records::*;
+use super::sled_store::{SledStore, backend, check_record, identities_in, kv_write, lock, read};
+use super::write_set::WriteSet;
 use super::{JourneyStore, StoreError};
 use crate::model::{Contact, Effect, Millis};
-
-/// Timers sort by due time: flip the sign bit so negative times order before positive ones.
-fn timer_key(due_at: Millis, enrollment_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + enrollment_id.len());
-    key.extend_from_slice(&((due_at as u64) ^ (1 << 63)).to_be_bytes());
-    key.extend_from_slice(enrollment_id.as_bytes());
-    key
-}
-
-fn timer_due(key: &[u8]) -> Millis {
-    let mut due = [0u8; 8];
-    due.copy_from_slice(&key[..8]);
-    (u64::from_be_bytes(due) ^ (1 << 63)) as Millis
-}
-
-fn pair_key(a: &str, b: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(a.len() + 1 + b.len());
-    key.extend_from_slice(a.as_bytes());
-    key.push(0);
-    key.extend_from_slice(b.as_bytes());
-    key
-}
-
-fn prefix(a: &str) -> Vec<u8> {
-    let mut key = a.as_bytes().to_vec();
-    key.push(0);
-    key
-}
-
-fn version_key(journey_id: &str, version: u32) -> Vec<u8> {
-    let mut key = prefix(journey_id);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
-/// A counter's key in one shard. `0xff` never occurs in UTF-8, so the suffix cannot be mistaken
-/// for part of the metric.
-fn counter_key(key: &CounterKey, shard: u8) -> Vec<u8> {
-    let mut bytes = version_key(&key.journey_id, key.version);
-    bytes.extend_from_slice(key.node.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(key.metric.as_bytes());
-    bytes.extend_from_slice(&[0xff, shard]);
-    bytes
-}
-
-fn parse_counter_key(journey_id: &str, bytes: &[u8]) -> Option<CounterKey> {
-    let bytes = match bytes {
-        [rest @ .., 0xff, _shard] => rest,
-        unsharded => unsharded,
-    };
-    let rest = bytes.get(journey_id.len() + 1..)?;
-    let version = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-    let (node, metric) = std::str::from_utf8(&rest[4..]).ok()?.split_once('\0')?;
-    Some(CounterKey {
-        journey_id: journey_id.to_owned(),
-        version,
-        node: node.to_owned(),
-        metric: metric.to_owned(),
-    })
-}
 
 impl JourneyStore for SledStore {
     fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError> {
@@ -80,20 +22,30 @@ impl JourneyStore for SledStore {
     }
 
     fn journeys(&self) -> Result<Vec<JourneyRecord>, StoreError> {
-        self.journeys
-            .iter()
-            .values()
-            .map(|bytes| decode(&bytes.map_err(backend)?))
-            .collect()
+        let mut journeys = Vec::new();
+        for entry in self.journeys.iter() {
+            let (key, bytes) = entry.map_err(backend)?;
+            match decode(&bytes) {
+                Ok(journey) => journeys.push(journey),
+                // One unreadable journey must not stop the others (nor the server's start).
+                Err(error) => {
+                    tracing::error!(journey = %String::from_utf8_lossy(&key), %error, "a journey record cannot be read; set aside as a dead letter");
+                    let _publish = lock(&self.locks.publish);
+                    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+                    self.move_aside(TreeId::Journeys, &key, &bytes, &error.to_string(), now)?;
+                }
+            }
+        }
+        Ok(journeys)
     }
 
     fn put_journey(&self, record: &JourneyRecord) -> Result<(), StoreError> {
-        // Publishing writes the record too; a replay of it must not undo a later edit.
+        let value = encode(record);
+        check_record(|| format!("journey `{}`", record.id), &value)?;
         let _publish = lock(&self.locks.publish);
-        self.journeys
-            .insert(record.id.as_bytes(), encode(record))
-            .map(drop)
-            .map_err(backend)
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::Journeys, record.id.as_bytes(), value);
+        writes.apply()
     }
 
     fn publish_journey(
@@ -109,9 +61,20 @@ impl JourneyStore for SledStore {
                 version.version, version.journey_id
             )));
         }
+        let (version_value, record_value) = (encode(version), encode(record));
+        check_record(
+            || {
+                format!(
+                    "version {} of journey `{}`",
+                    version.version, version.journey_id
+                )
+            },
+            &version_value,
+        )?;
+        check_record(|| format!("journey `{}`", record.id), &record_value)?;
         let mut writes = WriteSet::new(self);
-        writes.put(TreeId::JourneyVersions, key, encode(version));
-        writes.put(TreeId::Journeys, record.id.as_bytes(), encode(record));
+        writes.put(TreeId::JourneyVersions, key, version_value);
+        writes.put(TreeId::Journeys, record.id.as_bytes(), record_value);
         writes.apply()
     }
 
@@ -124,12 +87,11 @@ impl JourneyStore for SledStore {
     }
 
     fn enqueue(&self, item: &WorkItem) -> Result<(), StoreError> {
-        let sequence = self.db.generate_id().map_err(backend)?;
-        let key = inbox_key(partition_of(item.contact_id()), sequence);
-        self.inbox
-            .insert(&key[..], encode(item))
-            .map(drop)
-            .map_err(backend)
+        let partition = partition_of(item.contact_id());
+        let _partition = self.locks.partition(partition);
+        let mut writes = WriteSet::new(self);
+        writes.queue(partition, encode(item))?;
+        writes.apply()
     }
 
     fn enqueue_enrollment(&self, item: &WorkItem) -> Result<bool, StoreError> {
@@ -150,18 +112,15 @@ impl JourneyStore for SledStore {
         {
             return Ok(false);
         }
-        let sequence = self.db.generate_id().map_err(backend)?;
+        let partition = partition_of(contact_id);
+        let _partition = self.locks.partition(partition);
         let mut writes = WriteSet::new(self);
         writes.put(
             TreeId::EnrollRequests,
             request_key,
             contact_id.clone().into_bytes(),
         );
-        writes.put(
-            TreeId::Inbox,
-            inbox_key(partition_of(contact_id), sequence),
-            encode(item),
-        );
+        writes.queue(partition, encode(item))?;
         writes.apply()?;
         Ok(true)
     }
@@ -175,8 +134,10 @@ impl JourneyStore for SledStore {
         let mut items = Vec::new();
         for entry in self.inbox.scan_prefix([partition]).take(limit) {
             let (key, value) = entry.map_err(backend)?;
-            if self.unsettled.contains(&key) {
-                continue;
+            // In queue order, and never past an item whose write is not complete: a later one
+            // must not run before it.
+            if !self.unsettled.settled(&key) {
+                break;
             }
             let key = WorkKey(key.to_vec());
             match decode(&value) {
@@ -191,31 +152,11 @@ impl JourneyStore for SledStore {
     }
 
     fn set_aside(&self, key: &WorkKey, error: &str, now: Millis) -> Result<(), StoreError> {
+        let _partition = key.0.first().map(|p| self.locks.partition(*p));
         let Some(bytes) = self.inbox.get(&key.0).map_err(backend)? else {
             return Ok(());
         };
-        let item: Option<WorkItem> = decode(&bytes).ok();
-        let letter = DeadLetter {
-            key: hex::encode(&key.0),
-            raw: item
-                .is_none()
-                .then(|| String::from_utf8_lossy(&bytes).into_owned()),
-            item,
-            error: error.to_owned(),
-            set_aside_at: now,
-        };
-        let mut writes = WriteSet::new(self);
-        writes.put(TreeId::DeadLetters, key.0.clone(), encode(&letter));
-        writes.remove(TreeId::Inbox, key.0.clone());
-        writes.apply()
-    }
-
-    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dead_letters
-            .iter()
-            .take(limit)
-            .map(|entry| decode(&entry.map_err(backend)?.1))
-            .collect()
+        self.move_aside(TreeId::Inbox, &key.0, &bytes, error, now)
     }
 
     fn has_pending_work(&self) -> Result<bool, StoreError> {
@@ -223,32 +164,49 @@ impl JourneyStore for SledStore {
     }
 
     fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<Vec<u8>, StoreError> {
-        let mut partitions = Vec::new();
+        // Due timers by partition, then each partition's in one write set under its lock: the
+        // wake-ups queued and the timers taken together.
+        let mut due: BTreeMap<u8, Vec<(sled::IVec, String)>> = BTreeMap::new();
         for entry in self.timers.iter().take(limit) {
             let (timer, contact_id) = entry.map_err(backend)?;
-            let due_at = timer_due(&timer);
-            if due_at > now {
+            if timer.len() < 8 {
+                tracing::error!(key = %hex::encode(&timer), "a timer has a malformed key; setting it aside");
+                self.move_aside(
+                    TreeId::Timers,
+                    &timer,
+                    &contact_id,
+                    "malformed timer key",
+                    now,
+                )?;
+                continue;
+            }
+            if timer_due(&timer) > now {
                 break;
             }
             let contact_id = String::from_utf8_lossy(&contact_id).into_owned();
-            let enrollment_id = String::from_utf8_lossy(&timer[8..]).into_owned();
-            let partition = partition_of(&contact_id);
-            let key = inbox_key(partition, self.db.generate_id().map_err(backend)?);
-            let work = encode(&WorkItem::Wake {
-                contact_id,
-                enrollment_id,
-                due_at,
-            });
-            // Wake first, then take the timer: a crash between the two leaves both, and the
-            // timer fires again later as a wake-up the enrollment has moved past, which a
-            // step ignores. The other order could lose the wait.
-            self.inbox.insert(&key[..], work).map_err(backend)?;
-            if self.timers.remove(&timer).map_err(backend)?.is_some() {
+            due.entry(partition_of(&contact_id))
+                .or_default()
+                .push((timer, contact_id));
+        }
+        let mut partitions = Vec::new();
+        for (partition, timers) in due {
+            let _partition = self.locks.partition(partition);
+            let mut writes = WriteSet::new(self);
+            for (timer, contact_id) in timers {
+                // A step may have cleared the timer since the scan: then it is not due.
+                if !self.timers.contains_key(&timer).map_err(backend)? {
+                    continue;
+                }
+                let work = encode(&WorkItem::Wake {
+                    contact_id,
+                    enrollment_id: String::from_utf8_lossy(&timer[8..]).into_owned(),
+                    due_at: timer_due(&timer),
+                });
+                writes.queue(partition, work)?;
+                writes.remove(TreeId::Timers, timer.to_vec());
                 partitions.push(partition);
-            } else {
-                // A step cleared the timer since the scan: it is not due after all.
-                self.inbox.remove(&key[..]).map_err(backend)?;
             }
+            writes.apply()?;
         }
         Ok(partitions)
     }
@@ -415,21 +373,18 @@ impl JourneyStore for SledStore {
                 continue;
             }
             let partition = partition_of(&event.contact_id);
-            let sequence = self.db.generate_id().map_err(backend)?;
-            let key = inbox_key(partition, sequence);
-            writes.put(
-                TreeId::Events,
-                event.id.as_bytes(),
-                event_value(event, sequence),
-            );
-            writes.put(
-                TreeId::Inbox,
-                key,
+            let key = writes.queue(
+                partition,
                 encode(&WorkItem::Event {
                     contact_id: event.contact_id.clone(),
                     event_id: event.id.clone(),
                     event: Some(event.clone()),
                 }),
+            )?;
+            writes.put(
+                TreeId::Events,
+                event.id.as_bytes(),
+                event_value(event, Some(inbox_sequence(&key))),
             );
             queued.push(partition);
         }
@@ -445,12 +400,13 @@ impl JourneyStore for SledStore {
             );
         }
         for write in &commit.kv {
+            // The step's own view already refused writes past the quota (see `plugin_kv`).
             kv_write(
                 &mut writes,
                 &write.namespace,
                 &write.key,
                 write.value.as_deref(),
-                write.max_keys,
+                super::KvUsage::UNLIMITED,
             )?;
         }
         for WorkKey(key) in &commit.done {
@@ -462,10 +418,6 @@ impl JourneyStore for SledStore {
 }
 
 const IDENTITY_FIELDS: [&str; 2] = ["email", "phone"];
-
-fn read_count(bytes: &[u8]) -> i64 {
-    i64::from_be_bytes(bytes.try_into().unwrap_or_default())
-}
 
 /// An action may set `email` or `phone`. The identity index follows when the new value is free;
 /// a malformed value or one that belongs to another contact is not applied (the old one stays),
@@ -573,35 +525,5 @@ mod tests {
             1_001,
             "every API update's attribute is kept"
         );
-    }
-
-    #[test]
-    fn timers_order_by_due_time_including_before_1970() {
-        let mut keys = [
-            timer_key(5, "a"),
-            timer_key(-5, "b"),
-            timer_key(1_800_000_000_000, "c"),
-            timer_key(0, "d"),
-        ];
-        keys.sort();
-        let dues: Vec<_> = keys.iter().map(|k| timer_due(k)).collect();
-        assert_eq!(dues, [-5, 0, 5, 1_800_000_000_000]);
-    }
-
-    #[test]
-    fn counter_keys_round_trip() {
-        let key = CounterKey {
-            journey_id: "welcome".into(),
-            version: 3,
-            node: "opened?".into(),
-            metric: "passed:event".into(),
-        };
-        assert_eq!(
-            parse_counter_key("welcome", &counter_key(&key, 7)),
-            Some(key.clone())
-        );
-        let mut unsharded = counter_key(&key, 0);
-        unsharded.truncate(unsharded.len() - 2);
-        assert_eq!(parse_counter_key("welcome", &unsharded), Some(key));
     }
 }

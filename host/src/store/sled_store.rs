@@ -1,85 +1,49 @@
 //! The embedded default: sled 0.34. A write of several keys goes through a [`WriteSet`]
 //! (recorded, applied, replayed after a crash) rather than a sled transaction, and the store's
-//! own locks keep two writers off the same keys; see `write_set` for why.
+//! own locks keep two writers off the same keys; see `write_set` for why. Opening the store
+//! (converting an earlier layout, finishing interrupted writes) is `open`'s business.
 
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use super::codec::{contact_and_journeys, contact_value, decode, event_value};
 use super::durability::GroupCommit;
 use super::identity::{normalize_email, normalize_phone};
-use super::values::{
-    contact_and_journeys, contact_value, event_sequence, event_value, merge_journeys,
-};
-use super::write_set::{TreeId, Unsettled, WriteSet};
+use super::layout::{MAX_RECORD_BYTES, TreeId, identity_key, kv_key, kv_usage, kv_usage_value};
+use super::open::Recovery;
+use super::write_set::{Unsettled, WriteSet};
 use super::{
-    ContactUpsert, PARTITIONS, Recorded, Store, StoreError, Upserted, WorkItem, partition_of,
+    ContactUpsert, KvUsage, PARTITIONS, Recorded, Store, StoreError, Upserted, WorkItem,
+    partition_of,
 };
 use crate::model::{Contact, Event, Millis, Value};
 
-/// Tree names, fixed on disk.
-pub(super) mod trees {
-    /// contact id → contact, then its records of the journeys it entered (see `values`).
-    pub const CONTACTS: &str = "contacts";
-    /// `email:<normalised>` or `phone:<normalised>` → contact id.
-    pub const IDENTITIES: &str = "identities";
-    /// event id → event, then the sequence of the inbox item that queued it (see `values`); an
-    /// id present here has been recorded.
-    pub const EVENTS: &str = "events";
-    /// `<plugin name>\0<key>` → value: the plugins' private key-value spaces.
-    pub const PLUGIN_KV: &str = "plugin_kv";
-    /// plugin name → number of keys it holds (u64 big-endian), kept with every insert and removal.
-    pub const PLUGIN_KV_COUNTS: &str = "plugin_kv_counts";
-    /// journey id → journey record (MessagePack).
-    pub const JOURNEYS: &str = "journeys";
-    /// `<journey id>\0<version u32 BE>` → published version (MessagePack), never rewritten.
-    pub const JOURNEY_VERSIONS: &str = "journey_versions";
-    /// `<partition u8><sequence u64 BE>` → work item (MessagePack): the journeys' durable inbox.
-    pub const INBOX: &str = "inbox";
-    /// inbox key → an item that could not run, set aside with why (MessagePack).
-    pub const DEAD_LETTERS: &str = "dead_letters";
-    /// `<journey id>\0<request id>` → contact id: API enrollments already queued.
-    pub const ENROLL_REQUESTS: &str = "enroll_requests";
-    /// `<due_at as ordered u64 BE><enrollment id>` → contact id, scanned in due order.
-    pub const TIMERS: &str = "timers";
-    /// enrollment id → enrollment (MessagePack).
-    pub const ENROLLMENTS: &str = "enrollments";
-    /// `<contact id>\0<journey id>` → that contact's record of that journey, as earlier
-    /// versions kept them; opening the store moves them into the contacts' values.
-    pub const CONTACT_JOURNEYS: &str = "contact_journeys";
-    /// `<contact id>\0<sequence u64 BE>` → message waiting for its channel (MessagePack).
-    pub const OUTBOX: &str = "outbox";
-    /// `<journey id>\0<version u32 BE><node>\0<metric>\xff<shard u8>` → count (i64 BE): one
-    /// count per shard, each written by one writer at a time; a key without the shard suffix
-    /// was written by an earlier version.
-    pub const COUNTERS: &str = "counters";
-    /// `<id u64 BE><chunk u32 BE><chunks u32 BE>` → a write set being applied (see `write_set`).
-    pub const INTENTS: &str = "intents";
-}
-
-/// Who may write what at once. Taken in this order, each at most once per writer: `identities`,
-/// `plugin_kv`, then partitions in ascending order, then event ids.
+/// Who may write what at once. Taken in this order, each at most once per writer: `publish`,
+/// `identities`, `plugin_kv`, then partitions in ascending order, then event ids.
 pub(super) struct Locks {
+    /// Journey definitions and versions.
+    pub publish: Mutex<()>,
     /// Email and phone ownership.
     pub identities: Mutex<()>,
-    /// The plugins' key-value spaces and their key counts.
+    /// The plugins' key-value spaces and their usage.
     pub plugin_kv: Mutex<()>,
-    /// Publishing journey versions.
-    pub publish: Mutex<()>,
-    /// Everything of the contacts in a partition: the contact, its enrollments, timers and
-    /// messages, and the counters' shard of that number.
+    /// Everything of the contacts in a partition: the contact, its enrollments, timers,
+    /// messages and inbox items, and the counters' shard of that number.
     pub partitions: Vec<Mutex<()>>,
     /// Recording an event id (and an enrollment request id), striped by its hash.
     pub ids: Vec<Mutex<()>>,
+    /// The dead letters and the audit log.
+    pub operations: Mutex<()>,
 }
 
 impl Default for Locks {
     fn default() -> Self {
         Locks {
+            publish: Mutex::default(),
             identities: Mutex::default(),
             plugin_kv: Mutex::default(),
-            publish: Mutex::default(),
             partitions: (0..PARTITIONS).map(|_| Mutex::default()).collect(),
             ids: (0..64).map(|_| Mutex::default()).collect(),
+            operations: Mutex::default(),
         }
     }
 }
@@ -116,6 +80,11 @@ impl Locks {
             .map(|p| lock(&self.partitions[*p as usize]))
             .collect()
     }
+
+    /// One partition.
+    pub fn partition(&self, partition: u8) -> MutexGuard<'_, ()> {
+        lock(&self.partitions[partition as usize])
+    }
 }
 
 /// Contacts, events and journey state in a sled database on disk.
@@ -125,7 +94,7 @@ pub struct SledStore {
     pub(super) identities: sled::Tree,
     pub(super) events: sled::Tree,
     pub(super) plugin_kv: sled::Tree,
-    pub(super) plugin_kv_counts: sled::Tree,
+    pub(super) plugin_kv_usage: sled::Tree,
     pub(super) journeys: sled::Tree,
     pub(super) journey_versions: sled::Tree,
     pub(super) inbox: sled::Tree,
@@ -133,32 +102,22 @@ pub struct SledStore {
     pub(super) enroll_requests: sled::Tree,
     pub(super) timers: sled::Tree,
     pub(super) enrollments: sled::Tree,
-    pub(super) contact_journeys: sled::Tree,
     pub(super) outbox: sled::Tree,
     pub(super) counters: sled::Tree,
     pub(super) intents: sled::Tree,
+    pub(super) audit: sled::Tree,
+    pub(super) meta: sled::Tree,
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
     /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
     pub(super) broken: std::sync::atomic::AtomicBool,
+    /// What opening the store repaired.
+    pub(super) recovery: Recovery,
     group_commit: GroupCommit,
 }
 
 pub(super) fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
-}
-
-/// Records are MessagePack maps with named fields: self-describing like JSON (so fields can
-/// be added with defaults), but smaller and cheaper to write and read, which is most of what a
-/// journey step costs. A record that starts with `{` was written as JSON by an earlier version
-/// and is read as such.
-pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    let corrupt = |e: &dyn std::fmt::Display| StoreError::Backend(format!("corrupt record: {e}"));
-    if bytes.first() == Some(&b'{') {
-        serde_json::from_slice(bytes).map_err(|e| corrupt(&e))
-    } else {
-        rmp_serde::from_slice(bytes).map_err(|e| corrupt(&e))
-    }
 }
 
 /// The record at `key`, decoded.
@@ -170,29 +129,6 @@ pub(super) fn read<T: serde::de::DeserializeOwned>(
         .map_err(backend)?
         .map(|bytes| decode(&bytes))
         .transpose()
-}
-
-pub(super) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec_named(value).expect("model types serialize")
-}
-
-/// The sequence an inbox key carries after its partition.
-pub(super) fn inbox_sequence(key: &[u8]) -> u64 {
-    key.get(1..9)
-        .and_then(|bytes| bytes.try_into().ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
-/// An inbox key: the partition first, so a worker scans only its own.
-pub(super) fn inbox_key(partition: u8, sequence: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = partition;
-    key[1..].copy_from_slice(&sequence.to_be_bytes());
-    key
-}
-
-pub(super) fn identity_key(field: &str, value: &str) -> Vec<u8> {
-    format!("{field}:{value}").into_bytes()
 }
 
 /// The normalised email and phone a set of attributes carries; a malformed one is an error.
@@ -222,26 +158,16 @@ fn new_contact_id() -> String {
 }
 
 impl SledStore {
-    /// Open (or create) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::with_config(sled::Config::new().path(dir))
-    }
-
-    /// A store that lives in memory and vanishes when dropped: journey simulations.
-    pub fn temporary() -> Result<Self, StoreError> {
-        Self::with_config(sled::Config::new().temporary(true))
-    }
-
-    fn with_config(config: sled::Config) -> Result<Self, StoreError> {
-        // sled's page cache defaults to 1 GiB; the store should not be most of the process.
-        let db = config.cache_capacity(256 << 20).open().map_err(backend)?;
+    /// Build the store over an open database (`open` decides which and repairs it).
+    pub(super) fn over(db: sled::Db) -> Result<Self, StoreError> {
+        use super::layout::trees;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
-        let store = SledStore {
+        Ok(SledStore {
             contacts: tree(trees::CONTACTS)?,
             identities: tree(trees::IDENTITIES)?,
             events: tree(trees::EVENTS)?,
             plugin_kv: tree(trees::PLUGIN_KV)?,
-            plugin_kv_counts: tree(trees::PLUGIN_KV_COUNTS)?,
+            plugin_kv_usage: tree(trees::PLUGIN_KV_USAGE)?,
             journeys: tree(trees::JOURNEYS)?,
             journey_versions: tree(trees::JOURNEY_VERSIONS)?,
             inbox: tree(trees::INBOX)?,
@@ -249,78 +175,18 @@ impl SledStore {
             enroll_requests: tree(trees::ENROLL_REQUESTS)?,
             timers: tree(trees::TIMERS)?,
             enrollments: tree(trees::ENROLLMENTS)?,
-            contact_journeys: tree(trees::CONTACT_JOURNEYS)?,
             outbox: tree(trees::OUTBOX)?,
             counters: tree(trees::COUNTERS)?,
             intents: tree(trees::INTENTS)?,
+            audit: tree(trees::AUDIT)?,
+            meta: tree(trees::META)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
             broken: Default::default(),
+            recovery: Recovery::default(),
             group_commit: GroupCommit::default(),
             db,
-        };
-        store.recover()?;
-        Ok(store)
-    }
-
-    /// Put the store back in order after a crash: finish interrupted write sets, move journey
-    /// records an earlier version kept apart into their contacts, and settle inbox items whose
-    /// ingest stopped half-way: record the event of one queued but not recorded, drop one a
-    /// duplicate queued before finding its id taken.
-    fn recover(&self) -> Result<(), StoreError> {
-        let mut repaired = self.replay_intents()?;
-        repaired += self.move_journey_records_into_contacts()?;
-        for entry in self.inbox.iter() {
-            let (key, value) = entry.map_err(backend)?;
-            let Ok(WorkItem::Event {
-                event: Some(event), ..
-            }) = decode::<WorkItem>(&value)
-            else {
-                continue;
-            };
-            let sequence = inbox_sequence(&key);
-            match self.events.get(&event.id).map_err(backend)? {
-                None => {
-                    self.events
-                        .insert(event.id.as_bytes(), event_value(&event, sequence))
-                        .map_err(backend)?;
-                }
-                Some(stored) if event_sequence(&stored)?.is_some_and(|s| s != sequence) => {
-                    self.inbox.remove(key).map_err(backend)?;
-                }
-                Some(_) => continue,
-            }
-            repaired += 1;
-        }
-        if repaired > 0 {
-            tracing::info!(repaired, "finished writes a crash interrupted");
-            self.db.flush().map_err(backend)?;
-        }
-        Ok(())
-    }
-
-    /// Earlier versions kept each contact's record of a journey under its own key. Each is
-    /// merged into its contact's value, then removed; run again after a crash, a merge writes
-    /// the same value again. A record whose contact is gone goes with it.
-    fn move_journey_records_into_contacts(&self) -> Result<usize, StoreError> {
-        let mut moved = 0;
-        for entry in self.contact_journeys.iter() {
-            let (key, value) = entry.map_err(backend)?;
-            let record: super::ContactJourney = decode(&value)?;
-            if let Some(bytes) = self.contacts.get(&record.contact_id).map_err(backend)? {
-                let (contact, mut journeys) = contact_and_journeys(&bytes)?;
-                merge_journeys(&mut journeys, [&record]);
-                self.contacts
-                    .insert(
-                        record.contact_id.as_bytes(),
-                        contact_value(&contact, &journeys),
-                    )
-                    .map_err(backend)?;
-            }
-            self.contact_journeys.remove(key).map_err(backend)?;
-            moved += 1;
-        }
-        Ok(moved)
+        })
     }
 
     /// A write that failed part-way has left keys half written until the store is reopened
@@ -346,7 +212,7 @@ impl SledStore {
             TreeId::Identities => &self.identities,
             TreeId::Events => &self.events,
             TreeId::PluginKv => &self.plugin_kv,
-            TreeId::PluginKvCounts => &self.plugin_kv_counts,
+            TreeId::PluginKvUsage => &self.plugin_kv_usage,
             TreeId::Journeys => &self.journeys,
             TreeId::JourneyVersions => &self.journey_versions,
             TreeId::Inbox => &self.inbox,
@@ -354,11 +220,23 @@ impl SledStore {
             TreeId::EnrollRequests => &self.enroll_requests,
             TreeId::Timers => &self.timers,
             TreeId::Enrollments => &self.enrollments,
-            TreeId::ContactJourneys => &self.contact_journeys,
             TreeId::Outbox => &self.outbox,
             TreeId::Counters => &self.counters,
+            TreeId::Audit => &self.audit,
         }
     }
+}
+
+/// Refuse a record a caller may not store, naming what it is.
+pub(super) fn check_record(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<(), StoreError> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(StoreError::TooLarge {
+            what: what(),
+            size: bytes.len(),
+            limit: MAX_RECORD_BYTES,
+        });
+    }
+    Ok(())
 }
 
 impl Store for SledStore {
@@ -371,15 +249,7 @@ impl Store for SledStore {
     }
 
     fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError> {
-        if upsert
-            .id
-            .as_deref()
-            .is_some_and(|id| id.trim().is_empty() || id.len() > 256)
-        {
-            return Err(StoreError::Invalid(
-                "`id` must be 1 to 256 characters".into(),
-            ));
-        }
+        upsert.check()?;
         let (email, phone) = identities_in(&upsert.attributes)?;
         let _identities =
             (email.is_some() || phone.is_some()).then(|| lock(&self.locks.identities));
@@ -420,7 +290,7 @@ impl Store for SledStore {
                 });
             }
         }
-        let _contact = lock(&self.locks.partitions[partition_of(&id) as usize]);
+        let _contact = self.locks.partition(partition_of(&id));
         let existing = self.contacts.get(&id).map_err(backend)?;
         let created = existing.is_none();
         let (mut contact, journeys) = match existing {
@@ -429,6 +299,8 @@ impl Store for SledStore {
         };
         let (old_email, old_phone) = identities_in(&contact.attributes).unwrap_or_default();
         upsert.apply(&mut contact, now);
+        let value = contact_value(&contact, &journeys);
+        check_record(|| format!("contact `{id}`"), &value)?;
         let mut writes = WriteSet::new(self);
         // Identity keys follow the contact: a changed email releases the old one.
         for (field, old, new) in [("email", &old_email, &email), ("phone", &old_phone, &phone)] {
@@ -446,11 +318,7 @@ impl Store for SledStore {
                 );
             }
         }
-        writes.put(
-            TreeId::Contacts,
-            id.as_bytes(),
-            contact_value(&contact, &journeys),
-        );
+        writes.put(TreeId::Contacts, id.as_bytes(), value);
         writes.apply()?;
         Ok(Upserted { contact, created })
     }
@@ -462,34 +330,43 @@ impl Store for SledStore {
                 bad.id
             )));
         }
+        let items: Vec<Vec<u8>> = events
+            .iter()
+            .map(|event| {
+                let item = super::codec::encode(&WorkItem::Event {
+                    contact_id: event.contact_id.clone(),
+                    event_id: event.id.clone(),
+                    event: Some(event.clone()),
+                });
+                check_record(|| format!("event `{}`", event.id), &item).map(|()| item)
+            })
+            .collect::<Result<_, _>>()?;
         // Each event is queued, then recorded if its id is new; a duplicate takes back the
         // item it queued. Workers leave the item alone until that is settled, so nothing they
         // do can be durable while the event is not. Should the process die in between, opening
         // the store records the event of an item queued but not recorded, and drops an item
-        // whose event names another item's sequence (see `recover`).
+        // whose event names another item's sequence (see `open`). These are the store's only
+        // writes outside a write set: each is one key, and the id lock keeps the pair apart
+        // from every other writer of the id.
         self.check_writable()?;
         let mut recorded = Vec::with_capacity(events.len());
-        for event in events {
+        for (event, item) in events.iter().zip(items) {
             let _id = self.locks.id(event.id.as_bytes());
-            let sequence = self.db.generate_id().map_err(backend)?;
-            let key = inbox_key(partition_of(&event.contact_id), sequence);
-            let work = encode(&WorkItem::Event {
-                contact_id: event.contact_id.clone(),
-                event_id: event.id.clone(),
-                event: Some(event.clone()),
+            let key = self
+                .unsettled
+                .reserve(&self.db, partition_of(&event.contact_id))?;
+            let sequence = super::layout::inbox_sequence(&key);
+            let outcome = self.inbox.insert(&key[..], item).and_then(|_| {
+                super::failpoint::reached("ingest.queued", &self.db);
+                match self.events.compare_and_swap(
+                    event.id.as_bytes(),
+                    None::<&[u8]>,
+                    Some(event_value(event, Some(sequence))),
+                )? {
+                    Ok(()) => Ok(Recorded::New),
+                    Err(_taken) => self.inbox.remove(&key[..]).map(|_| Recorded::Duplicate),
+                }
             });
-            self.unsettled.hold(&[key]);
-            self.inbox.insert(&key[..], work).map_err(backend)?;
-            let new = self.events.compare_and_swap(
-                event.id.as_bytes(),
-                None::<&[u8]>,
-                Some(event_value(event, sequence)),
-            );
-            let outcome = match new {
-                Ok(Ok(())) => Ok(Recorded::New),
-                Ok(Err(_taken)) => self.inbox.remove(&key[..]).map(|_| Recorded::Duplicate),
-                Err(error) => Err(error),
-            };
             match outcome {
                 Ok(outcome) => recorded.push(outcome),
                 Err(error) => {
@@ -513,6 +390,14 @@ impl Store for SledStore {
             .map_err(StoreError::Backend)
     }
 
+    fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        self.check_writable()
+    }
+
     fn plugin_kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .plugin_kv
@@ -526,11 +411,11 @@ impl Store for SledStore {
         namespace: &str,
         key: &str,
         value: &[u8],
-        max_keys: u64,
+        quota: KvUsage,
     ) -> Result<bool, StoreError> {
         let _kv = lock(&self.locks.plugin_kv);
         let mut writes = WriteSet::new(self);
-        let written = kv_write(&mut writes, namespace, key, Some(value), max_keys)?;
+        let written = kv_write(&mut writes, namespace, key, Some(value), quota)?;
         writes.apply()?;
         Ok(written)
     }
@@ -538,62 +423,84 @@ impl Store for SledStore {
     fn plugin_kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
         let _kv = lock(&self.locks.plugin_kv);
         let mut writes = WriteSet::new(self);
-        kv_write(&mut writes, namespace, key, None, u64::MAX)?;
+        kv_write(&mut writes, namespace, key, None, KvUsage::UNLIMITED)?;
         writes.apply()
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<super::DeadLetter>, StoreError> {
+        super::aside::dead_letters(self, limit)
+    }
+
+    fn requeue_dead_letter(
+        &self,
+        id: &str,
+        audit: super::AuditEntry,
+    ) -> Result<super::DeadLetter, StoreError> {
+        super::aside::requeue(self, id, audit)
+    }
+
+    fn delete_dead_letter(
+        &self,
+        id: &str,
+        audit: super::AuditEntry,
+    ) -> Result<super::DeadLetter, StoreError> {
+        super::aside::delete(self, id, audit)
+    }
+
+    fn audit(&self, limit: usize) -> Result<Vec<super::AuditEntry>, StoreError> {
+        super::aside::audit(self, limit)
+    }
+
+    fn plugin_kv_usage(&self, namespace: &str) -> Result<KvUsage, StoreError> {
+        let (keys, bytes) = kv_usage(
+            self.plugin_kv_usage
+                .get(namespace.as_bytes())
+                .map_err(backend)?
+                .as_deref(),
+        );
+        Ok(KvUsage { keys, bytes })
     }
 }
 
-/// Set (`Some`) or delete (`None`) a key in a plugin's space, keeping the space's key count;
-/// `Ok(false)` when a new key would exceed `max_keys`. The caller holds the `plugin_kv` lock.
+/// Set (`Some`) or delete (`None`) a key in a plugin's space, keeping the space's usage;
+/// `Ok(false)` when the write would take the space past `quota`. The caller holds the
+/// `plugin_kv` lock.
 pub(super) fn kv_write(
     writes: &mut WriteSet<'_>,
     namespace: &str,
     key: &str,
     value: Option<&[u8]>,
-    max_keys: u64,
+    quota: KvUsage,
 ) -> Result<bool, StoreError> {
     let full_key = kv_key(namespace, key);
-    let count = writes
-        .get(TreeId::PluginKvCounts, namespace.as_bytes())?
-        .map_or(0, |bytes| {
-            u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default())
-        });
-    let exists = writes.get(TreeId::PluginKv, &full_key)?.is_some();
-    match value {
-        Some(value) => {
-            if !exists {
-                if count >= max_keys {
-                    return Ok(false);
-                }
-                writes.put(
-                    TreeId::PluginKvCounts,
-                    namespace.as_bytes(),
-                    (count + 1).to_be_bytes().to_vec(),
-                );
-            }
-            writes.put(TreeId::PluginKv, full_key, value.to_vec());
-        }
-        None => {
-            if exists {
-                writes.remove(TreeId::PluginKv, full_key);
-                writes.put(
-                    TreeId::PluginKvCounts,
-                    namespace.as_bytes(),
-                    count.saturating_sub(1).to_be_bytes().to_vec(),
-                );
-            }
-        }
+    let (keys, bytes) = kv_usage(
+        writes
+            .get(TreeId::PluginKvUsage, namespace.as_bytes())?
+            .as_deref(),
+    );
+    let old = writes
+        .get(TreeId::PluginKv, &full_key)?
+        .map(|old| (key.len() + old.len()) as u64);
+    let new = value.map(|value| (key.len() + value.len()) as u64);
+    let keys_after = keys + u64::from(new.is_some()) - u64::from(old.is_some());
+    let bytes_after = (bytes + new.unwrap_or(0)).saturating_sub(old.unwrap_or(0));
+    let grows = keys_after > keys || bytes_after > bytes;
+    if grows && (keys_after > quota.keys || bytes_after > quota.bytes) {
+        return Ok(false);
     }
+    if old.is_none() && new.is_none() {
+        return Ok(true);
+    }
+    match value {
+        Some(value) => writes.put(TreeId::PluginKv, full_key, value.to_vec()),
+        None => writes.remove(TreeId::PluginKv, full_key),
+    }
+    writes.put(
+        TreeId::PluginKvUsage,
+        namespace.as_bytes(),
+        kv_usage_value(keys_after, bytes_after),
+    );
     Ok(true)
-}
-
-/// Plugin names never contain NUL, so `name\0key` cannot collide across plugins.
-fn kv_key(namespace: &str, key: &str) -> Vec<u8> {
-    let mut full = Vec::with_capacity(namespace.len() + 1 + key.len());
-    full.extend_from_slice(namespace.as_bytes());
-    full.push(0);
-    full.extend_from_slice(key.as_bytes());
-    full
 }
 
 #[cfg(test)]
@@ -606,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn records_keep_every_kind_of_value_and_those_written_as_json_are_still_read() {
+    fn records_keep_every_kind_of_value() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let attributes = serde_json::json!({"vip": true, "employees": 600, "ltv": 12.5,
@@ -627,21 +534,70 @@ mod tests {
             Value::Timestamp(1_793_527_200_000)
         );
         assert_eq!(read.attributes["big"], Value::Number(u64::MAX as f64));
-        assert_ne!(store.contacts.get("a").unwrap().unwrap()[0], b'{');
-
-        // An earlier version wrote JSON, with RFC 3339 times.
-        let mut old = serde_json::to_value(&stored).unwrap();
-        old["id"] = "b".into();
-        store
-            .contacts
-            .insert("b", serde_json::to_vec(&old).unwrap())
-            .unwrap();
-        let read_old = store.contact("b").unwrap().unwrap();
         assert_eq!(
-            (read_old.id.as_str(), &read_old.attributes),
-            ("b", &stored.attributes)
+            store.contacts.get("a").unwrap().unwrap()[0],
+            super::super::codec::MESSAGEPACK,
+            "the record says its format"
         );
-        assert_eq!(read_old.created_at, -1_000);
+    }
+
+    #[test]
+    fn a_contact_too_large_to_keep_is_refused_and_the_stored_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .upsert_contact(
+                upsert(serde_json::json!({"id": "a", "attributes": {"plan": "pro"}})),
+                1,
+            )
+            .unwrap();
+        let huge: serde_json::Map<String, serde_json::Value> = (0..100)
+            .map(|n| (format!("note_{n}"), "x".repeat(1_000).into()))
+            .collect();
+        let error = store
+            .upsert_contact(
+                upsert(serde_json::json!({"id": "a", "attributes": huge})),
+                2,
+            )
+            .unwrap_err();
+        assert_eq!(error.code(), "too_large");
+        assert!(error.to_string().contains("contact `a`"), "{error}");
+        let kept = store.contact("a").unwrap().unwrap();
+        assert_eq!(kept.attributes.len(), 1);
+        assert_eq!(kept.updated_at, 1);
+    }
+
+    #[test]
+    fn contact_fields_that_no_contact_may_hold_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for (body, named) in [
+            (
+                serde_json::json!({"attributes": {"": "x"}}),
+                "attribute name",
+            ),
+            (serde_json::json!({"tags": [""]}), "tag"),
+            (
+                serde_json::json!({"timezone": "Mars/Olympus"}),
+                "Mars/Olympus",
+            ),
+            (serde_json::json!({"id": " "}), "`id`"),
+            (
+                serde_json::json!({"consents": {"": "granted"}}),
+                "consent channel",
+            ),
+        ] {
+            let error = store.upsert_contact(upsert(body.clone()), 1).unwrap_err();
+            assert_eq!(error.code(), "invalid_contact", "{body}");
+            assert!(error.to_string().contains(named), "{body}: {error}");
+        }
+        assert!(store.contacts.is_empty());
+        store
+            .upsert_contact(
+                upsert(serde_json::json!({"id": "a", "timezone": "Asia/Shanghai"})),
+                1,
+            )
+            .unwrap();
     }
 
     #[test]
@@ -745,19 +701,31 @@ mod tests {
     }
 
     #[test]
-    fn plugin_spaces_are_separate_bounded_and_durable() {
+    fn plugin_spaces_are_separate_bounded_in_keys_and_bytes_and_durable() {
         let dir = tempfile::tempdir().unwrap();
+        let two_keys = KvUsage {
+            keys: 2,
+            bytes: 1_000,
+        };
         {
             let store = SledStore::open(dir.path()).unwrap();
-            assert!(store.plugin_kv_set("scorer", "a", b"1", 2).unwrap());
-            assert!(store.plugin_kv_set("scorer", "b", b"2", 2).unwrap());
+            assert!(store.plugin_kv_set("scorer", "a", b"1", two_keys).unwrap());
+            assert!(store.plugin_kv_set("scorer", "b", b"2", two_keys).unwrap());
             assert!(
-                !store.plugin_kv_set("scorer", "c", b"3", 2).unwrap(),
+                !store.plugin_kv_set("scorer", "c", b"3", two_keys).unwrap(),
                 "a third key is refused"
             );
             assert!(
-                store.plugin_kv_set("scorer", "a", b"updated", 2).unwrap(),
+                store
+                    .plugin_kv_set("scorer", "a", b"updated", two_keys)
+                    .unwrap(),
                 "an existing key can change"
+            );
+            assert!(
+                !store
+                    .plugin_kv_set("scorer", "a", &[0; 1_000], two_keys)
+                    .unwrap(),
+                "a value that takes the space past its bytes is refused"
             );
             assert_eq!(
                 store.plugin_kv_get("other", "a").unwrap(),
@@ -766,7 +734,7 @@ mod tests {
             );
             store.plugin_kv_delete("scorer", "b").unwrap();
             assert!(
-                store.plugin_kv_set("scorer", "c", b"3", 2).unwrap(),
+                store.plugin_kv_set("scorer", "c", b"3", two_keys).unwrap(),
                 "a delete frees a slot"
             );
             store.flush().unwrap();
@@ -776,8 +744,18 @@ mod tests {
             reopened.plugin_kv_get("scorer", "a").unwrap().as_deref(),
             Some(&b"updated"[..])
         );
+        assert_eq!(
+            reopened.plugin_kv_usage("scorer").unwrap(),
+            KvUsage {
+                keys: 2,
+                bytes: 1 + 7 + 1 + 1
+            },
+            "usage survives reopening"
+        );
         assert!(
-            !reopened.plugin_kv_set("scorer", "d", b"4", 2).unwrap(),
+            !reopened
+                .plugin_kv_set("scorer", "d", b"4", two_keys)
+                .unwrap(),
             "the count survived reopening"
         );
     }
@@ -810,46 +788,5 @@ mod tests {
         assert_eq!(reopened.inbox.len(), 1);
         assert_eq!(reopened.event("evt-1").unwrap(), Some(event));
         assert!(reopened.contact("a").unwrap().is_some());
-    }
-
-    #[test]
-    fn journey_records_an_earlier_version_kept_apart_move_into_their_contacts() {
-        use crate::store::{ContactJourney, JourneyStore};
-        let dir = tempfile::tempdir().unwrap();
-        let record = |contact: &str, journey: &str| ContactJourney {
-            contact_id: contact.into(),
-            journey_id: journey.into(),
-            active: vec![format!("en_{contact}_{journey}")],
-            entries: 1,
-            ..ContactJourney::default()
-        };
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            let contact = Contact::new("a".into(), 1);
-            // As an earlier version wrote them: the contact alone, each journey record apart.
-            store.contacts.insert("a", encode(&contact)).unwrap();
-            for (contact, journey) in [("a", "welcome"), ("a", "winback"), ("gone", "welcome")] {
-                let key = format!("{contact}\0{journey}");
-                store
-                    .contact_journeys
-                    .insert(key.as_bytes(), encode(&record(contact, journey)))
-                    .unwrap();
-            }
-            store.flush().unwrap();
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        let (contact, journeys) = store.contact_with_journeys("a").unwrap().unwrap();
-        assert_eq!(contact.id, "a");
-        assert_eq!(journeys, [record("a", "welcome"), record("a", "winback")]);
-        assert!(store.contact_journeys("gone").unwrap().is_empty());
-        assert!(store.contact_journeys.is_empty(), "nothing is left apart");
-        store
-            .upsert_contact(upsert(serde_json::json!({"id": "a", "tags": ["vip"]})), 2)
-            .unwrap();
-        assert_eq!(
-            store.contact_journeys("a").unwrap().len(),
-            2,
-            "an API update keeps the contact's journeys"
-        );
     }
 }

@@ -7,92 +7,42 @@
 //! the intent is removed. sled recovers a prefix of its log, so an intent still present after a
 //! crash may have been applied in part; opening the store applies it again and removes it. Every
 //! write in a set is a put or a removal of a final value, so applying it twice is applying it
-//! once; callers hold the store's locks so that nobody else writes the same keys before the
-//! intent is gone, and a replay never puts back a value someone has since replaced.
+//! once.
 //!
-//! An inbox item that a write set (or ingest) puts is *unsettled* until the whole set is in
-//! place: workers leave it alone until then, so nothing a worker makes durable can come before
-//! the write that queued its item.
+//! A replay never puts back a value someone has since replaced, because nobody writes a key of
+//! an unfinished set: every write in the store goes through a write set (or, for ingest, the
+//! same locks), each writer holds the store's locks on what it writes (its contacts'
+//! partitions, the identities, the event ids, publishing) until its intent is gone, and a set
+//! that fails part-way stops all writes until the store is reopened and the set replayed.
+//!
+//! Inbox items are queued with [`WriteSet::queue`], which reserves the item's key in its
+//! partition. A reserved key is *unsettled* until the whole set is in place, and workers take a
+//! partition's items only up to its first unsettled key: nothing a worker makes durable can come
+//! before the write that queued its item, and no item is taken before one queued ahead of it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::StoreError;
+use super::layout::{TreeId, check_size, inbox_key};
 use super::records::PARTITIONS;
 use super::sled_store::{SledStore, backend};
 
-/// The trees a write set may touch, by a code fixed on disk (intents store it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub(super) enum TreeId {
-    Contacts = 0,
-    Identities = 1,
-    Events = 2,
-    PluginKv = 3,
-    PluginKvCounts = 4,
-    Journeys = 5,
-    JourneyVersions = 6,
-    Inbox = 7,
-    DeadLetters = 8,
-    EnrollRequests = 9,
-    Timers = 10,
-    Enrollments = 11,
-    /// Written by earlier versions only; kept so their interrupted writes replay.
-    ContactJourneys = 12,
-    Outbox = 13,
-    Counters = 14,
-}
-
-impl TreeId {
-    const ALL: [TreeId; 15] = [
-        TreeId::Contacts,
-        TreeId::Identities,
-        TreeId::Events,
-        TreeId::PluginKv,
-        TreeId::PluginKvCounts,
-        TreeId::Journeys,
-        TreeId::JourneyVersions,
-        TreeId::Inbox,
-        TreeId::DeadLetters,
-        TreeId::EnrollRequests,
-        TreeId::Timers,
-        TreeId::Enrollments,
-        TreeId::ContactJourneys,
-        TreeId::Outbox,
-        TreeId::Counters,
-    ];
-
-    fn from_code(code: u8) -> Option<TreeId> {
-        TreeId::ALL.get(code as usize).copied()
-    }
-
-    /// Whether writers read keys of this tree back through a write set before applying it.
-    /// The others (a contact, an enrollment, an inbox item) are written once per set, so their
-    /// keys need not be remembered.
-    fn read_back(self) -> bool {
-        matches!(
-            self,
-            TreeId::Identities
-                | TreeId::Events
-                | TreeId::PluginKv
-                | TreeId::PluginKvCounts
-                | TreeId::Counters
-        )
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
-struct Op {
-    tree: TreeId,
-    key: Vec<u8>,
+pub(super) struct Op {
+    pub(super) tree: TreeId,
+    pub(super) key: Vec<u8>,
     /// `None` removes the key.
-    value: Option<Vec<u8>>,
+    pub(super) value: Option<Vec<u8>>,
 }
 
-/// An intent is split into records of about this size: sled keeps a value much larger than a
-/// quarter of a segment (128 KiB) in a file of its own.
+/// An intent is split into records of about this size, each well below the largest value a
+/// tree may hold.
 const CHUNK: usize = 48 << 10;
+
+/// The format byte every intent record starts with: ops in the encoding of [`encode_chunks`].
+const INTENT_FORMAT: u8 = 1;
 
 /// Puts and removals to make together. Reads through it see its own writes first.
 pub(super) struct WriteSet<'a> {
@@ -100,6 +50,8 @@ pub(super) struct WriteSet<'a> {
     ops: Vec<Op>,
     /// The last op on each key, for reads of keys this set has written.
     latest: HashMap<(TreeId, Vec<u8>), usize>,
+    /// Inbox keys this set reserved, released once it is applied (or dropped unapplied).
+    reserved: Vec<[u8; 9]>,
 }
 
 impl<'a> WriteSet<'a> {
@@ -108,6 +60,7 @@ impl<'a> WriteSet<'a> {
             store,
             ops: Vec::new(),
             latest: HashMap::new(),
+            reserved: Vec::new(),
         }
     }
 
@@ -128,6 +81,14 @@ impl<'a> WriteSet<'a> {
         self.push(tree, key.into(), None);
     }
 
+    /// Queue an inbox item at the end of `partition`; the key it went to.
+    pub(super) fn queue(&mut self, partition: u8, item: Vec<u8>) -> Result<[u8; 9], StoreError> {
+        let key = self.store.unsettled.reserve(&self.store.db, partition)?;
+        self.reserved.push(key);
+        self.push(TreeId::Inbox, key.to_vec(), Some(item));
+        Ok(key)
+    }
+
     fn push(&mut self, tree: TreeId, key: Vec<u8>, value: Option<Vec<u8>>) {
         if tree.read_back() {
             self.latest.insert((tree, key.clone()), self.ops.len());
@@ -135,53 +96,62 @@ impl<'a> WriteSet<'a> {
         self.ops.push(Op { tree, key, value });
     }
 
-    /// Make every write. A single one needs no intent; several are recorded first.
-    pub(super) fn apply(self) -> Result<(), StoreError> {
+    /// Make every write, or none when one is too large or the store takes no writes. A single
+    /// write needs no intent; several are recorded first.
+    pub(super) fn apply(mut self) -> Result<(), StoreError> {
         let store = self.store;
         store.check_writable()?;
-        match self.ops.as_slice() {
+        for op in &self.ops {
+            check_size(op.tree, &op.key, op.value.as_deref().unwrap_or_default())?;
+        }
+        let reserved = std::mem::take(&mut self.reserved);
+        // From here a failure, or a panic, may leave the set half made: only a replay can
+        // finish it, and a replay later than other writes could undo them. So the queued
+        // items stay unsettled and the store takes no more writes until it is reopened.
+        let part_way = PartWay(store);
+        let result = match self.ops.as_slice() {
             [] => Ok(()),
             [op] => store.apply_op(op),
-            ops => {
-                let queued: Vec<[u8; 9]> = ops
-                    .iter()
-                    .filter(|op| op.tree == TreeId::Inbox && op.value.is_some())
-                    .filter_map(|op| op.key.as_slice().try_into().ok())
-                    .collect();
-                store.unsettled.hold(&queued);
-                let id = store.db.generate_id().map_err(backend)?;
-                let chunks = encode_chunks(ops);
-                let count = chunks.len() as u32;
-                for (index, chunk) in chunks.iter().enumerate() {
-                    store
-                        .intents
-                        .insert(intent_key(id, index as u32, count), chunk.as_slice())
-                        .map_err(backend)?;
-                }
-                let finished = ops
-                    .iter()
-                    .try_for_each(|op| store.apply_op(op))
-                    .and_then(|()| {
-                        (0..count).try_for_each(|index| {
-                            store
-                                .intents
-                                .remove(intent_key(id, index, count))
-                                .map(drop)
-                                .map_err(backend)
-                        })
-                    });
-                if let Err(error) = finished {
-                    // Half done: only a replay can finish it, and a replay later than other
-                    // writes could undo them. The queued items stay unsettled, and the store
-                    // takes no more writes until it is reopened.
-                    store.break_writes(&error);
-                    return Err(error);
-                }
-                store.unsettled.release(&queued);
-                Ok(())
-            }
+            ops => store.apply_recorded(ops),
+        };
+        std::mem::forget(part_way);
+        match &result {
+            Ok(()) => store.unsettled.release(&reserved),
+            Err(error) => store.break_writes(error),
+        }
+        result
+    }
+}
+
+/// Armed while a write set is being applied; dropped there only by a panic.
+struct PartWay<'a>(&'a SledStore);
+
+impl Drop for PartWay<'_> {
+    fn drop(&mut self) {
+        self.0.break_writes(&StoreError::Backend(
+            "a write set panicked while it was being applied".into(),
+        ));
+    }
+}
+
+impl Drop for WriteSet<'_> {
+    /// A set dropped without being applied wrote nothing: its reserved keys are free again.
+    fn drop(&mut self) {
+        if !self.reserved.is_empty() {
+            self.store.unsettled.release(&self.reserved);
         }
     }
+}
+
+/// What opening the store found of the write sets a crash interrupted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Replayed {
+    /// Recorded whole and applied again.
+    pub intents_replayed: usize,
+    /// Recorded only in part: none of their writes had begun, so they were dropped.
+    pub intents_incomplete: usize,
+    /// Recorded whole but unreadable: set aside as dead letters, with the log saying so.
+    pub intents_set_aside: usize,
 }
 
 impl SledStore {
@@ -195,55 +165,126 @@ impl SledStore {
         .map_err(backend)
     }
 
-    /// Finish what a crash interrupted: apply every intent whose records are all present
-    /// (its writes may have been made in part) and drop the rest (recording them had not
-    /// finished, so none of their writes had begun). Returns how many were applied.
-    pub(super) fn replay_intents(&self) -> Result<usize, StoreError> {
-        /// An intent's id, how many records it has, and those found.
-        type Found = (u64, u32, Vec<(Vec<u8>, sled::IVec)>);
-        let mut intents: Vec<Found> = Vec::new();
-        for entry in self.intents.iter() {
-            let (key, value) = entry.map_err(backend)?;
-            let Some((id, _, count)) = parse_intent_key(&key) else {
-                self.intents.remove(&key).map_err(backend)?;
-                continue;
-            };
-            match intents.last_mut() {
-                Some((last, _, chunks)) if *last == id => chunks.push((key.to_vec(), value)),
-                _ => intents.push((id, count, vec![(key.to_vec(), value)])),
+    /// Record `ops` as an intent, apply them, remove the intent.
+    fn apply_recorded(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let id = self.db.generate_id().map_err(backend)?;
+        let chunks = encode_chunks(ops);
+        let count = chunks.len() as u32;
+        for (index, chunk) in chunks.iter().enumerate() {
+            self.intents
+                .insert(intent_key(id, index as u32, count), chunk.as_slice())
+                .map_err(backend)?;
+        }
+        for (n, op) in ops.iter().enumerate() {
+            self.apply_op(op)?;
+            if n == 0 {
+                super::failpoint::reached("write_set.part_way", &self.db);
             }
         }
-        let mut applied = 0;
-        for (id, count, chunks) in intents {
-            let ops = (chunks.len() == count as usize)
-                .then(|| {
-                    chunks
-                        .iter()
-                        .map(|(_, bytes)| decode_ops(bytes))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .flatten();
+        (0..count).try_for_each(|index| {
+            self.intents
+                .remove(intent_key(id, index, count))
+                .map(drop)
+                .map_err(backend)
+        })
+    }
+
+    /// Finish what a crash interrupted: apply every intent whose records are all present
+    /// (its writes may have been made in part), drop those recorded only in part (recording
+    /// had not finished, so none of their writes had begun), and set aside any that is whole
+    /// but does not decode, saying so: its writes may have been made in part, and nothing here
+    /// can finish them.
+    pub(super) fn replay_intents(&self, now: crate::model::Millis) -> Result<Replayed, StoreError> {
+        let mut replayed = Replayed::default();
+        let (intents, malformed) = intents_in(&self.intents)?;
+        for (key, value) in malformed {
+            tracing::error!(key = %hex::encode(&key), "an intent record has a malformed key; setting it aside");
+            self.keep_aside("intents", &key, &value, "malformed intent key", now)?;
+            self.intents.remove(&key).map_err(backend)?;
+        }
+        for Intent { id, count, chunks } in intents {
+            let ops = (chunks.len() == count as usize).then(|| {
+                chunks
+                    .iter()
+                    .map(|(_, bytes)| decode_ops(bytes))
+                    .collect::<Result<Vec<_>, _>>()
+            });
             match ops {
-                Some(ops) => {
+                Some(Ok(ops)) => {
                     for op in ops.iter().flatten() {
                         self.apply_op(op)?;
                     }
-                    applied += 1;
+                    replayed.intents_replayed += 1;
                 }
-                None => tracing::warn!(id, "dropping an intent that was not recorded whole"),
+                None => {
+                    tracing::warn!(
+                        intent = id,
+                        recorded = chunks.len(),
+                        of = count,
+                        "dropping a write set whose recording a crash interrupted; none of it had been written"
+                    );
+                    replayed.intents_incomplete += 1;
+                }
+                Some(Err(error)) => {
+                    tracing::error!(intent = id, %error, "a write set a crash interrupted cannot be read; setting it aside, its writes may be half made");
+                    for (key, bytes) in &chunks {
+                        self.keep_aside(
+                            "intents",
+                            key,
+                            bytes,
+                            &format!("write set {id} does not decode: {error}"),
+                            now,
+                        )?;
+                    }
+                    replayed.intents_set_aside += 1;
+                }
             }
             for (key, _) in chunks {
                 self.intents.remove(key).map_err(backend)?;
             }
         }
-        Ok(applied)
+        Ok(replayed)
     }
 }
 
-/// Inbox items whose write is not complete yet, by partition.
+/// One intent's records as found on disk.
+pub(super) struct Intent {
+    pub(super) id: u64,
+    /// How many records it was written as.
+    pub(super) count: u32,
+    /// The records found, by key.
+    pub(super) chunks: Vec<Entry>,
+}
+
+/// A key and its value, as sled holds them.
+pub(super) type Entry = (sled::IVec, sled::IVec);
+
+/// The intents in `tree` (in either layout: the keys are the same), and any record whose key
+/// is not an intent's.
+pub(super) fn intents_in(tree: &sled::Tree) -> Result<(Vec<Intent>, Vec<Entry>), StoreError> {
+    let (mut intents, mut malformed): (Vec<Intent>, Vec<_>) = (Vec::new(), Vec::new());
+    for entry in tree.iter() {
+        let (key, value) = entry.map_err(backend)?;
+        let Some((id, _, count)) = parse_intent_key(&key) else {
+            malformed.push((key, value));
+            continue;
+        };
+        match intents.last_mut() {
+            Some(last) if last.id == id => last.chunks.push((key, value)),
+            _ => intents.push(Intent {
+                id,
+                count,
+                chunks: vec![(key, value)],
+            }),
+        }
+    }
+    Ok((intents, malformed))
+}
+
+/// Inbox keys reserved by writes that are not complete yet, by partition.
 pub(super) struct Unsettled {
     held: AtomicUsize,
-    partitions: Vec<Mutex<HashSet<[u8; 9]>>>,
+    partitions: Vec<Mutex<BTreeSet<[u8; 9]>>>,
 }
 
 impl Default for Unsettled {
@@ -256,35 +297,41 @@ impl Default for Unsettled {
 }
 
 impl Unsettled {
-    pub(super) fn hold(&self, keys: &[[u8; 9]]) {
-        for key in keys {
-            self.partition(key).insert(*key);
-        }
-        self.held.fetch_add(keys.len(), Ordering::SeqCst);
+    /// A new key at the end of `partition`, held until released. The sequence is drawn while
+    /// the partition's set is locked, so a later reservation always gets a later key.
+    pub(super) fn reserve(&self, db: &sled::Db, partition: u8) -> Result<[u8; 9], StoreError> {
+        let mut held = self.partition(partition);
+        let key = inbox_key(partition, db.generate_id().map_err(backend)?);
+        held.insert(key);
+        self.held.fetch_add(1, Ordering::SeqCst);
+        Ok(key)
     }
 
     pub(super) fn release(&self, keys: &[[u8; 9]]) {
         for key in keys {
-            self.partition(key).remove(key);
+            if self.partition(key[0]).remove(key) {
+                self.held.fetch_sub(1, Ordering::SeqCst);
+            }
         }
-        self.held.fetch_sub(keys.len(), Ordering::SeqCst);
     }
 
-    /// Whether a worker must leave this item for now.
-    pub(super) fn contains(&self, key: &[u8]) -> bool {
+    /// Whether a worker may take this item now: only while no key at or before it is held.
+    pub(super) fn settled(&self, key: &[u8]) -> bool {
         if self.held.load(Ordering::SeqCst) == 0 {
-            return false;
+            return true;
         }
-        match <[u8; 9]>::try_from(key) {
-            Ok(key) => self.partition(&key).contains(&key),
-            Err(_) => false,
-        }
+        let Some(&partition) = key.first() else {
+            return true;
+        };
+        self.partition(partition)
+            .first()
+            .is_none_or(|first| key < first.as_slice())
     }
 
-    fn partition(&self, key: &[u8; 9]) -> std::sync::MutexGuard<'_, HashSet<[u8; 9]>> {
-        self.partitions[key[0] as usize % self.partitions.len()]
+    fn partition(&self, partition: u8) -> std::sync::MutexGuard<'_, BTreeSet<[u8; 9]>> {
+        self.partitions[partition as usize % self.partitions.len()]
             .lock()
-            .expect("unsettled lock")
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -305,15 +352,17 @@ fn parse_intent_key(key: &[u8]) -> Option<(u64, u32, u32)> {
     ))
 }
 
-/// Each op: tree code (u8), key length (u32 LE), key, value length (u32 LE, `u32::MAX` for a
-/// removal), value.
+/// [`INTENT_FORMAT`], then each op: tree code (u8), key length (u32 LE), key, value length
+/// (u32 LE, `u32::MAX` for a removal), value.
 fn encode_chunks(ops: &[Op]) -> Vec<Vec<u8>> {
-    let mut chunks = vec![Vec::new()];
+    let mut chunks = vec![vec![INTENT_FORMAT]];
     for op in ops {
         let chunk = chunks.last_mut().expect("one chunk at least");
         let size = 9 + op.key.len() + op.value.as_ref().map_or(0, Vec::len);
-        if !chunk.is_empty() && chunk.len() + size > CHUNK {
-            chunks.push(Vec::with_capacity(size.min(CHUNK)));
+        if chunk.len() > 1 && chunk.len() + size > CHUNK {
+            let mut next = Vec::with_capacity((size + 1).min(CHUNK));
+            next.push(INTENT_FORMAT);
+            chunks.push(next);
         }
         let chunk = chunks.last_mut().expect("one chunk at least");
         chunk.push(op.tree as u8);
@@ -330,7 +379,32 @@ fn encode_chunks(ops: &[Op]) -> Vec<Vec<u8>> {
     chunks
 }
 
-fn decode_ops(mut bytes: &[u8]) -> Option<Vec<Op>> {
+/// The ops of one intent record, or why it does not read.
+pub(super) fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, String> {
+    match bytes.split_first() {
+        Some((&INTENT_FORMAT, ops)) => decode_op_list(ops, TreeId::from_code)
+            .map(|ops| {
+                ops.into_iter()
+                    .map(|(tree, key, value)| Op { tree, key, value })
+                    .collect()
+            })
+            .ok_or_else(|| "its ops are truncated or name an unknown tree".to_owned()),
+        Some((other, _)) => Err(format!(
+            "intent format {other} is not one this version reads"
+        )),
+        None => Err("an empty intent record".into()),
+    }
+}
+
+/// A tree, a key, and the value to put there (`None`: remove the key).
+pub(super) type RawOp<T> = (T, Vec<u8>, Option<Vec<u8>>);
+
+/// Ops in the encoding of [`encode_chunks`] (without the format byte), with tree codes read by
+/// `tree`; `None` if truncated or naming a tree `tree` does not know.
+pub(super) fn decode_op_list<T>(
+    mut bytes: &[u8],
+    tree: impl Fn(u8) -> Option<T>,
+) -> Option<Vec<RawOp<T>>> {
     fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
         let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
         *bytes = rest;
@@ -341,14 +415,14 @@ fn decode_ops(mut bytes: &[u8]) -> Option<Vec<Op>> {
     }
     let mut ops = Vec::new();
     while !bytes.is_empty() {
-        let tree = TreeId::from_code(take(&mut bytes, 1)?[0])?;
+        let tree = tree(take(&mut bytes, 1)?[0])?;
         let key_len = length(&mut bytes)? as usize;
         let key = take(&mut bytes, key_len)?.to_vec();
         let value = match length(&mut bytes)? {
             u32::MAX => None,
             n => Some(take(&mut bytes, n as usize)?.to_vec()),
         };
-        ops.push(Op { tree, key, value });
+        ops.push((tree, key, value));
     }
     Some(ops)
 }
@@ -397,6 +471,11 @@ mod tests {
             crash_during(&store, &ops, 3, 1);
         }
         let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.recovery().replayed.intents_replayed,
+            1,
+            "the replay is counted"
+        );
         assert_eq!(store.journeys.get("j").unwrap().unwrap(), b"new record");
         assert_eq!(
             store.journey_versions.get("j-v1").unwrap().unwrap(),
@@ -420,6 +499,56 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.journeys.get("j").unwrap(), None);
         assert!(store.intents.is_empty());
+        assert_eq!(store.recovery().replayed.intents_incomplete, 1);
+    }
+
+    #[test]
+    fn a_write_set_recorded_whole_that_does_not_decode_is_set_aside_and_reported_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = [
+            op(TreeId::Journeys, "j", Some("new record")),
+            op(TreeId::JourneyVersions, "j-v1", Some("version")),
+        ];
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let mut chunks = encode_chunks(&ops);
+            // Damaged: its last op names a tree that does not exist.
+            let last = chunks[0].len() - ("version".len() + 4 + "j-v1".len() + 4 + 1);
+            chunks[0][last] = 200;
+            store
+                .intents
+                .insert(intent_key(9, 0, 1), chunks[0].as_slice())
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.recovery().replayed.intents_set_aside, 1);
+        assert!(store.intents.is_empty());
+        let letters = store.dead_letters(10).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].tree, "intents");
+        assert!(
+            letters[0].error.contains("write set 9 does not decode"),
+            "{letters:?}"
+        );
+        assert!(
+            store.requeue_dead_letter(&letters[0].id, audit()).is_err(),
+            "a write set is kept for inspection, not put back"
+        );
+        store.delete_dead_letter(&letters[0].id, audit()).unwrap();
+        assert!(store.dead_letters(10).unwrap().is_empty());
+        assert_eq!(store.audit(10).unwrap()[0].action, "test.delete");
+    }
+
+    fn audit() -> crate::store::AuditEntry {
+        crate::store::AuditEntry {
+            id: String::new(),
+            at: 5,
+            actor: "test".into(),
+            action: "test.delete".into(),
+            object: "x".into(),
+            detail: serde_json::Value::Null,
+        }
     }
 
     #[test]
@@ -439,6 +568,7 @@ mod tests {
             store.flush().unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.recovery().events_recorded, 1);
         assert_eq!(store.event("evt-1").unwrap(), Some(event.clone()));
         assert_eq!(
             store.record_events(&[event]).unwrap(),
@@ -468,6 +598,7 @@ mod tests {
             store.flush().unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.recovery().duplicates_dropped, 1);
         let left: Vec<_> = store.inbox.iter().keys().map(Result::unwrap).collect();
         assert_eq!(left, [original], "the event runs once");
         assert_eq!(store.event("evt-1").unwrap(), Some(event));
@@ -492,28 +623,77 @@ mod tests {
         drop(store);
         let reopened = SledStore::open(dir.path()).unwrap();
         assert!(
-            reopened.plugin_kv_set("p", "k", b"v", 10).unwrap(),
+            reopened
+                .plugin_kv_set("p", "k", b"v", crate::store::KvUsage::UNLIMITED)
+                .unwrap(),
             "reopened, it writes again"
         );
     }
 
     #[test]
-    fn workers_leave_an_inbox_item_alone_until_the_write_that_queued_it_is_complete() {
+    fn workers_take_a_partitions_items_in_order_and_never_past_one_whose_write_is_not_complete() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let item = crate::store::WorkItem::Wake {
+        let wake = |id: &str| crate::store::WorkItem::Wake {
             contact_id: "a".into(),
-            enrollment_id: "e".into(),
+            enrollment_id: id.into(),
             due_at: 1,
         };
-        store.enqueue(&item).unwrap();
         let partition = crate::store::partition_of("a");
-        let (key, _) = store.pending_work(partition, 10, 0).unwrap().remove(0);
-        let key: [u8; 9] = key.0.as_slice().try_into().unwrap();
-        store.unsettled.hold(&[key]);
-        assert!(store.pending_work(partition, 10, 0).unwrap().is_empty());
-        store.unsettled.release(&[key]);
-        assert_eq!(store.pending_work(partition, 10, 0).unwrap().len(), 1);
+        store.enqueue(&wake("first")).unwrap();
+        // A write reserved its place next, and has not written it yet ...
+        let mut pending = WriteSet::new(&store);
+        pending
+            .queue(partition, crate::store::codec::encode(&wake("second")))
+            .unwrap();
+        // ... when a later one, for the same contact, is complete.
+        store.enqueue(&wake("third")).unwrap();
+        let ids = |items: Vec<(crate::store::WorkKey, crate::store::WorkItem)>| -> Vec<String> {
+            items
+                .into_iter()
+                .map(|(_, item)| match item {
+                    crate::store::WorkItem::Wake { enrollment_id, .. } => enrollment_id,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(
+            ids(store.pending_work(partition, 10, 0).unwrap()),
+            ["first"]
+        );
+        pending.apply().unwrap();
+        assert_eq!(
+            ids(store.pending_work(partition, 10, 0).unwrap()),
+            ["first", "second", "third"]
+        );
+        // A set dropped without being applied gives its place up.
+        let mut abandoned = WriteSet::new(&store);
+        abandoned
+            .queue(partition, crate::store::codec::encode(&wake("never")))
+            .unwrap();
+        drop(abandoned);
+        store.enqueue(&wake("fourth")).unwrap();
+        assert_eq!(store.pending_work(partition, 10, 0).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_value_too_large_for_any_tree_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut writes = WriteSet::new(&store);
+        writes.put(TreeId::Journeys, "small", b"fits".to_vec());
+        writes.put(
+            TreeId::Journeys,
+            "big",
+            vec![0; super::super::layout::MAX_STORED_BYTES + 1],
+        );
+        let error = writes.apply().unwrap_err();
+        assert_eq!(error.code(), "too_large");
+        assert!(store.journeys.is_empty());
+        assert!(
+            store.check_writable().is_ok(),
+            "a refused write breaks nothing"
+        );
     }
 
     #[test]
@@ -527,8 +707,16 @@ mod tests {
             .collect();
         let chunks = encode_chunks(&ops);
         assert!(chunks.len() > 1 && chunks.iter().all(|c| c.len() <= CHUNK));
+        assert!(chunks.iter().all(|c| c[0] == INTENT_FORMAT));
         let decoded: Vec<Op> = chunks.iter().flat_map(|c| decode_ops(c).unwrap()).collect();
         assert_eq!(decoded, ops);
-        assert_eq!(decode_ops(&chunks[0][..chunks[0].len() - 1]), None);
+        assert!(decode_ops(&chunks[0][..chunks[0].len() - 1]).is_err());
+        let mut other_format = chunks[0].clone();
+        other_format[0] = 7;
+        assert!(
+            decode_ops(&other_format)
+                .unwrap_err()
+                .contains("intent format 7")
+        );
     }
 }

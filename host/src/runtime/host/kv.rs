@@ -15,6 +15,8 @@ pub const MAX_KEY_BYTES: usize = 512;
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
 /// Most keys one plugin may hold.
 pub const MAX_KEYS: usize = 100_000;
+/// Most bytes (keys and values) one plugin may hold.
+pub const MAX_SPACE_BYTES: usize = 16 << 20;
 
 /// Where plugin key-value spaces live. Implemented in memory here and by the store.
 pub trait KvSpace: Send + Sync + 'static {

@@ -1,6 +1,7 @@
 //! Crash safety: the real `wayline serve` process is killed with SIGKILL while it ingests and
-//! processes a load, three times, restarted on the same data directory, and every event has
-//! then been applied exactly once and every pending wait has fired.
+//! processes a load, and in the first second of a fresh store, restarted on the same data
+//! directory, and every acknowledged event has then been applied exactly once and every pending
+//! wait has fired; the server says what it repaired.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,14 +17,14 @@ const EVENTS_PER_CONTACT: usize = 30;
 
 /// Each ping scores 1 at once and 1000 after a wait, so a contact's score counts both halves
 /// of every step: any step lost or applied twice shows.
-fn tally_journey() -> Json {
+fn tally_journey(wait: &str) -> Json {
     json!({
         "name": "Tally",
         "reentry": "concurrent",
         "nodes": [
             {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "ping"}},
             {"id": "now", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 1, "reason": "ping"}}},
-            {"id": "hold", "type": "wait", "delay": "2s"},
+            {"id": "hold", "type": "wait", "delay": wait},
             {"id": "later", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 1000, "reason": "ping, later"}}}
         ],
         "edges": [
@@ -32,10 +33,14 @@ fn tally_journey() -> Json {
     })
 }
 
-/// A port for the server across its restarts. Taken below the kernel's ephemeral range, so
-/// that while the server is down no other test's outgoing connection can be given it.
-fn free_port() -> u16 {
-    let offset = std::process::id() as u16 % 4_000;
+/// A port for a server across its restarts. Taken below the kernel's ephemeral range, so
+/// that while the server is down no other test's outgoing connection can be given it; servers
+/// started at once pass different `slot`s.
+fn free_port(slot: u16) -> u16 {
+    let offset = (std::process::id() as u16)
+        .wrapping_mul(16)
+        .wrapping_add(slot * 97)
+        % 4_000;
     (0..4_000)
         .map(|n| 20_000 + (offset + n) % 4_000)
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
@@ -44,6 +49,18 @@ fn free_port() -> u16 {
 
 /// Start `wayline serve` on the data directory; what it logs goes to `log`.
 fn start(data: &Path, journeys: &Path, port: u16, log: &Path) -> Child {
+    start_stopping_at(data, journeys, port, log, None)
+}
+
+/// Like [`start`], with the server stopping by itself (as if killed) the Nth time its store
+/// reaches a point (`NAME:N`, see `store::failpoint`).
+fn start_stopping_at(
+    data: &Path,
+    journeys: &Path,
+    port: u16,
+    log: &Path,
+    failpoint: Option<&str>,
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -64,6 +81,7 @@ fn start(data: &Path, journeys: &Path, port: u16, log: &Path) -> Child {
         .arg("--journeys")
         .arg(journeys)
         .env("WAYLINE_LOG", "warn")
+        .env("WAYLINE_FAILPOINT", failpoint.unwrap_or_default())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -71,11 +89,19 @@ fn start(data: &Path, journeys: &Path, port: u16, log: &Path) -> Child {
 }
 
 /// Wait for the server to answer; if it exits or does not come up, fail with what it logged.
-async fn wait_healthy(client: &reqwest::Client, base: &str, server: &mut Child, log: &Path) {
+/// What `/healthz` says the store repaired when it opened.
+async fn wait_healthy(
+    client: &reqwest::Client,
+    base: &str,
+    server: &mut Child,
+    log: &Path,
+) -> Json {
     let deadline = Instant::now() + Duration::from_secs(60);
     let failure = loop {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            return;
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
+            let health: Json = response.json().await.unwrap_or_default();
+            assert_eq!(health["status"], "ok", "{health}");
+            return health["store"]["recovery"].clone();
         }
         if let Some(status) = server.try_wait().unwrap() {
             break format!("the server exited ({status})");
@@ -89,10 +115,10 @@ async fn wait_healthy(client: &reqwest::Client, base: &str, server: &mut Child, 
     panic!("{failure}; it logged:\n{logged}");
 }
 
-fn batches() -> Vec<Json> {
+fn batches(contacts: usize, events_per_contact: usize) -> Vec<Json> {
     let mut events = Vec::new();
-    for n in 0..EVENTS_PER_CONTACT {
-        for c in 0..CONTACTS {
+    for n in 0..events_per_contact {
+        for c in 0..contacts {
             events.push(json!({"id": format!("ping-{c}-{n}"), "contact_id": format!("c{c}"), "name": "ping", "timestamp": "2026-11-23T10:00:00Z"}));
         }
     }
@@ -125,13 +151,44 @@ async fn get(client: &reqwest::Client, url: &str) -> Json {
     response.json().await.unwrap()
 }
 
-async fn scores(client: &reqwest::Client, base: &str) -> Vec<f64> {
+async fn scores(client: &reqwest::Client, base: &str, contacts: usize) -> Vec<f64> {
     let mut scores = Vec::new();
-    for c in 0..CONTACTS {
+    for c in 0..contacts {
         let contact = get(client, &format!("{base}/v1/contacts/c{c}")).await;
         scores.push(contact["score"].as_f64().unwrap_or(-1.0));
     }
     scores
+}
+
+/// The journey's counters once everything has run: every event entered, every wait fired
+/// and the step after it passed. Then nothing more can be applied, twice or otherwise.
+async fn finished_stats(client: &reqwest::Client, base: &str, total: usize) -> Json {
+    let total = json!(total);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut stats = Json::Null;
+    while Instant::now() < deadline {
+        stats = get(client, &format!("{base}/v1/journeys/tally/stats")).await;
+        let count = |node: &str, metric: &str| {
+            stats["nodes"]
+                .as_array()
+                .and_then(|nodes| nodes.iter().find(|n| n["node"] == node))
+                .map(|n| n["counts"][metric].clone())
+                .unwrap_or(Json::Null)
+        };
+        if count("later", "passed") == total && count("hold", "waiting") == json!(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stats
+}
+
+fn entered(stats: &Json) -> Option<Json> {
+    stats["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == "in")
+        .map(|n| n["counts"]["entered"].clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,15 +196,15 @@ async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_ever
     let dir = tempfile::tempdir().unwrap();
     let (data, journeys) = (dir.path().join("data"), dir.path().join("journeys"));
     std::fs::create_dir_all(&journeys).unwrap();
-    std::fs::write(journeys.join("tally.json"), tally_journey().to_string()).unwrap();
+    std::fs::write(journeys.join("tally.json"), tally_journey("2s").to_string()).unwrap();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let port = free_port();
+    let port = free_port(0);
     let base = format!("http://127.0.0.1:{port}");
     let log = dir.path().join("server.log");
-    let batches = batches();
+    let batches = batches(CONTACTS, EVENTS_PER_CONTACT);
 
     // Three times: start, send from a task, and kill the server part-way through, while events
     // are being ingested, steps processed, waits pending, and (after the first) interrupted
@@ -188,38 +245,162 @@ async fn after_kill_9_and_a_restart_every_event_is_applied_exactly_once_and_ever
         send_all(&client, &base, &batches, &acknowledged).await,
         batches.len()
     );
-    // Wait until the journey has nothing left to do: every event entered, every wait fired
-    // and the step after it passed. Then nothing more can be applied, twice or otherwise.
-    let total = json!(CONTACTS * EVENTS_PER_CONTACT);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut stats = Json::Null;
-    while Instant::now() < deadline {
-        stats = get(&client, &format!("{base}/v1/journeys/tally/stats")).await;
-        let count = |node: &str, metric: &str| {
-            stats["nodes"]
-                .as_array()
-                .and_then(|nodes| nodes.iter().find(|n| n["node"] == node))
-                .map(|n| n["counts"][metric].clone())
-                .unwrap_or(Json::Null)
-        };
-        if count("later", "passed") == total && count("hold", "waiting") == json!(0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let entered = stats["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node"] == "in")
-        .map(|n| n["counts"]["entered"].clone());
-    assert_eq!(entered, Some(total), "{stats}");
+    let total = CONTACTS * EVENTS_PER_CONTACT;
+    let stats = finished_stats(&client, &base, total).await;
+    assert_eq!(entered(&stats), Some(json!(total)), "{stats}");
     let expected = (EVENTS_PER_CONTACT * 1001) as f64;
     assert_eq!(
-        scores(&client, &base).await,
+        scores(&client, &base, CONTACTS).await,
         vec![expected; CONTACTS],
         "every event once, now and after its wait: {stats}"
     );
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// When, in a fresh store's first second, a round kills the server.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// This long after it was started, listening or not.
+    AfterStart(u64),
+    /// Once this many batches are acknowledged.
+    AfterAcknowledged(usize),
+    /// This long after it first answered, while batches arrive.
+    AfterHealthy(u64),
+    /// The server stops by itself, as if killed, the Nth time its store reaches a point:
+    /// in the middle of a write set, or between queueing an event and recording it.
+    AtFailpoint(&'static str),
+}
+
+/// One round: a fresh store, killed at `moment`, started again; every event the client then
+/// sends (again) is applied exactly once.
+async fn kill_a_fresh_store(slot: u16, moment: Moment) -> Json {
+    const CONTACTS: usize = 10;
+    const EVENTS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, journeys) = (dir.path().join("data"), dir.path().join("journeys"));
+    std::fs::create_dir_all(&journeys).unwrap();
+    std::fs::write(journeys.join("tally.json"), tally_journey("1s").to_string()).unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let port = free_port(slot);
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("server.log");
+    let batches = batches(CONTACTS, EVENTS);
+
+    let failpoint = match moment {
+        Moment::AtFailpoint(point) => Some(point),
+        _ => None,
+    };
+    let mut server = start_stopping_at(&data, &journeys, port, &log, failpoint);
+    let started = Instant::now();
+    let (acknowledged, mut progress) = tokio::sync::watch::channel(0);
+    let sender = {
+        let (client, base, batches) = (client.clone(), base.clone(), batches.clone());
+        tokio::spawn(async move {
+            // Batches go as soon as the server answers, each as soon as the last is answered.
+            while client.get(format!("{base}/healthz")).send().await.is_err() {
+                if started.elapsed() > Duration::from_secs(30) {
+                    return 0;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            send_all(&client, &base, &batches, &acknowledged).await
+        })
+    };
+    match moment {
+        Moment::AfterStart(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Moment::AfterAcknowledged(count) => {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(30),
+                progress.wait_for(|acked| *acked >= count),
+            )
+            .await;
+        }
+        Moment::AfterHealthy(ms) => {
+            wait_healthy(&client, &base, &mut server, &log).await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        Moment::AtFailpoint(point) => {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while server.try_wait().unwrap().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the server never reached {point}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    let _ = server.kill();
+    server.wait().unwrap();
+    sender.abort();
+
+    let mut server = start(&data, &journeys, port, &log);
+    let recovery = wait_healthy(&client, &base, &mut server, &log).await;
+    let (acknowledged, _) = tokio::sync::watch::channel(0);
+    assert_eq!(
+        send_all(&client, &base, &batches, &acknowledged).await,
+        batches.len(),
+        "{moment:?}: the restarted server takes every batch"
+    );
+    let stats = finished_stats(&client, &base, CONTACTS * EVENTS).await;
+    assert_eq!(
+        entered(&stats),
+        Some(json!(CONTACTS * EVENTS)),
+        "{moment:?}: {stats}"
+    );
+    assert_eq!(
+        scores(&client, &base, CONTACTS).await,
+        vec![(EVENTS * 1001) as f64; CONTACTS],
+        "{moment:?}: every event once, now and after its wait: {stats}"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    recovery
+}
+
+/// A server killed in the first second of a fresh store — while it creates the store, while it
+/// publishes its journeys, right after acknowledging its first batch, a little later — starts
+/// again every time and keeps every acknowledged event, applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_store_killed_in_its_first_second_starts_again_every_time() {
+    let moments = [
+        Moment::AtFailpoint("write_set.part_way:40"),
+        Moment::AtFailpoint("ingest.queued:35"),
+        Moment::AfterStart(60),
+        Moment::AfterStart(250),
+        Moment::AfterStart(500),
+        Moment::AfterAcknowledged(1),
+        Moment::AfterHealthy(0),
+        Moment::AfterHealthy(40),
+        Moment::AfterHealthy(150),
+        Moment::AfterHealthy(400),
+    ];
+    // Five at a time, each on a store of its own.
+    let mut recoveries = Vec::new();
+    for group in moments.chunks(5) {
+        let rounds: Vec<_> = group
+            .iter()
+            .enumerate()
+            .map(|(n, moment)| tokio::spawn(kill_a_fresh_store(10 + n as u16, *moment)))
+            .collect();
+        for round in rounds {
+            recoveries.push(round.await.expect("the round passes"));
+        }
+    }
+    // The stops in the middle of a write showed the repair at the next start.
+    let count = |round: usize, field: &str| recoveries[round][field].as_u64().unwrap_or(0);
+    assert!(
+        count(0, "intents_replayed") >= 1,
+        "a write set stopped part-way was finished: {}",
+        recoveries[0]
+    );
+    assert!(
+        count(1, "events_recorded") >= 1,
+        "an event queued but not recorded was recorded: {}",
+        recoveries[1]
+    );
 }

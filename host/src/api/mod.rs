@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -99,8 +99,28 @@ fn plugin_routes() -> Router<AppState> {
     Router::new().route("/plugins", get(list_plugins))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// Whether the server can do its work: 200 when it can, 503 naming what stops it (the store
+/// refusing writes, a journey worker gone). Either way, what opening the store repaired.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let mut problems = state.scheduler.problems();
+    if let Err(error) = state.store.writable() {
+        problems.push(format!("the store refuses writes: {error}"));
+    }
+    let report = serde_json::json!({
+        "store": {"recovery": state.store.recovery()},
+    });
+    if problems.is_empty() {
+        let mut body = report;
+        body["status"] = "ok".into();
+        return Json(body).into_response();
+    }
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "unhealthy",
+        problems.join("; "),
+    )
+    .with_details(serde_json::json!({"problems": problems, "store": report["store"]}))
+    .into_response()
 }
 
 async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginSummary>> {

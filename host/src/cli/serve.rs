@@ -110,13 +110,19 @@ fn load_journeys(journeys: &Journeys, dir: &std::path::Path) -> anyhow::Result<(
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_owned();
-        if journeys.store.journey(&id)?.is_some() {
-            tracing::info!(journey = %id, "journey exists; left as it is");
-            continue;
-        }
         let draft: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        journeys.create(Some(id.clone()), draft)?;
+        match journeys.store.journey(&id)? {
+            // Created from this file by an earlier start that stopped before publishing it.
+            Some(record) if record.published_version == 0 && record.draft == draft => {}
+            Some(_) => {
+                tracing::info!(journey = %id, "journey exists; left as it is");
+                continue;
+            }
+            None => {
+                journeys.create(Some(id.clone()), draft)?;
+            }
+        }
         match journeys.publish(&id) {
             Ok(version) => {
                 tracing::info!(journey = %id, version = version.version, "journey published")

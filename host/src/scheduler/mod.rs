@@ -4,12 +4,12 @@
 //!
 //! Owns threads and wake-ups only; what a step does is the journeys module's business.
 
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-use std::collections::HashMap;
 
 use crate::journeys::Journeys;
 use crate::store::{PARTITIONS, WorkItem, WorkKey};
@@ -157,6 +157,26 @@ impl Scheduler {
         }
     }
 
+    /// What is wrong with the workers, if anything: one that is gone leaves its partitions'
+    /// work undone.
+    pub fn problems(&self) -> Vec<String> {
+        if self.stop.load(Ordering::SeqCst) {
+            return vec!["the journey workers are stopping".into()];
+        }
+        self.threads
+            .lock()
+            .expect("threads lock")
+            .iter()
+            .filter(|thread| thread.is_finished())
+            .map(|thread| {
+                format!(
+                    "thread `{}` has stopped; its journey work is not running",
+                    thread.thread().name().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
     /// Stop the threads once their current batch has committed.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -172,49 +192,72 @@ impl Scheduler {
         let mine: Vec<u8> = (0..PARTITIONS)
             .filter(|p| *p as usize % workers == worker)
             .collect();
-        // One batch gathers work from all of this worker's partitions, so a light load costs
-        // one commit per round rather than one per partition; the starting partition rotates
-        // so that under a heavy load none waits behind the others.
         let mut start = 0;
         let mut failures: HashMap<WorkKey, u32> = HashMap::new();
         while !self.stop.load(Ordering::SeqCst) {
-            let mut items = Vec::new();
-            let now = self.journeys.clock.now();
-            for offset in 0..mine.len() {
-                let partition = mine[(start + offset) % mine.len()];
-                match self
-                    .journeys
-                    .store
-                    .pending_work(partition, BATCH - items.len(), now)
-                {
-                    Ok(found) => items.extend(found),
-                    Err(error) => tracing::error!(%error, partition, "reading the inbox failed"),
-                }
-                if items.len() >= BATCH {
-                    break;
-                }
+            // Steps are caught one by one (see `run_alone`); this catches a bug anywhere else
+            // in a round, so that the worker's partitions are never left without a worker.
+            if let Err(Failure::Panicked(message)) = caught(|| {
+                self.round(worker, &mine, &mut start, &mut failures);
+                Ok(())
+            }) {
+                tracing::error!(
+                    worker,
+                    message,
+                    "a journey worker panicked outside a step; it carries on"
+                );
+                self.halt.pause(Duration::from_secs(1));
             }
-            start = (start + 1) % mine.len();
-            if items.is_empty() {
-                self.doorbells[worker].wait(IDLE);
-                continue;
+        }
+    }
+
+    /// One round of a worker: a batch from its partitions, run and committed. One batch
+    /// gathers work from all of the worker's partitions, so a light load costs one commit per
+    /// round rather than one per partition; the starting partition rotates so that under a
+    /// heavy load none waits behind the others.
+    fn round(
+        &self,
+        worker: usize,
+        mine: &[u8],
+        start: &mut usize,
+        failures: &mut HashMap<WorkKey, u32>,
+    ) {
+        let mut items = Vec::new();
+        let now = self.journeys.clock.now();
+        for offset in 0..mine.len() {
+            let partition = mine[(*start + offset) % mine.len()];
+            match self
+                .journeys
+                .store
+                .pending_work(partition, BATCH - items.len(), now)
+            {
+                Ok(found) => items.extend(found),
+                Err(error) => tracing::error!(%error, partition, "reading the inbox failed"),
             }
-            match self.journeys.process(&items) {
-                Ok(partitions) => {
-                    if !failures.is_empty() {
-                        for (key, _) in &items {
-                            failures.remove(key);
-                        }
+            if items.len() >= BATCH {
+                break;
+            }
+        }
+        *start = (*start + 1) % mine.len();
+        if items.is_empty() {
+            self.doorbells[worker].wait(IDLE);
+            return;
+        }
+        match caught(|| self.journeys.process(&items)) {
+            Ok(partitions) => {
+                if !failures.is_empty() {
+                    for (key, _) in &items {
+                        failures.remove(key);
                     }
-                    self.notify(&partitions);
                 }
-                Err(error) => {
-                    tracing::error!(%error, worker, "journey batch failed; running its items one by one");
-                    if !self.run_alone(&items, &mut failures) {
-                        // Nothing ran: the store itself is failing. The items stay queued and
-                        // run again; back off so it is not hammered.
-                        self.halt.pause(Duration::from_secs(1));
-                    }
+                self.notify(&partitions);
+            }
+            Err(error) => {
+                tracing::error!(%error, worker, "journey batch failed; running its items one by one");
+                if !self.run_alone(&items, failures) {
+                    // Nothing ran: the store itself is failing. The items stay queued and
+                    // run again; back off so it is not hammered.
+                    self.halt.pause(Duration::from_secs(1));
                 }
             }
         }
@@ -231,7 +274,7 @@ impl Scheduler {
         let mut progressed = false;
         for entry in items {
             let key = &entry.0;
-            match self.journeys.process(std::slice::from_ref(entry)) {
+            match caught(|| self.journeys.process(std::slice::from_ref(entry))) {
                 Ok(partitions) => {
                     failures.remove(key);
                     self.notify(&partitions);
@@ -240,10 +283,15 @@ impl Scheduler {
                 Err(error) => {
                     let attempts = failures.entry(key.clone()).or_default();
                     *attempts += 1;
-                    if *attempts < ATTEMPTS_ALONE {
+                    // A panic is a bug that running again will not fix: set it aside at once.
+                    let panicked = matches!(error, Failure::Panicked(_));
+                    if *attempts < ATTEMPTS_ALONE && !panicked {
                         continue;
                     }
-                    let message = format!("failed {ATTEMPTS_ALONE} times: {error}");
+                    let message = match panicked {
+                        true => error.to_string(),
+                        false => format!("failed {ATTEMPTS_ALONE} times: {error}"),
+                    };
                     tracing::error!(%error, "a journey work item keeps failing; setting it aside");
                     let now = self.journeys.clock.now();
                     match self.journeys.store.set_aside(key, &message, now) {
@@ -263,6 +311,19 @@ impl Scheduler {
 
     fn fire_timers(&self) {
         while !self.stop.load(Ordering::SeqCst) {
+            // A panic here is a bug; the timers must still fire, so the thread goes on.
+            if let Err(Failure::Panicked(message)) = caught(|| {
+                self.fire_timers_until_stopped();
+                Ok(())
+            }) {
+                tracing::error!(message, "the timer thread panicked; it carries on");
+                self.halt.pause(Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn fire_timers_until_stopped(&self) {
+        while !self.stop.load(Ordering::SeqCst) {
             let now = self.journeys.clock.now();
             match self.journeys.store.fire_due_timers(now, TIMER_SCAN) {
                 Ok(partitions) => {
@@ -274,6 +335,39 @@ impl Scheduler {
                 Err(error) => tracing::error!(%error, "firing timers failed"),
             }
             self.halt.pause(TIMER_TICK);
+        }
+    }
+}
+
+/// Why running a batch failed: the store refused it, or the code panicked.
+#[derive(Debug)]
+enum Failure {
+    Store(crate::store::StoreError),
+    Panicked(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Store(error) => write!(f, "{error}"),
+            Failure::Panicked(message) => write!(f, "the step panicked: {message}"),
+        }
+    }
+}
+
+/// Run `work`, turning a panic into an error instead of ending the thread. A batch that panics
+/// has written nothing (the commit is the last thing it does, and one write set), so its items
+/// are still queued and nothing is half done.
+fn caught<T>(work: impl FnOnce() -> Result<T, crate::store::StoreError>) -> Result<T, Failure> {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(result) => result.map_err(Failure::Store),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(Failure::Panicked(message))
         }
     }
 }

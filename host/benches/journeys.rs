@@ -16,9 +16,7 @@ use wayline::clock::{Clock, SharedClock, SystemClock};
 use wayline::plugin_kv::StoredKv;
 use wayline::registry::Registry;
 use wayline::runtime::{Runtime, RuntimeConfig};
-use wayline::store::{
-    Commit, ContactJourney, Enrollment, EnrollmentState, SledStore, Store, Waiting,
-};
+use wayline::store::{Commit, ContactJourney, Enrollment, Outcome, SledStore, State, Store};
 
 const TOKEN: &str = "load-generator-token-0123";
 
@@ -407,19 +405,16 @@ fn pending_waits(runtime: &Arc<Runtime>, registry: &Arc<Registry>, waits: usize)
                 contact_id: contact.clone(),
                 journey_id: "hold".into(),
                 version: 1,
-                state: EnrollmentState::Waiting,
+                state: State::Waiting {
+                    due_at,
+                    event: None,
+                },
                 node: "wait".into(),
                 entered_at: now,
                 updated_at: now,
                 event_id: None,
-                waiting: Some(Waiting {
-                    due_at,
-                    event: None,
-                }),
-                attempts: 0,
-                error: None,
-                exit_reason: None,
                 history: Vec::new(),
+                history_dropped: 0,
             });
             commit.contact_journeys.push(ContactJourney {
                 contact_id: contact.clone(),
@@ -448,7 +443,14 @@ fn pending_waits(runtime: &Arc<Runtime>, registry: &Arc<Registry>, waits: usize)
         .iter()
         .filter_map(|(id, due)| {
             let e = store.enrollment(id).ok().flatten()?;
-            (e.state == EnrollmentState::Completed).then(|| e.updated_at - due)
+            matches!(
+                e.state,
+                State::Done {
+                    outcome: Outcome::Completed,
+                    ..
+                }
+            )
+            .then(|| e.updated_at - due)
         })
         .collect();
     lateness.sort();

@@ -307,6 +307,14 @@ pub struct Event {
     pub properties: Attributes,
     #[serde(with = "timestamp_json")]
     pub timestamp: Millis,
+    /// How many events that actions emitted led to this one: 0 for an event from outside,
+    /// one more than its cause for an event an action emitted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One explained movement of a score.

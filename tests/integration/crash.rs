@@ -368,8 +368,8 @@ async fn kill_a_fresh_store(slot: u16, moment: Moment) -> Json {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_store_killed_in_its_first_second_starts_again_every_time() {
     let moments = [
-        Moment::AtFailpoint("write_set.part_way:40"),
-        Moment::AtFailpoint("ingest.queued:35"),
+        Moment::AtFailpoint("write_set.part_way:4"),
+        Moment::AtFailpoint("ingest.queued:15"),
         Moment::AfterStart(60),
         Moment::AfterStart(250),
         Moment::AfterStart(500),

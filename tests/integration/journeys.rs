@@ -424,6 +424,56 @@ async fn reentry_once_after_a_cooldown_or_concurrently_and_never_twice_for_one_e
     assert_eq!(read_contact(&server, "qian").await["score"], 7.0);
 }
 
+/// A trigger that cannot answer holds a place for the contact until it can; its answer decides.
+/// A "no" after a failure must not use up a journey the contact may enter only once.
+#[tokio::test]
+async fn a_trigger_that_fails_and_then_says_no_leaves_a_once_only_journey_open() {
+    let server = Server::start(true).await;
+    publish(
+        &server,
+        "once",
+        json!({
+            "name": "Once, by a flaky trigger",
+            "reentry": "once",
+            "nodes": [
+                {"id": "in", "type": "entry", "plugin": "flaky-trigger"},
+                {"id": "tag", "type": "action", "plugin": "update-contact", "config": {"add_tags": ["entered"]}}
+            ],
+            "edges": [{"from": "in", "to": "tag"}]
+        }),
+    )
+    .await;
+    contact(&server, json!({"id": "wu"})).await;
+    event(&server, "e1", "wu", "visited", json!({"flaky": true})).await;
+    server.settle().await;
+    let wu = read_contact(&server, "wu").await;
+    let pending = &wu["enrollments"][0];
+    assert_eq!(pending["state"], "pending", "{wu}");
+    assert!(pending["error"].as_str().unwrap().contains("503"), "{wu}");
+    assert_eq!(
+        node_counts(&server, "once", "in").await["entered"],
+        Json::Null,
+        "not yet an entry"
+    );
+
+    server.advance(1_000).await; // asked again: no
+    let wu = read_contact(&server, "wu").await;
+    assert_eq!(wu["enrollments"][0]["state"], "exited", "{wu}");
+    assert_eq!(wu["enrollments"][0]["exit_reason"], "trigger did not match");
+    assert!(wu["tags"].as_array().unwrap().is_empty());
+
+    event(&server, "e2", "wu", "visited", json!({})).await;
+    event(&server, "e3", "wu", "visited", json!({})).await;
+    server.settle().await;
+    let wu = read_contact(&server, "wu").await;
+    assert_eq!(wu["tags"], json!(["entered"]), "{wu}");
+    assert_eq!(
+        node_counts(&server, "once", "in").await["entered"],
+        1,
+        "once, and only once"
+    );
+}
+
 #[tokio::test]
 async fn enroll_by_api_call_once_per_request_id_and_not_into_paused_or_archived_journeys() {
     let server = Server::start(true).await;
@@ -686,12 +736,190 @@ async fn publishing_refuses_a_broken_journey_and_names_each_node_at_fault() {
         problems.iter().any(|p| p["message"]
             .as_str()
             .unwrap()
-            .contains("loop without a wait")),
+            .contains("loop that does not hold a contact for 1m")),
         "{problems:?}"
     );
     let (_, journey) = server.get("/v1/journeys/broken").await;
     assert_eq!(journey["status"], "draft", "nothing was published");
     assert_eq!(journey["published_version"], 0);
+}
+
+/// A loop through a wait that does not hold (a `0s` delay, a time window the contact is
+/// already in) would spin within one step: refused, like a duration that is not one or is
+/// longer than any journey runs — each naming its node.
+#[tokio::test]
+async fn waits_that_do_not_hold_on_a_loop_and_bad_durations_are_refused_naming_the_node() {
+    let server = Server::start(true).await;
+    let looping = |wait: Json| {
+        json!({
+            "name": "Loop",
+            "nodes": [
+                {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "registered"}},
+                {"id": "nudge", "type": "action", "plugin": "update-contact", "config": {"add_tags": ["nudged"]}},
+                {"id": "pause", "type": "wait"}
+            ],
+            "edges": [{"from": "in", "to": "nudge"}, {"from": "nudge", "to": "pause"}, {"from": "pause", "to": "nudge"}]
+        })
+        .to_string()
+        .replace(r#""type":"wait""#, &format!(r#""type":"wait",{}"#, &wait.to_string()[1..wait.to_string().len() - 1]))
+    };
+    let problems = |body: &Json| body["error"]["details"]["problems"].clone();
+    for (wait, refused) in [
+        (json!({"delay": "0s"}), true),
+        (json!({"delay": "59s"}), true),
+        (json!({"until": {"times": ["10:00"]}}), true),
+        (json!({"delay": "1m"}), false),
+        (json!({"until_event": "opened", "timeout": "1h"}), false),
+    ] {
+        let draft: Json = serde_json::from_str(&looping(wait.clone())).unwrap();
+        let wait = wait.to_string();
+        let (status, _) = server.put("/v1/journeys/loop", draft).await;
+        assert_eq!(status / 100, 2, "{wait}");
+        let (status, body) = server.post("/v1/journeys/loop/publish", json!({})).await;
+        if refused {
+            assert_eq!(status, 422, "{wait}: {body}");
+            assert!(
+                problems(&body)
+                    .to_string()
+                    .contains("does not hold a contact"),
+                "{wait}: {body}"
+            );
+        } else {
+            assert_eq!(status, 201, "{wait}: {body}");
+        }
+    }
+    for (delay, says) in [
+        (json!("soon"), "`soon` is not a duration"),
+        (json!("106751991167d"), "longer than the longest duration"),
+        (json!(u64::MAX), "longer than the longest duration"),
+    ] {
+        let mut draft: Json = serde_json::from_str(&looping(json!({"delay": "1h"}))).unwrap();
+        draft["nodes"][2]["delay"] = delay.clone();
+        let (status, body) = server.put("/v1/journeys/bad-delay", draft).await;
+        assert_eq!(status, 422, "{delay}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_journey");
+        let problem = &problems(&body)[0];
+        assert_eq!(problem["node"], "pause", "{delay}: {body}");
+        assert!(
+            problem["message"].as_str().unwrap().contains(says),
+            "{delay}: {body}"
+        );
+    }
+}
+
+/// An action that emits the event that enrolls contacts in its own journey again, or two such
+/// journeys feeding each other, would go round forever. Publishing refuses the loop it can see;
+/// one it could not see (here: made by resuming a journey) is cut by the depth of the chain of
+/// emitted events, with the error on the enrollment and a counter on the node.
+#[tokio::test]
+async fn journeys_that_feed_each_other_are_refused_or_cut_and_never_run_away() {
+    let server = Server::start(true).await;
+    let relay = |on: &str, emit: &str, reentry: Json| {
+        json!({
+            "name": format!("{on} → {emit}"),
+            "reentry": reentry,
+            "nodes": [
+                {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": on}},
+                {"id": "emit", "type": "action", "plugin": "update-contact", "config": {"emit": {"name": emit}, "score": {"delta": 1}}}
+            ],
+            "edges": [{"from": "in", "to": "emit"}]
+        })
+    };
+    // Itself, at once: refused.
+    server
+        .put(
+            "/v1/journeys/echo",
+            relay("ping", "ping", json!("concurrent")),
+        )
+        .await;
+    let (status, body) = server.post("/v1/journeys/echo/publish", json!({})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.to_string()
+            .contains("feed each other in a loop (`echo` → `echo`)"),
+        "{body}"
+    );
+    // Two journeys, one of them once per contact: published, with a warning.
+    publish(&server, "ping", relay("ping", "pong", json!("once"))).await;
+    server
+        .put(
+            "/v1/journeys/pong",
+            relay("pong", "ping", json!("concurrent")),
+        )
+        .await;
+    let (status, body) = server.post("/v1/journeys/pong/publish", json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`pong` → `ping` → `pong`"),
+        "{body}"
+    );
+    server.post("/v1/journeys/ping/archive", json!({})).await;
+    server.post("/v1/journeys/pong/archive", json!({})).await;
+
+    // A loop publishing could not see: `tick` was paused while `tock` was published.
+    publish(&server, "tick", relay("tick", "tock", json!("concurrent"))).await;
+    server.post("/v1/journeys/tick/pause", json!({})).await;
+    publish(&server, "tock", relay("tock", "tick", json!("concurrent"))).await;
+    let (status, _) = server.post("/v1/journeys/tick/resume", json!({})).await;
+    assert_eq!(status, 200);
+    contact(&server, json!({"id": "lin"})).await;
+    event(&server, "t0", "lin", "tick", json!({})).await;
+    server.settle().await;
+    let lin = read_contact(&server, "lin").await;
+    assert_eq!(
+        lin["score"], 10.0,
+        "ten steps, then the eleventh emit is refused: {lin}"
+    );
+    let parked: Vec<&Json> = lin["enrollments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "parked")
+        .collect();
+    assert_eq!(parked.len(), 1, "{lin}");
+    assert!(
+        parked[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("feeding each other in a loop"),
+        "{lin}"
+    );
+    let refused = node_counts(&server, parked[0]["journey_id"].as_str().unwrap(), "emit").await;
+    assert_eq!(refused["emit_refused"], 1, "{refused}");
+}
+
+/// A simulation is bounded: a script that would take the contact round a loop half a million
+/// times stops at the step limit and says so, with what happened until then.
+#[tokio::test]
+async fn a_simulation_stops_at_its_bound_and_says_why() {
+    let server = Server::start(true).await;
+    server
+        .put(
+            "/v1/journeys/every-minute",
+            json!({
+                "name": "Every minute",
+                "nodes": [
+                    {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "registered"}},
+                    {"id": "nudge", "type": "action", "plugin": "update-contact", "config": {"add_tags": ["nudged"]}},
+                    {"id": "pause", "type": "wait", "delay": "1m"}
+                ],
+                "edges": [{"from": "in", "to": "nudge"}, {"from": "nudge", "to": "pause"}, {"from": "pause", "to": "nudge"}]
+            }),
+        )
+        .await;
+    let (status, body) = server
+        .post(
+            "/v1/journeys/every-minute/simulate",
+            json!({"script": [{"event": "registered"}, {"wait": "365d"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stopped"]["code"], "step_limit", "{}", body["stopped"]);
+    let steps = body["steps"].as_array().unwrap().len();
+    assert!((10_000..10_010).contains(&steps), "{steps} steps");
 }
 
 #[tokio::test]

@@ -31,8 +31,8 @@ impl Drop for Server {
 
 impl Server {
     /// A server on 127.0.0.1 with a virtual clock, real sled on a temp dir and two journey
-    /// workers; with the first-party plugins and the `flaky-action` fixture loaded when
-    /// `plugins` is set.
+    /// workers; with the first-party plugins and the `flaky-action` and `flaky-trigger` fixtures
+    /// loaded when `plugins` is set.
     pub async fn start(plugins: bool) -> Server {
         Self::start_on(plugins, |_| {}).await
     }
@@ -40,6 +40,22 @@ impl Server {
     /// Like [`Server::start`], after `prepare` has had the store's directory to itself (to
     /// leave records there that a server would find on disk).
     pub async fn start_on(plugins: bool, prepare: impl FnOnce(&std::path::Path)) -> Server {
+        Self::start_with(plugins, prepare, |store| Arc::new(store)).await
+    }
+
+    /// Like [`Server::start`], on the store `wrap` makes of the real one (to make it fail).
+    pub async fn start_wrapped(
+        plugins: bool,
+        wrap: impl FnOnce(SledStore) -> Arc<dyn Store>,
+    ) -> Server {
+        Self::start_with(plugins, |_| {}, wrap).await
+    }
+
+    async fn start_with(
+        plugins: bool,
+        prepare: impl FnOnce(&std::path::Path),
+        wrap: impl FnOnce(SledStore) -> Arc<dyn Store>,
+    ) -> Server {
         let data = tempfile::tempdir().unwrap();
         prepare(&data.path().join("store"));
         let (runtime, clock) = support::runtime();
@@ -47,12 +63,11 @@ impl Server {
         let registry = Arc::new(Registry::default());
         if plugins {
             registry.load_dir(&runtime, &support::plugin_dir()).unwrap();
-            registry.insert(support::load(
-                &runtime,
-                &support::fixture_bytes("flaky-action"),
-            ));
+            for fixture in ["flaky-action", "flaky-trigger"] {
+                registry.insert(support::load(&runtime, &support::fixture_bytes(fixture)));
+            }
         }
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.path().join("store")).unwrap());
+        let store = wrap(SledStore::open(&data.path().join("store")).unwrap());
         let state = AppState::start(
             runtime,
             registry,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, AppState, blocking};
 use crate::model::{Contact, Event, Millis};
-use crate::store::{ContactUpsert, EnrollmentState, OutboxMessage, Recorded, partition_of};
+use crate::store::{ContactUpsert, OutboxMessage, Recorded, StateName, partition_of};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -54,7 +54,7 @@ struct EnrollmentSummary {
     id: String,
     journey_id: String,
     version: u32,
-    state: EnrollmentState,
+    state: StateName,
     node: String,
     #[serde(with = "crate::model::timestamp_json")]
     entered_at: Millis,
@@ -80,18 +80,15 @@ async fn get_contact(
             for enrollment_id in record.recent.iter().rev() {
                 if let Some(e) = store.enrollment(enrollment_id)? {
                     enrollments.push(EnrollmentSummary {
-                        waiting_until: e
-                            .waiting
-                            .as_ref()
-                            .map(|w| crate::model::format_timestamp(w.due_at)),
+                        error: e.state.error().map(str::to_owned),
+                        exit_reason: e.state.reason().map(str::to_owned),
+                        waiting_until: e.state.due_at().map(crate::model::format_timestamp),
+                        state: e.state.name(),
                         id: e.id,
                         journey_id: e.journey_id,
                         version: e.version,
-                        state: e.state,
                         node: e.node,
                         entered_at: e.entered_at,
-                        error: e.error,
-                        exit_reason: e.exit_reason,
                     });
                 }
             }

@@ -77,18 +77,21 @@ async fn save_draft(
     Ok((status, Json(record)))
 }
 
+/// The new version, with `warnings` about what deserves a look but did not stop it.
 async fn publish(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<JourneyVersion>), ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let journeys = state.journeys.clone();
-    let version = blocking(move || {
-        let version = journeys.publish(&id)?;
+    let (version, warnings) = blocking(move || {
+        let published = journeys.publish(&id)?;
         journeys.store.flush()?;
-        Ok(version)
+        Ok(published)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(version)))
+    let mut body = serde_json::to_value(version).expect("versions serialize");
+    body["warnings"] = serde_json::to_value(warnings).expect("problems serialize");
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 async fn read_version(

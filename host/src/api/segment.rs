@@ -120,6 +120,7 @@ impl Identity {
             name,
             properties: flatten(properties),
             timestamp,
+            depth: 0,
         })
     }
 }

@@ -124,8 +124,11 @@ fn load_journeys(journeys: &Journeys, dir: &std::path::Path) -> anyhow::Result<(
             }
         }
         match journeys.publish(&id) {
-            Ok(version) => {
-                tracing::info!(journey = %id, version = version.version, "journey published")
+            Ok((version, warnings)) => {
+                tracing::info!(journey = %id, version = version.version, "journey published");
+                for warning in warnings {
+                    tracing::warn!(journey = %id, node = ?warning.node, "{}", warning.message);
+                }
             }
             Err(JourneyError::Invalid(problems)) => {
                 anyhow::bail!(

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::definition::{Definition, NodeKind};
+use super::definition::{Definition, NodeKind, PluginRef, WaitSpec};
+use super::validate::Problem;
 use super::windows::Window;
 use crate::model::PreparedConfig;
 use crate::registry::Registry;
@@ -32,71 +33,135 @@ impl CompiledJourney {
     /// Make a published version runnable: each node's plugin looked up and its config
     /// prepared by the plugin's own `validate-config` (prepared bytes belong to the plugin
     /// binary that made them, so they are made again in every process). Fails when a pinned
-    /// plugin is not loaded or now refuses its config.
+    /// plugin is not loaded, is another binary than the one pinned, or now refuses its config.
     pub fn build(
         version: &JourneyVersion,
         registry: &Registry,
         runtime: &Runtime,
     ) -> Result<Self, String> {
-        let definition: Definition = serde_json::from_value(version.definition.clone())
+        let mut definition: Definition = serde_json::from_value(version.definition.clone())
             .map_err(|e| format!("stored definition does not parse: {e}"))?;
-        let mut plugins = HashMap::new();
+        let plugins = prepare_plugins(&mut definition, registry, runtime).map_err(|problems| {
+            problems
+                .iter()
+                .map(|p| format!("node `{}`: {}", p.node.as_deref().unwrap_or("?"), p.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        Self::new(&version.journey_id, version.version, definition, plugins)
+    }
+
+    /// A version from its definition and the plugins prepared for it.
+    pub fn new(
+        journey_id: &str,
+        version: u32,
+        definition: Definition,
+        plugins: HashMap<String, NodePlugin>,
+    ) -> Result<Self, String> {
         let mut windows = HashMap::new();
         for node in &definition.nodes {
-            let (plugin, config) = match &node.kind {
-                NodeKind::Entry {
-                    plugin: Some(plugin),
-                    config,
-                } => (plugin, config.clone().unwrap_or(serde_json::Value::Null)),
-                NodeKind::Condition { plugin, config } | NodeKind::Action { plugin, config } => {
-                    (plugin, config.clone())
-                }
-                NodeKind::Wait(wait) => {
-                    if let Some(window) = &wait.until {
-                        windows.insert(node.id.clone(), Window::parse(window)?);
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            let loaded = registry
-                .get(plugin)
-                .ok_or_else(|| format!("plugin `{plugin}` of node `{}` is not loaded", node.id))?;
-            let prepared = match runtime
-                .validate_config(&loaded, &config_text(&config))
-                .result
+            if let NodeKind::Wait(WaitSpec {
+                until: Some(window),
+                ..
+            }) = &node.kind
             {
-                Ok(Ok(prepared)) => prepared,
-                Ok(Err(problems)) => {
-                    let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-                    return Err(format!(
-                        "plugin `{plugin}` of node `{}` refuses its config: {}",
-                        node.id,
-                        problems.join("; ")
-                    ));
-                }
-                Err(error) => {
-                    return Err(format!(
-                        "plugin `{plugin}` of node `{}` failed preparing its config: {error}",
-                        node.id
-                    ));
-                }
-            };
-            plugins.insert(
-                node.id.clone(),
-                NodePlugin {
-                    plugin: loaded,
-                    config: prepared,
-                },
-            );
+                windows.insert(node.id.clone(), Window::parse(window)?);
+            }
         }
         Ok(CompiledJourney {
-            journey_id: version.journey_id.clone(),
-            version: version.version,
+            journey_id: journey_id.to_owned(),
+            version,
             definition,
             plugins,
             windows,
         })
+    }
+}
+
+/// Resolve each node's plugin and have it prepare its config. A name without a version
+/// resolves to the newest loaded; names are then pinned to `name@version` and the binary's
+/// sha256, and a pinned node accepts only that very binary. Every problem is named by its node.
+pub fn prepare_plugins(
+    definition: &mut Definition,
+    registry: &Registry,
+    runtime: &Runtime,
+) -> Result<HashMap<String, NodePlugin>, Vec<Problem>> {
+    let mut prepared = HashMap::new();
+    let mut problems = Vec::new();
+    for node in &mut definition.nodes {
+        let id = node.id.clone();
+        let Some(PluginRef {
+            plugin,
+            sha256,
+            config,
+            kind,
+        }) = node.plugin_mut()
+        else {
+            continue;
+        };
+        let Some(loaded) = registry.resolve(plugin) else {
+            problems.push(Problem::at(&id, format!("plugin `{plugin}` is not loaded")));
+            continue;
+        };
+        if loaded.kind != kind {
+            problems.push(Problem::at(
+                &id,
+                format!(
+                    "plugin `{}` is a {} plugin; this node needs a {} plugin",
+                    loaded.id(),
+                    loaded.kind.as_str(),
+                    kind.as_str()
+                ),
+            ));
+            continue;
+        }
+        if let Some(pinned) = sha256.as_deref()
+            && pinned != loaded.sha256
+        {
+            problems.push(Problem::at(
+                &id,
+                format!(
+                    "plugin `{}` is now another binary (sha256 {}) than the one this version was published with ({pinned})",
+                    loaded.id(),
+                    loaded.sha256
+                ),
+            ));
+            continue;
+        }
+        *plugin = loaded.id().to_owned();
+        *sha256 = Some(loaded.sha256.clone());
+        match runtime
+            .validate_config(&loaded, &config_text(&config))
+            .result
+        {
+            Ok(Ok(config)) => {
+                prepared.insert(
+                    id,
+                    NodePlugin {
+                        plugin: loaded,
+                        config,
+                    },
+                );
+            }
+            Ok(Err(refused)) => problems.extend(refused.into_iter().map(|problem| {
+                Problem::at(
+                    &id,
+                    format!("plugin `{}` refused its config: {problem}", loaded.id()),
+                )
+            })),
+            Err(error) => problems.push(Problem::at(
+                &id,
+                format!(
+                    "plugin `{}` failed checking its config: {error}",
+                    loaded.id()
+                ),
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(problems)
     }
 }
 

@@ -114,6 +114,9 @@ pub enum NodeKind {
         plugin: Option<String>,
         #[serde(default)]
         config: Option<serde_json::Value>,
+        /// The plugin binary's sha256, pinned when the journey is published.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     /// A condition plugin returns a branch label; the edge with that label is taken, or the
     /// unlabelled edge when none has it.
@@ -121,12 +124,16 @@ pub enum NodeKind {
         plugin: String,
         #[serde(default)]
         config: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     /// An action plugin returns effects, applied atomically with the step.
     Action {
         plugin: String,
         #[serde(default)]
         config: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     /// Hold the contact: for a while, until a time of day, or until an event (with a timeout).
     Wait(WaitSpec),
@@ -187,9 +194,13 @@ pub struct Edge {
 }
 
 /// A length of time written as `90s`, `15m`, `24h`, `3d`, `1w` or combined (`1d12h`), or as
-/// whole milliseconds. Days are 24 hours.
+/// whole milliseconds. Days are 24 hours. At most [`MAX_DURATION`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Duration(pub Millis);
+
+/// The longest duration a journey may name: ten years of 365 days. Longer is a mistake, and
+/// bounding it keeps every `now + duration` far from overflowing.
+pub const MAX_DURATION: Millis = 3_650 * 86_400_000;
 
 impl Serialize for Duration {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -205,16 +216,20 @@ impl<'de> Deserialize<'de> for Duration {
             Millis(u64),
             Text(String),
         }
-        match Shape::deserialize(deserializer).map_err(|_| {
+        let ms = match Shape::deserialize(deserializer).map_err(|_| {
             serde::de::Error::custom("a duration is text like \"24h\" or whole milliseconds")
         })? {
-            Shape::Millis(ms) => Millis::try_from(ms)
-                .map(Duration)
-                .map_err(|_| serde::de::Error::custom("duration out of range")),
-            Shape::Text(text) => parse_duration(&text)
-                .map(Duration)
-                .map_err(serde::de::Error::custom),
+            Shape::Millis(ms) => Millis::try_from(ms).unwrap_or(Millis::MAX),
+            Shape::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom)?,
+        };
+        if ms > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "`{}` is longer than the longest duration, {}",
+                format_duration(ms),
+                format_duration(MAX_DURATION)
+            )));
         }
+        Ok(Duration(ms))
     }
 }
 
@@ -278,6 +293,52 @@ pub fn format_duration(ms: Millis) -> String {
     text
 }
 
+/// A node's plugin as its definition names it, to resolve and pin.
+pub struct PluginRef<'a> {
+    /// `name` or `name@version`; pinned to `name@version` when published.
+    pub plugin: &'a mut String,
+    /// The binary's sha256, pinned when published.
+    pub sha256: &'a mut Option<String>,
+    pub config: serde_json::Value,
+    pub kind: crate::runtime::PluginKind,
+}
+
+impl Node {
+    /// The plugin this node runs, if it runs one.
+    pub fn plugin_mut(&mut self) -> Option<PluginRef<'_>> {
+        use crate::runtime::PluginKind;
+        let (plugin, sha256, config, kind) = match &mut self.kind {
+            NodeKind::Entry {
+                plugin: Some(plugin),
+                config,
+                sha256,
+            } => (
+                plugin,
+                sha256,
+                config.clone().unwrap_or(serde_json::Value::Null),
+                PluginKind::Trigger,
+            ),
+            NodeKind::Condition {
+                plugin,
+                config,
+                sha256,
+            } => (plugin, sha256, config.clone(), PluginKind::Condition),
+            NodeKind::Action {
+                plugin,
+                config,
+                sha256,
+            } => (plugin, sha256, config.clone(), PluginKind::Action),
+            _ => return None,
+        };
+        Some(PluginRef {
+            plugin,
+            sha256,
+            config,
+            kind,
+        })
+    }
+}
+
 impl Definition {
     /// The node with this id.
     pub fn node(&self, id: &str) -> Option<&Node> {
@@ -317,6 +378,18 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(90_000));
         assert_eq!(parse_duration("15m"), Ok(900_000));
         assert_eq!(parse_duration("250ms"), Ok(250));
+        let too_long = serde_json::from_value::<Duration>(serde_json::json!("106751991167d"));
+        assert!(
+            too_long
+                .unwrap_err()
+                .to_string()
+                .contains("longest duration")
+        );
+        assert!(serde_json::from_value::<Duration>(serde_json::json!(u64::MAX)).is_err());
+        assert_eq!(
+            serde_json::from_value::<Duration>(serde_json::json!("3650d")).unwrap(),
+            Duration(MAX_DURATION)
+        );
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());

@@ -13,7 +13,7 @@ pub mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde::Serialize;
 use thiserror::Error;
@@ -22,14 +22,14 @@ pub use compiled::CompiledJourney;
 pub use definition::Definition;
 pub use simulate::{ScriptStep, Simulation, SimulationRequest};
 pub use step::{MAX_ATTEMPTS, TraceStep, split_path};
-pub use validate::Problem;
+pub use validate::{Problem, parse};
 
 use crate::clock::SharedClock;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::store::{
-    Enrollment, EnrollmentState, JourneyRecord, JourneyStatus, JourneyVersion, Store, StoreError,
-    WorkItem, WorkKey,
+    Enrollment, JourneyRecord, JourneyStatus, JourneyVersion, State, Store, StoreError, WorkItem,
+    WorkKey,
 };
 
 /// Why a journey operation was refused.
@@ -122,6 +122,23 @@ impl Catalog {
         Ok(built)
     }
 
+    /// The active journey with this id.
+    pub fn active_journey(&self, journey_id: &str) -> Option<Arc<CompiledJourney>> {
+        self.active
+            .read()
+            .expect("catalog lock")
+            .get(journey_id)
+            .cloned()
+    }
+
+    /// Take a built version into the catalog (publishing writes it first).
+    fn install(&self, built: Arc<CompiledJourney>) {
+        self.versions
+            .write()
+            .expect("catalog lock")
+            .insert((built.journey_id.clone(), built.version), built);
+    }
+
     /// Bring one journey's entry in the catalog up to date with its record.
     fn refresh(&self, record: &JourneyRecord) -> Result<(), String> {
         let mut archived = self.archived.write().expect("catalog lock");
@@ -156,6 +173,9 @@ pub struct Journeys {
     pub catalog: Catalog,
     /// Inbox items run and committed since the service started.
     committed: AtomicU64,
+    /// Held by every change to a journey's record (create, draft, publish, status), from its
+    /// read to its write and the catalog's update, so none is lost or undone by another.
+    changes: Mutex<()>,
 }
 
 /// Per-node counts of one version.
@@ -180,6 +200,7 @@ impl Journeys {
             registry,
             clock,
             committed: AtomicU64::new(0),
+            changes: Mutex::new(()),
         };
         for record in journeys.store.journeys()? {
             if let Err(error) = journeys.catalog.refresh(&record) {
@@ -189,8 +210,23 @@ impl Journeys {
         Ok(journeys)
     }
 
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Create a journey with a draft. `id` defaults to a new one.
     pub fn create(
+        &self,
+        id: Option<String>,
+        draft: serde_json::Value,
+    ) -> Result<JourneyRecord, JourneyError> {
+        let _changing = self.changing();
+        self.create_locked(id, draft)
+    }
+
+    fn create_locked(
         &self,
         id: Option<String>,
         draft: serde_json::Value,
@@ -225,8 +261,9 @@ impl Journeys {
     ) -> Result<(JourneyRecord, bool), JourneyError> {
         parse(&draft)?;
         let id = check_id(id)?;
+        let _changing = self.changing();
         match self.store.journey(&id)? {
-            None => self.create(Some(id), draft).map(|r| (r, true)),
+            None => self.create_locked(Some(id), draft).map(|r| (r, true)),
             Some(record) if record.status == JourneyStatus::Archived => {
                 Err(JourneyError::Archived(id))
             }
@@ -255,33 +292,46 @@ impl Journeys {
             .ok_or(JourneyError::VersionNotFound(id.to_owned(), version))
     }
 
-    /// Check the draft (graph and plugins) and publish it as the next version, which new
-    /// enrollments use from now on. Contacts already in the journey stay on their version.
-    pub fn publish(&self, id: &str) -> Result<JourneyVersion, JourneyError> {
+    /// Check the draft (graph, plugins, the journeys it feeds) and publish it as the next
+    /// version, which new enrollments use from now on; what deserves a look comes back as
+    /// warnings. Contacts already in the journey stay on their version. All or nothing: the
+    /// version is built (each plugin preparing its config) before anything is written.
+    pub fn publish(&self, id: &str) -> Result<(JourneyVersion, Vec<Problem>), JourneyError> {
+        let _changing = self.changing();
         let mut record = self.get(id)?;
         if record.status == JourneyStatus::Archived {
             return Err(JourneyError::Archived(id.to_owned()));
         }
         let definition = parse(&record.draft)?;
-        let pinned = validate::validate(&definition, &self.registry, &self.runtime)
-            .map_err(JourneyError::Invalid)?;
+        let checked = validate::validate(
+            id,
+            &definition,
+            &self.catalog.active(),
+            &self.registry,
+            &self.runtime,
+        )
+        .map_err(JourneyError::Invalid)?;
         let now = self.clock.now();
         let version = JourneyVersion {
             journey_id: id.to_owned(),
             version: record.published_version + 1,
-            definition: serde_json::to_value(&pinned).expect("definitions serialize"),
+            definition: serde_json::to_value(&checked.definition).expect("definitions serialize"),
             published_at: now,
         };
+        let built = CompiledJourney::new(id, version.version, checked.definition, checked.plugins)
+            .map(Arc::new)
+            .map_err(JourneyError::Malformed)?;
         record.published_version = version.version;
         if record.status == JourneyStatus::Draft {
             record.status = JourneyStatus::Active;
         }
         record.updated_at = now;
         self.store.publish_journey(&record, &version)?;
+        self.catalog.install(built);
         self.catalog
             .refresh(&record)
-            .map_err(|e| JourneyError::Malformed(e.to_string()))?;
-        Ok(version)
+            .expect("the version just built is in the catalog");
+        Ok((version, checked.warnings))
     }
 
     /// Stop enrolling (`Paused`), enroll again (`Active`), or retire for good (`Archived`).
@@ -290,6 +340,7 @@ impl Journeys {
         id: &str,
         status: JourneyStatus,
     ) -> Result<JourneyRecord, JourneyError> {
+        let _changing = self.changing();
         let mut record = self.get(id)?;
         if record.status == JourneyStatus::Archived {
             return Err(JourneyError::Archived(id.to_owned()));
@@ -299,6 +350,12 @@ impl Journeys {
         }
         record.status = status;
         record.updated_at = self.clock.now();
+        // Resuming enrolls on the latest version again: it must still build.
+        if status == JourneyStatus::Active {
+            self.catalog
+                .version(id, record.published_version)
+                .map_err(JourneyError::Malformed)?;
+        }
         self.store.put_journey(&record)?;
         self.catalog
             .refresh(&record)
@@ -343,7 +400,7 @@ impl Journeys {
             .store
             .enrollment(enrollment_id)?
             .ok_or_else(|| JourneyError::EnrollmentNotFound(enrollment_id.to_owned()))?;
-        if enrollment.state != EnrollmentState::Parked {
+        if !matches!(enrollment.state, State::Parked { .. }) {
             return Err(JourneyError::NotParked(enrollment_id.to_owned()));
         }
         self.store.enqueue(&WorkItem::Retry {
@@ -404,24 +461,6 @@ impl Journeys {
         self.committed.load(Ordering::Relaxed)
     }
 
-    /// Run every queued item and every timer due by the clock's now, on this thread, until
-    /// nothing is left: simulations, and tests that want the engine without its threads.
-    pub fn drain(&self) -> Result<Vec<TraceStep>, StoreError> {
-        let mut trace = Vec::new();
-        loop {
-            self.store.fire_due_timers(self.clock.now(), usize::MAX)?;
-            if !self.store.has_pending_work()? {
-                return Ok(trace);
-            }
-            for partition in 0..crate::store::PARTITIONS {
-                let items = self.store.pending_work(partition, 256, self.clock.now())?;
-                if !items.is_empty() {
-                    trace.extend(self.process_traced(&items)?);
-                }
-            }
-        }
-    }
-
     /// Like [`Journeys::process`], also returning what each node saw and did.
     pub fn process_traced(
         &self,
@@ -437,11 +476,6 @@ impl Journeys {
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         Ok(trace.unwrap_or_default())
     }
-}
-
-/// Parse a definition's JSON, with serde's message.
-pub fn parse(value: &serde_json::Value) -> Result<Definition, JourneyError> {
-    serde_json::from_value(value.clone()).map_err(|e| JourneyError::Malformed(e.to_string()))
 }
 
 fn check_id(id: String) -> Result<String, JourneyError> {

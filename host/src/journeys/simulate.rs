@@ -12,7 +12,7 @@ use crate::clock::{Clock, VirtualClock};
 use crate::model::{Attributes, Contact, Event, Millis};
 use crate::store::{
     ContactUpsert, Enrollment, JourneyRecord, JourneyStatus, JourneyVersion, OutboxMessage,
-    SledStore, Store,
+    SledStore, Store, StoreError,
 };
 
 /// Most script steps one simulation runs.
@@ -22,6 +22,8 @@ const MAX_SPAN: Millis = 400 * 86_400_000;
 /// Most nodes one simulation passes: a loop through a short wait over a long script would
 /// otherwise run for a very long time.
 const MAX_STEPS: usize = 10_000;
+/// The longest one simulation runs, in real time.
+const MAX_RUN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What to simulate.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +70,44 @@ pub struct Simulation {
     pub enrollments: Vec<Enrollment>,
     #[serde(with = "crate::model::timestamp_json")]
     pub ended_at: Millis,
+    /// Why the simulation stopped before the end of its script, if it did: what it shows is
+    /// what happened until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
+}
+
+/// Why a simulation stopped early.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stopped {
+    /// `step_limit` or `time_limit`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// What a simulation may still spend.
+struct Budget {
+    deadline: std::time::Instant,
+}
+
+impl Budget {
+    /// Why to stop now, if the simulation has passed its bounds.
+    fn exceeded(&self, steps: usize) -> Option<Stopped> {
+        if steps >= MAX_STEPS {
+            return Some(Stopped {
+                code: "step_limit",
+                message: format!(
+                    "the contact passed {MAX_STEPS} nodes, the most a simulation runs: does a loop of journeys keep it going?"
+                ),
+            });
+        }
+        (std::time::Instant::now() > self.deadline).then(|| Stopped {
+            code: "time_limit",
+            message: format!(
+                "the simulation ran for {} s, the longest it may",
+                MAX_RUN.as_secs()
+            ),
+        })
+    }
 }
 
 mod optional_timestamp {
@@ -110,11 +150,11 @@ impl Journeys {
             Some(number) => (number, self.version(id, number)?.definition),
             None => {
                 let draft = parse(&record.draft)?;
-                let pinned = validate::validate(&draft, &self.registry, &self.runtime)
+                let checked = validate::validate(id, &draft, &[], &self.registry, &self.runtime)
                     .map_err(JourneyError::Invalid)?;
                 (
                     1,
-                    serde_json::to_value(pinned).expect("definitions serialize"),
+                    serde_json::to_value(checked.definition).expect("definitions serialize"),
                 )
             }
         };
@@ -148,7 +188,11 @@ impl Journeys {
             .clone();
         store.upsert_contact(contact, start)?;
 
+        let budget = Budget {
+            deadline: std::time::Instant::now() + MAX_RUN,
+        };
         let mut steps = Vec::new();
+        let mut stopped = None;
         for (n, step) in request.script.into_iter().enumerate() {
             match step {
                 ScriptStep::Event { event, properties } => {
@@ -158,24 +202,27 @@ impl Journeys {
                         name: event,
                         properties,
                         timestamp: clock.now(),
+                        depth: 0,
                     }])?;
-                    steps.extend(sandbox.drain()?);
+                    stopped = sandbox.drain(&mut steps, &budget)?;
                 }
                 ScriptStep::Wait { wait } => {
-                    let until = clock.now() + wait.0.max(0);
+                    let until = clock.now().saturating_add(wait.0.max(0));
                     // Stop at every timer on the way, so each fires at its own time.
-                    while let Some(due) = store.next_timer_due()?.filter(|due| *due <= until) {
+                    while stopped.is_none()
+                        && let Some(due) = store.next_timer_due()?.filter(|due| *due <= until)
+                    {
                         clock.set(due.max(clock.now()));
-                        steps.extend(sandbox.drain()?);
-                        if steps.len() > MAX_STEPS {
-                            return Err(JourneyError::BadSimulation(format!(
-                                "the simulation passed more than {MAX_STEPS} nodes; shorten the script"
-                            )));
-                        }
+                        stopped = sandbox.drain(&mut steps, &budget)?;
                     }
-                    clock.set(until);
-                    steps.extend(sandbox.drain()?);
+                    if stopped.is_none() {
+                        clock.set(until);
+                        stopped = sandbox.drain(&mut steps, &budget)?;
+                    }
                 }
+            }
+            if stopped.is_some() {
+                break;
             }
         }
         let enrollments = store
@@ -194,6 +241,31 @@ impl Journeys {
                 .expect("the simulated contact was stored"),
             enrollments,
             ended_at: clock.now(),
+            stopped,
         })
+    }
+
+    /// Run every queued item and every timer due by the clock's now, on this thread, until
+    /// nothing is left or the budget is spent (then why).
+    fn drain(
+        &self,
+        steps: &mut Vec<TraceStep>,
+        budget: &Budget,
+    ) -> Result<Option<Stopped>, StoreError> {
+        loop {
+            if let Some(stopped) = budget.exceeded(steps.len()) {
+                return Ok(Some(stopped));
+            }
+            self.store.fire_due_timers(self.clock.now(), usize::MAX)?;
+            if !self.store.has_pending_work()? {
+                return Ok(None);
+            }
+            for partition in 0..crate::store::PARTITIONS {
+                let items = self.store.pending_work(partition, 256, self.clock.now())?;
+                if !items.is_empty() {
+                    steps.extend(self.process_traced(&items)?);
+                }
+            }
+        }
     }
 }

@@ -1,17 +1,22 @@
 //! Publishing checks the whole journey, so a mistake is refused with the node it is in instead
-//! of surfacing when the first contact gets there: the graph (every node reachable, every way
-//! out handled, no loop without a wait) and every plugin (present, of the right kind, and
-//! accepting its config by its own `validate-config`).
+//! of surfacing when the first contact gets there: the shapes (every node parses, durations
+//! included), the graph (every node reachable, every way out handled, no loop that does not
+//! hold the contact a while), every plugin (present, of the right kind, and accepting its
+//! config by its own `validate-config`), and the journeys it feeds (no loop of journeys that
+//! re-enroll each other through the events their actions emit).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::compiled::config_text;
-use super::definition::{Definition, NodeKind};
+use super::JourneyError;
+use super::compiled::{CompiledJourney, NodePlugin, prepare_plugins};
+use super::definition::{Definition, Node, NodeKind, Reentry};
 use super::windows::Window;
+use crate::model::Millis;
 use crate::registry::Registry;
-use crate::runtime::{PluginKind, Runtime};
+use crate::runtime::Runtime;
 
 /// One thing wrong with a journey, and where.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,7 +28,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn at(node: &str, message: impl Into<String>) -> Self {
+    pub(super) fn at(node: &str, message: impl Into<String>) -> Self {
         Problem {
             node: Some(node.to_owned()),
             message: message.into(),
@@ -38,18 +43,61 @@ impl Problem {
     }
 }
 
-/// Check `definition` for publishing. On success, returns it with every plugin pinned to the
-/// `name@version` it resolved to.
+/// A definition's JSON as a [`Definition`]. What does not parse is refused naming the node it
+/// is in (each node is read on its own to find it), like every other problem.
+pub fn parse(value: &serde_json::Value) -> Result<Definition, JourneyError> {
+    let whole = match serde_json::from_value::<Definition>(value.clone()) {
+        Ok(definition) => return Ok(definition),
+        Err(error) => error,
+    };
+    let mut problems = Vec::new();
+    if let Some(nodes) = value.get("nodes").and_then(|nodes| nodes.as_array()) {
+        for (n, node) in nodes.iter().enumerate() {
+            if let Err(error) = serde_json::from_value::<Node>(node.clone()) {
+                let id = node
+                    .get("id")
+                    .and_then(|id| id.as_str())
+                    .map_or_else(|| format!("nodes[{n}]"), str::to_owned);
+                problems.push(Problem::at(&id, error.to_string()));
+            }
+        }
+    }
+    if problems.is_empty() {
+        problems.push(Problem::journey(whole.to_string()));
+    }
+    Err(JourneyError::Invalid(problems))
+}
+
+/// A journey fit to publish: every plugin pinned to the `name@version` and binary it resolved
+/// to, each with its config prepared, and what deserves a look without stopping it.
+pub struct Checked {
+    pub definition: Definition,
+    pub plugins: HashMap<String, NodePlugin>,
+    pub warnings: Vec<Problem>,
+}
+
+/// Check `definition` of journey `id` for publishing, beside the journeys that enroll now.
 pub fn validate(
+    id: &str,
     definition: &Definition,
+    active: &[Arc<CompiledJourney>],
     registry: &Registry,
     runtime: &Runtime,
-) -> Result<Definition, Vec<Problem>> {
+) -> Result<Checked, Vec<Problem>> {
     let mut problems = Vec::new();
     check_graph(definition, &mut problems);
-    let pinned = check_plugins(definition, registry, runtime, &mut problems);
+    let mut pinned = definition.clone();
+    let plugins = prepare_plugins(&mut pinned, registry, runtime)
+        .map_err(|refused| problems.extend(refused))
+        .unwrap_or_default();
+    let mut warnings = Vec::new();
+    check_feedback(id, definition, active, &mut problems, &mut warnings);
     if problems.is_empty() {
-        Ok(pinned)
+        Ok(Checked {
+            definition: pinned,
+            plugins,
+            warnings,
+        })
     } else {
         Err(problems)
     }
@@ -312,13 +360,31 @@ fn check_reachable(definition: &Definition, problems: &mut Vec<Problem>) {
     }
 }
 
-/// A loop must pass a wait, or a contact would go round it forever within one step.
+/// The least a loop must hold a contact per round: without it a contact goes round within one
+/// step (a `0s` delay, a time window it is already in) or many times a second.
+pub const MIN_LOOP_HOLD: Millis = 60_000;
+
+/// Whether a node always holds a contact at least [`MIN_LOOP_HOLD`]: a delay that long, or a
+/// wait for an event with a timeout that long (the event itself arrives as work of its own).
+fn holds(kind: Option<&&NodeKind>) -> bool {
+    match kind {
+        Some(NodeKind::Wait(wait)) => {
+            wait.delay.is_some_and(|d| d.0 >= MIN_LOOP_HOLD)
+                || (wait.until_event.is_some()
+                    && wait.timeout.is_some_and(|t| t.0 >= MIN_LOOP_HOLD))
+        }
+        _ => false,
+    }
+}
+
+/// A loop must pass a wait that holds the contact a while, or a contact would go round it
+/// forever within one step.
 fn check_loops(
     definition: &Definition,
     nodes: &HashMap<&str, &NodeKind>,
     problems: &mut Vec<Problem>,
 ) {
-    let holds = |id: &str| matches!(nodes.get(id), Some(NodeKind::Wait(_)));
+    let holds = |id: &str| holds(nodes.get(id));
     // Depth-first search over edges that do not start at a wait; a back edge is a loop.
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -358,7 +424,7 @@ fn check_loops(
                         Some(Mark::Open) => {
                             problems.push(Problem::at(
                                 to,
-                                "this node is on a loop without a wait: a contact would go round it forever",
+                                format!("this node is on a loop that does not hold a contact for {} each time round (a wait with a `delay`, or an `until_event` `timeout`, of at least that): a contact would go round it without end", super::definition::format_duration(MIN_LOOP_HOLD)),
                             ));
                             return;
                         }
@@ -370,70 +436,97 @@ fn check_loops(
     }
 }
 
-fn check_plugins(
-    definition: &Definition,
-    registry: &Registry,
-    runtime: &Runtime,
-    problems: &mut Vec<Problem>,
-) -> Definition {
-    let mut pinned = definition.clone();
-    for node in &mut pinned.nodes {
-        let (plugin, config, kind) = match &mut node.kind {
+/// The event names a journey's entries enroll on and its actions emit, as far as their configs
+/// show them: the conventions of the first-party `event-trigger` (`event`, `events`) and
+/// `update-contact` (`emit.name`), which other plugins may follow.
+fn events_of(definition: &Definition) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut enrolls, mut emits) = (BTreeSet::new(), BTreeSet::new());
+    for node in &definition.nodes {
+        match &node.kind {
             NodeKind::Entry {
-                plugin: Some(plugin),
-                config,
-            } => (
-                plugin,
-                config.clone().unwrap_or(serde_json::Value::Null),
-                PluginKind::Trigger,
-            ),
-            NodeKind::Condition { plugin, config } => {
-                (plugin, config.clone(), PluginKind::Condition)
-            }
-            NodeKind::Action { plugin, config } => (plugin, config.clone(), PluginKind::Action),
-            _ => continue,
-        };
-        let Some(loaded) = registry.resolve(plugin) else {
-            problems.push(Problem::at(
-                &node.id,
-                format!("plugin `{plugin}` is not loaded"),
-            ));
-            continue;
-        };
-        if loaded.kind != kind {
-            problems.push(Problem::at(
-                &node.id,
-                format!(
-                    "plugin `{}` is a {} plugin; this node needs a {} plugin",
-                    loaded.id(),
-                    loaded.kind.as_str(),
-                    kind.as_str()
-                ),
-            ));
-            continue;
-        }
-        *plugin = loaded.id().to_owned();
-        match runtime
-            .validate_config(&loaded, &config_text(&config))
-            .result
-        {
-            Ok(Ok(_prepared)) => {}
-            Ok(Err(refused)) => {
-                for problem in refused {
-                    problems.push(Problem::at(
-                        &node.id,
-                        format!("plugin `{}` refused its config: {problem}", loaded.id()),
-                    ));
+                config: Some(config),
+                ..
+            } => {
+                enrolls.extend(config["event"].as_str().map(str::to_owned));
+                for name in config["events"].as_array().into_iter().flatten() {
+                    enrolls.extend(name.as_str().map(str::to_owned));
                 }
             }
-            Err(error) => problems.push(Problem::at(
-                &node.id,
-                format!(
-                    "plugin `{}` failed checking its config: {error}",
-                    loaded.id()
-                ),
-            )),
+            NodeKind::Action { config, .. } => {
+                emits.extend(config["emit"]["name"].as_str().map(str::to_owned));
+            }
+            _ => {}
         }
     }
-    pinned
+    (enrolls, emits)
+}
+
+/// Whether a journey lets a contact in again soon after it left, or while it is in it.
+fn reenters_soon(reentry: &Reentry) -> bool {
+    match reentry {
+        Reentry::Once => false,
+        Reentry::After(cooldown) => *cooldown < MIN_LOOP_HOLD,
+        Reentry::Concurrent => true,
+    }
+}
+
+/// Journeys that feed each other: this one emits an event that (through others, perhaps)
+/// enrolls contacts in it again. When every journey on the loop lets contacts in again at once,
+/// each contact would go round it until the chain of emitted events is cut (see
+/// `MAX_EVENT_DEPTH`): refused. Otherwise re-entry rules stop it: a warning.
+fn check_feedback(
+    id: &str,
+    definition: &Definition,
+    active: &[Arc<CompiledJourney>],
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) {
+    // Every journey by id, this one as it would be published.
+    let mut journeys: BTreeMap<&str, (&Definition, BTreeSet<String>, BTreeSet<String>)> =
+        BTreeMap::new();
+    for journey in active.iter().filter(|j| j.journey_id != id) {
+        let (enrolls, emits) = events_of(&journey.definition);
+        journeys.insert(&journey.journey_id, (&journey.definition, enrolls, emits));
+    }
+    let (enrolls, emits) = events_of(definition);
+    journeys.insert(id, (definition, enrolls, emits));
+    // Breadth-first from this journey over "emits an event that enrolls in"; the path back.
+    let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut frontier = vec![id];
+    while let Some(from) = frontier.pop() {
+        let emitted = &journeys[from].2;
+        for (to, (_, enrolls, _)) in &journeys {
+            if enrolls.is_disjoint(emitted) {
+                continue;
+            }
+            if *to == id {
+                let mut cycle = vec![from];
+                while let Some(previous) = came_from.get(cycle.last().expect("not empty")) {
+                    cycle.push(previous);
+                }
+                cycle.reverse();
+                let runaway = cycle.iter().all(|j| reenters_soon(&journeys[j].0.reentry));
+                let path = cycle
+                    .iter()
+                    .chain(std::iter::once(&id))
+                    .map(|j| format!("`{j}`"))
+                    .collect::<Vec<_>>()
+                    .join(" → ");
+                if runaway {
+                    problems.push(Problem::journey(format!(
+                        "journeys feed each other in a loop ({path}): the events their actions emit enroll contacts again at once, so each contact would go round without end; make one of them enroll a contact once, or after a cooldown"
+                    )));
+                } else {
+                    warnings.push(Problem::journey(format!(
+                        "journeys feed each other in a loop ({path}); their re-entry rules stop contacts going round it, but check it is meant"
+                    )));
+                }
+                return;
+            }
+            if !came_from.contains_key(to) && *to != id {
+                came_from.insert(to, from);
+                frontier.push(to);
+            }
+        }
+    }
 }

@@ -49,16 +49,43 @@ pub struct JourneyVersion {
     pub published_at: Millis,
 }
 
-/// Where one contact is in one journey.
+/// Where one contact is in one journey. Each state carries what it needs and nothing else.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Moving through nodes inside a step; a step always leaves it in another state, so it is
+    /// never stored.
+    Running,
+    /// Enrolled by an event whose trigger failed to answer, so whether the event enrolls the
+    /// contact is not known yet: the trigger is asked again at `due_at`. Not yet an entry: it
+    /// does not count as one, for re-entry or in the journey's counters, until the trigger says
+    /// yes (while pending, it keeps a second event from enrolling the contact again).
+    Pending {
+        due_at: Millis,
+        attempts: u32,
+        error: String,
+    },
+    /// Held at a wait node until its time, or until an event comes first.
+    Waiting {
+        due_at: Millis,
+        event: Option<String>,
+    },
+    /// A plugin failed at this node; the node runs again at `due_at`.
+    Retrying {
+        due_at: Millis,
+        attempts: u32,
+        error: String,
+    },
+    /// Held here with the error until someone looks: the attempts are spent, or running again
+    /// would not help.
+    Parked { attempts: u32, error: String },
+    /// Out of the journey.
+    Done { outcome: Outcome, reason: String },
+}
+
+/// How an enrollment ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EnrollmentState {
-    /// Held at a wait node until its time or event.
-    Waiting,
-    /// A plugin failed at this node; the step is tried again later.
-    Retrying,
-    /// A plugin kept failing; held here with the error until someone looks.
-    Parked,
+pub enum Outcome {
     /// Reached an exit node or the end of a path.
     Completed,
     /// Did a goal event.
@@ -67,14 +94,69 @@ pub enum EnrollmentState {
     Exited,
 }
 
-impl EnrollmentState {
+impl State {
     /// Still in the journey.
-    pub fn is_active(self) -> bool {
-        matches!(
-            self,
-            EnrollmentState::Waiting | EnrollmentState::Retrying | EnrollmentState::Parked
-        )
+    pub fn is_active(&self) -> bool {
+        !matches!(self, State::Done { .. })
     }
+
+    /// The timer the state waits on, if any.
+    pub fn due_at(&self) -> Option<Millis> {
+        match self {
+            State::Waiting { due_at, .. }
+            | State::Retrying { due_at, .. }
+            | State::Pending { due_at, .. } => Some(*due_at),
+            _ => None,
+        }
+    }
+
+    /// The error that holds the enrollment where it is, if any.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            State::Pending { error, .. }
+            | State::Retrying { error, .. }
+            | State::Parked { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Why the enrollment left the journey, once done.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            State::Done { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The state's name, as the API shows it.
+    pub fn name(&self) -> StateName {
+        match self {
+            State::Running => StateName::Running,
+            State::Pending { .. } => StateName::Pending,
+            State::Waiting { .. } => StateName::Waiting,
+            State::Retrying { .. } => StateName::Retrying,
+            State::Parked { .. } => StateName::Parked,
+            State::Done { outcome, .. } => match outcome {
+                Outcome::Completed => StateName::Completed,
+                Outcome::Converted => StateName::Converted,
+                Outcome::Exited => StateName::Exited,
+            },
+        }
+    }
+}
+
+/// A state by name: how records and the API spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateName {
+    Running,
+    Pending,
+    Waiting,
+    Retrying,
+    Parked,
+    Completed,
+    Converted,
+    Exited,
 }
 
 /// One node a contact passed, when, and by which way out.
@@ -87,7 +169,7 @@ pub struct Passed {
     pub label: Option<String>,
 }
 
-/// What an enrollment is waiting for.
+/// What an enrollment is waiting for, as records and the API show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Waiting {
     /// When the timer fires: the end of a delay, the window's time, an event wait's timeout,
@@ -99,33 +181,184 @@ pub struct Waiting {
     pub event: Option<String>,
 }
 
+/// Most nodes an enrollment's history keeps: the first ones it passed, and the latest; the
+/// count of those left out in between is kept.
+pub const HISTORY_KEPT: usize = 200;
+
 /// One contact's passage through one journey.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "EnrollmentRecord", into = "EnrollmentRecord")]
 pub struct Enrollment {
     pub id: String,
     pub contact_id: String,
     pub journey_id: String,
     pub version: u32,
-    pub state: EnrollmentState,
-    /// The node the contact is at (or left from, once no longer active).
+    /// The node the contact is at (or left from, once done).
     pub node: String,
-    #[serde(with = "crate::model::timestamp_json")]
+    pub state: State,
     pub entered_at: Millis,
-    #[serde(with = "crate::model::timestamp_json")]
     pub updated_at: Millis,
     /// The event that brought the contact to this step, which conditions and actions see.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// The nodes passed, oldest first; at most [`HISTORY_KEPT`], the middle left out.
+    pub history: Vec<Passed>,
+    /// How many passed nodes the history left out.
+    pub history_dropped: u32,
+}
+
+impl Enrollment {
+    /// Record that the contact passed its node by `label` at `at`.
+    pub fn passed(&mut self, label: Option<String>, at: Millis) {
+        if self.history.len() >= HISTORY_KEPT {
+            // Keep the first half (how it began) and make room at the end.
+            self.history.remove(HISTORY_KEPT / 2);
+            self.history_dropped += 1;
+        }
+        self.history.push(Passed {
+            node: self.node.clone(),
+            at,
+            label,
+        });
+        self.updated_at = at;
+    }
+}
+
+/// An enrollment as records and the API spell it: flat fields, which earlier versions wrote
+/// and clients read.
+#[derive(Serialize, Deserialize)]
+struct EnrollmentRecord {
+    id: String,
+    contact_id: String,
+    journey_id: String,
+    version: u32,
+    state: StateName,
+    node: String,
+    #[serde(with = "crate::model::timestamp_json")]
+    entered_at: Millis,
+    #[serde(with = "crate::model::timestamp_json")]
+    updated_at: Millis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waiting: Option<Waiting>,
+    event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    waiting: Option<Waiting>,
     /// Failed attempts at the current node.
     #[serde(default)]
-    pub attempts: u32,
+    attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_reason: Option<String>,
-    pub history: Vec<Passed>,
+    exit_reason: Option<String>,
+    history: Vec<Passed>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    history_dropped: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl From<Enrollment> for EnrollmentRecord {
+    fn from(e: Enrollment) -> Self {
+        let name = e.state.name();
+        let (waiting, attempts, error, exit_reason) = match e.state {
+            State::Running => (None, 0, None, None),
+            State::Waiting { due_at, event } => (Some(Waiting { due_at, event }), 0, None, None),
+            State::Retrying {
+                due_at,
+                attempts,
+                error,
+            }
+            | State::Pending {
+                due_at,
+                attempts,
+                error,
+            } => (
+                Some(Waiting {
+                    due_at,
+                    event: None,
+                }),
+                attempts,
+                Some(error),
+                None,
+            ),
+            State::Parked { attempts, error } => (None, attempts, Some(error), None),
+            State::Done { reason, .. } => (None, 0, None, Some(reason)),
+        };
+        EnrollmentRecord {
+            id: e.id,
+            contact_id: e.contact_id,
+            journey_id: e.journey_id,
+            version: e.version,
+            state: name,
+            node: e.node,
+            entered_at: e.entered_at,
+            updated_at: e.updated_at,
+            event_id: e.event_id,
+            waiting,
+            attempts,
+            error,
+            exit_reason,
+            history: e.history,
+            history_dropped: e.history_dropped,
+        }
+    }
+}
+
+impl TryFrom<EnrollmentRecord> for Enrollment {
+    type Error = String;
+
+    fn try_from(r: EnrollmentRecord) -> Result<Self, String> {
+        let error = || r.error.clone().unwrap_or_default();
+        let state = match (r.state, &r.waiting) {
+            (StateName::Waiting, Some(waiting)) => State::Waiting {
+                due_at: waiting.due_at,
+                event: waiting.event.clone(),
+            },
+            (StateName::Retrying, Some(waiting)) => State::Retrying {
+                due_at: waiting.due_at,
+                attempts: r.attempts,
+                error: error(),
+            },
+            (StateName::Pending, Some(waiting)) => State::Pending {
+                due_at: waiting.due_at,
+                attempts: r.attempts,
+                error: error(),
+            },
+            (StateName::Parked, _) => State::Parked {
+                attempts: r.attempts,
+                error: error(),
+            },
+            (name @ (StateName::Completed | StateName::Converted | StateName::Exited), _) => {
+                State::Done {
+                    outcome: match name {
+                        StateName::Completed => Outcome::Completed,
+                        StateName::Converted => Outcome::Converted,
+                        _ => Outcome::Exited,
+                    },
+                    reason: r.exit_reason.clone().unwrap_or_default(),
+                }
+            }
+            (name, _) => {
+                return Err(format!(
+                    "enrollment `{}` is stored as {name:?} without what that state needs",
+                    r.id
+                ));
+            }
+        };
+        Ok(Enrollment {
+            id: r.id,
+            contact_id: r.contact_id,
+            journey_id: r.journey_id,
+            version: r.version,
+            node: r.node,
+            state,
+            entered_at: r.entered_at,
+            updated_at: r.updated_at,
+            event_id: r.event_id,
+            history: r.history,
+            history_dropped: r.history_dropped,
+        })
+    }
 }
 
 /// One contact's record of one journey: for re-entry rules and for listing.
@@ -143,7 +376,11 @@ pub struct ContactJourney {
 }
 
 /// How many enrollments per contact and journey are listed.
-pub const RECENT_ENROLLMENTS: usize = 20;
+pub const RECENT_ENROLLMENTS: usize = 10;
+
+/// Most enrollments one contact may have in one journey at once (re-entry `concurrent`): a
+/// contact's value holds them all, and a bound keeps it small.
+pub const MAX_ACTIVE_ENROLLMENTS: usize = 100;
 
 /// Work for the contact's journey worker, queued durably.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,86 @@
+//! What a batch changes, collected while its steps run and written as one [`Commit`]: effects
+//! on contacts, timers, messages, emitted events, per-node counters and the inbox items done.
+
+use std::collections::HashMap;
+
+use super::super::compiled::CompiledJourney;
+use crate::model::{Effect, Event, Millis};
+use crate::store::{Commit, ContactJourney, Enrollment, KvWrite, OutboxMessage, WorkKey};
+
+/// The batch's changes other than the records it read (those are in `Reads`).
+pub(in crate::journeys) struct Changes {
+    commit: Commit,
+    effects: HashMap<String, Vec<Effect>>,
+}
+
+impl Changes {
+    pub(super) fn new(now: Millis) -> Self {
+        Changes {
+            commit: Commit {
+                now,
+                ..Commit::default()
+            },
+            effects: HashMap::new(),
+        }
+    }
+
+    /// Add `delta` to a node's counter.
+    pub(super) fn count(
+        &mut self,
+        journey: &CompiledJourney,
+        node: &str,
+        metric: &str,
+        delta: i64,
+    ) {
+        self.commit
+            .count(&journey.journey_id, journey.version, node, metric, delta);
+    }
+
+    /// Wake the enrollment at `due_at`.
+    pub(super) fn set_timer(&mut self, due_at: Millis, enrollment: &Enrollment) {
+        self.commit
+            .timers_set
+            .push((due_at, enrollment.id.clone(), enrollment.contact_id.clone()));
+    }
+
+    pub(super) fn clear_timer(&mut self, due_at: Millis, enrollment_id: &str) {
+        self.commit
+            .timers_cleared
+            .push((due_at, enrollment_id.to_owned()));
+    }
+
+    pub(super) fn send(&mut self, message: OutboxMessage) {
+        self.commit.messages.push(message);
+    }
+
+    pub(super) fn emit(&mut self, event: Event) {
+        self.commit.events.push(event);
+    }
+
+    /// Effects to apply to the stored contact, in order, at commit.
+    pub(super) fn change_contact(&mut self, contact_id: &str, effects: Vec<Effect>) {
+        self.effects
+            .entry(contact_id.to_owned())
+            .or_default()
+            .extend(effects);
+    }
+
+    /// The inbox item is consumed when the batch commits.
+    pub(super) fn done(&mut self, key: WorkKey) {
+        self.commit.done.push(key);
+    }
+
+    /// Everything, ready to write.
+    pub(super) fn into_commit(
+        mut self,
+        enrollments: Vec<Enrollment>,
+        contact_journeys: Vec<ContactJourney>,
+        kv: Vec<KvWrite>,
+    ) -> Commit {
+        self.commit.contact_effects = self.effects.into_iter().collect();
+        self.commit.enrollments = enrollments;
+        self.commit.contact_journeys = contact_journeys;
+        self.commit.kv = kv;
+        self.commit
+    }
+}

@@ -1,0 +1,203 @@
+//! Running journey work: a batch of inbox items for contacts of the worker's partitions becomes
+//! one [`Commit`](crate::store::Commit). Plugins are called while the batch is built; nothing is
+//! written until the whole batch commits, so a crash at any moment leaves the items in the inbox
+//! to run again.
+//!
+//! - this module: the batch, and what each kind of inbox item starts;
+//! - `lifecycle`: an enrollment's way through a journey, state by state;
+//! - `nodes`: what each kind of node does;
+//! - `reads`, `commit`: what the batch read and what it will write;
+//! - `trace`: what a simulation sees.
+
+mod commit;
+mod lifecycle;
+mod nodes;
+mod reads;
+mod trace;
+
+use std::sync::Arc;
+
+pub use lifecycle::MAX_ATTEMPTS;
+pub use nodes::split_path;
+pub use trace::TraceStep;
+
+use super::Journeys;
+use crate::model::Millis;
+use crate::plugin_kv::StepKv;
+use crate::runtime::Runtime;
+use crate::store::{Commit, State, StoreError, WorkItem, WorkKey};
+use commit::Changes;
+use lifecycle::Start;
+use reads::Reads;
+use trace::Trace;
+
+/// One batch of work being built.
+pub(super) struct Batch<'a> {
+    journeys: &'a Journeys,
+    runtime: Runtime,
+    kv: Arc<StepKv>,
+    now: Millis,
+    reads: Reads<'a>,
+    changes: Changes,
+    trace: Trace,
+}
+
+impl<'a> Batch<'a> {
+    pub(super) fn new(journeys: &'a Journeys, trace: bool) -> Self {
+        let kv = Arc::new(StepKv::new(journeys.store.clone()));
+        let now = journeys.clock.now();
+        Batch {
+            runtime: journeys
+                .runtime
+                .with_env(journeys.clock.clone(), kv.clone()),
+            journeys,
+            kv,
+            now,
+            reads: Reads::new(journeys.store.as_ref()),
+            changes: Changes::new(now),
+            trace: Trace::kept(trace),
+        }
+    }
+
+    /// Work on one inbox item; it is consumed when the batch commits.
+    pub(super) fn handle(&mut self, key: &WorkKey, item: &WorkItem) -> Result<(), StoreError> {
+        match item {
+            WorkItem::Event {
+                contact_id,
+                event_id,
+                event,
+            } => {
+                if let Some(event) = event {
+                    self.reads.remember(Arc::new(event.clone()));
+                }
+                self.on_event(contact_id, event_id)?
+            }
+            WorkItem::Enroll {
+                contact_id,
+                journey_id,
+                ..
+            } => self.on_enroll(contact_id, journey_id)?,
+            WorkItem::Wake {
+                enrollment_id,
+                due_at,
+                ..
+            } => self.on_wake(enrollment_id, *due_at)?,
+            WorkItem::Retry { enrollment_id, .. } => self.on_retry(enrollment_id)?,
+        }
+        self.changes.done(key.clone());
+        Ok(())
+    }
+
+    /// Everything the batch did, ready to write.
+    pub(super) fn into_commit(self) -> (Commit, Option<Vec<TraceStep>>) {
+        let (enrollments, journeys) = self.reads.into_changed();
+        let commit = self
+            .changes
+            .into_commit(enrollments, journeys, self.kv.take());
+        (commit, self.trace.into_steps())
+    }
+
+    /// An event arrived: goals and waits of the journeys the contact is in look at it first
+    /// (so an event that enrolls a contact does not also end the wait it just began), then the
+    /// triggers of the journeys that enroll.
+    fn on_event(&mut self, contact_id: &str, event_id: &str) -> Result<(), StoreError> {
+        let (Some(event), Some(_)) = (self.reads.event(event_id)?, self.reads.contact(contact_id)?)
+        else {
+            return Ok(());
+        };
+        let active: Vec<String> = self
+            .reads
+            .journeys_of(contact_id)?
+            .values()
+            .flat_map(|record| record.active.clone())
+            .collect();
+        for enrollment_id in active {
+            let Some(mut enrollment) = self.reads.enrollment(&enrollment_id)? else {
+                continue;
+            };
+            let Some(journey) = self.runnable(&mut enrollment)? else {
+                continue;
+            };
+            let entered = !matches!(enrollment.state, State::Pending { .. });
+            if entered
+                && journey
+                    .definition
+                    .goals
+                    .iter()
+                    .any(|g| g.event == event.name)
+            {
+                self.convert(&journey, enrollment, &event.name)?;
+                continue;
+            }
+            let awaited = matches!(&enrollment.state,
+                State::Waiting { event: Some(name), .. } if *name == event.name);
+            if awaited {
+                enrollment.event_id = Some(event.id.clone());
+                self.advance(&journey, enrollment, Start::Leave(Some("event".into())))?;
+            }
+        }
+        for journey in self.journeys.catalog.active() {
+            self.offer(&journey, contact_id, &event)?;
+        }
+        Ok(())
+    }
+
+    /// Enroll the contact now (API call), at the journey's first entry node.
+    fn on_enroll(&mut self, contact_id: &str, journey_id: &str) -> Result<(), StoreError> {
+        let Some(journey) = self.journeys.catalog.active_journey(journey_id) else {
+            tracing::info!(
+                journey = journey_id,
+                contact = contact_id,
+                "enrollment request for a journey that is not active; skipped"
+            );
+            return Ok(());
+        };
+        if self.reads.contact(contact_id)?.is_none() {
+            return Ok(());
+        }
+        let Some(entry) = journey.definition.entries().next().map(|n| n.id.clone()) else {
+            return Ok(());
+        };
+        self.enroll(&journey, &entry, contact_id, None)
+    }
+
+    /// An enrollment's timer fired: its wait ends, its retry is due, or its trigger is asked
+    /// again. A timer the enrollment has moved past (the awaited event came first) is stale.
+    fn on_wake(&mut self, enrollment_id: &str, due_at: Millis) -> Result<(), StoreError> {
+        let Some(mut enrollment) = self.reads.enrollment(enrollment_id)? else {
+            return Ok(());
+        };
+        if enrollment.state.due_at() != Some(due_at) {
+            return Ok(());
+        }
+        let Some(journey) = self.runnable(&mut enrollment)? else {
+            return Ok(());
+        };
+        match &enrollment.state {
+            State::Waiting { event, .. } => {
+                let label = event.as_ref().map(|_| "timeout".to_owned());
+                self.advance(&journey, enrollment, Start::Leave(label))
+            }
+            State::Retrying { attempts, .. } => {
+                let attempts = *attempts;
+                self.advance(&journey, enrollment, Start::Again(attempts))
+            }
+            State::Pending { .. } => self.ask_trigger_again(&journey, enrollment),
+            State::Running | State::Parked { .. } | State::Done { .. } => Ok(()),
+        }
+    }
+
+    /// Run a parked enrollment's node again (an operator fixed what made it fail).
+    fn on_retry(&mut self, enrollment_id: &str) -> Result<(), StoreError> {
+        let Some(mut enrollment) = self.reads.enrollment(enrollment_id)? else {
+            return Ok(());
+        };
+        if !matches!(enrollment.state, State::Parked { .. }) {
+            return Ok(());
+        }
+        let Some(journey) = self.runnable(&mut enrollment)? else {
+            return Ok(());
+        };
+        self.advance(&journey, enrollment, Start::Again(0))
+    }
+}

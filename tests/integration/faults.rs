@@ -1,0 +1,256 @@
+//! Faults inside the server: a step that panics, a store that refuses writes. Each is shown to
+//! an operator and stops nothing else.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::json;
+use wayline::model::{Contact, Event, Millis};
+use wayline::store::*;
+
+use crate::server::Server;
+
+/// The real store, with one contact whose reading panics inside a step, and writes that can be
+/// made to be refused: a bug and a broken disk, on demand.
+struct Faulty {
+    store: SledStore,
+    refuse_writes: Arc<AtomicBool>,
+}
+
+impl Store for Faulty {
+    fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        self.store.contact(id)
+    }
+    fn contact_exists(&self, id: &str) -> Result<bool, StoreError> {
+        self.store.contact_exists(id)
+    }
+    fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError> {
+        self.store.upsert_contact(upsert, now)
+    }
+    fn record_events(&self, events: &[Event]) -> Result<Vec<Recorded>, StoreError> {
+        self.store.record_events(events)
+    }
+    fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        self.store.event(id)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+    fn recovery(&self) -> Recovery {
+        self.store.recovery()
+    }
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.refuse_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend(
+                "an earlier write failed part-way; restart the server to finish it".into(),
+            ));
+        }
+        self.store.writable()
+    }
+    fn plugin_kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.plugin_kv_get(namespace, key)
+    }
+    fn plugin_kv_set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        quota: KvUsage,
+    ) -> Result<bool, StoreError> {
+        self.store.plugin_kv_set(namespace, key, value, quota)
+    }
+    fn plugin_kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        self.store.plugin_kv_delete(namespace, key)
+    }
+    fn plugin_kv_usage(&self, namespace: &str) -> Result<KvUsage, StoreError> {
+        self.store.plugin_kv_usage(namespace)
+    }
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.store.dead_letters(limit)
+    }
+    fn requeue_dead_letter(&self, id: &str, audit: AuditEntry) -> Result<DeadLetter, StoreError> {
+        self.store.requeue_dead_letter(id, audit)
+    }
+    fn delete_dead_letter(&self, id: &str, audit: AuditEntry) -> Result<DeadLetter, StoreError> {
+        self.store.delete_dead_letter(id, audit)
+    }
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.audit(limit)
+    }
+}
+
+impl JourneyStore for Faulty {
+    fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError> {
+        self.store.journey(id)
+    }
+    fn journeys(&self) -> Result<Vec<JourneyRecord>, StoreError> {
+        self.store.journeys()
+    }
+    fn put_journey(&self, record: &JourneyRecord) -> Result<(), StoreError> {
+        self.store.put_journey(record)
+    }
+    fn publish_journey(
+        &self,
+        record: &JourneyRecord,
+        version: &JourneyVersion,
+    ) -> Result<(), StoreError> {
+        self.store.publish_journey(record, version)
+    }
+    fn journey_version(
+        &self,
+        id: &str,
+        version: u32,
+    ) -> Result<Option<JourneyVersion>, StoreError> {
+        self.store.journey_version(id, version)
+    }
+    fn enqueue(&self, item: &WorkItem) -> Result<(), StoreError> {
+        self.store.enqueue(item)
+    }
+    fn enqueue_enrollment(&self, item: &WorkItem) -> Result<bool, StoreError> {
+        self.store.enqueue_enrollment(item)
+    }
+    fn pending_work(
+        &self,
+        partition: u8,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Vec<(WorkKey, WorkItem)>, StoreError> {
+        self.store.pending_work(partition, limit, now)
+    }
+    fn set_aside(&self, key: &WorkKey, error: &str, now: Millis) -> Result<(), StoreError> {
+        self.store.set_aside(key, error, now)
+    }
+    fn has_pending_work(&self) -> Result<bool, StoreError> {
+        self.store.has_pending_work()
+    }
+    fn fire_due_timers(&self, now: Millis, limit: usize) -> Result<Vec<u8>, StoreError> {
+        self.store.fire_due_timers(now, limit)
+    }
+    fn next_timer_due(&self) -> Result<Option<Millis>, StoreError> {
+        self.store.next_timer_due()
+    }
+    fn pending_timers(&self) -> Result<usize, StoreError> {
+        self.store.pending_timers()
+    }
+    fn enrollment(&self, id: &str) -> Result<Option<Enrollment>, StoreError> {
+        self.store.enrollment(id)
+    }
+    fn contact_journeys(&self, contact_id: &str) -> Result<Vec<ContactJourney>, StoreError> {
+        self.store.contact_journeys(contact_id)
+    }
+    fn contact_with_journeys(
+        &self,
+        contact_id: &str,
+    ) -> Result<Option<(Contact, Vec<ContactJourney>)>, StoreError> {
+        // What a bug in a step looks like to the worker running it.
+        if contact_id == "boom"
+            && std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("journey-worker"))
+        {
+            panic!("a bug met contact `boom`");
+        }
+        self.store.contact_with_journeys(contact_id)
+    }
+    fn messages(&self, contact_id: &str) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.store.messages(contact_id)
+    }
+    fn counters(&self, journey_id: &str) -> Result<Vec<(CounterKey, i64)>, StoreError> {
+        self.store.counters(journey_id)
+    }
+    fn commit(&self, commit: Commit) -> Result<Vec<u8>, StoreError> {
+        self.store.commit(commit)
+    }
+}
+
+async fn faulty_server() -> (Server, Arc<AtomicBool>) {
+    let refuse_writes = Arc::new(AtomicBool::new(false));
+    let flag = refuse_writes.clone();
+    let server = Server::start_wrapped(true, move |store| {
+        Arc::new(Faulty {
+            store,
+            refuse_writes: flag,
+        })
+    })
+    .await;
+    (server, refuse_writes)
+}
+
+/// A step that panics is set aside with the panic's message; its worker goes on, the other
+/// contacts of its partitions go through the journey, and the server stays healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_panics_is_set_aside_and_its_worker_goes_on() {
+    let (server, _) = faulty_server().await;
+    let journey = json!({
+        "name": "Tag visitors",
+        "reentry": "concurrent",
+        "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "visited"}},
+            {"id": "tag", "type": "action", "plugin": "update-contact", "config": {"add_tags": ["visitor"]}}
+        ],
+        "edges": [{"from": "in", "to": "tag"}]
+    });
+    server.put("/v1/journeys/tags", journey).await;
+    let (status, body) = server.post("/v1/journeys/tags/publish", json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    let visit = |id: String, contact: String| json!({"id": id, "contact_id": contact, "name": "visited", "timestamp": "2026-11-22T10:00:00Z"});
+    let mut events = vec![visit("b1".into(), "boom".into())];
+    events.extend((0..40).map(|n| visit(format!("v{n}"), format!("c{n}"))));
+    let (status, body) = server.post("/v1/events", json!(events)).await;
+    assert_eq!(status, 202, "{body}");
+    server.settle().await;
+
+    let (_, letters) = server.get("/v1/dead-letters").await;
+    let letters = letters["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["item"]["event_id"], "b1");
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the step panicked: a bug met contact `boom`"),
+        "{letters:?}"
+    );
+    for n in 0..40 {
+        let (_, contact) = server.get(&format!("/v1/contacts/c{n}")).await;
+        assert_eq!(contact["tags"], json!(["visitor"]), "c{n}: {contact}");
+    }
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
+    // The same bug again, after the first: the workers still run.
+    server
+        .post(
+            "/v1/events",
+            json!([
+                visit("b2".into(), "boom".into()),
+                visit("v99".into(), "c99".into())
+            ]),
+        )
+        .await;
+    server.settle().await;
+    let (_, contact) = server.get("/v1/contacts/c99").await;
+    assert_eq!(contact["tags"], json!(["visitor"]));
+}
+
+/// While the store refuses writes, `/healthz` says so, so a load balancer or an operator knows
+/// the server cannot do its work.
+#[tokio::test]
+async fn health_is_503_with_the_reason_while_the_store_refuses_writes() {
+    let (server, refuse_writes) = faulty_server().await;
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["store"]["recovery"]["intents_replayed"], 0);
+    refuse_writes.store(true, Ordering::SeqCst);
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["error"]["code"], "unhealthy");
+    assert!(
+        health["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the store refuses writes"),
+        "{health}"
+    );
+    refuse_writes.store(false, Ordering::SeqCst);
+    assert_eq!(server.get("/healthz").await.0, 200);
+}

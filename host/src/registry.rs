@@ -1,4 +1,11 @@
-//! The plugins this host has loaded, addressed as `name@version`.
+//! The plugins this host has loaded, addressed as `name@version` and known by their binary's
+//! sha256.
+//!
+//! The host gives a plugin its identity when it installs it: the name it is installed under
+//! (the file's name here; the upload's with the admin API) must be the name the plugin gives
+//! itself, and a `name@version` installed once keeps its binary: another binary under the same
+//! `name@version` is refused, never swapped in. A plugin's key-value space is its installed
+//! name's.
 //!
 //! For now plugins come from a directory at start-up; uploads, activation and rollback arrive
 //! with the admin API and will add to this registry rather than replace it.
@@ -39,7 +46,7 @@ impl From<&Plugin> for PluginSummary {
     }
 }
 
-/// Why a plugin file in a directory did not load.
+/// Why a plugin did not install.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("reading {path}: {source}")]
@@ -49,6 +56,28 @@ pub enum RegistryError {
     },
     #[error("loading {path}: {source}")]
     Load { path: String, source: LoadError },
+    /// Installed under one name, the plugin calls itself by another.
+    #[error(
+        "{path} holds plugin `{declared}`; install it under its own name (`{declared}.wasm` or `{declared}@VERSION.wasm`)"
+    )]
+    NameMismatch { path: String, declared: String },
+    /// A different binary under a `name@version` installed already.
+    #[error(
+        "plugin `{id}` is installed already as another binary (sha256 {installed}); a version, once installed, keeps its binary: give this one another version"
+    )]
+    VersionConflict { id: String, installed: String },
+}
+
+impl RegistryError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistryError::Io { .. } => "plugin_unreadable",
+            RegistryError::Load { source, .. } => source.code(),
+            RegistryError::NameMismatch { .. } => "plugin_name_mismatch",
+            RegistryError::VersionConflict { .. } => "plugin_version_conflict",
+        }
+    }
 }
 
 /// Loaded plugins by id.
@@ -84,22 +113,41 @@ impl Registry {
             let plugin = runtime
                 .load(&bytes, &PluginSettings::default())
                 .map_err(|source| RegistryError::Load {
-                    path: display,
+                    path: display.clone(),
                     source,
                 })?;
-            loaded.push(self.insert(plugin));
+            // The file's name is the name the operator installs it under.
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            if stem != plugin.info.name && stem != plugin.id() {
+                return Err(RegistryError::NameMismatch {
+                    path: display,
+                    declared: plugin.info.name.clone(),
+                });
+            }
+            loaded.push(self.insert(plugin)?);
         }
         Ok(loaded)
     }
 
-    /// Add a loaded plugin, replacing one with the same id.
-    pub fn insert(&self, plugin: Plugin) -> PluginSummary {
+    /// Install a loaded plugin. The same binary again changes nothing; another binary under a
+    /// `name@version` installed already is refused.
+    pub fn insert(&self, plugin: Plugin) -> Result<PluginSummary, RegistryError> {
+        let mut plugins = self.plugins.write().expect("registry lock");
+        if let Some(installed) = plugins.get(plugin.id()) {
+            if installed.sha256 == plugin.sha256 {
+                return Ok(PluginSummary::from(installed.as_ref()));
+            }
+            return Err(RegistryError::VersionConflict {
+                id: plugin.id().to_owned(),
+                installed: installed.sha256.clone(),
+            });
+        }
         let summary = PluginSummary::from(&plugin);
-        self.plugins
-            .write()
-            .expect("registry lock")
-            .insert(summary.id.clone(), Arc::new(plugin));
-        summary
+        plugins.insert(summary.id.clone(), Arc::new(plugin));
+        Ok(summary)
     }
 
     /// The plugin with this `name@version`.

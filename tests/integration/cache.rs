@@ -147,3 +147,33 @@ fn a_cache_entry_sealed_under_another_key_is_not_trusted() {
         }
     );
 }
+
+#[test]
+fn a_cache_entry_copied_under_another_binarys_name_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_with_cache(dir.path());
+    let scorer = support::load(&runtime, &support::plugin_bytes("rule-scorer"));
+    let trigger = support::load(&runtime, &support::plugin_bytes("event-trigger"));
+    drop(runtime);
+    // Someone with write access to the cache puts the scorer's compiled code under the
+    // trigger's name: it is sealed for another binary and must not be run as the trigger.
+    let entry = |sha256: &str| {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(sha256))
+            .unwrap()
+    };
+    std::fs::copy(entry(&scorer.sha256), entry(&trigger.sha256)).unwrap();
+    let restarted = runtime_with_cache(dir.path());
+    let trigger = support::load(&restarted, &support::plugin_bytes("event-trigger"));
+    assert_eq!(trigger.kind, wayline::runtime::PluginKind::Trigger);
+    assert_eq!(
+        restarted.cache_counts(),
+        CacheCounts {
+            compiled: 1,
+            hits: 0,
+            rejected: 1
+        }
+    );
+}

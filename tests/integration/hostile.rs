@@ -322,3 +322,183 @@ fn a_call_receives_only_the_attributes_its_config_reads() {
     assert_eq!(everything.len(), 20, "no declaration: every attribute");
     assert!(everything.iter().any(|name| name == "email"));
 }
+
+#[test]
+fn an_enormous_error_is_refused_as_output_and_a_long_one_is_cut() {
+    let (runtime, plugin) = hostile();
+    let error = call(&runtime, &plugin, "huge-error").unwrap_err();
+    assert_eq!(
+        error,
+        CallError::OutputLimit {
+            size: 20 << 20,
+            limit: 1 << 20
+        }
+    );
+    let CallError::Plugin(message) = call(&runtime, &plugin, "long-error").unwrap_err() else {
+        panic!("a plugin error");
+    };
+    assert!(message.len() < 3_000, "{} bytes kept", message.len());
+    assert!(message.ends_with("(100000 bytes in all)"), "{message}");
+    assert_next_call_succeeds(&runtime, &plugin);
+}
+
+#[test]
+fn one_call_writes_at_most_its_share_of_key_value_bytes_and_a_space_at_most_its_quota() {
+    let (runtime, plugin) = hostile();
+    let flood = call(&runtime, &plugin, "kv-flood").unwrap();
+    assert_eq!(
+        flood[0].delta, 17.0,
+        "17 values of 60 KB fit in 1 MiB: {}",
+        flood[0].reason
+    );
+    assert!(
+        flood[0].reason.contains("a call may write 1048576"),
+        "{}",
+        flood[0].reason
+    );
+    // Call after call, the space fills up to its quota, and no further.
+    let mut stored = 17.0;
+    let refusal = loop {
+        let flood = call(&runtime, &plugin, "kv-flood").unwrap();
+        stored += flood[0].delta;
+        if flood[0].reason.contains("space is full") {
+            break flood[0].reason.clone();
+        }
+        assert!(stored < 400.0, "the space never filled");
+    };
+    assert!(
+        stored * 60_000.0 <= (16 << 20) as f64,
+        "{stored} values kept: {refusal}"
+    );
+    assert!(
+        stored * 60_000.0 > (15 << 20) as f64,
+        "{stored} values kept: {refusal}"
+    );
+}
+
+#[test]
+fn logs_are_bounded_in_bytes_and_cannot_forge_lines() {
+    let (runtime, plugin) = hostile();
+    let report = runtime.score(
+        &plugin,
+        &support::prepare(&runtime, &plugin, r#"{"mode":"log-flood"}"#),
+        &contact(),
+        &event("x", serde_json::json!({})),
+    );
+    report.result.unwrap();
+    let kept: usize = report.logs.iter().map(|l| l.message.len()).sum();
+    assert!(kept <= (64 << 10) + 200, "{kept} bytes of logs kept");
+    let last = report.logs.last().unwrap();
+    assert!(
+        last.message.contains("more log lines dropped"),
+        "{}",
+        last.message
+    );
+    for line in &report.logs {
+        assert!(
+            !line.message.contains('\n') && !line.message.contains('\u{1b}'),
+            "{:?}",
+            line.message
+        );
+    }
+    assert!(
+        report.logs[0].message.contains("\\n2026-12-01"),
+        "{}",
+        report.logs[0].message
+    );
+}
+
+/// A key-value space that takes its time: the call waits on the host, using no CPU.
+struct SlowKv(wayline::runtime::MemoryKv);
+
+impl wayline::runtime::KvSpace for SlowKv {
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.0.get(namespace, key)
+    }
+    fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), wayline::runtime::host::kv::KvSetError> {
+        self.0.set(namespace, key, value)
+    }
+    fn delete(&self, namespace: &str, key: &str) -> Result<(), String> {
+        self.0.delete(namespace, key)
+    }
+}
+
+/// The CPU limit counts CPU: a call that waits three times its CPU budget on a slow host (as
+/// a plugin does on a loaded machine, not scheduled) is not stopped; one that computes is.
+#[test]
+fn the_cpu_limit_counts_cpu_time_not_time_spent_waiting() {
+    let runtime = wayline::runtime::Runtime::new(wayline::runtime::RuntimeConfig {
+        kv: std::sync::Arc::new(SlowKv(Default::default())),
+        ..Default::default()
+    })
+    .unwrap();
+    let plugin = support::load(&runtime, &support::fixture_bytes("hostile-scorer"));
+    assert_eq!(plugin.limits.cpu_ms, 100);
+    let started = std::time::Instant::now();
+    let counted = call(&runtime, &plugin, "kv").expect("waiting is not CPU");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(counted[0].delta, 1.0);
+    assert!(matches!(
+        call(&runtime, &plugin, "spin"),
+        Err(CallError::CpuLimit { cpu_ms: 100 })
+    ));
+}
+
+#[test]
+fn a_plugin_is_known_by_the_name_the_host_installs_it_under_and_keeps_its_binary() {
+    let (runtime, _clock) = support::runtime();
+    let registry = wayline::registry::Registry::default();
+    registry
+        .insert(support::load(
+            &runtime,
+            &support::plugin_bytes("rule-scorer"),
+        ))
+        .unwrap();
+    // Another binary calling itself rule-scorer@0.1.0 does not take its place (or its data).
+    let impostor = support::load(&runtime, &support::fixture_bytes("impostor-scorer"));
+    assert_eq!(impostor.id(), "rule-scorer@0.1.0");
+    let refused = registry.insert(impostor).unwrap_err();
+    assert_eq!(refused.code(), "plugin_version_conflict");
+    let installed = registry.get("rule-scorer@0.1.0").unwrap();
+    assert_eq!(
+        installed.sha256,
+        wayline::runtime::sha256_hex(&support::plugin_bytes("rule-scorer"))
+    );
+    // The same binary again is no change.
+    registry
+        .insert(support::load(
+            &runtime,
+            &support::plugin_bytes("rule-scorer"),
+        ))
+        .unwrap();
+    // In a plugin directory, a file is installed under its own name only.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lead-scores.wasm"),
+        support::fixture_bytes("impostor-scorer"),
+    )
+    .unwrap();
+    let refused = wayline::registry::Registry::default()
+        .load_dir(&runtime, dir.path())
+        .unwrap_err();
+    assert_eq!(refused.code(), "plugin_name_mismatch");
+    assert!(
+        refused.to_string().contains("holds plugin `rule-scorer`"),
+        "{refused}"
+    );
+    // A name with a NUL (the key-value separator) is no name.
+    let error = runtime
+        .load(
+            &support::fixture_bytes("nul-named-scorer"),
+            &PluginSettings::default(),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(error.code(), "plugin_bad_name");
+}

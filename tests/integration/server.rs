@@ -64,7 +64,9 @@ impl Server {
         if plugins {
             registry.load_dir(&runtime, &support::plugin_dir()).unwrap();
             for fixture in ["flaky-action", "flaky-trigger"] {
-                registry.insert(support::load(&runtime, &support::fixture_bytes(fixture)));
+                registry
+                    .insert(support::load(&runtime, &support::fixture_bytes(fixture)))
+                    .unwrap();
             }
         }
         let store = wrap(SledStore::open(&data.path().join("store")).unwrap());

@@ -123,8 +123,44 @@ async fn healthz(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginSummary>> {
-    Json(state.registry.list())
+/// A loaded plugin and what its key-value space holds, of what it may.
+#[derive(serde::Serialize)]
+struct PluginView {
+    #[serde(flatten)]
+    summary: PluginSummary,
+    kv: KvView,
+}
+
+#[derive(serde::Serialize)]
+struct KvView {
+    keys: u64,
+    bytes: u64,
+    max_keys: u64,
+    max_bytes: u64,
+}
+
+async fn list_plugins(State(state): State<AppState>) -> Result<Json<Vec<PluginView>>, ApiError> {
+    let (registry, store) = (state.registry.clone(), state.store.clone());
+    let plugins = blocking(move || {
+        registry
+            .list()
+            .into_iter()
+            .map(|summary| {
+                let usage = store.plugin_kv_usage(&summary.name)?;
+                Ok(PluginView {
+                    kv: KvView {
+                        keys: usage.keys,
+                        bytes: usage.bytes,
+                        max_keys: crate::plugin_kv::QUOTA.keys,
+                        max_bytes: crate::plugin_kv::QUOTA.bytes,
+                    },
+                    summary,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(plugins))
 }
 
 async fn require_token(

@@ -1,9 +1,11 @@
 //! The compile cache: precompiled components on disk, so a restart does not recompile plugins.
 //!
-//! Entries are keyed by the binary's sha256 and the engine's compatibility hash. Deserializing
-//! precompiled code is only safe for bytes this host produced, so each entry is sealed with an
-//! HMAC under a key that lives in the cache directory (mode 0600); an entry that fails the check
-//! (corrupted, truncated, or written by someone else) is discarded and rebuilt, never loaded.
+//! Entries are named by the binary's sha256 and the engine's compatibility hash. Deserializing
+//! precompiled code is only safe for bytes this host produced for this very binary and engine,
+//! so each entry is sealed with an HMAC, under a key that lives in the cache directory (mode
+//! 0600), over the compatibility hash, the binary's sha256 and the artifact: an entry that fails
+//! the check (corrupted, truncated, written by someone else, or copied under another binary's
+//! or engine's name) is discarded and rebuilt, never loaded.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -84,7 +86,8 @@ impl Compiler {
             return Ok(component);
         };
         let path = disk.dir.join(format!("{sha256}-{}.cwasm", self.compat));
-        if let Some(component) = self.load_sealed(disk, &path) {
+        let identity = format!("{}\0{sha256}", self.compat);
+        if let Some(component) = self.load_sealed(disk, &path, &identity) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(sha256, "plugin loaded from the compile cache");
             return Ok(component);
@@ -92,15 +95,15 @@ impl Compiler {
         let artifact = self.engine.precompile_component(&component_bytes()?)?;
         self.stats.compiled.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sha256, "plugin compiled");
-        if let Err(error) = disk.store(&path, &artifact) {
+        if let Err(error) = disk.store(&path, &identity, &artifact) {
             tracing::warn!(%error, path = %path.display(), "could not write the compile cache");
         }
         Ok(deserialize_own_artifact(&self.engine, &artifact)?)
     }
 
-    fn load_sealed(&self, disk: &DiskCache, path: &Path) -> Option<Component> {
+    fn load_sealed(&self, disk: &DiskCache, path: &Path, identity: &str) -> Option<Component> {
         let sealed = fs::read(path).ok()?;
-        let artifact = match disk.open_seal(&sealed) {
+        let artifact = match disk.open_seal(&sealed, identity) {
             Some(artifact) => artifact,
             None => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -127,8 +130,9 @@ impl Compiler {
 fn deserialize_own_artifact(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: wasmtime requires that the bytes come from `Engine::precompile_component` of a
     // compatible engine. Callers pass either our fresh precompile output or a cache entry whose
-    // HMAC, under a key only this host can read, proves we wrote it; the key's name includes
-    // the engine's compatibility hash, so an incompatible engine never sees it.
+    // HMAC, under a key only this host can read, proves we wrote it for this engine: the MAC
+    // covers the engine's compatibility hash (and the binary's sha256), so an entry made by an
+    // incompatible engine, or for another binary, fails the check and is never deserialized.
     unsafe { Component::deserialize(engine, artifact) }
 }
 
@@ -155,9 +159,17 @@ impl DiskCache {
         HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length")
     }
 
-    fn store(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    /// The MAC of an entry: what it is for (engine and binary), then the artifact.
+    fn mac_of(&self, identity: &str, artifact: &[u8]) -> HmacSha256 {
         let mut mac = self.mac();
+        mac.update(&(identity.len() as u64).to_be_bytes());
+        mac.update(identity.as_bytes());
         mac.update(artifact);
+        mac
+    }
+
+    fn store(&self, path: &Path, identity: &str, artifact: &[u8]) -> std::io::Result<()> {
+        let mac = self.mac_of(identity, artifact);
         let tag = mac.finalize().into_bytes();
         // Write then rename, so a crash never leaves a half-written entry under the real name.
         let temp = path.with_extension("tmp");
@@ -168,14 +180,12 @@ impl DiskCache {
         fs::rename(temp, path)
     }
 
-    fn open_seal<'a>(&self, sealed: &'a [u8]) -> Option<&'a [u8]> {
+    fn open_seal<'a>(&self, sealed: &'a [u8], identity: &str) -> Option<&'a [u8]> {
         if sealed.len() < TAG_BYTES {
             return None;
         }
         let (tag, artifact) = sealed.split_at(TAG_BYTES);
-        let mut mac = self.mac();
-        mac.update(artifact);
-        mac.verify_slice(tag).ok()?;
+        self.mac_of(identity, artifact).verify_slice(tag).ok()?;
         Some(artifact)
     }
 }

@@ -16,7 +16,7 @@ use super::error::CallError;
 use super::host::{CallContext, HostState, HttpGrant, LogRecord};
 use super::load::{Plugin, PluginKind, Pre};
 use super::lower::{ContactRef, EventRef};
-use super::output::OutputSize;
+use super::output::{self, OutputSize};
 use crate::model::{
     ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, PreparedConfig,
     ScoreChange,
@@ -85,20 +85,15 @@ impl Runtime {
             tick_ms: super::engine::TICK.as_millis() as u64,
         };
         let state = HostState::new(context, &plugin.limits);
-        let budget = state.cpu.budget;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(budget);
-        // At each deadline, re-check the budget: ticks spent waiting on host HTTP do not count.
+        // Check the call's time at the next tick and every tick after, while the guest runs.
+        store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut context| {
-            let cpu = &mut context.data_mut().cpu;
-            match cpu.remaining() {
-                Some(left) => Ok(UpdateDeadline::Continue(left)),
-                None => {
-                    cpu.exceeded = true;
-                    Ok(UpdateDeadline::Interrupt)
-                }
-            }
+            Ok(match context.data_mut().cpu.check() {
+                true => UpdateDeadline::Continue(1),
+                false => UpdateDeadline::Interrupt,
+            })
         });
         store
     }
@@ -257,9 +252,16 @@ impl Runtime {
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
             let matches = entry::typed::<Matches>(plugin, &instance, s)?;
-            Ok(matches
-                .call(s, (config.bytes.as_slice(), &event, &contact))?
-                .0)
+            let limit = plugin.limits.output_bytes;
+            Ok(
+                match matches
+                    .call(&mut *s, (config.bytes.as_slice(), &event, &contact))?
+                    .0
+                {
+                    Ok(matched) => Ok(matched),
+                    Err(error) => Err(output::plugin_error(&error, s, limit)?),
+                },
+            )
         })
     }
 
@@ -281,9 +283,14 @@ impl Runtime {
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
             let evaluate = entry::typed::<Evaluate>(plugin, &instance, s)?;
-            Ok(evaluate
-                .call(s, (config.bytes.as_slice(), &contact, event.as_ref()))?
-                .0)
+            let limit = plugin.limits.output_bytes;
+            let result = evaluate
+                .call(&mut *s, (config.bytes.as_slice(), &contact, event.as_ref()))?
+                .0;
+            match result {
+                Ok(label) => output::text(&label, s, limit),
+                Err(error) => Ok(Err(output::plugin_error(&error, s, limit)?)),
+            }
         })
     }
 
@@ -305,9 +312,14 @@ impl Runtime {
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
             let run = entry::typed::<Run>(plugin, &instance, s)?;
-            Ok(run
-                .call(s, (config.bytes.as_slice(), &contact, event.as_ref()))?
-                .0)
+            let limit = plugin.limits.output_bytes;
+            let result = run
+                .call(&mut *s, (config.bytes.as_slice(), &contact, event.as_ref()))?
+                .0;
+            match result {
+                Ok(effects) => output::list(&effects, s, limit),
+                Err(error) => Ok(Err(output::plugin_error(&error, s, limit)?)),
+            }
         })
         .map(|effects| effects.into_iter().map(Effect::from).collect())
     }
@@ -330,9 +342,14 @@ impl Runtime {
         self.run(plugin, |s| {
             let instance = pre.instance_pre().instantiate(&mut *s)?;
             let score = entry::typed::<Score>(plugin, &instance, s)?;
-            Ok(score
-                .call(s, (config.bytes.as_slice(), &contact, &event))?
-                .0)
+            let limit = plugin.limits.output_bytes;
+            let result = score
+                .call(&mut *s, (config.bytes.as_slice(), &contact, &event))?
+                .0;
+            match result {
+                Ok(changes) => output::list(&changes, s, limit),
+                Err(error) => Ok(Err(output::plugin_error(&error, s, limit)?)),
+            }
         })
         .map(|changes| changes.into_iter().map(ScoreChange::from).collect())
     }
@@ -397,7 +414,8 @@ fn finish<T: OutputSize, E: Into<CallError>>(
         }
         Ok(Ok(Err(error))) => Err(error.into()),
         Ok(Err(error)) => Err(classify_failure(&error, store.data(), &logs, plugin)),
-    };
+    }
+    .map_err(CallError::bounded);
     if let Err(error) = &result {
         tracing::debug!(plugin = plugin.id(), code = error.code(), %error, "plugin call failed");
     }
@@ -419,10 +437,23 @@ fn classify_failure(
         return CallError::MemoryLimit(refused.clone());
     }
     let trap = error.downcast_ref::<Trap>().copied();
-    if state.cpu.exceeded || trap == Some(Trap::Interrupt) {
-        return CallError::CpuLimit {
-            cpu_ms: plugin.limits.cpu_ms,
-        };
+    match state.cpu.exceeded {
+        Some(super::host::TimeLimit::Wall) => {
+            return CallError::Timeout {
+                wall_ms: plugin.limits.wall_ms,
+            };
+        }
+        Some(super::host::TimeLimit::Cpu) => {
+            return CallError::CpuLimit {
+                cpu_ms: plugin.limits.cpu_ms,
+            };
+        }
+        None if trap == Some(Trap::Interrupt) => {
+            return CallError::CpuLimit {
+                cpu_ms: plugin.limits.cpu_ms,
+            };
+        }
+        None => {}
     }
     match trap {
         Some(Trap::StackOverflow) => CallError::StackOverflow,

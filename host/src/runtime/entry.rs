@@ -6,7 +6,9 @@
 //! Channel plugins are called through their bindings (`deliver` is async and not this hot).
 
 use wasmtime::Store;
-use wasmtime::component::{ComponentNamedList, Instance, Lift, Lower, TypedFunc};
+use wasmtime::component::{
+    ComponentNamedList, Instance, Lift, Lower, TypedFunc, WasmList, WasmStr,
+};
 
 use super::bindings::wit;
 use super::host::HostState;
@@ -29,28 +31,31 @@ pub(crate) struct Run;
 /// `score(config, contact, event) -> result<list<score-change>, string>`
 pub(crate) struct Score;
 
+// Results are lifted as views into the guest's memory (`WasmStr`, `WasmList`), so that their
+// size is known before anything is copied to the host (see `output`).
+
 impl Entry for Matches {
     const KIND: PluginKind = PluginKind::Trigger;
     type Params<'a> = (&'a [u8], &'a EventRef<'a>, &'a ContactRef<'a>);
-    type Results = (Result<bool, String>,);
+    type Results = (Result<bool, WasmStr>,);
 }
 
 impl Entry for Evaluate {
     const KIND: PluginKind = PluginKind::Condition;
     type Params<'a> = (&'a [u8], &'a ContactRef<'a>, Option<&'a EventRef<'a>>);
-    type Results = (Result<String, String>,);
+    type Results = (Result<WasmStr, WasmStr>,);
 }
 
 impl Entry for Run {
     const KIND: PluginKind = PluginKind::Action;
     type Params<'a> = (&'a [u8], &'a ContactRef<'a>, Option<&'a EventRef<'a>>);
-    type Results = (Result<Vec<wit::Effect>, String>,);
+    type Results = (Result<WasmList<wit::Effect>, WasmStr>,);
 }
 
 impl Entry for Score {
     const KIND: PluginKind = PluginKind::Scorer;
     type Params<'a> = (&'a [u8], &'a ContactRef<'a>, &'a EventRef<'a>);
-    type Results = (Result<Vec<wit::ScoreChange>, String>,);
+    type Results = (Result<WasmList<wit::ScoreChange>, WasmStr>,);
 }
 
 /// Check that `plugin`'s entry in `instance` has its kind's signature. [`Plugin`]s come only

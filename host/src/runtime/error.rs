@@ -17,6 +17,9 @@ pub enum LoadError {
     WrongWorld(String),
     #[error("plugin failed while describing itself: {0}")]
     Describe(#[source] CallError),
+    /// The name or version it gives itself is not one the host can give a plugin.
+    #[error("{0}")]
+    BadIdentity(String),
     #[error("compile cache: {0}")]
     Cache(String),
 }
@@ -31,6 +34,7 @@ impl LoadError {
             LoadError::NotComponentizable(_) => "plugin_not_componentizable",
             LoadError::WrongWorld(_) => "plugin_wrong_world",
             LoadError::Describe(_) => "plugin_describe_failed",
+            LoadError::BadIdentity(_) => "plugin_bad_name",
             LoadError::Cache(_) => "plugin_cache_error",
         }
     }
@@ -66,6 +70,20 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The same error with any text from the plugin (its message, a trap's backtrace, which
+    /// names the guest's functions) cut to a length the host keeps.
+    pub fn bounded(self) -> Self {
+        use super::output::bounded_error;
+        match self {
+            CallError::MemoryLimit(text) => CallError::MemoryLimit(bounded_error(&text)),
+            CallError::Panicked(text) => CallError::Panicked(bounded_error(&text)),
+            CallError::Trapped(text) => CallError::Trapped(bounded_error(&text)),
+            CallError::Plugin(text) => CallError::Plugin(bounded_error(&text)),
+            CallError::Instantiate(text) => CallError::Instantiate(bounded_error(&text)),
+            other => other,
+        }
+    }
+
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {

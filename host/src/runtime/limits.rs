@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// CPU time the guest may spend in one call (time blocked in host HTTP is not counted).
+    /// CPU time one call may use: the CPU clock of the thread running it, the guest's and the
+    /// host's work on its behalf (a key-value write). Time the call is not scheduled, or waits
+    /// on the host's HTTP, is not CPU time.
     pub cpu_ms: u64,
     /// Largest linear memory, in bytes.
     pub memory_bytes: usize,
@@ -23,6 +25,10 @@ pub struct Limits {
     pub wall_ms: u64,
     /// Log lines kept per call; more are counted and dropped.
     pub log_lines: usize,
+    /// Bytes of log lines kept per call; more are counted and dropped.
+    pub log_bytes: usize,
+    /// Bytes (keys and values) one call may write to its key-value space.
+    pub kv_write_bytes: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +43,8 @@ impl Default for Limits {
             output_bytes: 1 << 20,
             wall_ms: 15_000,
             log_lines: 100,
+            log_bytes: 64 << 10,
+            kv_write_bytes: 1 << 20,
         }
     }
 }

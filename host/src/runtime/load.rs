@@ -242,6 +242,7 @@ impl Runtime {
             http: None,
         };
         let info = self.describe(&plugin).result.map_err(LoadError::Describe)?;
+        check_identity(&info)?;
         self.check_entry(&plugin)?;
         plugin.id = Arc::from(info.id().as_str());
         if kind == PluginKind::Channel {
@@ -325,6 +326,44 @@ fn describe_link_error(error: &wasmtime::Error, kind: PluginKind) -> String {
     } else {
         chain
     }
+}
+
+/// Whether a name is one the host gives a plugin: 1 to 64 lower-case letters, digits, `-` and
+/// `_`, starting with a letter or digit. It names the plugin's key-value space and its files,
+/// so nothing in it may separate, escape or hide.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// A version: 1 to 64 letters, digits, `.`, `-` and `+` (semver's characters), starting with a
+/// digit.
+pub fn valid_version(version: &str) -> bool {
+    (1..=64).contains(&version.len())
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+        && version.as_bytes()[0].is_ascii_digit()
+}
+
+/// What a plugin says its name and version are must be names the host can give it.
+fn check_identity(info: &PluginInfo) -> Result<(), LoadError> {
+    if !valid_name(&info.name) {
+        return Err(LoadError::BadIdentity(format!(
+            "the plugin calls itself `{}`: a plugin's name is 1 to 64 lower-case letters, digits, `-` and `_`",
+            info.name.escape_debug()
+        )));
+    }
+    if !valid_version(&info.version) {
+        return Err(LoadError::BadIdentity(format!(
+            "the plugin gives its version as `{}`: a version is 1 to 64 letters, digits, `.`, `-` and `+`, starting with a digit",
+            info.version.escape_debug()
+        )));
+    }
+    Ok(())
 }
 
 /// Per-plugin limits may be tightened freely but never raised past what the engine is built for.

@@ -1,6 +1,82 @@
 //! How big a plugin's result is, so an oversized output is refused before the host uses it.
+//!
+//! The entry functions' results are read from the guest's memory here: a string (a branch
+//! label, the plugin's error) is measured where it lies and copied only if it fits; a list is
+//! lifted item by item and refused at the first item past the limit, so no more than one item
+//! past it is ever copied, and one item is bounded by the plugin's memory limit. The results
+//! of `describe` and `validate-config`, and of channel calls, come through the generated
+//! bindings, which copy them whole; they are measured right after, before the host uses them.
+
+use wasmtime::Store;
+use wasmtime::component::{Lift, WasmList, WasmStr};
 
 use super::bindings::wit;
+use super::error::CallError;
+use super::host::HostState;
+
+/// The longest error text the host keeps of a plugin's: the rest is cut, saying how long it
+/// was. It goes into logs and enrollments, which stay small.
+pub(crate) const MAX_ERROR_BYTES: usize = 2 << 10;
+
+/// `text` cut to [`MAX_ERROR_BYTES`], on a character boundary.
+pub(crate) fn bounded_error(text: &str) -> String {
+    if text.len() <= MAX_ERROR_BYTES {
+        return text.to_owned();
+    }
+    let mut cut = MAX_ERROR_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..cut], text.len())
+}
+
+/// A string the guest returned, copied only if it fits in `limit` bytes.
+pub(crate) fn text(
+    text: &WasmStr,
+    store: &Store<HostState>,
+    limit: usize,
+) -> wasmtime::Result<Result<String, CallError>> {
+    let borrowed = text.to_str(store)?;
+    if borrowed.len() > limit {
+        return Ok(Err(CallError::OutputLimit {
+            size: borrowed.len(),
+            limit,
+        }));
+    }
+    Ok(Ok(borrowed.into_owned()))
+}
+
+/// The plugin's own error (a WIT `result` error), bounded like every other output (and then
+/// cut, like every error text, by [`CallError::bounded`]).
+pub(crate) fn plugin_error(
+    error: &WasmStr,
+    store: &Store<HostState>,
+    limit: usize,
+) -> wasmtime::Result<CallError> {
+    Ok(match text(error, store, limit)? {
+        Ok(message) => CallError::Plugin(message),
+        Err(too_large) => too_large,
+    })
+}
+
+/// A list the guest returned, lifted item by item while it stays within `limit` bytes.
+pub(crate) fn list<T: Lift + OutputSize + 'static>(
+    list: &WasmList<T>,
+    store: &mut Store<HostState>,
+    limit: usize,
+) -> wasmtime::Result<Result<Vec<T>, CallError>> {
+    let mut items = Vec::with_capacity(list.len().min(1_024));
+    let mut size = 0;
+    for item in list.iter(&mut *store)? {
+        let item = item?;
+        size += 8 + item.output_size();
+        if size > limit {
+            return Ok(Err(CallError::OutputLimit { size, limit }));
+        }
+        items.push(item);
+    }
+    Ok(Ok(items))
+}
 
 /// Bytes of strings and list items in a value, roughly as the guest laid them out.
 pub(crate) trait OutputSize {

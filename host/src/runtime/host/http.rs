@@ -106,9 +106,8 @@ impl http::Host for HostState {
             ));
         };
         let prepared = prepare(&grant.policy, request)?;
-        let waited_from = self.cpu.now();
+        self.cpu.pause();
         let result = send_prepared(&grant, prepared).await;
-        self.cpu.waited += self.cpu.now().saturating_sub(waited_from);
         result.map(|response| redact_response(response, &grant.policy.secrets))
     }
 }

@@ -1,7 +1,10 @@
 //! `wayline:plugin/kv`: a small key-value space private to each plugin.
 //!
-//! The namespace is chosen by the host (the plugin's name), never by the guest, so one plugin
-//! cannot read another's keys. Sizes are bounded here, before any backend sees the request.
+//! The namespace is the plugin's name as the host installed it (checked against a safe set of
+//! characters, and against the file or upload the plugin came from; see `registry`), never a
+//! name the guest passes: a call names only keys, so one plugin cannot reach another's. Sizes
+//! are bounded here, before any backend sees the request: keys and values, what one call may
+//! write, and what one space may hold.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -22,7 +25,8 @@ pub const MAX_SPACE_BYTES: usize = 16 << 20;
 pub trait KvSpace: Send + Sync + 'static {
     /// The value at `key` in `namespace`.
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, String>;
-    /// Store `value` at `key`; refuse when the namespace already holds [`MAX_KEYS`] other keys.
+    /// Store `value` at `key`; refuse when the namespace would then hold more than
+    /// [`MAX_KEYS`] keys or [`MAX_SPACE_BYTES`] bytes.
     fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), KvSetError>;
     /// Remove `key`.
     fn delete(&self, namespace: &str, key: &str) -> Result<(), String>;
@@ -58,7 +62,13 @@ impl KvSpace for MemoryKv {
             .lock()
             .map_err(|_| KvSetError::Backend("kv lock poisoned".into()))?;
         let space = spaces.entry(namespace.to_owned()).or_default();
-        if space.len() >= MAX_KEYS && !space.contains_key(key) {
+        let old = space.get(key).map_or(0, |old| key.len() + old.len());
+        let bytes: usize = space.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let grows = key.len() + value.len() > old;
+        if grows
+            && ((space.len() >= MAX_KEYS && !space.contains_key(key))
+                || bytes - old + key.len() + value.len() > MAX_SPACE_BYTES)
+        {
             return Err(KvSetError::Full);
         }
         space.insert(key.to_owned(), value.to_vec());
@@ -85,6 +95,13 @@ impl kv::Host for HostState {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        let written = self.kv_written + key.len() + value.len();
+        if written > self.limits.kv_write_bytes {
+            return Ok(Err(format!(
+                "this call has written {written} bytes to its key-value space; a call may write {}",
+                self.limits.kv_write_bytes
+            )));
+        }
         if key.len() > MAX_KEY_BYTES {
             return Ok(Err(format!(
                 "key is {} bytes; the limit is {MAX_KEY_BYTES}",
@@ -98,8 +115,13 @@ impl kv::Host for HostState {
             )));
         }
         match self.kv.set(&self.kv_namespace, &key, &value) {
-            Ok(()) => Ok(Ok(())),
-            Err(KvSetError::Full) => Ok(Err(format!("key-value space is full ({MAX_KEYS} keys)"))),
+            Ok(()) => {
+                self.kv_written = written;
+                Ok(Ok(()))
+            }
+            Err(KvSetError::Full) => Ok(Err(format!(
+                "key-value space is full ({MAX_KEYS} keys or {MAX_SPACE_BYTES} bytes)"
+            ))),
             Err(KvSetError::Backend(e)) => Err(wasmtime::format_err!("kv backend: {e}")),
         }
     }

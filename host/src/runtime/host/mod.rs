@@ -36,19 +36,39 @@ pub struct HostState {
     pub(crate) clock: SharedClock,
     pub(crate) logs: Vec<LogRecord>,
     pub(crate) dropped_logs: usize,
-    pub(crate) max_log_lines: usize,
+    /// Bytes of log lines kept so far in this call.
+    pub(crate) log_bytes: usize,
+    pub(crate) limits: Limits,
+    /// Bytes this call has asked its key-value space to store so far.
+    pub(crate) kv_written: usize,
     /// Outbound HTTP for this call; `None` outside channel deliveries.
     pub(crate) http: Option<HttpGrant>,
     pub(crate) cpu: CpuMeter,
 }
 
-/// Counts guest CPU in epoch ticks, leaving out ticks spent waiting on the host's HTTP.
+/// Which of a call's time limits stopped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeLimit {
+    Cpu,
+    Wall,
+}
+
+/// Measures a call's CPU time: the CPU clock of the thread running it, read each time wasmtime
+/// checks in (every epoch tick while the guest runs, see `engine`), so a call that is not
+/// scheduled, or waits on the host's HTTP, spends none. Host work done on the call's behalf on
+/// its thread (a key-value write, say) counts. A call of a few microseconds never reaches a
+/// check, and costs nothing here.
 pub(crate) struct CpuMeter {
+    /// Epoch ticks, for the wall-clock bound.
     pub(crate) ticks: Arc<AtomicU64>,
     pub(crate) started_at: u64,
-    pub(crate) waited: u64,
-    pub(crate) budget: u64,
-    pub(crate) exceeded: bool,
+    /// Ticks after which the call has run too long in wall-clock time.
+    pub(crate) wall_budget: u64,
+    budget_ns: u64,
+    spent_ns: u64,
+    /// The thread the call last ran on and its CPU clock then.
+    anchor: Option<(std::thread::ThreadId, u64)>,
+    pub(crate) exceeded: Option<TimeLimit>,
 }
 
 impl CpuMeter {
@@ -56,14 +76,46 @@ impl CpuMeter {
         self.ticks.load(Ordering::Relaxed)
     }
 
-    /// Ticks of guest CPU still allowed, or `None` once the budget is spent.
-    pub(crate) fn remaining(&self) -> Option<u64> {
-        let spent = self
-            .now()
-            .saturating_sub(self.started_at)
-            .saturating_sub(self.waited);
-        self.budget.checked_sub(spent).filter(|left| *left > 0)
+    /// Add the CPU used since the last check on this thread; `false` once a limit is passed.
+    pub(crate) fn check(&mut self) -> bool {
+        let thread = std::thread::current().id();
+        let now = thread_cpu_ns();
+        if let Some((last_thread, before)) = self.anchor
+            && last_thread == thread
+        {
+            self.spent_ns += now.saturating_sub(before);
+        }
+        self.anchor = Some((thread, now));
+        if self.spent_ns > self.budget_ns {
+            self.exceeded = Some(TimeLimit::Cpu);
+        } else if self.now().saturating_sub(self.started_at) > self.wall_budget {
+            self.exceeded = Some(TimeLimit::Wall);
+        }
+        self.exceeded.is_none()
     }
+
+    /// The call is about to wait on the host (HTTP): count what it used, and start afresh
+    /// when it resumes, on whichever thread that is.
+    pub(crate) fn pause(&mut self) {
+        self.check();
+        self.anchor = None;
+    }
+}
+
+/// The CPU time the calling thread has used, in nanoseconds.
+#[allow(unsafe_code)]
+fn thread_cpu_ns() -> u64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through the pointer, which points to a
+    // live, writable one; CLOCK_THREAD_CPUTIME_ID is defined on every platform we build for.
+    let result = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    if result != 0 {
+        return 0;
+    }
+    time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
 }
 
 // The `types` interface has no functions; its host trait is empty.
@@ -91,14 +143,18 @@ impl HostState {
             clock: context.clock,
             logs: Vec::new(),
             dropped_logs: 0,
-            max_log_lines: limits.log_lines,
+            log_bytes: 0,
+            limits: *limits,
+            kv_written: 0,
             http: context.http,
             cpu: CpuMeter {
                 ticks: context.ticks,
                 started_at,
-                waited: 0,
-                budget: limits.cpu_ms.div_ceil(context.tick_ms).max(1),
-                exceeded: false,
+                wall_budget: limits.wall_ms.div_ceil(context.tick_ms).max(1),
+                budget_ns: limits.cpu_ms.saturating_mul(1_000_000),
+                spent_ns: 0,
+                anchor: None,
+                exceeded: None,
             },
         }
     }
@@ -110,8 +166,8 @@ impl HostState {
             logs.push(LogRecord {
                 level: "warn",
                 message: format!(
-                    "{} more log lines dropped (limit {})",
-                    self.dropped_logs, self.max_log_lines
+                    "{} more log lines dropped (limits: {} lines, {} bytes)",
+                    self.dropped_logs, self.limits.log_lines, self.limits.log_bytes
                 ),
                 at: self.clock.now(),
             });

@@ -244,6 +244,10 @@ pub struct Contact {
     pub created_at: Millis,
     #[serde(default, with = "timestamp_json")]
     pub updated_at: Millis,
+    /// Known only by an anonymous id (a visitor before they log in): an identified contact
+    /// that turns out to be the same person takes this one over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
 }
 
 impl Contact {
@@ -259,6 +263,7 @@ impl Contact {
             timezone: default_timezone(),
             created_at: now,
             updated_at: now,
+            anonymous: false,
         }
     }
 }

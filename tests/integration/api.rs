@@ -8,28 +8,244 @@ async fn server() -> Server {
     Server::start(false).await
 }
 
+/// Every route the router has, with its access as declared: without credentials, with the
+/// wrong ones, or with the other kind, each is refused; a route added without access declared
+/// could not be in the list, and one declared wrongly fails here.
 #[tokio::test]
-async fn every_v1_endpoint_needs_the_token_but_health_does_not() {
+async fn every_route_refuses_a_caller_without_its_credentials_and_health_needs_none() {
+    use wayline::api::Access;
     let server = server().await;
-    let health = server
-        .client
-        .get(format!("{}/healthz", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    for token in [None, Some("wrong-token-0123456789")] {
+    let routes = wayline::api::routes();
+    assert!(routes.len() > 20, "{} routes", routes.len());
+    for route in routes {
+        let path = route.path.replace("{version}", "1").replace("{id}", "x");
+        let url = format!("{}{path}", server.base);
+        let request = || server.client.request(route.method.clone(), &url);
+        let refused = [
+            request(),
+            request().bearer_auth("wrong-token-0123456789"),
+            request().basic_auth("wrong-write-key", Some("")),
+            match route.access {
+                Access::Token => request().basic_auth(WRITE_KEY, Some("")),
+                _ => request().bearer_auth(TOKEN),
+            },
+        ];
+        for (n, attempt) in refused.into_iter().enumerate() {
+            let response = attempt.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Json = response.json().await.unwrap_or_default();
+            match route.access {
+                Access::Public => assert_ne!(status, 401, "{} {path}", route.method),
+                _ => assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (401, Some("unauthorized")),
+                    "{} {path}, attempt {n}: {body}",
+                    route.method
+                ),
+            }
+        }
+    }
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!((status, &health["status"]), (200, &json!("ok")));
+}
+
+/// The same mistake gets the same status, code and shape on every route: an unknown route, a
+/// wrong method, a path that does not parse, a body that is not JSON, a body where none is
+/// taken, a list where an object is.
+#[tokio::test]
+async fn every_mistake_is_answered_in_one_shape_with_a_stable_code() {
+    let server = server().await;
+    let raw = |method: reqwest::Method, path: &str, body: Option<&'static [u8]>| {
         let mut request = server
             .client
-            .get(format!("{}/v1/contacts/anyone", server.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+            .request(method, format!("{}{path}", server.base))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 401);
-        let body: Json = response.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "unauthorized");
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let allow = response
+                .headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let text = response.text().await.unwrap();
+            let body: Json = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("not JSON: {status} {text:?}"));
+            (status, body, allow)
+        }
+    };
+    use reqwest::Method;
+    /// A request, and the status and code it gets.
+    type Case = (
+        Method,
+        &'static str,
+        Option<&'static [u8]>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/v1/nothing-here",
+            None,
+            404,
+            "route_not_found",
+        ),
+        (Method::GET, "/nothing", None, 404, "route_not_found"),
+        (
+            Method::DELETE,
+            "/v1/contacts",
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/v1/journeys/welcome/versions/abc",
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            Method::GET,
+            "/v1/journeys/welcome/versions/99999999999",
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            Method::GET,
+            "/v1/contacts/%FF%FE",
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            Method::GET,
+            "/v1/journeys/welcome/stats?version=x",
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::POST,
+            "/v1/journeys/welcome/publish",
+            Some(b"{}"),
+            400,
+            "unexpected_body",
+        ),
+        (
+            Method::POST,
+            "/v1/contacts",
+            Some(b"[]"),
+            422,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/contacts",
+            Some(b"\"id\""),
+            422,
+            "invalid_request",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, response, _) = raw(method.clone(), path, body).await;
+        assert_eq!(
+            (got, response["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {response}"
+        );
+        assert!(!response["error"]["message"].as_str().unwrap().is_empty());
     }
+    let (_, _, allow) = raw(Method::DELETE, "/v1/contacts", None).await;
+    assert_eq!(
+        allow.as_deref(),
+        Some("POST"),
+        "a wrong method says which are right"
+    );
+    // Malformed JSON is 400 `malformed_json` wherever a body is read.
+    for (method, path) in [
+        (Method::POST, "/v1/contacts"),
+        (Method::POST, "/v1/events"),
+        (Method::POST, "/v1/journeys"),
+        (Method::PUT, "/v1/journeys/welcome"),
+        (Method::POST, "/v1/journeys/welcome/simulate"),
+        (Method::POST, "/v1/journeys/welcome/enrollments"),
+    ] {
+        for broken in [&b"{\"id\": "[..], b"{\"a\": 1} trailing", b"nope"] {
+            let (status, response, _) = raw(method.clone(), path, Some(broken)).await;
+            assert_eq!(
+                (status, response["error"]["code"].as_str()),
+                (400, Some("malformed_json")),
+                "{method} {path} {}: {response}",
+                String::from_utf8_lossy(broken)
+            );
+        }
+    }
+}
+
+/// Fields the store would have kept though no journey can use them are refused, naming them:
+/// an attribute without a name, a time zone that is not one, an event from the year 5000 or
+/// before 1970.
+#[tokio::test]
+async fn contact_and_event_fields_no_journey_can_use_are_refused_by_name() {
+    let server = server().await;
+    let event = |timestamp: &str| json!({"id": "e", "contact_id": "a", "name": "n", "timestamp": timestamp});
+    let cases = [
+        (
+            "/v1/contacts",
+            json!({"id": "a", "attributes": {"": 1}}),
+            "invalid_contact",
+            "attribute name",
+        ),
+        (
+            "/v1/contacts",
+            json!({"id": "a", "timezone": "Mars/Olympus"}),
+            "invalid_contact",
+            "Mars/Olympus",
+        ),
+        (
+            "/v1/events",
+            event("5000-01-01T00:00:00Z"),
+            "invalid_event",
+            "more than a day ahead",
+        ),
+        (
+            "/v1/events",
+            event("1969-12-31T23:59:59Z"),
+            "invalid_event",
+            "before 1970",
+        ),
+        (
+            "/v1/events",
+            json!({"id": "e", "contact_id": "a", "name": "n", "timestamp": 1, "properties": {"": 1}}),
+            "invalid_event",
+            "property",
+        ),
+        (
+            "/v1/events",
+            json!({"id": "e", "contact_id": "a", "name": "n", "timestamp": 1, "depth": 5}),
+            "invalid_request",
+            "depth",
+        ),
+    ];
+    for (path, body, code, names) in cases {
+        let (status, response) = server.post(path, body.clone()).await;
+        assert_eq!(
+            (status, response["error"]["code"].as_str()),
+            (422, Some(code)),
+            "{body}: {response}"
+        );
+        let message = response["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{body}: {message}");
+    }
+    let (status, _) = server.get("/v1/contacts/a").await;
+    assert_eq!(status, 404, "nothing was stored");
 }
 
 #[tokio::test]

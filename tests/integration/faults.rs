@@ -15,11 +15,15 @@ use crate::server::Server;
 struct Faulty {
     store: SledStore,
     refuse_writes: Arc<AtomicBool>,
+    bug: Arc<AtomicBool>,
 }
 
 impl Store for Faulty {
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
         self.store.contact(id)
+    }
+    fn alias(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.store.alias(id)
     }
     fn contact_exists(&self, id: &str) -> Result<bool, StoreError> {
         self.store.contact_exists(id)
@@ -144,6 +148,7 @@ impl JourneyStore for Faulty {
     ) -> Result<Option<(Contact, Vec<ContactJourney>)>, StoreError> {
         // What a bug in a step looks like to the worker running it.
         if contact_id == "boom"
+            && self.bug.load(Ordering::SeqCst)
             && std::thread::current()
                 .name()
                 .is_some_and(|n| n.starts_with("journey-worker"))
@@ -163,24 +168,27 @@ impl JourneyStore for Faulty {
     }
 }
 
-async fn faulty_server() -> (Server, Arc<AtomicBool>) {
+/// A server on a faulty store, and the switches: writes refused, and the bug.
+async fn faulty_server() -> (Server, Arc<AtomicBool>, Arc<AtomicBool>) {
     let refuse_writes = Arc::new(AtomicBool::new(false));
-    let flag = refuse_writes.clone();
+    let bug = Arc::new(AtomicBool::new(true));
+    let (flag, bugged) = (refuse_writes.clone(), bug.clone());
     let server = Server::start_wrapped(true, move |store| {
         Arc::new(Faulty {
             store,
             refuse_writes: flag,
+            bug: bugged,
         })
     })
     .await;
-    (server, refuse_writes)
+    (server, refuse_writes, bug)
 }
 
 /// A step that panics is set aside with the panic's message; its worker goes on, the other
 /// contacts of its partitions go through the journey, and the server stays healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_that_panics_is_set_aside_and_its_worker_goes_on() {
-    let (server, _) = faulty_server().await;
+    let (server, _, bug) = faulty_server().await;
     let journey = json!({
         "name": "Tag visitors",
         "reentry": "concurrent",
@@ -191,7 +199,7 @@ async fn a_step_that_panics_is_set_aside_and_its_worker_goes_on() {
         "edges": [{"from": "in", "to": "tag"}]
     });
     server.put("/v1/journeys/tags", journey).await;
-    let (status, body) = server.post("/v1/journeys/tags/publish", json!({})).await;
+    let (status, body) = server.act("/v1/journeys/tags/publish").await;
     assert_eq!(status, 201, "{body}");
     let visit = |id: String, contact: String| json!({"id": id, "contact_id": contact, "name": "visited", "timestamp": "2026-11-22T10:00:00Z"});
     let mut events = vec![visit("b1".into(), "boom".into())];
@@ -218,25 +226,72 @@ async fn a_step_that_panics_is_set_aside_and_its_worker_goes_on() {
     let (status, health) = server.get("/healthz").await;
     assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
     // The same bug again, after the first: the workers still run.
-    server
-        .post(
-            "/v1/events",
-            json!([
-                visit("b2".into(), "boom".into()),
-                visit("v99".into(), "c99".into())
-            ]),
-        )
-        .await;
+    let again = json!([
+        visit("b2".into(), "boom".into()),
+        visit("v99".into(), "c99".into())
+    ]);
+    server.post("/v1/events", again).await;
     server.settle().await;
     let (_, contact) = server.get("/v1/contacts/c99").await;
     assert_eq!(contact["tags"], json!(["visitor"]));
+
+    // The bug is fixed: the operator puts the first event's work back, and deletes the second.
+    bug.store(false, Ordering::SeqCst);
+    let (_, letters) = server.get("/v1/dead-letters").await;
+    let id = |n: usize| {
+        letters["dead_letters"][n]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (status, body) = server
+        .act(&format!("/v1/dead-letters/{}/requeue", id(0)))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = server
+        .act(&format!("/v1/dead-letters/{}/requeue", id(0)))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("dead_letter_not_found")),
+        "{body}"
+    );
+    let (status, body) = server
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/dead-letters/{}", id(1)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.settle().await;
+    let (_, boom) = server.get("/v1/contacts/boom").await;
+    assert_eq!(
+        boom["tags"],
+        json!(["visitor"]),
+        "the requeued work ran: {boom}"
+    );
+    let (_, letters) = server.get("/v1/dead-letters").await;
+    assert_eq!(letters["dead_letters"], json!([]));
+    let (_, audit) = server.get("/v1/audit").await;
+    let actions: Vec<&str> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["dead_letter.delete", "dead_letter.requeue"],
+        "{audit}"
+    );
 }
 
 /// While the store refuses writes, `/healthz` says so, so a load balancer or an operator knows
 /// the server cannot do its work.
 #[tokio::test]
 async fn health_is_503_with_the_reason_while_the_store_refuses_writes() {
-    let (server, refuse_writes) = faulty_server().await;
+    let (server, refuse_writes, _) = faulty_server().await;
     let (status, health) = server.get("/healthz").await;
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["store"]["recovery"]["intents_replayed"], 0);

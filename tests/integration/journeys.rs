@@ -17,9 +17,7 @@ fn welcome_journey() -> Json {
 async fn publish(server: &Server, id: &str, definition: Json) {
     let (status, body) = server.put(&format!("/v1/journeys/{id}"), definition).await;
     assert!(status == 201 || status == 200, "{status} {body}");
-    let (status, body) = server
-        .post(&format!("/v1/journeys/{id}/publish"), json!({}))
-        .await;
+    let (status, body) = server.act(&format!("/v1/journeys/{id}/publish")).await;
     assert_eq!(status, 201, "{body}");
 }
 
@@ -491,7 +489,7 @@ async fn enroll_by_api_call_once_per_request_id_and_not_into_paused_or_archived_
     server.settle().await;
     assert_eq!(templates_sent(&server, "sun").await, ["welcome"]);
 
-    let (status, _) = server.post("/v1/journeys/welcome/pause", json!({})).await;
+    let (status, _) = server.act("/v1/journeys/welcome/pause").await;
     assert_eq!(status, 200);
     let (status, body) = server
         .post(
@@ -517,12 +515,12 @@ async fn enroll_by_api_call_once_per_request_id_and_not_into_paused_or_archived_
         "contacts already in a paused journey carry on"
     );
 
-    let (status, _) = server.post("/v1/journeys/welcome/resume", json!({})).await;
+    let (status, _) = server.act("/v1/journeys/welcome/resume").await;
     assert_eq!(status, 200);
     contact(&server, json!({"id": "zheng"})).await;
     event(&server, "r-zheng", "zheng", "registered", json!({})).await;
     server.settle().await;
-    let (status, _) = server.post("/v1/journeys/welcome/archive", json!({})).await;
+    let (status, _) = server.act("/v1/journeys/welcome/archive").await;
     assert_eq!(status, 200);
     server.advance(25 * HOUR).await;
     let zheng = read_contact(&server, "zheng").await;
@@ -653,23 +651,19 @@ async fn a_failing_plugin_is_retried_then_parked_with_its_error_and_nobody_else_
         })
         .unwrap();
     let parked = down["enrollments"][0]["id"].as_str().unwrap().to_owned();
-    let (status, body) = server
-        .post(&format!("/v1/enrollments/{parked}/retry"), json!({}))
-        .await;
+    let (status, body) = server.act(&format!("/v1/enrollments/{parked}/retry")).await;
     assert_eq!(status, 202, "{body}");
     server.settle().await;
     let down = read_contact(&server, "down").await;
     assert_eq!(down["enrollments"][0]["state"], "completed", "{down}");
     assert_eq!(down["tags"], json!(["synced"]));
-    let (status, body) = server
-        .post(&format!("/v1/enrollments/{parked}/retry"), json!({}))
-        .await;
+    let (status, body) = server.act(&format!("/v1/enrollments/{parked}/retry")).await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (409, json!("enrollment_not_parked")),
         "{body}"
     );
-    let (status, body) = server.post("/v1/enrollments/nope/retry", json!({})).await;
+    let (status, body) = server.act("/v1/enrollments/nope/retry").await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (404, json!("enrollment_not_found"))
@@ -699,7 +693,7 @@ async fn publishing_refuses_a_broken_journey_and_names_each_node_at_fault() {
     });
     let (status, _) = server.put("/v1/journeys/broken", broken).await;
     assert_eq!(status, 201);
-    let (status, body) = server.post("/v1/journeys/broken/publish", json!({})).await;
+    let (status, body) = server.act("/v1/journeys/broken/publish").await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "invalid_journey");
     let problems = body["error"]["details"]["problems"].as_array().unwrap();
@@ -775,7 +769,7 @@ async fn waits_that_do_not_hold_on_a_loop_and_bad_durations_are_refused_naming_t
         let wait = wait.to_string();
         let (status, _) = server.put("/v1/journeys/loop", draft).await;
         assert_eq!(status / 100, 2, "{wait}");
-        let (status, body) = server.post("/v1/journeys/loop/publish", json!({})).await;
+        let (status, body) = server.act("/v1/journeys/loop/publish").await;
         if refused {
             assert_eq!(status, 422, "{wait}: {body}");
             assert!(
@@ -832,7 +826,7 @@ async fn journeys_that_feed_each_other_are_refused_or_cut_and_never_run_away() {
             relay("ping", "ping", json!("concurrent")),
         )
         .await;
-    let (status, body) = server.post("/v1/journeys/echo/publish", json!({})).await;
+    let (status, body) = server.act("/v1/journeys/echo/publish").await;
     assert_eq!(status, 422, "{body}");
     assert!(
         body.to_string()
@@ -847,7 +841,7 @@ async fn journeys_that_feed_each_other_are_refused_or_cut_and_never_run_away() {
             relay("pong", "ping", json!("concurrent")),
         )
         .await;
-    let (status, body) = server.post("/v1/journeys/pong/publish", json!({})).await;
+    let (status, body) = server.act("/v1/journeys/pong/publish").await;
     assert_eq!(status, 201, "{body}");
     assert!(
         body["warnings"][0]["message"]
@@ -856,14 +850,14 @@ async fn journeys_that_feed_each_other_are_refused_or_cut_and_never_run_away() {
             .contains("`pong` → `ping` → `pong`"),
         "{body}"
     );
-    server.post("/v1/journeys/ping/archive", json!({})).await;
-    server.post("/v1/journeys/pong/archive", json!({})).await;
+    server.act("/v1/journeys/ping/archive").await;
+    server.act("/v1/journeys/pong/archive").await;
 
     // A loop publishing could not see: `tick` was paused while `tock` was published.
     publish(&server, "tick", relay("tick", "tock", json!("concurrent"))).await;
-    server.post("/v1/journeys/tick/pause", json!({})).await;
+    server.act("/v1/journeys/tick/pause").await;
     publish(&server, "tock", relay("tock", "tick", json!("concurrent"))).await;
-    let (status, _) = server.post("/v1/journeys/tick/resume", json!({})).await;
+    let (status, _) = server.act("/v1/journeys/tick/resume").await;
     assert_eq!(status, 200);
     contact(&server, json!({"id": "lin"})).await;
     event(&server, "t0", "lin", "tick", json!({})).await;
@@ -968,7 +962,7 @@ async fn journey_endpoints_refuse_bad_input_with_stable_codes() {
             "{path}"
         );
     }
-    let (status, body) = server.post("/v1/journeys/nope/publish", json!({})).await;
+    let (status, body) = server.act("/v1/journeys/nope/publish").await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (404, json!("journey_not_found"))

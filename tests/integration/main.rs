@@ -14,4 +14,5 @@ mod journeys;
 mod loading;
 mod plugins;
 mod races;
+mod segment;
 mod webhook;

@@ -18,13 +18,13 @@ fn welcome(description: &str) -> Json {
 async fn a_pause_or_a_draft_saved_while_a_journey_publishes_is_never_lost() {
     let server = Server::start(true).await;
     server.put("/v1/journeys/welcome", welcome("first")).await;
-    let (status, body) = server.post("/v1/journeys/welcome/publish", json!({})).await;
+    let (status, body) = server.act("/v1/journeys/welcome/publish").await;
     assert_eq!(status, 201, "{body}");
     for round in 0..12 {
         let draft = welcome(&format!("round {round}"));
         let (published, paused, saved) = tokio::join!(
-            server.post("/v1/journeys/welcome/publish", json!({})),
-            server.post("/v1/journeys/welcome/pause", json!({})),
+            server.act("/v1/journeys/welcome/publish"),
+            server.act("/v1/journeys/welcome/pause"),
             server.put("/v1/journeys/welcome", draft.clone()),
         );
         assert_eq!(
@@ -41,7 +41,7 @@ async fn a_pause_or_a_draft_saved_while_a_journey_publishes_is_never_lost() {
             journey["draft"], draft,
             "round {round}: the saved draft was lost"
         );
-        server.post("/v1/journeys/welcome/resume", json!({})).await;
+        server.act("/v1/journeys/welcome/resume").await;
     }
 }
 
@@ -60,7 +60,7 @@ async fn one_contacts_events_sent_at_once_are_applied_once_in_the_order_each_was
         "edges": [{"from": "in", "to": "count"}]
     });
     server.put("/v1/journeys/steps", journey).await;
-    let (status, body) = server.post("/v1/journeys/steps/publish", json!({})).await;
+    let (status, body) = server.act("/v1/journeys/steps/publish").await;
     assert_eq!(status, 201, "{body}");
     server.post("/v1/contacts", json!({"id": "he"})).await;
     let client = |c: usize| {

@@ -132,6 +132,11 @@ impl Server {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// A POST without a body: an action on what the path names (publish, pause, retry, …).
+    pub async fn act(&self, path: &str) -> (u16, Json) {
+        self.send(reqwest::Method::POST, path, None).await
+    }
+
     pub async fn put(&self, path: &str, body: Json) -> (u16, Json) {
         self.send(reqwest::Method::PUT, path, Some(body)).await
     }

@@ -194,8 +194,32 @@ fn run(mut command: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The real clients the tests talk to the server with (tests/clients/requirements.txt): the
+/// Segment client from PyPI, installed for python3 when it is not there yet.
+fn test_clients(root: &Path) -> Result<()> {
+    let present = Command::new("python3")
+        .args(["-c", "import segment.analytics"])
+        .status()
+        .context("starting python3 (the Segment client test needs it)")?;
+    if present.success() {
+        return Ok(());
+    }
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-r",
+    ])
+    .arg(root.join("tests/clients/requirements.txt"));
+    run(pip, "pip install of the test clients")
+}
+
 fn test(dirs: &GuestDirs, args: &[String]) -> Result<()> {
     let root = repo_root();
+    test_clients(&root)?;
     // The first-party plugins' unit tests (their pure logic) run natively; fixtures are only
     // meaningful as wasm.
     let mut guests = cargo_host();

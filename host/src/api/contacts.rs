@@ -2,22 +2,49 @@
 //!
 //! Every write is flushed before the response, so a 2xx means the data survives a crash.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiJson, AppState, blocking};
-use crate::model::{Contact, Event, Millis};
-use crate::store::{ContactUpsert, OutboxMessage, Recorded, StateName, partition_of};
+use super::{Access, ApiError, ApiJson, ApiJsonOrList, ApiPath, AppState, Route, blocking};
+use crate::model::{Attributes, Contact, Event, Millis, check_name};
+use crate::store::{
+    ContactUpsert, MAX_RECORD_BYTES, OutboxMessage, Recorded, StateName, partition_of,
+};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/contacts", post(upsert_contact))
-        .route("/contacts/{id}", get(get_contact))
-        .route("/contacts/{id}/messages", get(contact_messages))
-        .route("/events", post(ingest_events))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(
+            Method::POST,
+            "/v1/contacts",
+            Access::Token,
+            true,
+            post(upsert_contact),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/contacts/{id}",
+            Access::Token,
+            false,
+            get(get_contact),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/contacts/{id}/messages",
+            Access::Token,
+            false,
+            get(contact_messages),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/events",
+            Access::Token,
+            true,
+            post(ingest_events),
+        ),
+    ]
 }
 
 async fn upsert_contact(
@@ -68,13 +95,19 @@ struct EnrollmentSummary {
 
 async fn get_contact(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ContactView>, ApiError> {
     let store = state.store.clone();
     let found = blocking(move || {
-        let (contact, journeys) = store
-            .contact_with_journeys(&id)?
-            .ok_or_else(|| no_contact(&id))?;
+        // An id merged into another contact is that contact's.
+        let found = match store.contact_with_journeys(&id)? {
+            Some(found) => Some(found),
+            None => match store.alias(&id)? {
+                Some(into) => store.contact_with_journeys(&into)?,
+                None => None,
+            },
+        };
+        let (contact, journeys) = found.ok_or_else(|| no_contact(&id))?;
         let mut enrollments = Vec::new();
         for record in journeys {
             for enrollment_id in record.recent.iter().rev() {
@@ -109,7 +142,7 @@ fn no_contact(id: &str) -> ApiError {
 /// The messages journeys asked to send this contact, oldest first.
 async fn contact_messages(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
     let store = state.store.clone();
     let messages = blocking(move || {
@@ -122,12 +155,82 @@ async fn contact_messages(
     Ok(Json(messages))
 }
 
-/// One event, or a list of them.
+/// An event as a client sends it.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    Many(Vec<Event>),
-    One(Box<Event>),
+#[serde(deny_unknown_fields)]
+pub(super) struct EventBody {
+    id: String,
+    contact_id: String,
+    name: String,
+    #[serde(default)]
+    properties: Attributes,
+    #[serde(with = "crate::model::timestamp_json")]
+    timestamp: Millis,
+}
+
+/// How far ahead of the server's clock an event may be dated (a client's clock runs fast).
+const MAX_AHEAD: Millis = 86_400_000;
+
+/// Refuse an event no journey can use, naming the field: ids and names as the store takes
+/// them, property names, a timestamp before 1970 or more than a day ahead, a size past what a
+/// record may hold.
+pub(super) fn check_event(event: &Event, now: Millis) -> Result<(), ApiError> {
+    let invalid = |message: String| {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            message,
+        ))
+    };
+    let id = event.id.escape_debug();
+    if event.id.is_empty() || event.id.len() > 256 {
+        return invalid(format!("event `{id}`: `id` is 1 to 256 characters"));
+    }
+    if event.contact_id.trim().is_empty() || event.contact_id.len() > 256 {
+        return invalid(format!("event `{id}`: `contact_id` is 1 to 256 characters"));
+    }
+    if let Err(problem) = check_name(&event.name) {
+        return invalid(format!("event `{id}`: `name`: {problem}"));
+    }
+    for name in event.properties.keys() {
+        if let Err(problem) = check_name(name) {
+            return invalid(format!(
+                "event `{id}`: property `{}`: {problem}",
+                name.escape_debug()
+            ));
+        }
+    }
+    if event.timestamp < 0 {
+        return invalid(format!("event `{id}`: `timestamp` is before 1970"));
+    }
+    if event.timestamp > now.saturating_add(MAX_AHEAD) {
+        return invalid(format!(
+            "event `{id}`: `timestamp` {} is more than a day ahead of the server's clock ({})",
+            crate::model::format_timestamp(event.timestamp),
+            crate::model::format_timestamp(now)
+        ));
+    }
+    let size = serde_json::to_vec(&event.properties).map_or(0, |bytes| bytes.len());
+    if size > MAX_RECORD_BYTES / 2 {
+        return invalid(format!(
+            "event `{id}`: `properties` are {size} bytes; at most {}",
+            MAX_RECORD_BYTES / 2
+        ));
+    }
+    Ok(())
+}
+
+impl From<EventBody> for Event {
+    fn from(body: EventBody) -> Self {
+        Event {
+            id: body.id,
+            contact_id: body.contact_id,
+            name: body.name,
+            properties: body.properties,
+            timestamp: body.timestamp,
+            depth: 0,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -141,12 +244,9 @@ pub(super) const MAX_BATCH: usize = 1_000;
 
 async fn ingest_events(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<OneOrMany>,
+    ApiJsonOrList(events): ApiJsonOrList<EventBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let events = match body {
-        OneOrMany::Many(events) => events,
-        OneOrMany::One(event) => vec![*event],
-    };
+    let events: Vec<Event> = events.into_iter().map(Event::from).collect();
     if events.is_empty() || events.len() > MAX_BATCH {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -154,19 +254,16 @@ async fn ingest_events(
             format!("send 1 to {MAX_BATCH} events"),
         ));
     }
-    if let Some(event) = events
-        .iter()
-        .find(|e| e.contact_id.is_empty() || e.name.is_empty())
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_event",
-            format!("event `{}` needs a `contact_id` and a `name`", event.id),
-        ));
-    }
     let now = state.clock.now();
+    for event in &events {
+        check_event(event, now)?;
+    }
     let results = blocking(move || {
-        let recorded = record_events(&state, &[], &events, now)?;
+        let ingest = Ingest {
+            events: events.clone(),
+            ..Ingest::default()
+        };
+        let recorded = record(&state, ingest, now)?;
         Ok(events
             .iter()
             .zip(recorded)
@@ -187,44 +284,69 @@ async fn ingest_events(
     ))
 }
 
-/// Apply contact upserts, then record events (creating contacts they name that do not exist,
-/// as analytics pipelines expect), then flush, then wake the journey workers: the one write
-/// path for every ingest route.
-pub(super) fn record_events(
+/// What an ingest request writes besides contact upserts: events, and merges of contacts that
+/// turned out to be one person.
+#[derive(Default)]
+pub(super) struct Ingest {
+    pub events: Vec<Event>,
+    /// Contacts to create as anonymous visitors if the events find them new.
+    pub anonymous: std::collections::BTreeSet<String>,
+    /// `(from, into)`: queued after the events, in `from`'s partition.
+    pub merges: Vec<(String, String)>,
+}
+
+/// Record events (creating contacts they name that do not exist, as analytics pipelines
+/// expect; an id merged into another contact is that one's), queue the merges, flush, and wake
+/// the journey workers: the one write path for every ingest route.
+pub(super) fn record(
     state: &AppState,
-    upserts: &[ContactUpsert],
-    events: &[Event],
+    mut ingest: Ingest,
     now: Millis,
 ) -> Result<Vec<Recorded>, ApiError> {
     let store = state.store.as_ref();
-    for upsert in upserts {
-        store.upsert_contact(upsert.clone(), now)?;
-    }
-    for contact_id in events
-        .iter()
-        .map(|e| &e.contact_id)
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        if !store.contact_exists(contact_id)? {
-            store.upsert_contact(
-                ContactUpsert {
-                    id: Some(contact_id.clone()),
-                    ..ContactUpsert::default()
-                },
-                now,
-            )?;
+    let named: std::collections::BTreeSet<String> =
+        ingest.events.iter().map(|e| e.contact_id.clone()).collect();
+    for contact_id in named {
+        if store.contact_exists(&contact_id)? {
+            continue;
         }
+        if let Some(into) = store.alias(&contact_id)? {
+            for event in ingest
+                .events
+                .iter_mut()
+                .filter(|e| e.contact_id == contact_id)
+            {
+                event.contact_id = into.clone();
+            }
+            continue;
+        }
+        store.upsert_contact(
+            ContactUpsert {
+                id: Some(contact_id.clone()),
+                anonymous: ingest.anonymous.contains(&contact_id),
+                ..ContactUpsert::default()
+            },
+            now,
+        )?;
     }
-    let recorded = store.record_events(events)?;
-    // Wake the workers before the flush, not after: they can start on the events while the
-    // disk catches up. Safe, because sled's log is written in order: a step's commit can only
-    // be durable if the event it consumed is. The client still hears back only once flushed.
-    let partitions: Vec<u8> = events
+    let events = ingest.events;
+    let recorded = store.record_events(&events)?;
+    let mut partitions: Vec<u8> = events
         .iter()
         .zip(&recorded)
         .filter(|(_, r)| **r == Recorded::New)
         .map(|(e, _)| partition_of(&e.contact_id))
         .collect();
+    for (from, into) in ingest.merges {
+        store.enqueue(&crate::store::WorkItem::Merge {
+            contact_id: from.clone(),
+            into,
+        })?;
+        partitions.push(partition_of(&from));
+    }
+    // Wake the workers before the flush, not after: they can start on the events while the
+    // disk catches up. Safe, because sled's log is written in order: a step's commit can only
+    // be durable if the event it consumed is. The client still hears back only once flushed.
     state.scheduler.notify(&partitions);
     store.flush()?;
     Ok(recorded)

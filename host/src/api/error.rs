@@ -1,8 +1,10 @@
 //! The API's one error type: a stable code, an HTTP status and a message, as JSON.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::journeys::JourneyError;
@@ -62,33 +64,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        match rejection {
-            _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                status,
-                "payload_too_large",
-                "the request body is larger than the server accepts",
-            ),
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send `Content-Type: application/json`",
-            ),
-            JsonRejection::JsonSyntaxError(e) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
-            }
-            JsonRejection::JsonDataError(e) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                e.body_text(),
-            ),
-            other => ApiError::new(status, "bad_request", other.body_text()),
-        }
-    }
-}
-
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         let status = match &error {
@@ -141,4 +116,56 @@ impl From<JourneyError> for ApiError {
             JourneyError::Store(error) => error.into(),
         }
     }
+}
+
+/// The code of an error a layer or the framework answered with, by its status.
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "route_not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "timeout",
+        status if status.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// Any error response that is not already ours (one a layer or the framework made: a request
+/// body over the limit, a timeout, a body in an encoding the server does not read) gets our
+/// shape, with a code for its status and its text as the message.
+pub async fn errors_as_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let ours = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || ours {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4 << 10)
+        .await
+        .unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_owned(),
+        text => text.to_owned(),
+    };
+    let mut error = ApiError::new(status, code_of(status), message).into_response();
+    // Keep what the framework said beside the body (`Allow` for a wrong method, say).
+    parts.headers.remove(CONTENT_LENGTH);
+    parts.headers.remove(CONTENT_TYPE);
+    for (name, value) in parts.headers.iter() {
+        error.headers_mut().insert(name.clone(), value.clone());
+    }
+    error
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    error
 }

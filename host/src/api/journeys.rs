@@ -1,31 +1,100 @@
 //! Journeys over HTTP: drafts, publishing, pause/resume/archive, simulation, per-node stats,
 //! enrollment by API call, and reading an enrollment.
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 
-use super::{ApiError, ApiJson, AppState, blocking};
+use super::{Access, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Route, blocking};
 use crate::journeys::{Simulation, SimulationRequest};
 use crate::store::{Enrollment, JourneyRecord, JourneyStatus, JourneyVersion, partition_of};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/journeys", get(list).post(create))
-        .route("/journeys/{id}", get(read).put(save_draft))
-        .route("/journeys/{id}/publish", post(publish))
-        .route("/journeys/{id}/versions/{version}", get(read_version))
-        .route("/journeys/{id}/pause", post(pause))
-        .route("/journeys/{id}/resume", post(resume))
-        .route("/journeys/{id}/archive", post(archive))
-        .route("/journeys/{id}/simulate", post(simulate))
-        .route("/journeys/{id}/stats", get(stats))
-        .route("/journeys/{id}/enrollments", post(enroll))
-        .route("/enrollments/{id}", get(read_enrollment))
-        .route("/enrollments/{id}/retry", post(retry_enrollment))
-        .route("/dead-letters", get(dead_letters))
+pub fn routes() -> Vec<Route> {
+    use Access::Token;
+    vec![
+        Route::new(Method::GET, "/v1/journeys", Token, false, get(list)),
+        Route::new(Method::POST, "/v1/journeys", Token, true, post(create)),
+        Route::new(Method::GET, "/v1/journeys/{id}", Token, false, get(read)),
+        Route::new(
+            Method::PUT,
+            "/v1/journeys/{id}",
+            Token,
+            true,
+            put(save_draft),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/journeys/{id}/publish",
+            Token,
+            false,
+            post(publish),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/journeys/{id}/versions/{version}",
+            Token,
+            false,
+            get(read_version),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/journeys/{id}/pause",
+            Token,
+            false,
+            post(pause),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/journeys/{id}/resume",
+            Token,
+            false,
+            post(resume),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/journeys/{id}/archive",
+            Token,
+            false,
+            post(archive),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/journeys/{id}/simulate",
+            Token,
+            true,
+            post(simulate),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/journeys/{id}/stats",
+            Token,
+            false,
+            get(stats),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/journeys/{id}/enrollments",
+            Token,
+            true,
+            post(enroll),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/enrollments/{id}",
+            Token,
+            false,
+            get(read_enrollment),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/enrollments/{id}/retry",
+            Token,
+            false,
+            post(retry_enrollment),
+        ),
+    ]
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<JourneyRecord>>, ApiError> {
@@ -56,7 +125,7 @@ async fn create(
 
 async fn read(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JourneyRecord>, ApiError> {
     let journeys = state.journeys.clone();
     Ok(Json(blocking(move || Ok(journeys.get(&id)?)).await?))
@@ -64,7 +133,7 @@ async fn read(
 
 async fn save_draft(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(draft): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<JourneyRecord>), ApiError> {
     let journeys = state.journeys.clone();
@@ -80,7 +149,7 @@ async fn save_draft(
 /// The new version, with `warnings` about what deserves a look but did not stop it.
 async fn publish(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let journeys = state.journeys.clone();
     let (version, warnings) = blocking(move || {
@@ -96,7 +165,7 @@ async fn publish(
 
 async fn read_version(
     State(state): State<AppState>,
-    Path((id, version)): Path<(String, u32)>,
+    ApiPath((id, version)): ApiPath<(String, u32)>,
 ) -> Result<Json<JourneyVersion>, ApiError> {
     let journeys = state.journeys.clone();
     Ok(Json(
@@ -121,28 +190,28 @@ async fn set_status(
 
 async fn pause(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JourneyRecord>, ApiError> {
     set_status(state, id, JourneyStatus::Paused).await
 }
 
 async fn resume(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JourneyRecord>, ApiError> {
     set_status(state, id, JourneyStatus::Active).await
 }
 
 async fn archive(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JourneyRecord>, ApiError> {
     set_status(state, id, JourneyStatus::Archived).await
 }
 
 async fn simulate(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<SimulationRequest>,
 ) -> Result<Json<Simulation>, ApiError> {
     let journeys = state.journeys.clone();
@@ -160,11 +229,9 @@ struct StatsQuery {
 
 async fn stats(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(query) = query
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let journeys = state.journeys.clone();
     let (version, nodes) = blocking(move || Ok(journeys.stats(&id, query.version)?)).await?;
     Ok(Json(
@@ -183,7 +250,7 @@ struct EnrollRequest {
 
 async fn enroll(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     if request
@@ -228,7 +295,7 @@ fn new_request_id() -> String {
 
 async fn read_enrollment(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Enrollment>, ApiError> {
     let store = state.store.clone();
     Ok(Json(
@@ -241,20 +308,10 @@ async fn read_enrollment(
     ))
 }
 
-/// Journey work that could not run and was set aside, oldest first, so an operator sees it.
-async fn dead_letters(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let store = state.store.clone();
-    let letters = blocking(move || Ok(store.dead_letters(MAX_DEAD_LETTERS)?)).await?;
-    Ok(Json(serde_json::json!({ "dead_letters": letters })))
-}
-
-/// Most dead letters one listing returns.
-const MAX_DEAD_LETTERS: usize = 1000;
-
 /// Run a parked enrollment's node again, once what made it fail is fixed.
 async fn retry_enrollment(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
     let journeys = state.journeys.clone();
     let enrollment = blocking(move || {

@@ -1,21 +1,38 @@
-//! The HTTP API. Routes are grouped per area; handlers translate HTTP to calls on the layers
+//! The HTTP API. Routes are grouped per area; each area lists its routes with the access they
+//! need and whether they read a body ([`Route`]), and the router is built from that one list, so
+//! no route exists without a declared access. Handlers translate HTTP to calls on the layers
 //! below and never reach into wasm or the store's layout themselves.
+//!
+//! Every response that is an error has one shape, `{"error": {"code", "message", …}}`, also
+//! for an unknown route, a wrong method, a bad path parameter, a timeout or an overload; every
+//! request is logged with its status and duration.
 
 mod contacts;
 mod error;
+mod extract;
 mod journeys;
+mod operations;
 mod segment;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
+use tower::ServiceBuilder;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 pub use error::ApiError;
+pub use extract::{ApiJson, ApiJsonOrList, ApiPath, ApiQuery};
 
 use crate::clock::SharedClock;
 use crate::journeys::Journeys;
@@ -24,8 +41,73 @@ use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreError};
 
-/// Largest request body accepted (a batch of events included).
+/// Largest request body accepted (a batch of events included), once decompressed.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest request body accepted as sent (compressed, perhaps).
+const MAX_SENT_BYTES: usize = MAX_BODY_BYTES;
+/// Longest a request may take before it is answered 503 `timeout`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most requests served at once; more are answered 503 `overloaded` at once.
+pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the health check.
+    Public,
+    /// The API token, as `Authorization: Bearer <token>`.
+    Token,
+    /// The Segment write key, as HTTP Basic user name.
+    WriteKey,
+}
+
+/// One route: what it answers, who may call it, and whether it reads a body.
+pub struct Route {
+    pub method: Method,
+    /// As the router writes it: `/v1/contacts/{id}`.
+    pub path: &'static str,
+    pub access: Access,
+    /// Whether it reads a request body; one that does not refuses a body sent to it.
+    pub body: bool,
+    handler: MethodRouter<AppState>,
+}
+
+impl Route {
+    fn new(
+        method: Method,
+        path: &'static str,
+        access: Access,
+        body: bool,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        Route {
+            method,
+            path,
+            access,
+            body,
+            handler,
+        }
+    }
+}
+
+/// Every route the API serves.
+pub fn routes() -> Vec<Route> {
+    let mut routes = vec![
+        Route::new(Method::GET, "/healthz", Access::Public, false, get(healthz)),
+        Route::new(
+            Method::GET,
+            "/v1/plugins",
+            Access::Token,
+            false,
+            get(list_plugins),
+        ),
+    ];
+    routes.extend(contacts::routes());
+    routes.extend(journeys::routes());
+    routes.extend(operations::routes());
+    routes.extend(segment::routes());
+    routes
+}
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -77,26 +159,99 @@ impl AppState {
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
-    let v1 = Router::new()
-        .merge(plugin_routes())
-        .merge(contacts::routes())
-        .merge(journeys::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .merge(
-            segment::routes().route_layer(middleware::from_fn_with_state(
+    let mut router = Router::new();
+    for route in routes() {
+        let mut handler = route.handler;
+        if !route.body {
+            handler = handler.route_layer(middleware::from_fn(refuse_body));
+        }
+        handler = match route.access {
+            Access::Public => handler,
+            Access::Token => {
+                handler.route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+            }
+            Access::WriteKey => handler.route_layer(middleware::from_fn_with_state(
                 state.clone(),
                 segment::require_write_key,
             )),
-        );
-    Router::new()
-        .route("/healthz", get(healthz))
-        .nest("/v1", v1)
+        };
+        router = router.route(route.path, handler);
+    }
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestDecompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(RequestBodyLimitLayer::new(MAX_SENT_BYTES))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "the server is serving as many requests as it can; try again shortly",
+                    )
+                }))
+                .load_shed()
+                .concurrency_limit(MAX_CONCURRENT_REQUESTS),
+        )
+        .layer(middleware::from_fn(error::errors_as_json))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .on_request(())
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Micros),
+                ),
+        )
         .with_state(state)
 }
 
-fn plugin_routes() -> Router<AppState> {
-    Router::new().route("/plugins", get(list_plugins))
+async fn no_route(request: Request) -> ApiError {
+    ApiError::not_found(
+        "route_not_found",
+        format!("there is no route `{}`", request.uri().path()),
+    )
+}
+
+async fn wrong_method(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "`{}` does not take {}",
+            request.uri().path(),
+            request.method()
+        ),
+    )
+}
+
+/// A route that reads no body refuses one, rather than ignore what the client meant by it.
+async fn refuse_body(request: Request, next: Next) -> Result<Response, ApiError> {
+    let sent = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok())
+        .is_some_and(|length| length.trim() != "0")
+        || request.headers().contains_key(TRANSFER_ENCODING);
+    if sent {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unexpected_body",
+            format!(
+                "{} {} takes no request body; send none",
+                request.method(),
+                request.uri().path()
+            ),
+        ));
+    }
+    Ok(next.run(request).await)
 }
 
 /// Whether the server can do its work: 200 when it can, 503 naming what stops it (the store
@@ -184,18 +339,6 @@ async fn require_token(
 /// Compare without leaking, through timing, how much of the token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// `Json` whose rejections are our error shape, with a stable code.
-pub struct ApiJson<T>(pub T);
-
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(request, state).await?;
-        Ok(ApiJson(value))
-    }
 }
 
 /// Run blocking store work off the async workers.

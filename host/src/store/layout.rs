@@ -47,6 +47,8 @@ pub(super) mod trees {
     pub const AUDIT: &str = "audit";
     /// `layout` → the layout version (u32 BE).
     pub const META: &str = "meta";
+    /// contact id → the id of the contact it was merged into.
+    pub const ALIASES: &str = "aliases";
 }
 
 /// The layout this version writes.
@@ -71,10 +73,11 @@ pub(super) enum TreeId {
     Outbox = 12,
     Counters = 13,
     Audit = 14,
+    Aliases = 15,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 15] = [
+    pub(super) const ALL: [TreeId; 16] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -90,6 +93,7 @@ impl TreeId {
         TreeId::Outbox,
         TreeId::Counters,
         TreeId::Audit,
+        TreeId::Aliases,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -113,6 +117,7 @@ impl TreeId {
             TreeId::Outbox => trees::OUTBOX,
             TreeId::Counters => trees::COUNTERS,
             TreeId::Audit => trees::AUDIT,
+            TreeId::Aliases => trees::ALIASES,
         }
     }
 

@@ -8,11 +8,13 @@
 
 mod aside;
 mod codec;
+mod commit;
 mod durability;
 mod failpoint;
 mod identity;
 mod layout;
 mod legacy;
+mod merge;
 mod open;
 mod records;
 mod sled_journeys;
@@ -52,6 +54,9 @@ pub struct ContactUpsert {
     pub timezone: Option<String>,
     #[serde(default)]
     pub lifecycle_stage: Option<String>,
+    /// A contact this creates is known only by an anonymous id (Segment's `anonymousId`).
+    #[serde(skip)]
+    pub anonymous: bool,
 }
 
 impl ContactUpsert {
@@ -189,6 +194,8 @@ impl StoreError {
 pub trait Store: JourneyStore + Send + Sync + 'static {
     /// The contact with this id.
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
+    /// The contact a merged contact's id now belongs to, if it was merged into another.
+    fn alias(&self, id: &str) -> Result<Option<String>, StoreError>;
     /// Whether a contact with this id exists, without reading it.
     fn contact_exists(&self, id: &str) -> Result<bool, StoreError>;
     /// Create or update a contact, de-duplicating by normalised email and phone.

@@ -407,6 +407,10 @@ pub enum WorkItem {
         contact_id: String,
         enrollment_id: String,
     },
+    /// Merge the contact into another (the same person, now identified): its attributes,
+    /// tags, journeys and enrollments go to `into`, and its id becomes an alias of `into`. In
+    /// the contact's own partition, so it comes after the work queued for it before.
+    Merge { contact_id: String, into: String },
     /// An enrollment's timer fired.
     Wake {
         contact_id: String,
@@ -422,8 +426,29 @@ impl WorkItem {
             WorkItem::Event { contact_id, .. }
             | WorkItem::Enroll { contact_id, .. }
             | WorkItem::Retry { contact_id, .. }
+            | WorkItem::Merge { contact_id, .. }
             | WorkItem::Wake { contact_id, .. } => contact_id,
         }
+    }
+
+    /// The same work, for another contact (one this contact was merged into).
+    pub fn for_contact(&self, into: &str) -> WorkItem {
+        let mut item = self.clone();
+        match &mut item {
+            WorkItem::Event {
+                contact_id, event, ..
+            } => {
+                *contact_id = into.to_owned();
+                if let Some(event) = event {
+                    event.contact_id = into.to_owned();
+                }
+            }
+            WorkItem::Enroll { contact_id, .. }
+            | WorkItem::Retry { contact_id, .. }
+            | WorkItem::Merge { contact_id, .. }
+            | WorkItem::Wake { contact_id, .. } => *contact_id = into.to_owned(),
+        }
+        item
     }
 }
 
@@ -543,6 +568,10 @@ pub struct Commit {
     pub kv: Vec<KvWrite>,
     /// Inbox items this batch consumed.
     pub done: Vec<WorkKey>,
+    /// Contacts to merge, `(from, into)`, after the batch's other changes to them.
+    pub merges: Vec<(String, String)>,
+    /// Work for contacts merged into others, queued again for the contact it now belongs to.
+    pub forwards: Vec<WorkItem>,
     pub now: Millis,
 }
 

@@ -1,20 +1,17 @@
 //! The journeys' state in sled: definitions, the inbox, timers, enrollments, the outbox and
 //! counters, and the write set that commits a batch of journey work.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use super::codec::{
-    contact_and_journeys, contact_value, decode, encode, event_value, merge_journeys,
-};
+use super::codec::{contact_and_journeys, decode, encode};
 use super::layout::{
-    TreeId, counter_key, identity_key, inbox_sequence, pair_key, parse_counter_key, prefix,
-    read_count, timer_due, timer_key, version_key,
+    TreeId, pair_key, parse_counter_key, prefix, read_count, timer_due, version_key,
 };
 use super::records::*;
-use super::sled_store::{SledStore, backend, check_record, identities_in, kv_write, lock, read};
+use super::sled_store::{SledStore, backend, check_record, lock, read};
 use super::write_set::WriteSet;
 use super::{JourneyStore, StoreError};
-use crate::model::{Contact, Effect, Millis};
+use crate::model::{Contact, Millis};
 
 impl JourneyStore for SledStore {
     fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError> {
@@ -265,220 +262,8 @@ impl JourneyStore for SledStore {
     }
 
     fn commit(&self, commit: Commit) -> Result<Vec<u8>, StoreError> {
-        // The batch's own partitions (its items' and its contacts') are locked for the whole
-        // write, so nobody else writes these contacts, their journey state or the counters'
-        // shard of the lowest partition until the write set has been applied.
-        let contacts = (commit.contact_effects.iter().map(|(id, _)| id.as_str()))
-            .chain(commit.enrollments.iter().map(|e| e.contact_id.as_str()))
-            .chain(
-                commit
-                    .contact_journeys
-                    .iter()
-                    .map(|cj| cj.contact_id.as_str()),
-            )
-            .chain(commit.timers_set.iter().map(|(.., id)| id.as_str()))
-            .chain(commit.messages.iter().map(|m| m.contact_id.as_str()))
-            .chain(commit.events.iter().map(|e| e.contact_id.as_str()));
-        let mut partitions: BTreeSet<u8> = contacts.map(partition_of).collect();
-        partitions.extend(commit.done.iter().filter_map(|key| key.0.first().copied()));
-        if partitions.is_empty() {
-            partitions.insert(0);
-        }
-        let partitions: Vec<u8> = partitions.into_iter().collect();
-        let shard = partitions[0];
-        let changes_identity = commit
-            .contact_effects
-            .iter()
-            .flat_map(|(_, effects)| effects)
-            .any(|effect| match effect {
-                Effect::SetAttribute { name, .. } | Effect::UnsetAttribute { name } => {
-                    IDENTITY_FIELDS.contains(&name.as_str())
-                }
-                _ => false,
-            });
-        let _identities = changes_identity.then(|| lock(&self.locks.identities));
-        let _kv = (!commit.kv.is_empty()).then(|| lock(&self.locks.plugin_kv));
-        let _partitions = self.locks.partitions(&partitions);
-        let _event_ids = self
-            .locks
-            .ids(commit.events.iter().map(|e| e.id.as_bytes()));
-
-        let now = commit.now;
-        let mut writes = WriteSet::new(self);
-        // A contact's value holds its journeys too: each contact the batch changed is read
-        // once (as it is now, API updates included), changed and written once.
-        let mut changed: BTreeMap<&str, (Option<&Vec<Effect>>, Vec<&ContactJourney>)> =
-            BTreeMap::new();
-        for (contact_id, effects) in &commit.contact_effects {
-            changed.entry(contact_id).or_default().0 = Some(effects);
-        }
-        for record in &commit.contact_journeys {
-            changed
-                .entry(&record.contact_id)
-                .or_default()
-                .1
-                .push(record);
-        }
-        for (contact_id, (effects, records)) in changed {
-            let Some(bytes) = self.contacts.get(contact_id).map_err(backend)? else {
-                continue;
-            };
-            let (mut contact, mut journeys) = contact_and_journeys(&bytes)?;
-            if let Some(effects) = effects {
-                let before: crate::model::Attributes = IDENTITY_FIELDS
-                    .iter()
-                    .filter_map(|field| {
-                        Some((field.to_string(), contact.attributes.get(*field)?.clone()))
-                    })
-                    .collect();
-                for effect in effects {
-                    contact.apply(effect, now);
-                }
-                if changes_identity {
-                    keep_identities_consistent(&mut writes, &before, &mut contact)?;
-                }
-            }
-            merge_journeys(&mut journeys, records);
-            writes.put(
-                TreeId::Contacts,
-                contact_id.as_bytes(),
-                contact_value(&contact, &journeys),
-            );
-        }
-        for enrollment in &commit.enrollments {
-            writes.put(
-                TreeId::Enrollments,
-                enrollment.id.as_bytes(),
-                encode(enrollment),
-            );
-        }
-        for (due_at, enrollment_id) in &commit.timers_cleared {
-            writes.remove(TreeId::Timers, timer_key(*due_at, enrollment_id));
-        }
-        for (due_at, enrollment_id, contact_id) in &commit.timers_set {
-            writes.put(
-                TreeId::Timers,
-                timer_key(*due_at, enrollment_id),
-                contact_id.clone().into_bytes(),
-            );
-        }
-        for message in &commit.messages {
-            let mut key = prefix(&message.contact_id);
-            key.extend_from_slice(&self.db.generate_id().map_err(backend)?.to_be_bytes());
-            writes.put(TreeId::Outbox, key, encode(message));
-        }
-        let mut queued = Vec::new();
-        for event in &commit.events {
-            if writes.get(TreeId::Events, event.id.as_bytes())?.is_some() {
-                continue;
-            }
-            let partition = partition_of(&event.contact_id);
-            let key = writes.queue(
-                partition,
-                encode(&WorkItem::Event {
-                    contact_id: event.contact_id.clone(),
-                    event_id: event.id.clone(),
-                    event: Some(event.clone()),
-                }),
-            )?;
-            writes.put(
-                TreeId::Events,
-                event.id.as_bytes(),
-                event_value(event, Some(inbox_sequence(&key))),
-            );
-            queued.push(partition);
-        }
-        for (key, delta) in commit.counters.iter().filter(|(_, delta)| **delta != 0) {
-            let key = counter_key(key, shard);
-            let count = writes
-                .get(TreeId::Counters, &key)?
-                .map_or(0, |bytes| read_count(&bytes));
-            writes.put(
-                TreeId::Counters,
-                key,
-                (count + delta).to_be_bytes().to_vec(),
-            );
-        }
-        for write in &commit.kv {
-            // The step's own view already refused writes past the quota (see `plugin_kv`).
-            kv_write(
-                &mut writes,
-                &write.namespace,
-                &write.key,
-                write.value.as_deref(),
-                super::KvUsage::UNLIMITED,
-            )?;
-        }
-        for WorkKey(key) in &commit.done {
-            writes.remove(TreeId::Inbox, key.clone());
-        }
-        writes.apply()?;
-        Ok(queued)
+        super::commit::write(self, commit)
     }
-}
-
-const IDENTITY_FIELDS: [&str; 2] = ["email", "phone"];
-
-/// An action may set `email` or `phone`. The identity index follows when the new value is free;
-/// a malformed value or one that belongs to another contact is not applied (the old one stays),
-/// so two contacts never share an identity. `before` holds the identity attributes as they
-/// were; the caller holds the `identities` lock.
-fn keep_identities_consistent(
-    writes: &mut WriteSet<'_>,
-    before: &crate::model::Attributes,
-    contact: &mut Contact,
-) -> Result<(), StoreError> {
-    let (old_email, old_phone) = identities_in(before).unwrap_or_default();
-    for (field, old) in [("email", old_email), ("phone", old_phone)] {
-        let changed = contact.attributes.get(field) != before.get(field);
-        if !changed {
-            continue;
-        }
-        let mut single = crate::model::Attributes::new();
-        if let Some(value) = contact.attributes.get(field) {
-            single.insert(field.to_owned(), value.clone());
-        }
-        let new = match identities_in(&single) {
-            Ok((email, phone)) => {
-                if field == "email" {
-                    email
-                } else {
-                    phone
-                }
-            }
-            Err(_) => {
-                tracing::warn!(contact = %contact.id, field, "a step set a malformed identity; kept the old value");
-                restore(contact, before, field);
-                continue;
-            }
-        };
-        if let Some(new) = &new {
-            let owner = writes.get(TreeId::Identities, &identity_key(field, new))?;
-            if owner.is_some_and(|owner| owner.as_ref() != contact.id.as_bytes()) {
-                tracing::warn!(contact = %contact.id, field, "a step set an identity another contact owns; kept the old value");
-                restore(contact, before, field);
-                continue;
-            }
-            writes.put(
-                TreeId::Identities,
-                identity_key(field, new),
-                contact.id.clone().into_bytes(),
-            );
-        }
-        if let Some(old) = old
-            && new.as_ref() != Some(&old)
-        {
-            writes.remove(TreeId::Identities, identity_key(field, &old));
-        }
-    }
-    Ok(())
-}
-
-fn restore(contact: &mut Contact, before: &crate::model::Attributes, field: &str) {
-    match before.get(field) {
-        Some(value) => contact.attributes.insert(field.to_owned(), value.clone()),
-        None => contact.attributes.remove(field),
-    };
 }
 
 #[cfg(test)]
@@ -502,7 +287,7 @@ mod tests {
                     let commit = Commit {
                         contact_effects: vec![(
                             "a".into(),
-                            vec![Effect::AdjustScore {
+                            vec![crate::model::Effect::AdjustScore {
                                 delta: 1.0,
                                 reason: "step".into(),
                             }],

@@ -107,6 +107,7 @@ pub struct SledStore {
     pub(super) intents: sled::Tree,
     pub(super) audit: sled::Tree,
     pub(super) meta: sled::Tree,
+    pub(super) aliases: sled::Tree,
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
     /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
@@ -180,6 +181,7 @@ impl SledStore {
             intents: tree(trees::INTENTS)?,
             audit: tree(trees::AUDIT)?,
             meta: tree(trees::META)?,
+            aliases: tree(trees::ALIASES)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
             broken: Default::default(),
@@ -223,6 +225,7 @@ impl SledStore {
             TreeId::Outbox => &self.outbox,
             TreeId::Counters => &self.counters,
             TreeId::Audit => &self.audit,
+            TreeId::Aliases => &self.aliases,
         }
     }
 }
@@ -242,6 +245,23 @@ pub(super) fn check_record(what: impl FnOnce() -> String, bytes: &[u8]) -> Resul
 impl Store for SledStore {
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
         read(&self.contacts, id)
+    }
+
+    fn alias(&self, id: &str) -> Result<Option<String>, StoreError> {
+        // A merged contact's id points to the one it went into, which may itself have been
+        // merged since: follow a few steps.
+        let mut found = None;
+        let mut current = id.to_owned();
+        for _ in 0..8 {
+            match self.aliases.get(&current).map_err(backend)? {
+                Some(into) => {
+                    current = String::from_utf8_lossy(&into).into_owned();
+                    found = Some(current.clone());
+                }
+                None => break,
+            }
+        }
+        Ok(found)
     }
 
     fn contact_exists(&self, id: &str) -> Result<bool, StoreError> {
@@ -295,7 +315,11 @@ impl Store for SledStore {
         let created = existing.is_none();
         let (mut contact, journeys) = match existing {
             Some(bytes) => contact_and_journeys(&bytes)?,
-            None => (Contact::new(id.clone(), now), Vec::new()),
+            None => {
+                let mut contact = Contact::new(id.clone(), now);
+                contact.anonymous = upsert.anonymous;
+                (contact, Vec::new())
+            }
         };
         let (old_email, old_phone) = identities_in(&contact.attributes).unwrap_or_default();
         upsert.apply(&mut contact, now);

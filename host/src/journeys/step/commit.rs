@@ -65,6 +65,16 @@ impl Changes {
             .extend(effects);
     }
 
+    /// Merge `from` into `into` at commit.
+    pub(super) fn merge(&mut self, from: &str, into: &str) {
+        self.commit.merges.push((from.to_owned(), into.to_owned()));
+    }
+
+    /// Queue `item` again, for the contact it names.
+    pub(super) fn forward(&mut self, item: crate::store::WorkItem) {
+        self.commit.forwards.push(item);
+    }
+
     /// The inbox item is consumed when the batch commits.
     pub(super) fn done(&mut self, key: WorkKey) {
         self.commit.done.push(key);

@@ -61,6 +61,16 @@ impl<'a> Batch<'a> {
 
     /// Work on one inbox item; it is consumed when the batch commits.
     pub(super) fn handle(&mut self, key: &WorkKey, item: &WorkItem) -> Result<(), StoreError> {
+        self.changes.done(key.clone());
+        // Work for a contact merged into another goes on as that one's, in its partition (a
+        // merge done already is not done again).
+        if self.reads.contact(item.contact_id())?.is_none()
+            && !matches!(item, WorkItem::Merge { .. })
+            && let Some(into) = self.journeys.store.alias(item.contact_id())?
+        {
+            self.changes.forward(item.for_contact(&into));
+            return Ok(());
+        }
         match item {
             WorkItem::Event {
                 contact_id,
@@ -83,8 +93,13 @@ impl<'a> Batch<'a> {
                 ..
             } => self.on_wake(enrollment_id, *due_at)?,
             WorkItem::Retry { enrollment_id, .. } => self.on_retry(enrollment_id)?,
+            // Merged at commit, after the batch's other work for the contact.
+            WorkItem::Merge { contact_id, into } => {
+                if contact_id != into && self.reads.contact(contact_id)?.is_some() {
+                    self.changes.merge(contact_id, into);
+                }
+            }
         }
-        self.changes.done(key.clone());
         Ok(())
     }
 

@@ -1,0 +1,138 @@
+//! What an operator does about work that could not run: dead letters listed, put back once
+//! their cause is fixed, or deleted; each change recorded in the audit log, which is listed
+//! newest first.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::routing::{delete, get, post};
+
+use super::{Access, ApiError, ApiPath, ApiQuery, AppState, Route, blocking};
+use crate::store::{AuditEntry, DeadLetter, partition_of};
+
+pub fn routes() -> Vec<Route> {
+    use Access::Token;
+    vec![
+        Route::new(Method::GET, "/v1/dead-letters", Token, false, get(list)),
+        Route::new(
+            Method::POST,
+            "/v1/dead-letters/{id}/requeue",
+            Token,
+            false,
+            post(requeue),
+        ),
+        Route::new(
+            Method::DELETE,
+            "/v1/dead-letters/{id}",
+            Token,
+            false,
+            delete(remove),
+        ),
+        Route::new(Method::GET, "/v1/audit", Token, false, get(audit)),
+    ]
+}
+
+/// Most dead letters or audit entries one listing returns.
+const MAX_LISTED: usize = 1000;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Listing {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+impl Listing {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(MAX_LISTED).min(MAX_LISTED)
+    }
+}
+
+/// Records set aside so the rest could run, oldest first, with where they came from and why.
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(listing): ApiQuery<Listing>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = state.store.clone();
+    let letters = blocking(move || Ok(store.dead_letters(listing.limit())?)).await?;
+    Ok(Json(serde_json::json!({ "dead_letters": letters })))
+}
+
+/// Who made a change through the API: the one credential there is until roles arrive.
+const ACTOR: &str = "api-token";
+
+fn entry(state: &AppState, action: &str, id: &str) -> AuditEntry {
+    AuditEntry {
+        id: String::new(),
+        at: state.clock.now(),
+        actor: ACTOR.into(),
+        action: action.into(),
+        object: id.into(),
+        detail: serde_json::Value::Null,
+    }
+}
+
+fn dead_letter_error(error: crate::store::StoreError) -> ApiError {
+    match error {
+        crate::store::StoreError::NotFound(message) => {
+            ApiError::not_found("dead_letter_not_found", message)
+        }
+        crate::store::StoreError::Conflict(message) => {
+            ApiError::new(StatusCode::CONFLICT, "dead_letter_not_requeued", message)
+        }
+        other => other.into(),
+    }
+}
+
+/// Put a dead letter back where it came from: journey work runs again, in its place.
+async fn requeue(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<DeadLetter>), ApiError> {
+    let (store, audit) = (
+        state.store.clone(),
+        entry(&state, "dead_letter.requeue", &id),
+    );
+    let letter = blocking(move || {
+        let letter = store
+            .requeue_dead_letter(&id, audit)
+            .map_err(dead_letter_error)?;
+        store.flush()?;
+        Ok(letter)
+    })
+    .await?;
+    if let Some(item) = &letter.item {
+        state.scheduler.notify(&[partition_of(item.contact_id())]);
+    }
+    Ok((StatusCode::ACCEPTED, Json(letter)))
+}
+
+/// Remove a dead letter for good, once looked at.
+async fn remove(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<DeadLetter>, ApiError> {
+    let (store, audit) = (
+        state.store.clone(),
+        entry(&state, "dead_letter.delete", &id),
+    );
+    let letter = blocking(move || {
+        let letter = store
+            .delete_dead_letter(&id, audit)
+            .map_err(dead_letter_error)?;
+        store.flush()?;
+        Ok(letter)
+    })
+    .await?;
+    Ok(Json(letter))
+}
+
+/// What operators changed, newest first.
+async fn audit(
+    State(state): State<AppState>,
+    ApiQuery(listing): ApiQuery<Listing>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = state.store.clone();
+    let entries = blocking(move || Ok(store.audit(listing.limit())?)).await?;
+    Ok(Json(serde_json::json!({ "audit": entries })))
+}

@@ -1,0 +1,265 @@
+//! Writing a batch of journey work: one write set for everything the batch did, under the
+//! locks of every partition it touches. Contacts merged by the batch (the same person, now
+//! identified) are merged here, from what the store holds at this moment and the batch's own
+//! changes, so nothing written since the batch read them is lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::codec::{contact_and_journeys, contact_value, encode, event_value, merge_journeys};
+use super::layout::{
+    TreeId, counter_key, identity_key, inbox_sequence, prefix, read_count, timer_key,
+};
+use super::records::*;
+use super::sled_store::{SledStore, backend, identities_in, kv_write, lock};
+use super::write_set::WriteSet;
+use super::{KvUsage, StoreError, merge};
+use crate::model::{Contact, Effect};
+
+/// A contact's value as it will be written: the contact and its journeys, or `None` once it
+/// is merged away (or never existed).
+pub(super) type Values = BTreeMap<String, Option<(Contact, Vec<ContactJourney>)>>;
+
+/// Load a contact's value into `values`, unless it is there already.
+pub(super) fn load<'v>(
+    store: &SledStore,
+    values: &'v mut Values,
+    contact_id: &str,
+) -> Result<&'v mut Option<(Contact, Vec<ContactJourney>)>, StoreError> {
+    if !values.contains_key(contact_id) {
+        let value = match store.contacts.get(contact_id).map_err(backend)? {
+            Some(bytes) => Some(contact_and_journeys(&bytes)?),
+            None => None,
+        };
+        values.insert(contact_id.to_owned(), value);
+    }
+    Ok(values.get_mut(contact_id).expect("loaded"))
+}
+
+pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, StoreError> {
+    // The batch's own partitions (its items' and its contacts') are locked for the whole
+    // write, so nobody else writes these contacts, their journey state or the counters'
+    // shard of the lowest partition until the write set has been applied.
+    let contacts = (commit.contact_effects.iter().map(|(id, _)| id.as_str()))
+        .chain(commit.enrollments.iter().map(|e| e.contact_id.as_str()))
+        .chain(
+            commit
+                .contact_journeys
+                .iter()
+                .map(|cj| cj.contact_id.as_str()),
+        )
+        .chain(commit.timers_set.iter().map(|(.., id)| id.as_str()))
+        .chain(commit.messages.iter().map(|m| m.contact_id.as_str()))
+        .chain(commit.events.iter().map(|e| e.contact_id.as_str()))
+        .chain(commit.forwards.iter().map(|item| item.contact_id()))
+        .chain(
+            commit
+                .merges
+                .iter()
+                .flat_map(|(from, into)| [from.as_str(), into.as_str()]),
+        );
+    let mut partitions: BTreeSet<u8> = contacts.map(partition_of).collect();
+    partitions.extend(commit.done.iter().filter_map(|key| key.0.first().copied()));
+    if partitions.is_empty() {
+        partitions.insert(0);
+    }
+    let partitions: Vec<u8> = partitions.into_iter().collect();
+    let shard = partitions[0];
+    let changes_identity = !commit.merges.is_empty()
+        || commit
+            .contact_effects
+            .iter()
+            .flat_map(|(_, effects)| effects)
+            .any(|effect| match effect {
+                Effect::SetAttribute { name, .. } | Effect::UnsetAttribute { name } => {
+                    IDENTITY_FIELDS.contains(&name.as_str())
+                }
+                _ => false,
+            });
+    let _identities = changes_identity.then(|| lock(&store.locks.identities));
+    let _kv = (!commit.kv.is_empty()).then(|| lock(&store.locks.plugin_kv));
+    let _partitions = store.locks.partitions(&partitions);
+    let _event_ids = store
+        .locks
+        .ids(commit.events.iter().map(|e| e.id.as_bytes()));
+
+    let now = commit.now;
+    let mut writes = WriteSet::new(store);
+    // A contact's value holds its journeys too: each contact the batch changed is read once
+    // (as it is now, API updates included), changed and written once.
+    let mut values = Values::new();
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    for (contact_id, effects) in &commit.contact_effects {
+        let Some((contact, _)) = load(store, &mut values, contact_id)? else {
+            continue;
+        };
+        let before: crate::model::Attributes = IDENTITY_FIELDS
+            .iter()
+            .filter_map(|field| Some((field.to_string(), contact.attributes.get(*field)?.clone())))
+            .collect();
+        for effect in effects {
+            contact.apply(effect, now);
+        }
+        if changes_identity {
+            keep_identities_consistent(&mut writes, &before, contact)?;
+        }
+        changed.insert(contact_id.clone());
+    }
+    for record in &commit.contact_journeys {
+        if let Some((_, journeys)) = load(store, &mut values, &record.contact_id)? {
+            merge_journeys(journeys, [record]);
+            changed.insert(record.contact_id.clone());
+        }
+    }
+    for (from, into) in std::mem::take(&mut commit.merges) {
+        merge::merge(store, &mut writes, &mut values, &mut commit, &from, &into)?;
+        changed.extend([from, into]);
+    }
+    for contact_id in changed {
+        match &values[&contact_id] {
+            Some((contact, journeys)) => writes.put(
+                TreeId::Contacts,
+                contact_id.as_bytes(),
+                contact_value(contact, journeys),
+            ),
+            None => writes.remove(TreeId::Contacts, contact_id.as_bytes()),
+        }
+    }
+    for enrollment in &commit.enrollments {
+        writes.put(
+            TreeId::Enrollments,
+            enrollment.id.as_bytes(),
+            encode(enrollment),
+        );
+    }
+    for (due_at, enrollment_id) in &commit.timers_cleared {
+        writes.remove(TreeId::Timers, timer_key(*due_at, enrollment_id));
+    }
+    for (due_at, enrollment_id, contact_id) in &commit.timers_set {
+        writes.put(
+            TreeId::Timers,
+            timer_key(*due_at, enrollment_id),
+            contact_id.clone().into_bytes(),
+        );
+    }
+    for message in &commit.messages {
+        let mut key = prefix(&message.contact_id);
+        key.extend_from_slice(&store.db.generate_id().map_err(backend)?.to_be_bytes());
+        writes.put(TreeId::Outbox, key, encode(message));
+    }
+    let mut queued = Vec::new();
+    for event in &commit.events {
+        if writes.get(TreeId::Events, event.id.as_bytes())?.is_some() {
+            continue;
+        }
+        let partition = partition_of(&event.contact_id);
+        let key = writes.queue(
+            partition,
+            encode(&WorkItem::Event {
+                contact_id: event.contact_id.clone(),
+                event_id: event.id.clone(),
+                event: Some(event.clone()),
+            }),
+        )?;
+        writes.put(
+            TreeId::Events,
+            event.id.as_bytes(),
+            event_value(event, Some(inbox_sequence(&key))),
+        );
+        queued.push(partition);
+    }
+    for item in &commit.forwards {
+        let partition = partition_of(item.contact_id());
+        writes.queue(partition, encode(item))?;
+        queued.push(partition);
+    }
+    for (key, delta) in commit.counters.iter().filter(|(_, delta)| **delta != 0) {
+        let key = counter_key(key, shard);
+        let count = writes
+            .get(TreeId::Counters, &key)?
+            .map_or(0, |bytes| read_count(&bytes));
+        writes.put(
+            TreeId::Counters,
+            key,
+            (count + delta).to_be_bytes().to_vec(),
+        );
+    }
+    for write in &commit.kv {
+        // The step's own view already refused writes past the quota (see `plugin_kv`).
+        kv_write(
+            &mut writes,
+            &write.namespace,
+            &write.key,
+            write.value.as_deref(),
+            KvUsage::UNLIMITED,
+        )?;
+    }
+    for WorkKey(key) in &commit.done {
+        writes.remove(TreeId::Inbox, key.clone());
+    }
+    writes.apply()?;
+    Ok(queued)
+}
+
+pub(super) const IDENTITY_FIELDS: [&str; 2] = ["email", "phone"];
+
+/// An action may set `email` or `phone`. The identity index follows when the new value is free;
+/// a malformed value or one that belongs to another contact is not applied (the old one stays),
+/// so two contacts never share an identity. `before` holds the identity attributes as they
+/// were; the caller holds the `identities` lock.
+fn keep_identities_consistent(
+    writes: &mut WriteSet<'_>,
+    before: &crate::model::Attributes,
+    contact: &mut Contact,
+) -> Result<(), StoreError> {
+    let (old_email, old_phone) = identities_in(before).unwrap_or_default();
+    for (field, old) in [("email", old_email), ("phone", old_phone)] {
+        let changed = contact.attributes.get(field) != before.get(field);
+        if !changed {
+            continue;
+        }
+        let mut single = crate::model::Attributes::new();
+        if let Some(value) = contact.attributes.get(field) {
+            single.insert(field.to_owned(), value.clone());
+        }
+        let new = match identities_in(&single) {
+            Ok((email, phone)) => {
+                if field == "email" {
+                    email
+                } else {
+                    phone
+                }
+            }
+            Err(_) => {
+                tracing::warn!(contact = %contact.id, field, "a step set a malformed identity; kept the old value");
+                restore(contact, before, field);
+                continue;
+            }
+        };
+        if let Some(new) = &new {
+            let owner = writes.get(TreeId::Identities, &identity_key(field, new))?;
+            if owner.is_some_and(|owner| owner.as_ref() != contact.id.as_bytes()) {
+                tracing::warn!(contact = %contact.id, field, "a step set an identity another contact owns; kept the old value");
+                restore(contact, before, field);
+                continue;
+            }
+            writes.put(
+                TreeId::Identities,
+                identity_key(field, new),
+                contact.id.clone().into_bytes(),
+            );
+        }
+        if let Some(old) = old
+            && new.as_ref() != Some(&old)
+        {
+            writes.remove(TreeId::Identities, identity_key(field, &old));
+        }
+    }
+    Ok(())
+}
+
+fn restore(contact: &mut Contact, before: &crate::model::Attributes, field: &str) {
+    match before.get(field) {
+        Some(value) => contact.attributes.insert(field.to_owned(), value.clone()),
+        None => contact.attributes.remove(field),
+    };
+}

@@ -135,6 +135,19 @@ fn entered(state: &AppState) -> i64 {
         .map_or(0, |(_, n)| *n)
 }
 
+/// Steps of the load journey that failed (a plugin error or limit: retried, or parked): a
+/// normal plugin must never hit its limits at full load.
+fn failed(state: &AppState) -> i64 {
+    state
+        .store
+        .counters("load")
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.metric == "retried" || k.metric == "failed")
+        .map(|(_, n)| *n)
+        .sum()
+}
+
 fn events(from: usize, count: usize, contacts: usize, timestamp: i64) -> Vec<serde_json::Value> {
     (from..from + count)
         .map(|n| {
@@ -213,8 +226,9 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
     }
     let processed = started.elapsed();
     let (cpu, written) = (cpu_seconds() - cpu, written_bytes() - written);
+    let failures = failed(&server.state);
     println!(
-        "| batched ingest (2 clients × batches of {batch}), {total} events, {contacts} contacts | {:.0} events/s acknowledged (durable) | {:.0} events/s fully processed; per event {:.0} µs CPU (server and load generator, {:.2} of {} cores busy) and {:.1} KiB written |",
+        "| batched ingest (2 clients × batches of {batch}), {total} events, {contacts} contacts | {:.0} events/s acknowledged (durable) | {:.0} events/s fully processed ({failures} plugin calls failed); per event {:.0} µs CPU (server and load generator, {:.2} of {} cores busy) and {:.1} KiB written |",
         total as f64 / ingested.as_secs_f64(),
         total as f64 / processed.as_secs_f64(),
         cpu * 1e6 / total as f64,

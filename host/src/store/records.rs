@@ -529,8 +529,8 @@ pub struct OutboxMessage {
     pub status: String,
 }
 
-/// A per-node counter: `entered`, `passed:LABEL` (or `passed`), `waiting`, `failed`,
-/// `converted`, `completed`, `exited`.
+/// A per-node counter: `entered`, `passed:LABEL` (or `passed`), `waiting`, `retried`,
+/// `failed`, `emit_refused`, `converted`, `completed`, `exited`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CounterKey {
     pub journey_id: String,

@@ -303,6 +303,7 @@ impl Batch<'_> {
     ) {
         let due_at = self.now.saturating_add(backoff(attempts));
         tracing::warn!(enrollment = %enrollment.id, journey = %journey.journey_id, attempt = attempts, %error, "trigger failed; will ask again");
+        self.changes.count(journey, &enrollment.node, "retried", 1);
         self.changes.set_timer(due_at, enrollment);
         enrollment.state = State::Pending {
             due_at,
@@ -482,6 +483,7 @@ impl Batch<'_> {
         }
         let due_at = self.now.saturating_add(backoff(attempts));
         tracing::warn!(enrollment = %enrollment.id, node = %enrollment.node, attempt = attempts, %error, "step failed; will retry");
+        self.changes.count(journey, &enrollment.node, "retried", 1);
         self.changes.set_timer(due_at, enrollment);
         enrollment.state = State::Retrying {
             due_at,

@@ -468,3 +468,55 @@ async fn segment_ingest_needs_the_write_key_and_well_formed_messages() {
     );
     assert_eq!(server.segment("/v1/track", WRITE_KEY, track).await.0, 200);
 }
+
+/// Every request is served within bounds: one that takes too long is answered 503 `timeout`,
+/// and past the requests it serves at once the server answers 503 `overloaded` at once rather
+/// than queue without end. (Here with a 300 ms timeout and one request at a time; a simulation
+/// of a loop takes seconds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_times_out_and_too_many_at_once_are_shed() {
+    let server = Server::start_within(wayline::api::HttpEdges {
+        timeout: std::time::Duration::from_millis(300),
+        max_concurrent: 1,
+    })
+    .await;
+    server
+        .put(
+            "/v1/journeys/every-minute",
+            json!({
+                "name": "Every minute",
+                "nodes": [
+                    {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "registered"}},
+                    {"id": "nudge", "type": "action", "plugin": "update-contact", "config": {"add_tags": ["nudged"]}},
+                    {"id": "pause", "type": "wait", "delay": "1m"}
+                ],
+                "edges": [{"from": "in", "to": "nudge"}, {"from": "nudge", "to": "pause"}, {"from": "pause", "to": "nudge"}]
+            }),
+        )
+        .await;
+    let slow = json!({"script": [{"event": "registered"}, {"wait": "365d"}]});
+    let (timed_out, shed) = tokio::join!(
+        server.post("/v1/journeys/every-minute/simulate", slow.clone()),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            server.get("/v1/journeys/every-minute").await
+        }
+    );
+    assert_eq!(
+        (timed_out.0, timed_out.1["error"]["code"].as_str()),
+        (503, Some("timeout")),
+        "{}",
+        timed_out.1
+    );
+    assert_eq!(
+        (shed.0, shed.1["error"]["code"].as_str()),
+        (503, Some("overloaded")),
+        "{}",
+        shed.1
+    );
+    assert_eq!(
+        server.get("/v1/journeys/every-minute").await.0,
+        200,
+        "served again once free"
+    );
+}

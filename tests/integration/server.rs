@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde_json::Value as Json;
-use wayline::api::{AppState, app};
+use wayline::api::{AppState, HttpEdges, app};
 use wayline::clock::VirtualClock;
 use wayline::registry::Registry;
 use wayline::store::{SledStore, Store};
@@ -40,7 +40,13 @@ impl Server {
     /// Like [`Server::start`], after `prepare` has had the store's directory to itself (to
     /// leave records there that a server would find on disk).
     pub async fn start_on(plugins: bool, prepare: impl FnOnce(&std::path::Path)) -> Server {
-        Self::start_with(plugins, prepare, |store| Arc::new(store)).await
+        Self::start_with(
+            plugins,
+            prepare,
+            |store| Arc::new(store),
+            HttpEdges::default(),
+        )
+        .await
     }
 
     /// Like [`Server::start`], on the store `wrap` makes of the real one (to make it fail).
@@ -48,13 +54,20 @@ impl Server {
         plugins: bool,
         wrap: impl FnOnce(SledStore) -> Arc<dyn Store>,
     ) -> Server {
-        Self::start_with(plugins, |_| {}, wrap).await
+        Self::start_with(plugins, |_| {}, wrap, HttpEdges::default()).await
+    }
+
+    /// Like [`Server::start`] with the plugins, serving each request within `edges` (to see
+    /// the timeout and the load shedding without waiting 30 s or sending a thousand requests).
+    pub async fn start_within(edges: HttpEdges) -> Server {
+        Self::start_with(true, |_| {}, |store| Arc::new(store), edges).await
     }
 
     async fn start_with(
         plugins: bool,
         prepare: impl FnOnce(&std::path::Path),
         wrap: impl FnOnce(SledStore) -> Arc<dyn Store>,
+        edges: HttpEdges,
     ) -> Server {
         let data = tempfile::tempdir().unwrap();
         prepare(&data.path().join("store"));
@@ -70,7 +83,7 @@ impl Server {
             }
         }
         let store = wrap(SledStore::open(&data.path().join("store")).unwrap());
-        let state = AppState::start(
+        let mut state = AppState::start(
             runtime,
             registry,
             store,
@@ -80,6 +93,7 @@ impl Server {
             2,
         )
         .unwrap();
+        state.edges = edges;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let router = app(state.clone());

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -45,10 +46,23 @@ use crate::store::{Store, StoreError};
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Largest request body accepted as sent (compressed, perhaps).
 const MAX_SENT_BYTES: usize = MAX_BODY_BYTES;
-/// Longest a request may take before it is answered 503 `timeout`.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most requests served at once; more are answered 503 `overloaded` at once.
-pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// The bounds every request is served within.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpEdges {
+    /// Longest a request may take before it is answered 503 `timeout`.
+    pub timeout: Duration,
+    /// Most requests served at once; more are answered 503 `overloaded` at once.
+    pub max_concurrent: usize,
+}
+
+impl Default for HttpEdges {
+    fn default() -> Self {
+        HttpEdges {
+            timeout: Duration::from_secs(30),
+            max_concurrent: 1024,
+        }
+    }
+}
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +137,7 @@ pub struct AppState {
     pub journeys: Arc<Journeys>,
     /// Woken when new work is queued, so it runs at once.
     pub scheduler: Arc<Scheduler>,
+    pub edges: HttpEdges,
 }
 
 impl AppState {
@@ -153,12 +168,14 @@ impl AppState {
             write_key: write_key.into(),
             journeys,
             scheduler,
+            edges: HttpEdges::default(),
         })
     }
 }
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
+    let edges = state.edges;
     let mut router = Router::new();
     for route in routes() {
         let mut handler = route.handler;
@@ -184,7 +201,7 @@ pub fn app(state: AppState) -> Router {
         .layer(RequestDecompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
+            edges.timeout,
         ))
         .layer(RequestBodyLimitLayer::new(MAX_SENT_BYTES))
         .layer(
@@ -197,7 +214,11 @@ pub fn app(state: AppState) -> Router {
                     )
                 }))
                 .load_shed()
-                .concurrency_limit(MAX_CONCURRENT_REQUESTS),
+                // One semaphore for the whole server: `Router::layer` wraps every route on
+                // its own, so a per-layer limit would be a limit per route.
+                .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(
+                    tokio::sync::Semaphore::new(edges.max_concurrent),
+                ))),
         )
         .layer(middleware::from_fn(error::errors_as_json))
         .layer(

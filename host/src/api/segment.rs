@@ -140,22 +140,8 @@ enum Message {
         #[serde(default)]
         properties: Map<String, JsonValue>,
     },
-    Page {
-        #[serde(flatten)]
-        common: Common,
-        #[serde(default)]
-        name: Option<String>,
-        #[serde(default)]
-        properties: Map<String, JsonValue>,
-    },
-    Screen {
-        #[serde(flatten)]
-        common: Common,
-        #[serde(default)]
-        name: Option<String>,
-        #[serde(default)]
-        properties: Map<String, JsonValue>,
-    },
+    Page(Viewed),
+    Screen(Viewed),
     Group {
         #[serde(flatten)]
         common: Common,
@@ -170,6 +156,17 @@ enum Message {
         #[serde(default, rename = "previousId", deserialize_with = "id")]
         previous_id: Option<String>,
     },
+}
+
+/// A page or a screen the user viewed.
+#[derive(Debug, Deserialize)]
+struct Viewed {
+    #[serde(flatten)]
+    common: Common,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    properties: Map<String, JsonValue>,
 }
 
 /// A refused message, as the response names it.
@@ -298,8 +295,8 @@ fn take(
     let common = match &message {
         Message::Identify { common, .. }
         | Message::Track { common, .. }
-        | Message::Page { common, .. }
-        | Message::Screen { common, .. }
+        | Message::Page(Viewed { common, .. })
+        | Message::Screen(Viewed { common, .. })
         | Message::Group { common, .. }
         | Message::Alias { common, .. } => common,
     };
@@ -353,18 +350,18 @@ fn take(
                 .events
                 .push(named(&common, &event, None, properties)?);
         }
-        Message::Page {
+        Message::Page(Viewed {
             common,
             name,
             properties,
-        } => ingest
+        }) => ingest
             .events
             .push(named(&common, "page_viewed", name, properties)?),
-        Message::Screen {
+        Message::Screen(Viewed {
             common,
             name,
             properties,
-        } => ingest
+        }) => ingest
             .events
             .push(named(&common, "screen_viewed", name, properties)?),
     }

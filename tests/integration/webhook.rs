@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::json;
 use wayline::model::{DeliveryOutcome, FailureKind, Message};
+use wayline::runtime::egress::SecretSetting;
 use wayline::runtime::{CallError, Limits, PluginSettings};
 
 use crate::support;
@@ -92,7 +93,47 @@ async fn provider() -> (String, Log) {
             }),
         )
         .route("/never", post(std::future::pending::<&'static str>))
+        .route(
+            "/echo-gzip",
+            post(|headers: HeaderMap, body: Bytes| async move {
+                use std::io::Write;
+                let auth = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                let text = format!("auth={auth} body={}", String::from_utf8_lossy(&body));
+                let mut gzip =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                gzip.write_all(text.as_bytes()).unwrap();
+                (
+                    StatusCode::OK,
+                    [("content-encoding", "gzip")],
+                    gzip.finish().unwrap(),
+                )
+            }),
+        )
+        .route(
+            "/echo-br",
+            post(|body: Bytes| async move { (StatusCode::OK, [("content-encoding", "br")], body) }),
+        )
         .route("/healthz", get(|| async { "ok" }))
+        // Every request is seen, whatever its route: a refusal is only a refusal if nothing
+        // arrived. (`/hooks/ok` records its own, with the body.)
+        .layer(axum::middleware::from_fn_with_state(
+            log.clone(),
+            |State(log): State<Log>,
+             request: axum::extract::Request,
+             next: axum::middleware::Next| async move {
+                if request.uri().path() != "/hooks/ok" {
+                    log.lock().unwrap().push(Received {
+                        path: request.uri().path().to_owned(),
+                        headers: request.headers().clone(),
+                        body: Bytes::new(),
+                    });
+                }
+                next.run(request).await
+            },
+        ))
         .with_state(log.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -112,10 +153,17 @@ fn message() -> Message {
     }
 }
 
+/// Settings approving `approved`, with the secret `crm_token` bound to the first of them.
 fn settings(approved: &[&str]) -> PluginSettings {
     PluginSettings {
         approved_hosts: approved.iter().map(|s| s.to_string()).collect(),
-        secrets: BTreeMap::from([("crm_token".to_owned(), SECRET.to_owned())]),
+        secrets: BTreeMap::from([(
+            "crm_token".to_owned(),
+            SecretSetting {
+                value: SECRET.to_owned(),
+                hosts: vec![approved[0].to_owned()],
+            },
+        )]),
         ..PluginSettings::default()
     }
 }
@@ -140,7 +188,7 @@ async fn deliver(
 async fn a_webhook_is_delivered_with_the_secret_written_in_by_the_host() {
     let (base, log) = provider().await;
     let config = json!({"url": format!("{base}/hooks/ok"), "headers": {"Authorization": "Bearer {{secret:crm_token}}"}});
-    let outcome = deliver("webhook-channel", &settings(&["127.0.0.1"]), config)
+    let outcome = deliver("webhook-channel", &settings(&[&base]), config)
         .await
         .unwrap();
     assert_eq!(
@@ -167,7 +215,7 @@ async fn provider_failures_are_classified_for_retry() {
     let (base, _log) = provider().await;
     let busy = deliver(
         "webhook-channel",
-        &settings(&["127.0.0.1"]),
+        &settings(&[&base]),
         json!({"url": format!("{base}/hooks/busy")}),
     )
     .await
@@ -178,7 +226,7 @@ async fn provider_failures_are_classified_for_retry() {
     );
     let gone = deliver(
         "webhook-channel",
-        &settings(&["127.0.0.1"]),
+        &settings(&[&base]),
         json!({"url": format!("{base}/hooks/gone")}),
     )
     .await
@@ -200,7 +248,7 @@ async fn a_host_the_operator_did_not_approve_is_never_contacted() {
     let (base, log) = provider().await;
     let outcome = deliver(
         "webhook-channel",
-        &settings(&["crm.example.com"]),
+        &settings(&["https://crm.example.com"]),
         json!({"url": format!("{base}/hooks/ok")}),
     )
     .await
@@ -219,7 +267,7 @@ async fn a_host_the_operator_did_not_approve_is_never_contacted() {
 async fn an_unknown_secret_fails_permanently_without_sending() {
     let (base, log) = provider().await;
     let config = json!({"url": format!("{base}/hooks/ok"), "headers": {"Authorization": "Bearer {{secret:missing}}"}});
-    let outcome = deliver("webhook-channel", &settings(&["127.0.0.1"]), config)
+    let outcome = deliver("webhook-channel", &settings(&[&base]), config)
         .await
         .unwrap();
     assert!(
@@ -241,7 +289,7 @@ async fn secrets_are_redacted_from_everything_the_plugin_reads_back() {
     let (base, _log) = provider().await;
     let config = json!({"url": format!("{base}/echo"), "headers": {"authorization": "Bearer {{secret:crm_token}}"}, "body": "token={{secret:crm_token}}"});
     let report = probe_report(
-        deliver("probe-channel", &settings(&["127.0.0.1"]), config)
+        deliver("probe-channel", &settings(&[&base]), config)
             .await
             .unwrap(),
     );
@@ -262,7 +310,7 @@ async fn redirects_are_not_followed() {
     let report = probe_report(
         deliver(
             "probe-channel",
-            &settings(&["127.0.0.1"]),
+            &settings(&[&base]),
             json!({"url": format!("{base}/redirect")}),
         )
         .await
@@ -276,7 +324,7 @@ async fn an_oversized_response_is_refused() {
     let (base, _log) = provider().await;
     let outcome = deliver(
         "probe-channel",
-        &settings(&["127.0.0.1"]),
+        &settings(&[&base]),
         json!({"url": format!("{base}/huge")}),
     )
     .await
@@ -295,7 +343,7 @@ async fn waiting_on_the_network_does_not_count_against_the_cpu_budget() {
             cpu_ms: 50,
             ..Limits::default()
         },
-        ..settings(&["127.0.0.1"])
+        ..settings(&[&base])
     };
     let report = probe_report(
         deliver(
@@ -317,7 +365,7 @@ async fn a_provider_that_never_answers_hits_the_wall_clock_limit() {
             wall_ms: 300,
             ..Limits::default()
         },
-        ..settings(&["127.0.0.1"])
+        ..settings(&[&base])
     };
     let error = deliver(
         "probe-channel",
@@ -327,4 +375,142 @@ async fn a_provider_that_never_answers_hits_the_wall_clock_limit() {
     .await
     .unwrap_err();
     assert_eq!(error, CallError::Timeout { wall_ms: 300 });
+}
+
+/// What the provider at `base` shows of a refused delivery: the refusal's text, having
+/// received nothing.
+async fn refused(settings: &PluginSettings, url: &str, log: &Log) -> String {
+    let outcome = deliver("probe-channel", settings, json!({"url": url}))
+        .await
+        .unwrap();
+    assert!(log.lock().unwrap().is_empty(), "{url} was contacted");
+    match outcome {
+        DeliveryOutcome::Failed {
+            kind: FailureKind::Permanent,
+            message,
+            ..
+        } => message,
+        other => panic!("{url} was not refused: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn only_the_exact_approved_target_is_reached() {
+    let (base, log) = provider().await;
+    let port = base.rsplit(':').next().unwrap();
+    let (other, other_log) = provider().await;
+    let approved = settings(&[&base]);
+    // A name that resolves to loopback is refused after DNS, though the name is approved.
+    let by_name = format!("http://localhost:{port}");
+    let message = refused(&settings(&[&by_name]), &format!("{by_name}/hooks/ok"), &log).await;
+    assert!(message.contains("not a public address"), "{message}");
+    // Another port of an approved host; an approval without a port is the default port only.
+    let message = refused(&approved, &format!("{other}/hooks/ok"), &other_log).await;
+    assert!(message.contains("not approved"), "{message}");
+    let message = refused(
+        &settings(&["http://127.0.0.1"]),
+        &format!("{base}/hooks/ok"),
+        &log,
+    )
+    .await;
+    assert!(message.contains("not approved"), "{message}");
+    // The approved address wrapped in IPv6, and the cloud metadata address.
+    let mapped = format!("http://[::ffff:127.0.0.1]:{port}/hooks/ok");
+    assert!(
+        refused(&approved, &mapped, &log)
+            .await
+            .contains("not approved")
+    );
+    let message = refused(
+        &settings(&["http://*.example.com", &base]),
+        "http://169.254.169.254/latest/meta-data/",
+        &log,
+    )
+    .await;
+    assert!(message.contains("not approved"), "{message}");
+    // A wildcard is for names: over an address it is no approval, and the plugin is not loaded.
+    let (runtime, _clock) = support::runtime();
+    let wildcard = runtime.load(
+        &support::fixture_bytes("probe-channel"),
+        &settings(&["http://*.0.0.1"]),
+    );
+    assert!(
+        matches!(&wildcard, Err(e) if e.to_string().contains("never IP addresses")),
+        "{:?}",
+        wildcard.err()
+    );
+    // And the exact approval works.
+    let outcome = deliver(
+        "probe-channel",
+        &approved,
+        json!({"url": format!("{base}/healthz"), "method": "GET"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(probe_report(outcome)["body"], "ok");
+}
+
+#[tokio::test]
+async fn a_secret_never_leaves_for_a_host_it_is_not_bound_to() {
+    let (provider_base, _provider_log) = provider().await;
+    let (echo, echo_log) = provider().await;
+    // Both approved; the secret is bound to the provider only. The echo host would hand it back.
+    let both = settings(&[&provider_base, &echo]);
+    let outcome = deliver(
+        "probe-channel",
+        &both,
+        json!({"url": format!("{echo}/echo"), "headers": {"authorization": "Bearer {{secret:crm_token}}"}}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&outcome, DeliveryOutcome::Failed { message, .. } if message.contains("not bound")),
+        "{outcome:?}"
+    );
+    assert!(
+        echo_log.lock().unwrap().is_empty(),
+        "the echo host was sent the request"
+    );
+}
+
+#[tokio::test]
+async fn a_compressed_echo_from_the_bound_host_reaches_the_plugin_redacted() {
+    let (base, _log) = provider().await;
+    let config = json!({"url": format!("{base}/echo-gzip"), "headers": {"authorization": "Bearer {{secret:crm_token}}"}, "body": "token={{secret:crm_token}}"});
+    let report = probe_report(
+        deliver("probe-channel", &settings(&[&base]), config)
+            .await
+            .unwrap(),
+    );
+    assert!(!report.to_string().contains(SECRET), "{report}");
+    assert_eq!(
+        report["body"],
+        "auth=Bearer [redacted] body=token=[redacted]"
+    );
+    // An encoding the host cannot look through is not handed to the plugin at all.
+    let config = json!({"url": format!("{base}/echo-br"), "body": "token={{secret:crm_token}}"});
+    let outcome = deliver("probe-channel", &settings(&[&base]), config)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, DeliveryOutcome::Failed { message, .. } if message.contains("cannot check")),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_sends_a_bounded_number_of_requests() {
+    let (base, log) = provider().await;
+    let outcome = deliver(
+        "probe-channel",
+        &settings(&[&base]),
+        json!({"url": format!("{base}/hooks/ok"), "repeat": 9}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&outcome, DeliveryOutcome::Failed { message, .. } if message.contains("at most 8 requests")),
+        "{outcome:?}"
+    );
+    assert_eq!(log.lock().unwrap().len(), 8);
 }

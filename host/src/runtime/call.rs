@@ -364,10 +364,10 @@ impl Runtime {
         let Pre::Channel(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Channel);
         };
-        let grant = plugin.http.clone().map(|policy| HttpGrant {
-            client: self.http_client.clone(),
-            policy,
-        });
+        let grant = plugin
+            .http
+            .clone()
+            .map(|egress| HttpGrant { egress, sent: 0 });
         let message = wit::Message::from(message);
         let report = self
             .run_async(plugin, grant, async |s| {

@@ -11,9 +11,9 @@ use super::bindings::{
     ActionPluginPre, ChannelPluginPre, ConditionPluginPre, ScorerPluginPre, TriggerPluginPre,
 };
 use super::cache::sha256_hex;
+use super::egress::{Egress, SecretSetting};
 use super::error::LoadError;
 use super::host::HostState;
-use super::host::http::{HostPattern, HttpPolicy};
 use super::limits::Limits;
 use crate::model::PluginInfo;
 
@@ -142,10 +142,12 @@ impl Linkers {
 #[serde(default, deny_unknown_fields)]
 pub struct PluginSettings {
     pub limits: Limits,
-    /// Hosts this plugin may reach (`api.example.com`, `*.example.com`, `127.0.0.1:8080`).
+    /// Targets this plugin may reach, as `scheme://host[:port]` (`https://api.example.com`
+    /// means port 443 only; `https://*.example.com`; `http://127.0.0.1:8080`).
     pub approved_hosts: Vec<String>,
-    /// Secret values by name; the plugin refers to them as `{{secret:NAME}}`.
-    pub secrets: std::collections::BTreeMap<String, String>,
+    /// Secrets by name, each with the targets it may be sent to; the plugin refers to them
+    /// as `{{secret:NAME}}` and never reads them.
+    pub secrets: std::collections::BTreeMap<String, SecretSetting>,
 }
 
 /// A loaded plugin version.
@@ -164,7 +166,7 @@ pub struct Plugin {
     /// Where [`PluginKind::function`] is among the component's exports, found once here so a
     /// call looks it up by index rather than by name.
     pub(crate) entry: ComponentExportIndex,
-    pub(crate) http: Option<Arc<HttpPolicy>>,
+    pub(crate) http: Option<Arc<Egress>>,
 }
 
 impl Plugin {
@@ -173,10 +175,6 @@ impl Plugin {
         &self.id
     }
 }
-
-/// Maximum HTTP response a channel plugin may receive, and the longest it may wait for one.
-const MAX_RESPONSE_BYTES: usize = 1 << 20;
-const MAX_HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Runtime {
     /// Load a plugin binary (a component, or a core module carrying wit-bindgen's
@@ -372,24 +370,13 @@ fn clamp(mut limits: Limits) -> Limits {
     limits
 }
 
-fn http_policy(info: &PluginInfo, settings: &PluginSettings) -> Result<HttpPolicy, LoadError> {
-    let parse = |patterns: &[String], whose: &str| {
-        patterns
-            .iter()
-            .map(|p| {
-                HostPattern::parse(p).ok_or_else(|| {
-                    LoadError::Invalid(format!("{whose} outbound host `{p}` is not a host pattern"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    };
-    Ok(HttpPolicy {
-        declared: parse(&info.outbound_hosts, "declared")?,
-        approved: parse(&settings.approved_hosts, "approved")?,
-        secrets: settings.secrets.clone(),
-        max_response_bytes: MAX_RESPONSE_BYTES,
-        max_timeout: MAX_HTTP_TIMEOUT,
-    })
+fn http_policy(info: &PluginInfo, settings: &PluginSettings) -> Result<Egress, LoadError> {
+    Egress::new(
+        &info.outbound_hosts,
+        &settings.approved_hosts,
+        &settings.secrets,
+    )
+    .map_err(LoadError::Invalid)
 }
 
 /// Whether `bytes` is a core module (`true`) or a component (`false`); anything else is refused.

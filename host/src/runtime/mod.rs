@@ -7,6 +7,7 @@
 mod bindings;
 mod cache;
 mod call;
+pub mod egress;
 mod engine;
 mod entry;
 mod error;
@@ -73,7 +74,6 @@ pub struct Shared {
     linkers: load::Linkers,
     compiler: cache::Compiler,
     ticker: engine::EpochTicker,
-    http_client: reqwest::Client,
     max_binary_bytes: usize,
 }
 
@@ -105,7 +105,6 @@ impl Runtime {
                 linkers,
                 compiler,
                 ticker,
-                http_client: host::http::client(),
                 max_binary_bytes: config.max_binary_bytes,
             }),
             clock: config.clock,

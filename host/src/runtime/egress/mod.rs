@@ -1,0 +1,130 @@
+//! What one plugin may send out over HTTP, decided by the operator when the plugin is loaded:
+//! the targets approved for it (`scheme://host:port`), the addresses it may reach, its secrets
+//! and the targets each is bound to, and the HTTP client that enforces all of it.
+
+mod address;
+mod secrets;
+mod target;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use address::{Refused, is_public};
+pub use secrets::{Secret, Secrets};
+pub use target::{Approval, Declared, Host as TargetHost, Target};
+
+/// Largest response body a plugin may receive (after decompression), and the longest it may
+/// wait for one.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most requests one call may send.
+pub const MAX_REQUESTS_PER_CALL: u32 = 8;
+
+/// A secret as the operator sets it: its value and the targets it may be sent to.
+#[derive(Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSetting {
+    pub value: String,
+    /// `scheme://host[:port]` targets, like approved hosts: usually the provider's API only.
+    pub hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSetting")
+            .field("value", &"[redacted]")
+            .field("hosts", &self.hosts)
+            .finish()
+    }
+}
+
+/// One plugin's outbound HTTP.
+#[derive(Debug)]
+pub struct Egress {
+    /// Hosts the plugin declared in `describe`.
+    pub declared: Vec<Declared>,
+    /// Targets the operator approved for it.
+    pub approved: Vec<Approval>,
+    pub secrets: Secrets,
+    pub max_response_bytes: usize,
+    pub max_timeout: Duration,
+    /// No redirects, no proxies, no cookies, and names resolved only to reachable addresses.
+    pub client: reqwest::Client,
+}
+
+impl Egress {
+    /// The egress of a plugin that declared `declared` and was approved `approved` with
+    /// `secrets`; an error names the first setting that is not one.
+    pub fn new(
+        declared: &[String],
+        approved: &[String],
+        secrets: &BTreeMap<String, SecretSetting>,
+    ) -> Result<Egress, String> {
+        let declared = declared
+            .iter()
+            .map(|d| Declared::parse(d).map_err(|e| format!("declared outbound host {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let approved = approved
+            .iter()
+            .map(|a| Approval::parse(a).map_err(|e| format!("approved host {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let secrets = secrets
+            .iter()
+            .map(|(name, setting)| {
+                if setting.hosts.is_empty() {
+                    return Err(format!(
+                        "secret `{name}` names no host it may be sent to; give it `hosts`, e.g. [\"https://api.provider.com\"]"
+                    ));
+                }
+                let bound_to = setting
+                    .hosts
+                    .iter()
+                    .map(|h| Approval::parse(h).map_err(|e| format!("secret `{name}`: {e}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let secret = Secret {
+                    value: setting.value.clone(),
+                    bound_to,
+                };
+                Ok((name.clone(), secret))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let reachable = address::Reachable {
+            approved: Arc::new(
+                approved
+                    .iter()
+                    .filter_map(Approval::address)
+                    .collect::<BTreeSet<_>>(),
+            ),
+        };
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .dns_resolver(Arc::new(reachable))
+            .build()
+            .map_err(|e| format!("the HTTP client could not be built: {e}"))?;
+        Ok(Egress {
+            declared,
+            approved,
+            secrets: Secrets(secrets),
+            max_response_bytes: MAX_RESPONSE_BYTES,
+            max_timeout: MAX_TIMEOUT,
+            client,
+        })
+    }
+
+    /// Whether a request to `target` may leave: declared by the plugin and approved by the
+    /// operator. (Where a name then resolves to is checked by the client's resolver.)
+    pub fn allows(&self, target: &Target) -> bool {
+        self.declared.iter().any(|d| d.covers(target))
+            && self.approved.iter().any(|a| a.covers(target))
+    }
+
+    /// Whether an address literal may be connected to: a public one, or one the operator
+    /// approved by address.
+    pub fn reaches(&self, ip: std::net::IpAddr) -> bool {
+        is_public(ip) || self.approved.iter().any(|a| a.address() == Some(ip))
+    }
+}

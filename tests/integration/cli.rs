@@ -282,3 +282,45 @@ fn http_get(address: std::net::SocketAddr, path: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_owned()
 }
+
+/// An operator's approval must say scheme and port: a bare host is refused at load, saying what
+/// to write, before the plugin can send anything.
+#[test]
+fn plugin_call_refuses_an_approval_without_a_scheme_and_says_the_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_json(
+        dir.path(),
+        "input.json",
+        serde_json::json!({"message": {"id": "m-1", "contact_id": "c-1", "recipient": "a@example.com",
+            "body": "hi", "content_type": "text/plain", "metadata": {}}}),
+    );
+    let config = write_json(
+        dir.path(),
+        "config.json",
+        serde_json::json!({"url": "https://crm.example.com/hooks"}),
+    );
+    let settings = write_json(
+        dir.path(),
+        "settings.json",
+        serde_json::json!({"approved_hosts": ["crm.example.com"]}),
+    );
+    let plugin = support::plugin_dir().join("webhook-channel.wasm");
+    let (exit, json) = wayline(&[
+        "plugin".as_ref(),
+        "call".as_ref(),
+        plugin.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--settings".as_ref(),
+        settings.as_os_str(),
+    ]);
+    assert_eq!(exit, 1, "{json}");
+    assert_eq!(json["error"]["code"], "plugin_settings_invalid");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("needs a scheme") && message.contains("https://crm.example.com"),
+        "{json}"
+    );
+}

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::json;
 use wayline::model::{DeliveryOutcome, FailureKind, Message};
-use wayline::runtime::egress::SecretSetting;
+use wayline::runtime::egress::{SecretSetting, SecretValue};
 use wayline::runtime::{CallError, Limits, PluginSettings};
 
 use crate::support;
@@ -160,7 +160,7 @@ fn settings(approved: &[&str]) -> PluginSettings {
         secrets: BTreeMap::from([(
             "crm_token".to_owned(),
             SecretSetting {
-                value: SECRET.to_owned(),
+                value: SecretValue(SECRET.to_owned()),
                 hosts: vec![approved[0].to_owned()],
             },
         )]),
@@ -377,20 +377,24 @@ async fn a_provider_that_never_answers_hits_the_wall_clock_limit() {
     assert_eq!(error, CallError::Timeout { wall_ms: 300 });
 }
 
-/// What the provider at `base` shows of a refused delivery: the refusal's text, having
-/// received nothing.
+/// The text of the refusal of the probe's request to `url` (with the rest of `config`), having
+/// checked that the provider behind `log` received nothing.
 async fn refused(settings: &PluginSettings, url: &str, log: &Log) -> String {
-    let outcome = deliver("probe-channel", settings, json!({"url": url}))
+    refused_config(settings, json!({"url": url}), log).await
+}
+
+async fn refused_config(settings: &PluginSettings, config: serde_json::Value, log: &Log) -> String {
+    let outcome = deliver("probe-channel", settings, config.clone())
         .await
         .unwrap();
-    assert!(log.lock().unwrap().is_empty(), "{url} was contacted");
+    assert!(log.lock().unwrap().is_empty(), "{config} was sent");
     match outcome {
         DeliveryOutcome::Failed {
             kind: FailureKind::Permanent,
             message,
             ..
         } => message,
-        other => panic!("{url} was not refused: {other:?}"),
+        other => panic!("{config} was not refused: {other:?}"),
     }
 }
 
@@ -456,21 +460,9 @@ async fn a_secret_never_leaves_for_a_host_it_is_not_bound_to() {
     let (echo, echo_log) = provider().await;
     // Both approved; the secret is bound to the provider only. The echo host would hand it back.
     let both = settings(&[&provider_base, &echo]);
-    let outcome = deliver(
-        "probe-channel",
-        &both,
-        json!({"url": format!("{echo}/echo"), "headers": {"authorization": "Bearer {{secret:crm_token}}"}}),
-    )
-    .await
-    .unwrap();
-    assert!(
-        matches!(&outcome, DeliveryOutcome::Failed { message, .. } if message.contains("not bound")),
-        "{outcome:?}"
-    );
-    assert!(
-        echo_log.lock().unwrap().is_empty(),
-        "the echo host was sent the request"
-    );
+    let config = json!({"url": format!("{echo}/echo"), "headers": {"authorization": "Bearer {{secret:crm_token}}"}});
+    let message = refused_config(&both, config, &echo_log).await;
+    assert!(message.contains("not bound"), "{message}");
 }
 
 #[tokio::test]

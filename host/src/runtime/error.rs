@@ -22,6 +22,9 @@ pub enum LoadError {
     BadIdentity(String),
     #[error("compile cache: {0}")]
     Cache(String),
+    /// The operator's settings for the plugin are not ones the host can apply.
+    #[error("plugin settings: {0}")]
+    Settings(String),
 }
 
 impl LoadError {
@@ -36,6 +39,7 @@ impl LoadError {
             LoadError::Describe(_) => "plugin_describe_failed",
             LoadError::BadIdentity(_) => "plugin_bad_name",
             LoadError::Cache(_) => "plugin_cache_error",
+            LoadError::Settings(_) => "plugin_settings_invalid",
         }
     }
 }

@@ -11,7 +11,7 @@ use super::bindings::{
     ActionPluginPre, ChannelPluginPre, ConditionPluginPre, ScorerPluginPre, TriggerPluginPre,
 };
 use super::cache::sha256_hex;
-use super::egress::{Egress, SecretSetting};
+use super::egress::{Egress, EgressError, SecretSetting};
 use super::error::LoadError;
 use super::host::HostState;
 use super::limits::Limits;
@@ -376,7 +376,12 @@ fn http_policy(info: &PluginInfo, settings: &PluginSettings) -> Result<Egress, L
         &settings.approved_hosts,
         &settings.secrets,
     )
-    .map_err(LoadError::Invalid)
+    .map_err(|error| match error {
+        EgressError::Declared(e) => {
+            LoadError::Invalid(format!("the plugin declares an outbound host {e}"))
+        }
+        EgressError::Settings(e) => LoadError::Settings(e),
+    })
 }
 
 /// Whether `bytes` is a core module (`true`) or a component (`false`); anything else is refused.

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use address::{Refused, is_public};
-pub use secrets::{Secret, Secrets};
+pub use address::Refused;
+pub use secrets::{Secret, SecretValue, Secrets};
 pub use target::{Approval, Declared, Host as TargetHost, Target};
 
 /// Largest response body a plugin may receive (after decompression), and the longest it may
@@ -23,21 +23,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_REQUESTS_PER_CALL: u32 = 8;
 
 /// A secret as the operator sets it: its value and the targets it may be sent to.
-#[derive(Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSetting {
-    pub value: String,
+    pub value: SecretValue,
     /// `scheme://host[:port]` targets, like approved hosts: usually the provider's API only.
     pub hosts: Vec<String>,
 }
 
-impl std::fmt::Debug for SecretSetting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretSetting")
-            .field("value", &"[redacted]")
-            .field("hosts", &self.hosts)
-            .finish()
-    }
+/// Why a plugin's outbound HTTP could not be set up.
+#[derive(Debug)]
+pub enum EgressError {
+    /// A host the plugin declares in `describe` is not a host pattern.
+    Declared(String),
+    /// The operator's approvals or secrets are not ones the host can apply.
+    Settings(String),
 }
 
 /// One plugin's outbound HTTP.
@@ -48,6 +48,8 @@ pub struct Egress {
     /// Targets the operator approved for it.
     pub approved: Vec<Approval>,
     pub secrets: Secrets,
+    /// Addresses beyond the public internet that it may reach: those approved as themselves.
+    reachable: address::Reachable,
     pub max_response_bytes: usize,
     pub max_timeout: Duration,
     /// No redirects, no proxies, no cookies, and names resolved only to reachable addresses.
@@ -56,16 +58,25 @@ pub struct Egress {
 
 impl Egress {
     /// The egress of a plugin that declared `declared` and was approved `approved` with
-    /// `secrets`; an error names the first setting that is not one.
+    /// `secrets`; an error names the first declaration or setting that is not one.
     pub fn new(
         declared: &[String],
         approved: &[String],
         secrets: &BTreeMap<String, SecretSetting>,
-    ) -> Result<Egress, String> {
+    ) -> Result<Egress, EgressError> {
         let declared = declared
             .iter()
-            .map(|d| Declared::parse(d).map_err(|e| format!("declared outbound host {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|d| Declared::parse(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(EgressError::Declared)?;
+        Self::approved(declared, approved, secrets).map_err(EgressError::Settings)
+    }
+
+    fn approved(
+        declared: Vec<Declared>,
+        approved: &[String],
+        secrets: &BTreeMap<String, SecretSetting>,
+    ) -> Result<Egress, String> {
         let approved = approved
             .iter()
             .map(|a| Approval::parse(a).map_err(|e| format!("approved host {e}")))
@@ -102,13 +113,14 @@ impl Egress {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
-            .dns_resolver(Arc::new(reachable))
+            .dns_resolver(Arc::new(reachable.clone()))
             .build()
             .map_err(|e| format!("the HTTP client could not be built: {e}"))?;
         Ok(Egress {
             declared,
             approved,
             secrets: Secrets(secrets),
+            reachable,
             max_response_bytes: MAX_RESPONSE_BYTES,
             max_timeout: MAX_TIMEOUT,
             client,
@@ -125,6 +137,6 @@ impl Egress {
     /// Whether an address literal may be connected to: a public one, or one the operator
     /// approved by address.
     pub fn reaches(&self, ip: std::net::IpAddr) -> bool {
-        is_public(ip) || self.approved.iter().any(|a| a.address() == Some(ip))
+        self.reachable.allows(ip)
     }
 }

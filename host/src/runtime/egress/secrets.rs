@@ -15,20 +15,22 @@ const PLACEHOLDER_OPEN: &[u8] = b"{{secret:";
 const PLACEHOLDER_CLOSE: &[u8] = b"}}";
 const REDACTED: &[u8] = b"[redacted]";
 
-/// One secret and the targets it may be sent to.
-#[derive(Clone)]
-pub struct Secret {
-    pub value: String,
-    pub bound_to: Vec<Approval>,
+/// A secret's value: whatever holds one can be printed for debugging without showing it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretValue(pub String);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secret")
-            .field("value", &"[redacted]")
-            .field("bound_to", &self.bound_to)
-            .finish()
-    }
+/// One secret and the targets it may be sent to.
+#[derive(Debug, Clone)]
+pub struct Secret {
+    pub value: SecretValue,
+    pub bound_to: Vec<Approval>,
 }
 
 /// A plugin's secrets by name.
@@ -58,7 +60,7 @@ impl Secrets {
                     "secret `{name}` is not bound to {target}, so it is not sent there"
                 )));
             }
-            output.extend_from_slice(secret.value.as_bytes());
+            output.extend_from_slice(secret.value.0.as_bytes());
             rest = &after_open[end + PLACEHOLDER_CLOSE.len()..];
         }
         output.extend_from_slice(rest);
@@ -69,7 +71,7 @@ impl Secrets {
     pub fn redact(&self, bytes: Vec<u8>) -> Vec<u8> {
         self.0
             .values()
-            .map(|s| s.value.as_bytes())
+            .map(|s| s.value.0.as_bytes())
             .filter(|s| !s.is_empty())
             .fold(bytes, |bytes, secret| {
                 if find(&bytes, secret).is_none() {
@@ -106,7 +108,7 @@ mod tests {
         Secrets(BTreeMap::from([(
             "token".to_owned(),
             Secret {
-                value: "s3cr3t-value".into(),
+                value: SecretValue("s3cr3t-value".into()),
                 bound_to: vec![Approval::parse("https://api.example.com").unwrap()],
             },
         )]))

@@ -219,7 +219,7 @@ mod tests {
         let secrets = BTreeMap::from([(
             "token".to_owned(),
             SecretSetting {
-                value: "s3cr3t-value".into(),
+                value: crate::runtime::egress::SecretValue("s3cr3t-value".into()),
                 hosts: vec!["https://api.example.com".into()],
             },
         )]);

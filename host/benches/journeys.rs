@@ -107,6 +107,11 @@ async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>) -> Server {
         TOKEN,
         "write-key-0123456789",
         env_number("WAYLINE_LOAD_WORKERS", 2),
+        wayline::messaging::MessagingConfig {
+            sealing_key: wayline::messaging::SealingKey::from_hex(&"00".repeat(32)).unwrap(),
+            public_url: "http://127.0.0.1:8080".into(),
+            delivery: Default::default(),
+        },
     )
     .unwrap();
     state

@@ -4,6 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod journeys;
+pub mod messaging;
 pub mod model;
 pub mod plugin_kv;
 pub mod registry;

@@ -210,6 +210,41 @@ pub mod timestamp_json {
                 .ok_or_else(|| E::custom(format!("`{text}` is not an RFC 3339 timestamp")))
         }
     }
+
+    /// The same for an optional time.
+    pub mod option {
+        use super::Millis;
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        struct Shown(Millis);
+
+        impl Serialize for Shown {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                super::serialize(&self.0, serializer)
+            }
+        }
+
+        struct Read(Millis);
+
+        impl<'de> Deserialize<'de> for Read {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                super::deserialize(deserializer).map(Read)
+            }
+        }
+
+        pub fn serialize<S: Serializer>(
+            ms: &Option<Millis>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            ms.map(Shown).serialize(serializer)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Millis>, D::Error> {
+            Ok(Option::<Read>::deserialize(deserializer)?.map(|read| read.0))
+        }
+    }
 }
 
 /// Whether a contact agreed to be messaged on a channel.

@@ -83,6 +83,60 @@ impl Store for Faulty {
     }
 }
 
+impl MessageStore for Faulty {
+    fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        self.store.channel(name)
+    }
+    fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.store.channels()
+    }
+    fn put_channel(&self, record: &ChannelRecord, audit: AuditEntry) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.put_channel(record, audit)
+    }
+    fn template(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<TemplateVersion>, StoreError> {
+        self.store.template(name, version)
+    }
+    fn template_versions(&self, name: &str) -> Result<Vec<TemplateVersion>, StoreError> {
+        self.store.template_versions(name)
+    }
+    fn templates(&self) -> Result<Vec<TemplateVersion>, StoreError> {
+        self.store.templates()
+    }
+    fn add_template_version(
+        &self,
+        template: TemplateVersion,
+        audit: AuditEntry,
+    ) -> Result<TemplateVersion, StoreError> {
+        self.writable()?;
+        self.store.add_template_version(template, audit)
+    }
+    fn message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError> {
+        self.store.message(id)
+    }
+    fn due_messages(&self, now: Millis, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.store.due_messages(now, limit)
+    }
+    fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError> {
+        self.store.next_delivery_due()
+    }
+    fn record_delivery(&self, update: &DeliveryUpdate) -> Result<Vec<u8>, StoreError> {
+        self.writable()?;
+        self.store.record_delivery(update)
+    }
+    fn queue_message(&self, message: &OutboxMessage) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.queue_message(message)
+    }
+    fn suppression(&self, channel: &str, address: &str) -> Result<Option<Suppression>, StoreError> {
+        self.store.suppression(channel, address)
+    }
+}
+
 impl JourneyStore for Faulty {
     fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError> {
         self.store.journey(id)

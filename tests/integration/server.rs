@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 use wayline::api::{AppState, HttpEdges, app};
 use wayline::clock::VirtualClock;
+use wayline::messaging::{DeliverySettings, MessagingConfig, SealingKey};
 use wayline::registry::Registry;
 use wayline::store::{SledStore, Store};
 
@@ -12,6 +13,7 @@ use crate::support;
 
 pub const TOKEN: &str = "test-token-0123456789";
 pub const WRITE_KEY: &str = "segment-write-key-0123";
+pub const SEALING_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A running server and what a test needs to drive it.
 pub struct Server {
@@ -26,6 +28,7 @@ pub struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.state.scheduler.stop();
+        self.state.messaging.stop();
     }
 }
 
@@ -83,6 +86,8 @@ impl Server {
             }
         }
         let store = wrap(SledStore::open(&data.path().join("store")).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let mut state = AppState::start(
             runtime,
             registry,
@@ -91,11 +96,14 @@ impl Server {
             TOKEN,
             WRITE_KEY,
             2,
+            MessagingConfig {
+                sealing_key: SealingKey::from_hex(SEALING_KEY).unwrap(),
+                public_url: base.clone(),
+                delivery: DeliverySettings::default(),
+            },
         )
         .unwrap();
         state.edges = edges;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let router = app(state.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Server {
@@ -105,6 +113,11 @@ impl Server {
             state,
             _data: data,
         }
+    }
+
+    /// The server's data directory (its store is `store/` in it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
     }
 
     /// Wait until the journeys have done all the work queued and due by the clock.

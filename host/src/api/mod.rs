@@ -11,8 +11,10 @@ mod contacts;
 mod error;
 mod extract;
 mod journeys;
+mod messaging;
 mod operations;
 mod segment;
+mod tracking;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +39,7 @@ pub use extract::{ApiJson, ApiJsonOrList, ApiPath, ApiQuery};
 
 use crate::clock::SharedClock;
 use crate::journeys::Journeys;
+use crate::messaging::{Messaging, MessagingConfig};
 use crate::registry::{PluginSummary, Registry};
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
@@ -118,8 +121,10 @@ pub fn routes() -> Vec<Route> {
     ];
     routes.extend(contacts::routes());
     routes.extend(journeys::routes());
+    routes.extend(messaging::routes());
     routes.extend(operations::routes());
     routes.extend(segment::routes());
+    routes.extend(tracking::routes());
     routes
 }
 
@@ -137,11 +142,14 @@ pub struct AppState {
     pub journeys: Arc<Journeys>,
     /// Woken when new work is queued, so it runs at once.
     pub scheduler: Arc<Scheduler>,
+    /// Channels, templates and the delivery worker.
+    pub messaging: Arc<Messaging>,
     pub edges: HttpEdges,
 }
 
 impl AppState {
-    /// Put the parts together and start the journey workers (`workers` threads).
+    /// Put the parts together and start the journey workers (`workers` threads) and the
+    /// delivery worker.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         runtime: Arc<Runtime>,
@@ -151,6 +159,7 @@ impl AppState {
         token: &str,
         write_key: &str,
         workers: usize,
+        messaging: MessagingConfig,
     ) -> Result<AppState, StoreError> {
         let journeys = Arc::new(Journeys::new(
             store.clone(),
@@ -159,6 +168,15 @@ impl AppState {
             clock.clone(),
         )?);
         let scheduler = Scheduler::start(journeys.clone(), workers);
+        let messaging = Messaging::new(
+            store.clone(),
+            registry.clone(),
+            runtime.clone(),
+            clock.clone(),
+            scheduler.clone(),
+            messaging,
+        );
+        messaging.start();
         Ok(AppState {
             runtime,
             registry,
@@ -168,6 +186,7 @@ impl AppState {
             write_key: write_key.into(),
             journeys,
             scheduler,
+            messaging,
             edges: HttpEdges::default(),
         })
     }

@@ -10,6 +10,7 @@ use clap::Args;
 use crate::api::{AppState, app};
 use crate::clock::{SharedClock, SystemClock};
 use crate::journeys::{JourneyError, Journeys};
+use crate::messaging::{DeliverySettings, MessagingConfig, SealingKey};
 use crate::plugin_kv::StoredKv;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -41,6 +42,18 @@ pub struct ServeArgs {
     /// and written to `DATA/write-key`.
     #[arg(long, env = "WAYLINE_WRITE_KEY", hide_env_values = true)]
     write_key: Option<String>,
+    /// Key that channel secrets are sealed with at rest: 64 hex digits (`openssl rand -hex
+    /// 32`). Keep it out of the data directory's backups. Without it, and without
+    /// `--secret-key-file`, one is generated and written to `DATA/secret-key`.
+    #[arg(long, env = "WAYLINE_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// Where people reach this server from outside, for the tracking and unsubscribe links in
+    /// messages (e.g. `https://mail.example.com`); `http://LISTEN` when absent.
+    #[arg(long, env = "WAYLINE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A file holding the sealing key (64 hex digits), e.g. a mounted secret.
+    #[arg(long, env = "WAYLINE_SECRET_KEY_FILE", conflicts_with = "secret_key")]
+    secret_key_file: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
@@ -55,6 +68,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)?;
+    let sealing_key = sealing_key(&args)?;
     let token = secret_or_generated(args.token, &args.data, "api-token", "--token")?;
     let write_key = secret_or_generated(args.write_key, &args.data, "write-key", "--write-key")?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&args.data.join("store"))?);
@@ -80,7 +94,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let state = AppState::start(runtime, registry, store, clock, &token, &write_key, workers)?;
+    let state = AppState::start(
+        runtime,
+        registry,
+        store,
+        clock,
+        &token,
+        &write_key,
+        workers,
+        MessagingConfig {
+            sealing_key,
+            public_url: args
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", args.listen)),
+            delivery: DeliverySettings::default(),
+        },
+    )?;
     if let Some(dir) = &args.journeys {
         let (journeys, dir) = (state.journeys.clone(), dir.clone());
         tokio::task::spawn_blocking(move || load_journeys(&journeys, &dir)).await??;
@@ -88,11 +118,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, workers, "listening");
     let scheduler = state.scheduler.clone();
+    let messaging = state.messaging.clone();
     let flush_on_exit = state.store.clone();
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     scheduler.stop();
+    messaging.stop();
     flush_on_exit.flush()?;
     Ok(())
 }
@@ -164,13 +196,42 @@ fn secret_or_generated(
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
     let token = hex::encode(bytes);
+    write_private(&path, &token)?;
+    tracing::info!(path = %path.display(), "generated {file}");
+    Ok(token)
+}
+
+/// The key channel secrets are sealed with: given, read from its file, or generated into
+/// `DATA/secret-key` on first start.
+fn sealing_key(args: &ServeArgs) -> anyhow::Result<SealingKey> {
+    let text = match (&args.secret_key, &args.secret_key_file) {
+        (Some(key), _) => key.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the secret key {}: {e}", path.display()))?,
+        (None, None) => {
+            let path = args.data.join("secret-key");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(_) => {
+                    let key = SealingKey::generate_hex().map_err(anyhow::Error::msg)?;
+                    write_private(&path, &key)?;
+                    tracing::info!(path = %path.display(), "generated secret-key");
+                    key
+                }
+            }
+        }
+    };
+    SealingKey::from_hex(&text).map_err(|e| anyhow::anyhow!("the secret key: {e}"))
+}
+
+/// Create `path` readable by the owner only, holding `text`.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(&path)?, token.as_bytes())?;
-    tracing::info!(path = %path.display(), "generated {file}");
-    Ok(token)
+    std::io::Write::write_all(&mut options.open(path)?, text.as_bytes())?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,7 @@
 //! A published journey version made ready to run: plugins looked up, configs serialized, time
 //! windows parsed. Built once per version and shared by every step that runs it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::definition::{Definition, NodeKind, PluginRef, WaitSpec};
@@ -27,6 +27,8 @@ pub struct CompiledJourney {
     pub plugins: HashMap<String, NodePlugin>,
     /// By node id: the window of each `until` wait.
     pub windows: HashMap<String, Window>,
+    /// The template versions pinned at publish, by template name.
+    pub templates: BTreeMap<String, u32>,
 }
 
 impl CompiledJourney {
@@ -48,7 +50,13 @@ impl CompiledJourney {
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
-        Self::new(&version.journey_id, version.version, definition, plugins)
+        Self::new(
+            &version.journey_id,
+            version.version,
+            definition,
+            plugins,
+            version.templates.clone(),
+        )
     }
 
     /// A version from its definition and the plugins prepared for it.
@@ -57,6 +65,7 @@ impl CompiledJourney {
         version: u32,
         definition: Definition,
         plugins: HashMap<String, NodePlugin>,
+        templates: BTreeMap<String, u32>,
     ) -> Result<Self, String> {
         let mut windows = HashMap::new();
         for node in &definition.nodes {
@@ -74,6 +83,7 @@ impl CompiledJourney {
             definition,
             plugins,
             windows,
+            templates,
         })
     }
 }

@@ -312,15 +312,30 @@ impl Journeys {
         )
         .map_err(JourneyError::Invalid)?;
         let now = self.clock.now();
+        // Each template it sends is pinned at its newest version now; one that does not exist
+        // yet is rendered at the newest version there is when the message goes.
+        let mut templates = std::collections::BTreeMap::new();
+        for name in validate::templates_sent(&checked.definition) {
+            if let Some(template) = self.store.template(&name, None)? {
+                templates.insert(name, template.version);
+            }
+        }
         let version = JourneyVersion {
             journey_id: id.to_owned(),
             version: record.published_version + 1,
             definition: serde_json::to_value(&checked.definition).expect("definitions serialize"),
             published_at: now,
+            templates: templates.clone(),
         };
-        let built = CompiledJourney::new(id, version.version, checked.definition, checked.plugins)
-            .map(Arc::new)
-            .map_err(JourneyError::Malformed)?;
+        let built = CompiledJourney::new(
+            id,
+            version.version,
+            checked.definition,
+            checked.plugins,
+            templates,
+        )
+        .map(Arc::new)
+        .map_err(JourneyError::Malformed)?;
         record.published_version = version.version;
         if record.status == JourneyStatus::Draft {
             record.status = JourneyStatus::Active;

@@ -173,6 +173,7 @@ impl Journeys {
                 version: version_number,
                 definition,
                 published_at: start,
+                templates: Default::default(),
             },
         )?;
         let sandbox = Journeys::new(

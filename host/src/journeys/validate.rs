@@ -461,6 +461,20 @@ fn events_of(definition: &Definition) -> (BTreeSet<String>, BTreeSet<String>) {
     (enrolls, emits)
 }
 
+/// The templates a journey's actions send, as far as their configs show them: the convention
+/// of the first-party `update-contact` (`send.template`), which other plugins may follow.
+pub fn templates_sent(definition: &Definition) -> BTreeSet<String> {
+    definition
+        .nodes
+        .iter()
+        .filter_map(|node| match &node.kind {
+            NodeKind::Action { config, .. } => config["send"]["template"].as_str(),
+            _ => None,
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Whether a journey lets a contact in again soon after it left, or while it is in it.
 fn reenters_soon(reentry: &Reentry) -> bool {
     match reentry {

@@ -85,7 +85,7 @@ fn parse_day(day: &str) -> Option<Vec<Weekday>> {
     })
 }
 
-fn parse_time(text: &str) -> Option<Time> {
+pub(crate) fn parse_time(text: &str) -> Option<Time> {
     let (hour, minute) = text.split_once(':')?;
     if hour.len() > 2 || minute.len() != 2 {
         return None;

@@ -354,20 +354,31 @@ impl Runtime {
         .map(|changes| changes.into_iter().map(ScoreChange::from).collect())
     }
 
-    /// Deliver `message`. (channel plugins; the only calls that may use outbound HTTP)
+    /// Deliver `message` with the plugin's own outbound policy (the settings it was loaded
+    /// with). (channel plugins; the only calls that may use outbound HTTP)
     pub async fn deliver(
         &self,
         plugin: &Plugin,
         config: &PreparedConfig,
         message: &Message,
     ) -> CallReport<DeliveryOutcome> {
+        let egress = plugin.http.clone();
+        self.deliver_through(plugin, egress, config, message).await
+    }
+
+    /// Deliver `message` with `egress` as the outbound policy: a channel binding's approved
+    /// hosts and secrets.
+    pub async fn deliver_through(
+        &self,
+        plugin: &Plugin,
+        egress: Option<Arc<super::egress::Egress>>,
+        config: &PreparedConfig,
+        message: &Message,
+    ) -> CallReport<DeliveryOutcome> {
         let Pre::Channel(pre) = &plugin.pre else {
             return CallReport::wrong_kind(plugin, PluginKind::Channel);
         };
-        let grant = plugin
-            .http
-            .clone()
-            .map(|egress| HttpGrant { egress, sent: 0 });
+        let grant = egress.map(|egress| HttpGrant { egress, sent: 0 });
         let message = wit::Message::from(message);
         let report = self
             .run_async(plugin, grant, async |s| {

@@ -113,7 +113,7 @@ impl SledStore {
         Ok(())
     }
 
-    fn audit_write(
+    pub(super) fn audit_write(
         &self,
         writes: &mut WriteSet<'_>,
         mut entry: AuditEntry,

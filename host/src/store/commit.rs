@@ -13,7 +13,7 @@ use super::records::*;
 use super::sled_store::{SledStore, backend, identities_in, kv_write, lock};
 use super::write_set::WriteSet;
 use super::{KvUsage, StoreError, merge};
-use crate::model::{Contact, Effect};
+use crate::model::{Contact, Effect, Event};
 
 /// A contact's value as it will be written: the contact and its journeys, or `None` once it
 /// is merged away (or never existed).
@@ -142,30 +142,11 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         );
     }
     for message in &commit.messages {
-        let mut key = prefix(&message.contact_id);
-        key.extend_from_slice(&store.db.generate_id().map_err(backend)?.to_be_bytes());
-        writes.put(TreeId::Outbox, key, encode(message));
+        add_message(store, &mut writes, message)?;
     }
     let mut queued = Vec::new();
     for event in &commit.events {
-        if writes.get(TreeId::Events, event.id.as_bytes())?.is_some() {
-            continue;
-        }
-        let partition = partition_of(&event.contact_id);
-        let key = writes.queue(
-            partition,
-            encode(&WorkItem::Event {
-                contact_id: event.contact_id.clone(),
-                event_id: event.id.clone(),
-                event: Some(event.clone()),
-            }),
-        )?;
-        writes.put(
-            TreeId::Events,
-            event.id.as_bytes(),
-            event_value(event, Some(inbox_sequence(&key))),
-        );
-        queued.push(partition);
+        queued.extend(queue_event(&mut writes, event)?);
     }
     for item in &commit.forwards {
         let partition = partition_of(item.contact_id());
@@ -262,4 +243,50 @@ fn restore(contact: &mut Contact, before: &crate::model::Attributes, field: &str
         Some(value) => contact.attributes.insert(field.to_owned(), value.clone()),
         None => contact.attributes.remove(field),
     };
+}
+
+/// Add a message to the outbox, findable by its id and queued for delivery when it is due.
+pub(super) fn add_message(
+    store: &SledStore,
+    writes: &mut WriteSet<'_>,
+    message: &OutboxMessage,
+) -> Result<(), StoreError> {
+    let mut key = prefix(&message.contact_id);
+    key.extend_from_slice(&store.db.generate_id().map_err(backend)?.to_be_bytes());
+    writes.put(TreeId::MessageIds, message.id.as_bytes(), key.clone());
+    if let Some(due_at) = message.due_at {
+        writes.put(
+            TreeId::Deliveries,
+            timer_key(due_at, &message.id),
+            Vec::new(),
+        );
+    }
+    writes.put(TreeId::Outbox, key, encode(message));
+    Ok(())
+}
+
+/// Record an event and queue it for its contact's journeys, unless its id is recorded
+/// already; the partition that got work, if one did.
+pub(super) fn queue_event(
+    writes: &mut WriteSet<'_>,
+    event: &Event,
+) -> Result<Option<u8>, StoreError> {
+    if writes.get(TreeId::Events, event.id.as_bytes())?.is_some() {
+        return Ok(None);
+    }
+    let partition = partition_of(&event.contact_id);
+    let key = writes.queue(
+        partition,
+        encode(&WorkItem::Event {
+            contact_id: event.contact_id.clone(),
+            event_id: event.id.clone(),
+            event: Some(event.clone()),
+        }),
+    )?;
+    writes.put(
+        TreeId::Events,
+        event.id.as_bytes(),
+        event_value(event, Some(inbox_sequence(&key))),
+    );
+    Ok(Some(partition))
 }

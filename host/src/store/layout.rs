@@ -49,6 +49,17 @@ pub(super) mod trees {
     pub const META: &str = "meta";
     /// contact id → the id of the contact it was merged into.
     pub const ALIASES: &str = "aliases";
+    /// channel name → its binding: plugin, config, approved hosts, sealed secrets, rate.
+    pub const CHANNELS: &str = "channels";
+    /// `<template name>\0<version u32 BE>` → a template version, never rewritten.
+    pub const TEMPLATES: &str = "templates";
+    /// message id → its key in the outbox.
+    pub const MESSAGE_IDS: &str = "message_ids";
+    /// `<due_at as ordered u64 BE><message id>` → nothing: messages waiting for a delivery
+    /// attempt, scanned in due order.
+    pub const DELIVERIES: &str = "deliveries";
+    /// `<channel>\0<address>` → why nothing more is sent there (a bounce, a complaint).
+    pub const SUPPRESSIONS: &str = "suppressions";
 }
 
 /// The layout this version writes.
@@ -74,10 +85,15 @@ pub(super) enum TreeId {
     Counters = 13,
     Audit = 14,
     Aliases = 15,
+    Channels = 16,
+    Templates = 17,
+    MessageIds = 18,
+    Deliveries = 19,
+    Suppressions = 20,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 16] = [
+    pub(super) const ALL: [TreeId; 21] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -94,6 +110,11 @@ impl TreeId {
         TreeId::Counters,
         TreeId::Audit,
         TreeId::Aliases,
+        TreeId::Channels,
+        TreeId::Templates,
+        TreeId::MessageIds,
+        TreeId::Deliveries,
+        TreeId::Suppressions,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -118,6 +139,11 @@ impl TreeId {
             TreeId::Counters => trees::COUNTERS,
             TreeId::Audit => trees::AUDIT,
             TreeId::Aliases => trees::ALIASES,
+            TreeId::Channels => trees::CHANNELS,
+            TreeId::Templates => trees::TEMPLATES,
+            TreeId::MessageIds => trees::MESSAGE_IDS,
+            TreeId::Deliveries => trees::DELIVERIES,
+            TreeId::Suppressions => trees::SUPPRESSIONS,
         }
     }
 

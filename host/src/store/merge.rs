@@ -133,6 +133,7 @@ pub(super) fn merge(
         message.contact_id = into.to_owned();
         let mut moved = prefix(into);
         moved.extend_from_slice(&key[from.len() + 1..]);
+        writes.put(TreeId::MessageIds, message.id.as_bytes(), moved.clone());
         writes.put(TreeId::Outbox, moved, encode(&message));
         writes.remove(TreeId::Outbox, key.to_vec());
     }

@@ -15,9 +15,11 @@ mod identity;
 mod layout;
 mod legacy;
 mod merge;
+mod messaging;
 mod open;
 mod records;
 mod sled_journeys;
+mod sled_messaging;
 mod sled_store;
 mod write_set;
 
@@ -28,6 +30,7 @@ use thiserror::Error;
 
 pub use identity::{normalize_email, normalize_phone};
 pub use layout::{MAX_RECORD_BYTES, MAX_STORED_BYTES};
+pub use messaging::*;
 pub use open::Recovery;
 pub use records::*;
 pub use sled_store::SledStore;
@@ -191,7 +194,7 @@ impl StoreError {
 }
 
 /// Durable contacts, events and journey state.
-pub trait Store: JourneyStore + Send + Sync + 'static {
+pub trait Store: JourneyStore + MessageStore + Send + Sync + 'static {
     /// The contact with this id.
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
     /// The contact a merged contact's id now belongs to, if it was merged into another.

@@ -47,6 +47,9 @@ pub struct JourneyVersion {
     pub definition: serde_json::Value,
     #[serde(with = "crate::model::timestamp_json")]
     pub published_at: Millis,
+    /// The template versions its sends were published with, by template name.
+    #[serde(default)]
+    pub templates: BTreeMap<String, u32>,
 }
 
 /// Where one contact is in one journey. Each state carries what it needs and nothing else.
@@ -526,7 +529,29 @@ pub struct OutboxMessage {
     pub enrollment_id: String,
     #[serde(with = "crate::model::timestamp_json")]
     pub created_at: Millis,
-    pub status: String,
+    pub status: super::messaging::DeliveryStatus,
+    /// The template version it was (or will be) rendered from: the journey's pinned one, else
+    /// the newest at the first attempt.
+    #[serde(default)]
+    pub template_version: Option<u32>,
+    /// Delivery attempts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When it is due for its next attempt, while it waits for one.
+    #[serde(default, with = "crate::model::timestamp_json::option")]
+    pub due_at: Option<Millis>,
+    /// The address it went to, once known.
+    #[serde(default)]
+    pub recipient: Option<String>,
+    /// The provider's id for it, once accepted.
+    #[serde(default)]
+    pub provider_id: Option<String>,
+    /// What happened to it, oldest first (the first step and the latest ones).
+    #[serde(default)]
+    pub history: Vec<super::messaging::DeliveryStep>,
+    /// A test send from a template's `test-send`: goes only to the test address given.
+    #[serde(default)]
+    pub test: bool,
 }
 
 /// A per-node counter: `entered`, `passed:LABEL` (or `passed`), `waiting`, `retried`,

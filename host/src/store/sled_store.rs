@@ -108,6 +108,11 @@ pub struct SledStore {
     pub(super) audit: sled::Tree,
     pub(super) meta: sled::Tree,
     pub(super) aliases: sled::Tree,
+    pub(super) channels: sled::Tree,
+    pub(super) templates: sled::Tree,
+    pub(super) message_ids: sled::Tree,
+    pub(super) deliveries: sled::Tree,
+    pub(super) suppressions: sled::Tree,
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
     /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
@@ -182,6 +187,11 @@ impl SledStore {
             audit: tree(trees::AUDIT)?,
             meta: tree(trees::META)?,
             aliases: tree(trees::ALIASES)?,
+            channels: tree(trees::CHANNELS)?,
+            templates: tree(trees::TEMPLATES)?,
+            message_ids: tree(trees::MESSAGE_IDS)?,
+            deliveries: tree(trees::DELIVERIES)?,
+            suppressions: tree(trees::SUPPRESSIONS)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
             broken: Default::default(),
@@ -226,6 +236,11 @@ impl SledStore {
             TreeId::Counters => &self.counters,
             TreeId::Audit => &self.audit,
             TreeId::Aliases => &self.aliases,
+            TreeId::Channels => &self.channels,
+            TreeId::Templates => &self.templates,
+            TreeId::MessageIds => &self.message_ids,
+            TreeId::Deliveries => &self.deliveries,
+            TreeId::Suppressions => &self.suppressions,
         }
     }
 }

@@ -7,7 +7,7 @@ use super::super::super::compiled::CompiledJourney;
 use super::super::Batch;
 use super::Failure;
 use crate::model::{Attributes, Effect, Event, Value, check_name};
-use crate::store::{Enrollment, OutboxMessage};
+use crate::store::{DeliveryStatus, DeliveryStep, Enrollment, OutboxMessage};
 
 /// How many emitted events may follow one another: an event an action emits is one deeper
 /// than the event that brought the contact to the action. Past this, journeys are feeding
@@ -166,14 +166,25 @@ impl Batch<'_> {
                     id: format!("{step}:{n}"),
                     contact_id: enrollment.contact_id.clone(),
                     channel,
-                    template,
                     variables,
                     journey_id: journey.journey_id.clone(),
                     version: journey.version,
                     node: enrollment.node.clone(),
                     enrollment_id: enrollment.id.clone(),
                     created_at: self.now,
-                    status: "pending".into(),
+                    status: DeliveryStatus::Queued,
+                    template_version: journey.templates.get(&template).copied(),
+                    template,
+                    attempts: 0,
+                    due_at: Some(self.now),
+                    recipient: None,
+                    provider_id: None,
+                    history: vec![DeliveryStep {
+                        at: self.now,
+                        status: DeliveryStatus::Queued,
+                        detail: String::new(),
+                    }],
+                    test: false,
                 }),
                 Effect::EmitEvent { name, properties } => self.changes.emit(Event {
                     id: format!("{step}:{n}"),

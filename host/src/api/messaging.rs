@@ -1,0 +1,256 @@
+//! Channels, templates and messages: bind a channel name to a plugin, write templates (each
+//! change a new version), preview and test-send them, and follow a message's delivery.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+
+use super::{Access, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Route, blocking};
+use crate::messaging::{ChannelRequest, MessagingError, TemplateDraft};
+use crate::model::Attributes;
+
+pub fn routes() -> Vec<Route> {
+    use Access::Token;
+    vec![
+        Route::new(
+            Method::GET,
+            "/v1/channels",
+            Token,
+            false,
+            get(list_channels),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/channels/{name}",
+            Token,
+            false,
+            get(get_channel),
+        ),
+        Route::new(
+            Method::PUT,
+            "/v1/channels/{name}",
+            Token,
+            true,
+            put(put_channel),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/templates",
+            Token,
+            false,
+            get(list_templates),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/templates/{name}",
+            Token,
+            false,
+            get(get_template),
+        ),
+        Route::new(
+            Method::PUT,
+            "/v1/templates/{name}",
+            Token,
+            true,
+            put(put_template),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/templates/{name}/preview",
+            Token,
+            true,
+            post(preview),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/templates/{name}/test-send",
+            Token,
+            true,
+            post(test_send),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/messages/{id}",
+            Token,
+            false,
+            get(get_message),
+        ),
+    ]
+}
+
+/// Who made a change through the API: the one credential there is until roles arrive.
+const ACTOR: &str = "api-token";
+
+impl From<MessagingError> for ApiError {
+    fn from(error: MessagingError) -> Self {
+        let message = error.to_string();
+        match error {
+            MessagingError::BadChannel(problems) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_channel", message)
+                    .with_details(serde_json::json!({ "problems": problems }))
+            }
+            MessagingError::BadTemplate(problems) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_template",
+                message,
+            )
+            .with_details(serde_json::json!({ "problems": problems })),
+            MessagingError::NotFound(code, _) => ApiError::not_found(code, message),
+            MessagingError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "render_failed", message)
+            }
+            MessagingError::Store(error) => error.into(),
+        }
+    }
+}
+
+async fn list_channels(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let messaging = state.messaging.clone();
+    let channels = blocking(move || Ok(messaging.channels()?)).await?;
+    Ok(Json(serde_json::json!({ "channels": channels })))
+}
+
+async fn get_channel(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let messaging = state.messaging.clone();
+    let channel = blocking(move || Ok(messaging.channel(&name)?)).await?;
+    Ok(Json(channel))
+}
+
+async fn put_channel(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(request): ApiJson<ChannelRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let messaging = state.messaging.clone();
+    let (view, created) =
+        blocking(move || Ok(messaging.put_channel(&name, request, ACTOR)?)).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
+}
+
+async fn list_templates(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let store = state.store.clone();
+    let templates = blocking(move || Ok(store.templates()?)).await?;
+    Ok(Json(serde_json::json!({ "templates": templates })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    #[serde(default)]
+    version: Option<u32>,
+}
+
+async fn get_template(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<VersionQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let messaging = state.messaging.clone();
+    let (template, versions) = blocking(move || {
+        let template = messaging.template(&name, query.version)?;
+        let versions: Vec<u32> = messaging
+            .store
+            .template_versions(&name)?
+            .iter()
+            .map(|t| t.version)
+            .collect();
+        Ok((template, versions))
+    })
+    .await?;
+    Ok(Json(
+        serde_json::json!({ "template": template, "versions": versions }),
+    ))
+}
+
+async fn put_template(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(draft): ApiJson<TemplateDraft>,
+) -> Result<impl IntoResponse, ApiError> {
+    let messaging = state.messaging.clone();
+    let (template, unguarded) =
+        blocking(move || Ok(messaging.put_template(&name, draft, ACTOR)?)).await?;
+    let warnings: Vec<String> = unguarded
+        .iter()
+        .map(|variable| {
+            format!(
+                "`{variable}` is printed without a fallback: a message to a contact without it fails; write {{{{ {variable} | default(\"…\") }}}}"
+            )
+        })
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "template": template, "warnings": warnings })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewRequest {
+    contact_id: String,
+    #[serde(default)]
+    version: Option<u32>,
+    #[serde(default)]
+    variables: Attributes,
+}
+
+async fn preview(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(request): ApiJson<PreviewRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let messaging = state.messaging.clone();
+    let rendered = blocking(move || {
+        Ok(messaging.preview(
+            &name,
+            request.version,
+            &request.contact_id,
+            request.variables,
+        )?)
+    })
+    .await?;
+    Ok(Json(rendered))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestSendRequest {
+    contact_id: String,
+    /// The test address: the message goes there and nowhere else.
+    to: String,
+    #[serde(default)]
+    variables: Attributes,
+}
+
+async fn test_send(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(request): ApiJson<TestSendRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let messaging = state.messaging.clone();
+    let message = blocking(move || {
+        Ok(messaging.test_send(&name, &request.contact_id, &request.to, request.variables)?)
+    })
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(message)))
+}
+
+async fn get_message(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let messaging = state.messaging.clone();
+    let message = blocking(move || Ok(messaging.message(&id)?)).await?;
+    Ok(Json(message))
+}

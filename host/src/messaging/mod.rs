@@ -1,0 +1,351 @@
+//! Messaging: what a journey's `send` becomes. Channels bind a name to a channel plugin with its
+//! config, hosts, sealed secrets and rate; templates are versioned and rendered by the host;
+//! the delivery worker takes messages from the outbox, applies the rules every send obeys, and
+//! records each step durably.
+//!
+//! Owns bindings, templates and deliveries; the store keeps them, the runtime runs the plugins.
+
+pub mod channels;
+mod delivery;
+pub mod links;
+mod rate;
+mod rules;
+pub mod sealing;
+pub mod templates;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+pub use channels::{BindingProblem, ChannelRequest, ChannelView};
+pub use delivery::DeliverySettings;
+pub use links::Links;
+pub use sealing::SealingKey;
+pub use templates::{Rendered, TemplateDraft, TemplateProblem};
+
+use crate::clock::SharedClock;
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use crate::scheduler::Scheduler;
+use crate::store::{
+    AuditEntry, ChannelRecord, DeliveryStatus, OutboxMessage, Store, StoreError, TemplateVersion,
+};
+
+/// Why a messaging request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    #[error("the channel binding is not valid")]
+    BadChannel(Vec<BindingProblem>),
+    #[error("the template is not valid")]
+    BadTemplate(Vec<TemplateProblem>),
+    /// What is missing, by its stable code (`channel_not_found`), and what it says.
+    #[error("{1}")]
+    NotFound(&'static str, String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The messaging service: bindings ready to send through, and the delivery worker's switch.
+pub struct Messaging {
+    pub store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    runtime: Arc<Runtime>,
+    clock: SharedClock,
+    key: SealingKey,
+    /// Bindings made ready to send, by channel name; dropped when a binding changes.
+    bound: RwLock<HashMap<String, Arc<channels::Bound>>>,
+    settings: DeliverySettings,
+    links: links::Links,
+    /// Woken when a delivery step gives journeys work (its event).
+    scheduler: Arc<Scheduler>,
+    stopped: AtomicBool,
+}
+
+/// What the operator configures for messaging.
+#[derive(Debug, Clone)]
+pub struct MessagingConfig {
+    pub sealing_key: SealingKey,
+    /// Where people reach this server from outside (tracking and unsubscribe links), e.g.
+    /// `https://mail.example.com`.
+    pub public_url: String,
+    pub delivery: DeliverySettings,
+}
+
+impl Messaging {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        runtime: Arc<Runtime>,
+        clock: SharedClock,
+        scheduler: Arc<Scheduler>,
+        config: MessagingConfig,
+    ) -> Arc<Messaging> {
+        Arc::new(Messaging {
+            store,
+            registry,
+            runtime,
+            clock,
+            links: links::Links::new(config.sealing_key.link_key(), &config.public_url),
+            key: config.sealing_key,
+            bound: RwLock::default(),
+            settings: config.delivery,
+            scheduler,
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// The links messages carry, to check the tokens that come back.
+    pub fn links(&self) -> &links::Links {
+        &self.links
+    }
+
+    /// Start the delivery worker (on the current tokio runtime).
+    pub fn start(self: &Arc<Self>) {
+        let messaging = self.clone();
+        tokio::spawn(async move { messaging.deliver_forever().await });
+    }
+
+    /// Stop the delivery worker after its current batch.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Create or change a binding; the binding as stored, and whether it is new.
+    pub fn put_channel(
+        &self,
+        name: &str,
+        request: ChannelRequest,
+        actor: &str,
+    ) -> Result<(ChannelView, bool), MessagingError> {
+        let previous = self.store.channel(name)?;
+        let now = self.clock.now();
+        let record = channels::record_from(
+            name,
+            request,
+            previous.as_ref(),
+            &self.key,
+            &self.registry,
+            &self.runtime,
+            now,
+        )
+        .map_err(MessagingError::BadChannel)?;
+        let audit = AuditEntry {
+            id: String::new(),
+            at: now,
+            actor: actor.to_owned(),
+            action: if previous.is_some() {
+                "channel.update".into()
+            } else {
+                "channel.create".into()
+            },
+            object: name.to_owned(),
+            // Secret names and hosts only: their values are never written anywhere readable.
+            detail: serde_json::json!({
+                "plugin": record.plugin,
+                "revision": record.revision,
+                "secrets": record.secrets.keys().collect::<Vec<_>>(),
+                "approved_hosts": record.approved_hosts,
+            }),
+        };
+        self.store.put_channel(&record, audit)?;
+        self.bound.write().expect("bound lock").remove(name);
+        Ok((channels::view(&record, None), previous.is_none()))
+    }
+
+    pub fn channel(&self, name: &str) -> Result<ChannelView, MessagingError> {
+        let record = self.store.channel(name)?.ok_or_else(|| {
+            MessagingError::NotFound("channel_not_found", format!("no channel `{name}` is bound"))
+        })?;
+        Ok(self.view(record))
+    }
+
+    pub fn channels(&self) -> Result<Vec<ChannelView>, MessagingError> {
+        Ok(self
+            .store
+            .channels()?
+            .into_iter()
+            .map(|record| self.view(record))
+            .collect())
+    }
+
+    fn view(&self, record: ChannelRecord) -> ChannelView {
+        let problem = self.bound(&record.name).err();
+        channels::view(&record, problem)
+    }
+
+    /// The binding of `name`, ready to send; why not, if it is not.
+    fn bound(&self, name: &str) -> Result<Arc<channels::Bound>, String> {
+        if let Some(bound) = self.bound.read().expect("bound lock").get(name) {
+            return Ok(bound.clone());
+        }
+        let record = self
+            .store
+            .channel(name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("channel `{name}` is not bound; bind it with PUT /v1/channels/{name}")
+            })?;
+        let bound = Arc::new(channels::bind(
+            record,
+            &self.key,
+            &self.registry,
+            &self.runtime,
+            self.clock.now(),
+        )?);
+        self.bound
+            .write()
+            .expect("bound lock")
+            .insert(name.to_owned(), bound.clone());
+        Ok(bound)
+    }
+
+    /// Store a template as its name's next version; the version, and the variables it prints
+    /// without a fallback (which a contact lacking them would fail).
+    pub fn put_template(
+        &self,
+        name: &str,
+        draft: TemplateDraft,
+        actor: &str,
+    ) -> Result<(TemplateVersion, Vec<String>), MessagingError> {
+        if !crate::runtime::valid_name(name) {
+            return Err(MessagingError::BadTemplate(vec![TemplateProblem {
+                path: "name".into(),
+                message: "a template name is 1 to 64 lower-case letters, digits, `-` and `_`"
+                    .into(),
+            }]));
+        }
+        templates::check(&draft).map_err(MessagingError::BadTemplate)?;
+        let now = self.clock.now();
+        let template = TemplateVersion {
+            name: name.to_owned(),
+            version: 0,
+            channel: draft.channel,
+            subject: draft.subject,
+            html: draft.html,
+            text: draft.text,
+            transactional: draft.transactional,
+            created_at: now,
+        };
+        let audit = AuditEntry {
+            id: String::new(),
+            at: now,
+            actor: actor.to_owned(),
+            action: "template.version".into(),
+            object: name.to_owned(),
+            detail: serde_json::json!({"channel": template.channel}),
+        };
+        let stored = self.store.add_template_version(template, audit)?;
+        let unguarded = templates::unguarded(&stored);
+        Ok((stored, unguarded))
+    }
+
+    pub fn template(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<TemplateVersion, MessagingError> {
+        self.store.template(name, version)?.ok_or_else(|| {
+            MessagingError::NotFound(
+                "template_not_found",
+                match version {
+                    Some(v) => format!("template `{name}` has no version {v}"),
+                    None => format!("no template `{name}`"),
+                },
+            )
+        })
+    }
+
+    /// Render a template for a contact, as a message to them would be.
+    pub fn preview(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        contact_id: &str,
+        variables: crate::model::Attributes,
+    ) -> Result<Rendered, MessagingError> {
+        let template = self.template(name, version)?;
+        let contact = self.store.contact(contact_id)?.ok_or_else(|| {
+            MessagingError::NotFound("contact_not_found", format!("no contact `{contact_id}`"))
+        })?;
+        let mut message = test_message(&template, &contact.id, "preview", self.clock.now());
+        message.variables = variables;
+        let context = templates::context(&contact, None, &message, &[]);
+        templates::render(&template, &context).map_err(MessagingError::Invalid)
+    }
+
+    /// Queue a test send of a template, rendered for a contact, to `address` only; marked as a
+    /// test in its message, its metadata and its history, and exempt from consent (it goes to
+    /// an internal address, not to the contact).
+    pub fn test_send(
+        &self,
+        name: &str,
+        contact_id: &str,
+        address: &str,
+        variables: crate::model::Attributes,
+    ) -> Result<OutboxMessage, MessagingError> {
+        if address.trim().is_empty() || address.len() > 320 {
+            return Err(MessagingError::Invalid(
+                "`to` is the test address to send to, 1 to 320 characters".into(),
+            ));
+        }
+        let template = self.template(name, None)?;
+        if !self.store.contact_exists(contact_id)? {
+            return Err(MessagingError::NotFound(
+                "contact_not_found",
+                format!("no contact `{contact_id}`"),
+            ));
+        }
+        let now = self.clock.now();
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| MessagingError::Invalid(e.to_string()))?;
+        let mut message = test_message(&template, contact_id, &hex::encode(id), now);
+        message.variables = variables;
+        message.recipient = Some(address.to_owned());
+        self.store.queue_message(&message)?;
+        Ok(message)
+    }
+
+    pub fn message(&self, id: &str) -> Result<OutboxMessage, MessagingError> {
+        self.store.message(id)?.ok_or_else(|| {
+            MessagingError::NotFound("message_not_found", format!("no message `{id}`"))
+        })
+    }
+}
+
+fn test_message(
+    template: &TemplateVersion,
+    contact_id: &str,
+    id: &str,
+    now: crate::model::Millis,
+) -> OutboxMessage {
+    OutboxMessage {
+        id: format!("test:{id}"),
+        contact_id: contact_id.to_owned(),
+        channel: template.channel.clone(),
+        template: template.name.clone(),
+        variables: Default::default(),
+        journey_id: String::new(),
+        version: 0,
+        node: String::new(),
+        enrollment_id: String::new(),
+        created_at: now,
+        status: DeliveryStatus::Queued,
+        template_version: Some(template.version),
+        attempts: 0,
+        due_at: Some(now),
+        recipient: None,
+        provider_id: None,
+        history: vec![crate::store::DeliveryStep {
+            at: now,
+            status: DeliveryStatus::Queued,
+            detail: "a test send".into(),
+        }],
+        test: true,
+    }
+}

@@ -1,0 +1,318 @@
+//! What the store keeps for messaging: channel bindings, template versions, where each message
+//! is in its delivery, and the addresses nothing more may be sent to.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use super::records::{AuditEntry, OutboxMessage};
+use crate::model::Millis;
+
+/// Where a message is in its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Written by a version that did not deliver; never queued for delivery.
+    Pending,
+    /// Waiting for its first attempt.
+    Queued,
+    /// Handed to the channel plugin; a crash now sends it again with the same id.
+    Sending,
+    /// The provider accepted it.
+    Sent,
+    /// The provider says it reached the recipient.
+    Delivered,
+    /// The recipient's address does not take messages; later sends there are suppressed.
+    Bounced,
+    /// It will not be sent: a permanent failure, or retries ran out.
+    Failed,
+    /// Not sent, on purpose: no consent, opted out, a suppressed address, a test-only channel.
+    Suppressed,
+    /// Waiting for a later attempt (a retry, a rate limit, a channel not bound yet).
+    Deferred,
+}
+
+impl DeliveryStatus {
+    /// Whether nothing more will happen to the message.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryStatus::Sent
+                | DeliveryStatus::Delivered
+                | DeliveryStatus::Bounced
+                | DeliveryStatus::Failed
+                | DeliveryStatus::Suppressed
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Bounced => "bounced",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Suppressed => "suppressed",
+            DeliveryStatus::Deferred => "deferred",
+        }
+    }
+}
+
+/// One step of a message's delivery, as its history shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryStep {
+    #[serde(with = "crate::model::timestamp_json")]
+    pub at: Millis,
+    pub status: DeliveryStatus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Most steps a message's history keeps: the first and the latest.
+pub const DELIVERY_STEPS_KEPT: usize = 24;
+/// Longest detail a step keeps.
+const DETAIL_KEPT: usize = 512;
+
+/// A change to a message's delivery, applied to the stored message under its contact's lock.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub message_id: String,
+    pub status: DeliveryStatus,
+    pub at: Millis,
+    pub detail: String,
+    /// When to try again; `None` takes the message off the delivery queue.
+    pub due_at: Option<Millis>,
+    /// Whether this update is the end of an attempt (counted in `attempts`).
+    pub attempted: bool,
+    pub recipient: Option<String>,
+    pub template_version: Option<u32>,
+    pub provider_id: Option<String>,
+    /// An event to record on the message's contact (`email_sent`), carrying the message.
+    pub event: Option<String>,
+    /// Suppress later sends on the message's channel to its recipient, with `detail` as why.
+    pub suppress: bool,
+    /// Raise an alert on the message's channel, with `detail` as why.
+    pub alert: bool,
+}
+
+impl DeliveryUpdate {
+    pub fn new(message_id: &str, status: DeliveryStatus, at: Millis) -> Self {
+        DeliveryUpdate {
+            message_id: message_id.to_owned(),
+            status,
+            at,
+            detail: String::new(),
+            due_at: None,
+            attempted: false,
+            recipient: None,
+            template_version: None,
+            provider_id: None,
+            event: None,
+            suppress: false,
+            alert: false,
+        }
+    }
+
+    /// Apply to the stored message.
+    pub(super) fn apply_to(&self, message: &mut OutboxMessage) {
+        message.status = self.status;
+        message.due_at = self.due_at;
+        if self.attempted {
+            message.attempts += 1;
+        }
+        if let Some(recipient) = &self.recipient {
+            message.recipient = Some(recipient.clone());
+        }
+        if let Some(version) = self.template_version {
+            message.template_version = Some(version);
+        }
+        if let Some(id) = &self.provider_id {
+            message.provider_id = Some(id.clone());
+        }
+        let mut detail = self.detail.clone();
+        if detail.len() > DETAIL_KEPT {
+            let mut end = DETAIL_KEPT;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+        }
+        message.history.push(DeliveryStep {
+            at: self.at,
+            status: self.status,
+            detail,
+        });
+        if message.history.len() > DELIVERY_STEPS_KEPT {
+            message.history.remove(1);
+        }
+    }
+}
+
+/// A channel name bound to a plugin, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    pub name: String,
+    /// `name@version` of the channel plugin.
+    pub plugin: String,
+    /// As the operator wrote it; checked by the plugin's `validate-config`.
+    pub config: serde_json::Value,
+    /// The contact attribute that holds the address; `None` sends to the contact's id.
+    pub recipient: Option<String>,
+    /// The consent that governs marketing messages here; the channel's name when `None`.
+    pub consent: Option<String>,
+    pub approved_hosts: Vec<String>,
+    pub secrets: BTreeMap<String, SealedSecret>,
+    pub rate: Option<Rate>,
+    #[serde(with = "crate::model::timestamp_json")]
+    pub created_at: Millis,
+    #[serde(with = "crate::model::timestamp_json")]
+    pub updated_at: Millis,
+    /// 1 for the first binding, one more for each change.
+    pub revision: u32,
+    /// The last permanent failure, until the binding is changed.
+    #[serde(default)]
+    pub alert: Option<ChannelAlert>,
+    /// Frequency caps on marketing messages; the default caps when `None`.
+    #[serde(default)]
+    pub caps: Option<Vec<Cap>>,
+    #[serde(default)]
+    pub when_capped: WhenCapped,
+    /// The hours of the contact's day marketing messages may arrive; any hour when `None`.
+    #[serde(default)]
+    pub send_hours: Option<SendHours>,
+}
+
+/// What a cap counts: every message of the channel, those of one journey, or those of one
+/// template (one touchpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapScope {
+    Channel,
+    Journey,
+    Template,
+}
+
+/// At most `messages` messages in any `per_ms` to one contact, counted over `scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cap {
+    pub messages: u32,
+    pub per_ms: Millis,
+    pub scope: CapScope,
+}
+
+/// What becomes of a capped message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenCapped {
+    /// Deferred until the cap lets it go.
+    #[default]
+    Defer,
+    /// Suppressed, with the cap as the reason.
+    Drop,
+}
+
+/// The hours of the contact's day a message may arrive, `from` to `to` (`to` before `from`
+/// wraps past midnight).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendHours {
+    pub from: String,
+    pub to: String,
+}
+
+/// A secret's value, sealed with the server's key, and the targets it may go to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    pub hosts: Vec<String>,
+    /// Base64 of nonce and ciphertext (see `messaging::sealing`).
+    pub sealed: String,
+}
+
+/// At most `messages` sends per `per_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    pub messages: u32,
+    pub per_ms: i64,
+}
+
+/// Why a channel needs its operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelAlert {
+    #[serde(with = "crate::model::timestamp_json")]
+    pub at: Millis,
+    pub message_id: String,
+    pub reason: String,
+}
+
+/// One version of a template. Versions are never rewritten: a journey pins the one it was
+/// published with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateVersion {
+    pub name: String,
+    pub version: u32,
+    /// The channel it is written for.
+    pub channel: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub html: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Transactional messages (a receipt, a password reset) need no marketing consent.
+    #[serde(default)]
+    pub transactional: bool,
+    #[serde(with = "crate::model::timestamp_json")]
+    pub created_at: Millis,
+}
+
+/// An address on a channel that nothing more is sent to, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suppression {
+    pub channel: String,
+    pub address: String,
+    pub reason: String,
+    pub message_id: String,
+    #[serde(with = "crate::model::timestamp_json")]
+    pub at: Millis,
+}
+
+/// Messaging's durable state. The messaging module writes it; journeys only add messages.
+pub trait MessageStore {
+    fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError>;
+    fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+    /// Create or replace a binding, and record who did it.
+    fn put_channel(&self, record: &ChannelRecord, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// A version of a template; the newest when `version` is `None`.
+    fn template(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<TemplateVersion>, StoreError>;
+    /// Every version of a template, oldest first.
+    fn template_versions(&self, name: &str) -> Result<Vec<TemplateVersion>, StoreError>;
+    /// The newest version of every template.
+    fn templates(&self) -> Result<Vec<TemplateVersion>, StoreError>;
+    /// Store `template` as its name's next version (its `version` is set here), and record it.
+    fn add_template_version(
+        &self,
+        template: TemplateVersion,
+        audit: AuditEntry,
+    ) -> Result<TemplateVersion, StoreError>;
+
+    /// A message by id.
+    fn message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError>;
+    /// Up to `limit` messages due for an attempt at `now`, earliest first.
+    fn due_messages(&self, now: Millis, limit: usize) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// When the earliest queued message is due.
+    fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError>;
+    /// Apply a delivery step to a message (and record its event, suppression, alert) in one
+    /// write; the partitions that got work (the event).
+    fn record_delivery(&self, update: &DeliveryUpdate) -> Result<Vec<u8>, StoreError>;
+    /// Queue a message made outside a journey (a test send).
+    fn queue_message(&self, message: &OutboxMessage) -> Result<(), StoreError>;
+    /// Why nothing is sent to `address` on `channel`, if so.
+    fn suppression(&self, channel: &str, address: &str) -> Result<Option<Suppression>, StoreError>;
+}

@@ -1,0 +1,280 @@
+//! [`MessageStore`] for the sled store.
+//!
+//! A message lives in the outbox under its contact (`<contact>\0<sequence>`), is found by id
+//! through `message_ids`, and waits for an attempt in `deliveries`, keyed by when it is due. A
+//! delivery step is written under the lock of the message's contact's partition, the lock a
+//! merge holds while it moves the contact's messages, and reads the message afresh under it.
+
+use super::StoreError;
+use super::codec::{decode, encode};
+use super::commit::{add_message, queue_event};
+use super::layout::{TreeId, pair_key, prefix, time_from_ordered, timer_key};
+use super::messaging::*;
+use super::records::{AuditEntry, OutboxMessage, partition_of};
+use super::sled_store::{SledStore, backend, lock};
+use super::write_set::WriteSet;
+use crate::model::{Event, Millis, Value};
+
+fn template_key(name: &str, version: u32) -> Vec<u8> {
+    let mut key = prefix(name);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+impl SledStore {
+    /// The outbox key and the message with this id, as stored now.
+    fn located(&self, id: &str) -> Result<Option<(sled::IVec, OutboxMessage)>, StoreError> {
+        let Some(key) = self.message_ids.get(id.as_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
+        match self.outbox.get(&key).map_err(backend)? {
+            Some(bytes) => Ok(Some((key, decode(&bytes)?))),
+            None => Ok(None),
+        }
+    }
+}
+
+impl MessageStore for SledStore {
+    fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        self.channels
+            .get(name.as_bytes())
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.channels
+            .iter()
+            .values()
+            .map(|bytes| decode(&bytes.map_err(backend)?))
+            .collect()
+    }
+
+    fn put_channel(&self, record: &ChannelRecord, audit: AuditEntry) -> Result<(), StoreError> {
+        let _operations = lock(&self.locks.operations);
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::Channels, record.name.as_bytes(), encode(record));
+        self.audit_write(&mut writes, audit)?;
+        writes.apply()
+    }
+
+    fn template(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<TemplateVersion>, StoreError> {
+        let bytes = match version {
+            Some(version) => self
+                .templates
+                .get(template_key(name, version))
+                .map_err(backend)?,
+            None => self
+                .templates
+                .scan_prefix(prefix(name))
+                .values()
+                .next_back()
+                .transpose()
+                .map_err(backend)?,
+        };
+        bytes.map(|bytes| decode(&bytes)).transpose()
+    }
+
+    fn template_versions(&self, name: &str) -> Result<Vec<TemplateVersion>, StoreError> {
+        self.templates
+            .scan_prefix(prefix(name))
+            .values()
+            .map(|bytes| decode(&bytes.map_err(backend)?))
+            .collect()
+    }
+
+    fn templates(&self) -> Result<Vec<TemplateVersion>, StoreError> {
+        let mut newest: Vec<TemplateVersion> = Vec::new();
+        for bytes in self.templates.iter().values() {
+            let template: TemplateVersion = decode(&bytes.map_err(backend)?)?;
+            match newest.last_mut() {
+                Some(last) if last.name == template.name => *last = template,
+                _ => newest.push(template),
+            }
+        }
+        Ok(newest)
+    }
+
+    fn add_template_version(
+        &self,
+        mut template: TemplateVersion,
+        audit: AuditEntry,
+    ) -> Result<TemplateVersion, StoreError> {
+        let _operations = lock(&self.locks.operations);
+        template.version = self
+            .template(&template.name, None)?
+            .map_or(1, |t| t.version + 1);
+        let mut writes = WriteSet::new(self);
+        writes.put(
+            TreeId::Templates,
+            template_key(&template.name, template.version),
+            encode(&template),
+        );
+        self.audit_write(&mut writes, audit)?;
+        writes.apply()?;
+        Ok(template)
+    }
+
+    fn message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError> {
+        Ok(self.located(id)?.map(|(_, message)| message))
+    }
+
+    fn due_messages(&self, now: Millis, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+        let mut due = Vec::new();
+        for entry in self
+            .deliveries
+            .range(..timer_key(now.saturating_add(1), ""))
+        {
+            let (key, _) = entry.map_err(backend)?;
+            let id = String::from_utf8_lossy(&key[8.min(key.len())..]).into_owned();
+            match self.located(&id)? {
+                Some((_, message)) if message.due_at == Some(time_from_ordered(&key)) => {
+                    due.push(message)
+                }
+                // Left behind by a step whose message is gone or due at another time.
+                _ => {
+                    self.deliveries.remove(&key).map_err(backend)?;
+                }
+            }
+            if due.len() == limit {
+                break;
+            }
+        }
+        Ok(due)
+    }
+
+    fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(self
+            .deliveries
+            .first()
+            .map_err(backend)?
+            .map(|(key, _)| time_from_ordered(&key)))
+    }
+
+    fn record_delivery(&self, update: &DeliveryUpdate) -> Result<Vec<u8>, StoreError> {
+        // The message's contact may be merged into another between reading where it is and
+        // locking that contact's partition; then it is looked for again.
+        loop {
+            let Some((_, seen)) = self.located(&update.message_id)? else {
+                return Err(StoreError::NotFound(format!(
+                    "no message `{}`",
+                    update.message_id
+                )));
+            };
+            let _contact = self.locks.partition(partition_of(&seen.contact_id));
+            let Some((key, mut message)) = self.located(&update.message_id)? else {
+                continue;
+            };
+            if message.contact_id != seen.contact_id {
+                continue;
+            }
+            return self.write_delivery(key, &mut message, update);
+        }
+    }
+
+    fn queue_message(&self, message: &OutboxMessage) -> Result<(), StoreError> {
+        let _contact = self.locks.partition(partition_of(&message.contact_id));
+        let mut writes = WriteSet::new(self);
+        add_message(self, &mut writes, message)?;
+        writes.apply()
+    }
+
+    fn suppression(&self, channel: &str, address: &str) -> Result<Option<Suppression>, StoreError> {
+        self.suppressions
+            .get(pair_key(channel, address))
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+}
+
+impl SledStore {
+    fn write_delivery(
+        &self,
+        key: sled::IVec,
+        message: &mut OutboxMessage,
+        update: &DeliveryUpdate,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut writes = WriteSet::new(self);
+        if let Some(due_at) = message.due_at {
+            writes.remove(TreeId::Deliveries, timer_key(due_at, &message.id));
+        }
+        update.apply_to(message);
+        if let Some(due_at) = message.due_at {
+            writes.put(
+                TreeId::Deliveries,
+                timer_key(due_at, &message.id),
+                Vec::new(),
+            );
+        }
+        writes.put(TreeId::Outbox, key.to_vec(), encode(&*message));
+        if update.suppress
+            && let Some(address) = &message.recipient
+        {
+            let suppression = Suppression {
+                channel: message.channel.clone(),
+                address: address.clone(),
+                reason: update.detail.clone(),
+                message_id: message.id.clone(),
+                at: update.at,
+            };
+            writes.put(
+                TreeId::Suppressions,
+                pair_key(&message.channel, address),
+                encode(&suppression),
+            );
+        }
+        if update.alert {
+            let _operations = lock(&self.locks.operations);
+            if let Some(mut channel) = self.channel(&message.channel)? {
+                channel.alert = Some(ChannelAlert {
+                    at: update.at,
+                    message_id: message.id.clone(),
+                    reason: update.detail.clone(),
+                });
+                writes.put(TreeId::Channels, channel.name.as_bytes(), encode(&channel));
+            }
+        }
+        let mut queued = Vec::new();
+        if let Some(name) = &update.event {
+            queued.extend(queue_event(
+                &mut writes,
+                &delivery_event(message, name, update),
+            )?);
+        }
+        writes.apply()?;
+        Ok(queued)
+    }
+}
+
+/// The event a delivery step records on the contact: `email_sent` and the like, carrying the
+/// message, its journey and node, so a journey can wait for it.
+fn delivery_event(message: &OutboxMessage, name: &str, update: &DeliveryUpdate) -> Event {
+    let mut properties = crate::model::Attributes::new();
+    let text = |s: &str| Value::Text(s.to_owned());
+    properties.insert("message_id".into(), text(&message.id));
+    properties.insert("channel".into(), text(&message.channel));
+    properties.insert("template".into(), text(&message.template));
+    properties.insert("journey_id".into(), text(&message.journey_id));
+    properties.insert("node".into(), text(&message.node));
+    if let Some(step) = message
+        .history
+        .last()
+        .filter(|step| !step.detail.is_empty())
+    {
+        properties.insert("reason".into(), text(&step.detail));
+    }
+    Event {
+        id: format!("{}:{}", message.id, name),
+        contact_id: message.contact_id.clone(),
+        name: name.to_owned(),
+        properties,
+        timestamp: update.at,
+        depth: 0,
+    }
+}

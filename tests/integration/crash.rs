@@ -404,3 +404,150 @@ async fn a_fresh_store_killed_in_its_first_second_starts_again_every_time() {
         recoveries[1]
     );
 }
+
+/// A request that must succeed; `Json::Null` sends no body.
+async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, body: Json) -> Json {
+    let mut request = client.request(method, url).bearer_auth(TOKEN);
+    if !body.is_null() {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body: Json = response.json().await.unwrap_or_default();
+    assert!(status.is_success(), "{url}: {status} {body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_delivery_resends_with_the_same_key_and_every_message_is_accepted_once() {
+    const PEOPLE: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, journeys) = (dir.path().join("data"), dir.path().join("journeys"));
+    std::fs::create_dir_all(&journeys).unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let port = free_port(1);
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("server.log");
+    let (provider_base, provider) = crate::delivery::provider().await;
+
+    let mut server = start(&data, &journeys, port, &log);
+    wait_healthy(&client, &base, &mut server, &log).await;
+    use reqwest::Method;
+    call(
+        &client,
+        Method::PUT,
+        &format!("{base}/v1/channels/crm"),
+        json!({
+        "plugin": "webhook-channel", "config": {"url": format!("{provider_base}/slow")},
+        "recipient": "email", "approved_hosts": [provider_base]}),
+    )
+    .await;
+    call(
+        &client,
+        Method::PUT,
+        &format!("{base}/v1/templates/hello"),
+        json!({"channel": "crm", "text": "hello", "transactional": true}),
+    )
+    .await;
+    call(
+        &client,
+        Method::PUT,
+        &format!("{base}/v1/journeys/hello"),
+        json!({
+        "name": "hello", "reentry": "once",
+        "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "joined"}},
+            {"id": "send", "type": "action", "plugin": "update-contact",
+             "config": {"send": {"channel": "crm", "template": "hello"}}}],
+        "edges": [{"from": "in", "to": "send"}]}),
+    )
+    .await;
+    call(
+        &client,
+        Method::POST,
+        &format!("{base}/v1/journeys/hello/publish"),
+        Json::Null,
+    )
+    .await;
+    let events: Vec<Json> = (0..PEOPLE)
+        .map(|i| {
+            json!({"id": format!("joined-{i}"), "contact_id": format!("p{i}"), "name": "joined",
+                        "properties": {}, "timestamp": "2026-11-23T10:00:00Z"})
+        })
+        .collect();
+    for i in 0..PEOPLE {
+        call(
+            &client,
+            Method::POST,
+            &format!("{base}/v1/contacts"),
+            json!({"id": format!("p{i}"), "attributes": {"email": format!("p{i}@example.com")}}),
+        )
+        .await;
+    }
+    call(
+        &client,
+        Method::POST,
+        &format!("{base}/v1/events"),
+        json!(events),
+    )
+    .await;
+
+    // Three times: kill the server while the provider holds requests it has not answered,
+    // then start it again on the same data.
+    let mut seen = 0;
+    for round in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while provider.lock().unwrap().requests.len() == seen && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            provider.lock().unwrap().requests.len() > seen,
+            "round {round}: nothing was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.kill().expect("SIGKILL");
+        server.wait().unwrap();
+        seen = provider.lock().unwrap().requests.len();
+        server = start(&data, &journeys, port, &log);
+        wait_healthy(&client, &base, &mut server, &log).await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut statuses = Vec::new();
+    while Instant::now() < deadline {
+        statuses.clear();
+        for i in 0..PEOPLE {
+            let messages = get(&client, &format!("{base}/v1/contacts/p{i}/messages")).await;
+            statuses.push(messages[0]["status"].as_str().unwrap_or("none").to_owned());
+        }
+        if statuses.iter().all(|s| s == "sent") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(statuses.iter().all(|s| s == "sent"), "{statuses:?}");
+    let provider = provider.lock().unwrap();
+    let ids: std::collections::BTreeSet<&str> =
+        provider.requests.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        provider.accepted.len(),
+        PEOPLE,
+        "each message accepted once"
+    );
+    assert_eq!(
+        ids.len(),
+        PEOPLE,
+        "every request carried its message's id as its key"
+    );
+    assert!(
+        provider.requests.len() > PEOPLE,
+        "the kills came mid-delivery, so some messages were sent again ({} requests)",
+        provider.requests.len()
+    );
+    drop(provider);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -42,7 +42,9 @@ pub(crate) struct Provider {
 pub(crate) type Shared = Arc<Mutex<Provider>>;
 
 /// A provider that fails the first two tries of each message on `/flaky` (a 500, then a 429
-/// asking for two minutes), accepts everything on `/ok`, and knows no recipient on `/gone`.
+/// asking for two minutes), accepts everything on `/ok` (and on `/slow`, after 300 ms), and
+/// knows no recipient on `/gone`. Like a provider that honours idempotency keys, it accepts
+/// each key once.
 pub(crate) async fn provider() -> (String, Shared) {
     let shared: Shared = Arc::default();
     async fn record(shared: &Shared, path: &str, headers: &HeaderMap, body: &Bytes) -> String {
@@ -101,6 +103,17 @@ pub(crate) async fn provider() -> (String, Shared) {
             post(
                 |State(shared): State<Shared>, headers: HeaderMap, body: Bytes| async move {
                     let key = record(&shared, "/ok", &headers, &body).await;
+                    accept(&shared, &key, &body)
+                },
+            ),
+        )
+        // A provider that takes its time: a kill lands while messages are in flight.
+        .route(
+            "/slow",
+            post(
+                |State(shared): State<Shared>, headers: HeaderMap, body: Bytes| async move {
+                    let key = record(&shared, "/slow", &headers, &body).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                     accept(&shared, &key, &body)
                 },
             ),

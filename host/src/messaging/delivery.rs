@@ -85,9 +85,22 @@ impl Messaging {
                 }
             };
             let me = self.clone();
-            let ready = tokio::task::spawn_blocking(move || me.prepare_all(due, now))
-                .await
-                .expect("preparing does not panic");
+            let ready = tokio::task::spawn_blocking(move || {
+                // Only what is durable leaves: a message read before the journey step that
+                // made it reached the disk could be lost in a crash and made again, under
+                // another id, after it was sent.
+                me.store.flush().map(|()| me.prepare_all(due, now))
+            })
+            .await
+            .expect("preparing does not panic");
+            let ready = match ready {
+                Ok(ready) => ready,
+                Err(error) => {
+                    tracing::error!(%error, "delivery: flushing the store failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
             // A channel with a rate sends one message after another, so they arrive in the
             // order they were released; the others send side by side.
             let mut queues: Vec<Vec<Ready>> = Vec::new();

@@ -252,12 +252,12 @@ async fn a_send_is_rendered_retried_and_accepted_once_and_the_journey_waits_for_
     bind(&server, "crm", &base, "/flaky", json!({})).await;
     template(
         &server,
-        "welcome",
+        "greeting",
         json!({"channel": "crm", "subject": "Welcome, {{ first_name | default(\"there\") }}",
                "text": "Hi {{ first_name | default(\"customer\") }}, your plan is {{ plan }}."}),
     )
     .await;
-    journey(&server, "welcome", "registered", "crm", "welcome").await;
+    journey(&server, "greeting", "registered", "crm", "greeting").await;
     register(
         &server,
         json!({"id": "li", "attributes": {"email": "li@example.com", "first_name": "Li"},
@@ -679,4 +679,46 @@ async fn a_channel_never_sends_faster_than_its_rate_and_keeps_the_order() {
     sorted.sort();
     assert_eq!(order.len(), 5);
     assert_eq!(order, sorted, "in the order they were sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_that_sends_through_an_unbound_channel_or_a_missing_template_is_not_published() {
+    let server = Server::start(true).await;
+    let definition = |channel: &str, template: &str| {
+        json!({"name": "n", "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "go"}},
+            {"id": "tell", "type": "action", "plugin": "update-contact",
+             "config": {"send": [{"channel": channel, "template": template}]}}],
+            "edges": [{"from": "in", "to": "tell"}]})
+    };
+    for (channel, template, says) in [
+        ("sms", "welcome", "channel `sms`, which is not bound"),
+        (
+            "email",
+            "no-such",
+            "template `no-such`, which does not exist",
+        ),
+    ] {
+        let (status, body) = server
+            .put("/v1/journeys/n", definition(channel, template))
+            .await;
+        assert!(status == 201 || status == 200, "{body}");
+        let (status, body) = server.act("/v1/journeys/n/publish").await;
+        assert_eq!(status, 422, "{body}");
+        let problems = body["error"]["details"]["problems"].as_array().unwrap();
+        assert_eq!(problems.len(), 1, "{body}");
+        assert_eq!(problems[0]["node"], "tell");
+        assert!(
+            problems[0]["message"].as_str().unwrap().contains(says),
+            "{body}"
+        );
+    }
+    // Both exist (the example `email` channel and `welcome` template): published, pinned.
+    server
+        .put("/v1/journeys/n", definition("email", "welcome"))
+        .await;
+    let (status, body) = server.act("/v1/journeys/n/publish").await;
+    assert_eq!(status, 201, "{body}");
+    let (_, version) = server.get("/v1/journeys/n/versions/1").await;
+    assert_eq!(version["templates"]["welcome"], 1, "{version}");
 }

@@ -333,6 +333,7 @@ async fn a_step_that_panics_is_set_aside_and_its_worker_goes_on() {
         .unwrap()
         .iter()
         .map(|entry| entry["action"].as_str().unwrap())
+        .filter(|action| action.starts_with("dead_letter."))
         .collect();
     assert_eq!(
         actions,

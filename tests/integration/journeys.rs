@@ -21,6 +21,26 @@ async fn publish(server: &Server, id: &str, definition: Json) {
     assert_eq!(status, 201, "{body}");
 }
 
+/// Publishing checks that what a journey sends exists: bind `channel` (to the webhook plugin,
+/// aimed at nothing this test reads) and give it `template`.
+async fn sendable(server: &Server, channel: &str, template: &str) {
+    let (status, body) = server
+        .put(
+            &format!("/v1/channels/{channel}"),
+            json!({"plugin": "webhook-channel", "config": {"url": "http://127.0.0.1:9/none"},
+                   "approved_hosts": ["http://127.0.0.1:9"]}),
+        )
+        .await;
+    assert!(status == 201 || status == 200, "{status} {body}");
+    let (status, body) = server
+        .put(
+            &format!("/v1/templates/{template}"),
+            json!({"channel": channel, "text": "hello"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 async fn contact(server: &Server, body: Json) {
     let (status, body) = server.post("/v1/contacts", body).await;
     assert!(status == 201 || status == 200, "{status} {body}");
@@ -311,6 +331,7 @@ fn split_proportions_hold_over_ten_thousand_contacts_and_replay_identically() {
 #[tokio::test]
 async fn waits_hold_for_a_delay_and_until_weekdays_at_ten_in_the_contacts_time_zone() {
     let server = Server::start(true).await;
+    sendable(&server, "email", "follow-up").await;
     publish(
         &server,
         "timing",
@@ -537,6 +558,7 @@ async fn enroll_by_api_call_once_per_request_id_and_not_into_paused_or_archived_
 #[tokio::test]
 async fn an_event_an_action_emits_starts_another_journey() {
     let server = Server::start(true).await;
+    sendable(&server, "sales-task", "call-now").await;
     publish(
         &server,
         "qualify",
@@ -1104,6 +1126,7 @@ async fn a_simulation_walks_the_journey_on_a_virtual_clock_and_changes_nothing_r
 #[tokio::test]
 async fn contacts_stay_on_the_version_they_entered() {
     let server = Server::start(true).await;
+    sendable(&server, "email", "welcome-simplified-v2").await;
     publish(&server, "welcome", welcome_journey()).await;
     contact(&server, json!({"id": "early"})).await;
     event(&server, "r-early", "early", "registered", json!({})).await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 use wayline::api::{AppState, HttpEdges, app};
 use wayline::clock::VirtualClock;
-use wayline::messaging::{DeliverySettings, MessagingConfig, SealingKey};
+use wayline::messaging::{DeliverySettings, MessagingConfig, SealingKey, seed};
 use wayline::registry::Registry;
 use wayline::store::{SledStore, Store};
 
@@ -104,6 +104,13 @@ impl Server {
         )
         .unwrap();
         state.edges = edges;
+        if plugins {
+            // As `cargo xtask serve` does: the example channel and templates, which the
+            // example journeys send.
+            let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+            seed::channels(&state.messaging, &examples.join("channels")).unwrap();
+            seed::templates(&state.messaging, &examples.join("templates")).unwrap();
+        }
         let router = app(state.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Server {

@@ -259,6 +259,10 @@ fn serve(dirs: &GuestDirs, args: &[String]) -> Result<()> {
             "--plugins",
         ])
         .arg(&dirs.plugins)
+        .arg("--channels")
+        .arg(repo_root().join("examples/channels"))
+        .arg("--templates")
+        .arg(repo_root().join("examples/templates"))
         .arg("--journeys")
         .arg(repo_root().join("examples/journeys"))
         .args(args);

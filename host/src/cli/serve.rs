@@ -10,7 +10,7 @@ use clap::Args;
 use crate::api::{AppState, app};
 use crate::clock::{SharedClock, SystemClock};
 use crate::journeys::{JourneyError, Journeys};
-use crate::messaging::{DeliverySettings, MessagingConfig, SealingKey};
+use crate::messaging::{DeliverySettings, MessagingConfig, SealingKey, seed};
 use crate::plugin_kv::StoredKv;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -31,6 +31,16 @@ pub struct ServeArgs {
     /// journey that exists already is left as it is.
     #[arg(long)]
     journeys: Option<PathBuf>,
+    /// Directory of channel bindings (`NAME.json`, the body of `PUT /v1/channels/NAME`) to bind
+    /// at start-up; a channel bound already is left as it is. Without it, `channels/` beside
+    /// the `--journeys` directory, if there is one (the journeys send through them).
+    #[arg(long)]
+    channels: Option<PathBuf>,
+    /// Directory of templates (`NAME.json`, the body of `PUT /v1/templates/NAME`) to store at
+    /// start-up; a template that has a version already is left as it is. Without it,
+    /// `templates/` beside the `--journeys` directory, if there is one.
+    #[arg(long)]
+    templates: Option<PathBuf>,
     /// Journey worker threads; the number of cores when absent.
     #[arg(long)]
     workers: Option<usize>,
@@ -111,6 +121,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             delivery: DeliverySettings::default(),
         },
     )?;
+    // Channels and templates first: publishing a journey checks that what it sends exists.
+    let beside_journeys = |name: &str| {
+        args.journeys
+            .as_ref()
+            .and_then(|dir| dir.parent())
+            .map(|parent| parent.join(name))
+            .filter(|dir| dir.is_dir())
+    };
+    let (messaging, channels, templates) = (
+        state.messaging.clone(),
+        args.channels
+            .clone()
+            .or_else(|| beside_journeys("channels")),
+        args.templates
+            .clone()
+            .or_else(|| beside_journeys("templates")),
+    );
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        if let Some(dir) = channels {
+            for name in seed::channels(&messaging, &dir)? {
+                tracing::info!(channel = %name, "channel bound");
+            }
+        }
+        if let Some(dir) = templates {
+            for name in seed::templates(&messaging, &dir)? {
+                tracing::info!(template = %name, "template stored");
+            }
+        }
+        Ok(())
+    })
+    .await??;
     if let Some(dir) = &args.journeys {
         let (journeys, dir) = (state.journeys.clone(), dir.clone());
         tokio::task::spawn_blocking(move || load_journeys(&journeys, &dir)).await??;

@@ -312,13 +312,36 @@ impl Journeys {
         )
         .map_err(JourneyError::Invalid)?;
         let now = self.clock.now();
-        // Each template it sends is pinned at its newest version now; one that does not exist
-        // yet is rendered at the newest version there is when the message goes.
+        // What it sends must exist: a bound channel and a template, pinned at its newest
+        // version now.
         let mut templates = std::collections::BTreeMap::new();
-        for name in validate::templates_sent(&checked.definition) {
-            if let Some(template) = self.store.template(&name, None)? {
-                templates.insert(name, template.version);
+        let mut problems = Vec::new();
+        let mut unguarded = Vec::new();
+        for (node, channel, name) in validate::sends_of(&checked.definition) {
+            if self.store.channel(&channel)?.is_none() {
+                problems.push(Problem::at(
+                    &node,
+                    format!("it sends through channel `{channel}`, which is not bound; bind it with PUT /v1/channels/{channel}"),
+                ));
             }
+            match self.store.template(&name, None)? {
+                Some(template) => {
+                    for variable in crate::messaging::templates::unguarded(&template) {
+                        unguarded.push(Problem::at(
+                            &node,
+                            format!("template `{name}` v{} prints `{variable}` without a fallback: a message to a contact without it fails", template.version),
+                        ));
+                    }
+                    templates.insert(name, template.version);
+                }
+                None => problems.push(Problem::at(
+                    &node,
+                    format!("it sends template `{name}`, which does not exist; create it with PUT /v1/templates/{name}"),
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(JourneyError::Invalid(problems));
         }
         let version = JourneyVersion {
             journey_id: id.to_owned(),
@@ -346,7 +369,9 @@ impl Journeys {
         self.catalog
             .refresh(&record)
             .expect("the version just built is in the catalog");
-        Ok((version, checked.warnings))
+        let mut warnings = checked.warnings;
+        warnings.extend(unguarded);
+        Ok((version, warnings))
     }
 
     /// Stop enrolling (`Paused`), enroll again (`Active`), or retire for good (`Archived`).

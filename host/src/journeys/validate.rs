@@ -461,18 +461,28 @@ fn events_of(definition: &Definition) -> (BTreeSet<String>, BTreeSet<String>) {
     (enrolls, emits)
 }
 
-/// The templates a journey's actions send, as far as their configs show them: the convention
-/// of the first-party `update-contact` (`send.template`), which other plugins may follow.
-pub fn templates_sent(definition: &Definition) -> BTreeSet<String> {
-    definition
-        .nodes
-        .iter()
-        .filter_map(|node| match &node.kind {
-            NodeKind::Action { config, .. } => config["send"]["template"].as_str(),
-            _ => None,
-        })
-        .map(str::to_owned)
-        .collect()
+/// The sends of a journey's actions as far as their configs show them, `(node, channel,
+/// template)`: the convention of the first-party `update-contact` (`send`, one or a list),
+/// which other plugins may follow.
+pub fn sends_of(definition: &Definition) -> Vec<(String, String, String)> {
+    let mut sends = Vec::new();
+    for node in &definition.nodes {
+        let NodeKind::Action { config, .. } = &node.kind else {
+            continue;
+        };
+        let listed = match &config["send"] {
+            serde_json::Value::Array(list) => list.iter().collect(),
+            one => vec![one],
+        };
+        for send in listed {
+            if let (Some(channel), Some(template)) =
+                (send["channel"].as_str(), send["template"].as_str())
+            {
+                sends.push((node.id.clone(), channel.to_owned(), template.to_owned()));
+            }
+        }
+    }
+    sends
 }
 
 /// Whether a journey lets a contact in again soon after it left, or while it is in it.

@@ -11,6 +11,7 @@ pub mod links;
 mod rate;
 mod rules;
 pub mod sealing;
+pub mod seed;
 pub mod templates;
 
 use std::collections::HashMap;

@@ -53,7 +53,7 @@ pub struct Rendered {
 
 /// The variables every render has, whatever the contact: a template may print these without a
 /// fallback.
-const ALWAYS_THERE: [&str; 8] = [
+const ALWAYS_THERE: [&str; 10] = [
     "contact",
     "contact.id",
     "contact.tags",
@@ -62,6 +62,9 @@ const ALWAYS_THERE: [&str; 8] = [
     "contact.timezone",
     "message",
     "message.id",
+    "message.channel",
+    // Marketing messages only: a transactional template that prints it fails its render.
+    "message.unsubscribe_url",
 ];
 
 fn parts(template: &TemplateVersion) -> [(&'static str, Option<&str>); 3] {

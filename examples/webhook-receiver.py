@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""A stand-in email provider for trying Wayline: the example `email` channel posts each message
+here as JSON (examples/channels/email.json). Prints what arrives and accepts it.
+
+    python3 examples/webhook-receiver.py        # listens on 127.0.0.1:8025
+"""
+import json
+import re
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Receiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        message = json.loads(body or b"{}")
+        print(f"--- to {message.get('recipient')}: {message.get('subject')}")
+        print(message.get("metadata", {}).get("text") or message.get("body"))
+        print(f"    List-Unsubscribe: {message.get('metadata', {}).get('list_unsubscribe')}")
+        pixel = re.search(r'src="([^"]*/t/open/[^"]*)"', message.get("body", ""))
+        if pixel:
+            print(f"    open pixel: {pixel.group(1)}")
+        reply = json.dumps({"id": "demo-" + self.headers.get("idempotency-key", "")}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+if __name__ == "__main__":
+    HTTPServer(("127.0.0.1", 8025), Receiver).serve_forever()

@@ -1,0 +1,215 @@
+//! Outbox delivery: messages queued in the outbox, delivered by the real worker through the
+//! webhook channel plugin to a local HTTP sink, every state recorded in real sled.
+//!
+//! Run with `cargo xtask plugins && cargo bench -p wayline --bench delivery`. Prints a Markdown
+//! section for BENCHMARKS.md. `WAYLINE_DELIVERY_MESSAGES` scales it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use wayline::api::AppState;
+use wayline::clock::{SharedClock, SystemClock};
+use wayline::messaging::{ChannelRequest, MessagingConfig, SealingKey, TemplateDraft};
+use wayline::model::ConsentState;
+use wayline::plugin_kv::StoredKv;
+use wayline::registry::Registry;
+use wayline::runtime::{Runtime, RuntimeConfig};
+use wayline::store::{
+    ContactUpsert, DeliveryStatus, DeliveryStep, OutboxMessage, SledStore, Store,
+};
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn plugin_dir() -> PathBuf {
+    std::env::var_os("WAYLINE_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => 0.0,
+    }
+}
+
+/// A sink that accepts every POST at once, counting them.
+async fn sink() -> (String, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::Relaxed);
+                axum::Json(serde_json::json!({"id": "ok"}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, count)
+}
+
+async fn run(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usize) {
+    let data = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.path().join("store")).unwrap());
+    let clock: SharedClock = Arc::new(SystemClock);
+    let runtime = Arc::new(runtime.with_env(clock.clone(), Arc::new(StoredKv(store.clone()))));
+    let (base, delivered) = sink().await;
+    // Contacts first, before the worker has anything to do.
+    let now = clock.now();
+    for i in 0..total {
+        let mut upsert = ContactUpsert {
+            id: Some(format!("c{i}")),
+            ..ContactUpsert::default()
+        };
+        upsert.attributes.insert(
+            "email".into(),
+            wayline::model::Value::Text(format!("c{i}@example.com")),
+        );
+        upsert.consents.insert("hook".into(), ConsentState::Granted);
+        store.upsert_contact(upsert, now).unwrap();
+    }
+    let state = AppState::start(
+        runtime,
+        registry.clone(),
+        store.clone(),
+        clock.clone(),
+        "delivery-bench-token-0123",
+        "write-key-0123456789",
+        2,
+        MessagingConfig {
+            sealing_key: SealingKey::from_hex(&"00".repeat(32)).unwrap(),
+            public_url: "http://127.0.0.1:8080".into(),
+            delivery: Default::default(),
+        },
+    )
+    .unwrap();
+    let request: ChannelRequest = serde_json::from_value(serde_json::json!({
+        "plugin": "webhook-channel", "config": {"url": format!("{base}/hook")},
+        "recipient": "email", "approved_hosts": [base]}))
+    .unwrap();
+    state
+        .messaging
+        .put_channel("hook", request, "bench")
+        .unwrap();
+    let draft: TemplateDraft = serde_json::from_value(serde_json::json!({
+        "channel": "hook", "subject": "Hello {{ first_name | default(\"there\") }}",
+        "text": "Your code is {{ code | default(\"1234\") }}.", "transactional": true}))
+    .unwrap();
+    state.messaging.put_template("t", draft, "bench").unwrap();
+    state.messaging.stop();
+    // Let the running worker see the stop, then queue everything and start a fresh one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let now = clock.now();
+    for i in 0..total {
+        store
+            .queue_message(&OutboxMessage {
+                id: format!("m{i}"),
+                contact_id: format!("c{i}"),
+                channel: "hook".into(),
+                template: "t".into(),
+                variables: Default::default(),
+                journey_id: "bench".into(),
+                version: 1,
+                node: "send".into(),
+                enrollment_id: format!("e{i}"),
+                created_at: now,
+                status: DeliveryStatus::Queued,
+                template_version: Some(1),
+                attempts: 0,
+                due_at: Some(now),
+                recipient: None,
+                provider_id: None,
+                history: vec![DeliveryStep {
+                    at: now,
+                    status: DeliveryStatus::Queued,
+                    detail: String::new(),
+                }],
+                // As test sends (no consent or cap checks, no event on the contact), to see
+                // what those cost.
+                test: std::env::var_os("WAYLINE_DELIVERY_AS_TESTS").is_some(),
+            })
+            .unwrap();
+    }
+    store.flush().unwrap();
+    let messaging = wayline::messaging::Messaging::new(
+        store.clone(),
+        registry.clone(),
+        state.runtime.clone(),
+        clock.clone(),
+        state.scheduler.clone(),
+        MessagingConfig {
+            sealing_key: SealingKey::from_hex(&"00".repeat(32)).unwrap(),
+            public_url: "http://127.0.0.1:8080".into(),
+            delivery: Default::default(),
+        },
+    );
+    let (cpu, started) = (cpu_seconds(), Instant::now());
+    messaging.start();
+    while store.next_delivery_due().unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
+    messaging.stop();
+    state.scheduler.stop();
+    let sent = (0..total)
+        .filter(|i| {
+            store
+                .message(&format!("m{i}"))
+                .unwrap()
+                .is_some_and(|m| m.status == DeliveryStatus::Sent)
+        })
+        .count();
+    println!(
+        "| {total} messages, webhook plugin → local HTTP sink | **{:.0} messages/s** ({elapsed:.2} s; {sent} sent, {} requests at the sink) | {:.0} µs CPU per message |",
+        total as f64 / elapsed,
+        delivered.load(Ordering::Relaxed),
+        cpu * 1e6 / total as f64
+    );
+}
+
+fn main() {
+    let machine = common::machine();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "## Outbox delivery ({})\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d")
+    );
+    println!(
+        "Machine: {machine}, {cores} cores; server, sink and sled on the same machine. Command: `cargo xtask plugins && cargo bench -p wayline --bench delivery`.\n"
+    );
+    println!("| load | result | cost |");
+    println!("|---|---|---|");
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+    let registry = Arc::new(Registry::default());
+    registry.load_dir(&runtime, &plugin_dir()).unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let total = env_number("WAYLINE_DELIVERY_MESSAGES", 20_000);
+    for _ in 0..env_number("WAYLINE_DELIVERY_RUNS", 3) {
+        tokio.block_on(run(&runtime, &registry, total));
+    }
+}

@@ -391,6 +391,16 @@ async fn only_people_who_agreed_get_marketing_and_a_bounced_address_gets_nothing
         .await;
     assert_eq!(status, 202, "{sent}");
     assert_eq!(sent["test"], true);
+    let (status, body) = server
+        .post(
+            "/v1/templates/receipt/test-send",
+            json!({"contact_id": "unasked", "to": ""}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_test_send"))
+    );
     for _ in 0..400 {
         if !provider.lock().unwrap().accepted.is_empty() {
             break;
@@ -512,6 +522,18 @@ async fn a_binding_is_checked_by_its_plugin_and_its_secrets_never_come_back_or_r
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["revision"], 2);
     assert_eq!(changed["secrets"]["token"]["set"], true);
+    // But sending the stored secret to other hosts takes its value again: whoever may change
+    // a binding cannot point a secret they do not know somewhere new.
+    let (status, body) = server
+        .put(
+            "/v1/channels/crm",
+            json!({"plugin": "webhook-channel", "config": {"url": format!("{base}/ok")},
+                   "approved_hosts": [base, "https://evil.example.com"],
+                   "secrets": {"token": {"hosts": [base, "https://evil.example.com"]}}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(refused(&body), ["secrets.token.value"], "{body}");
     for path in ["/v1/channels/crm", "/v1/channels", "/v1/audit"] {
         let (status, body) = server.get(path).await;
         assert_eq!(status, 200, "{body}");

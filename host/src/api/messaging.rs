@@ -99,8 +99,8 @@ impl From<MessagingError> for ApiError {
             )
             .with_details(serde_json::json!({ "problems": problems })),
             MessagingError::NotFound(code, _) => ApiError::not_found(code, message),
-            MessagingError::Invalid(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "render_failed", message)
+            MessagingError::Invalid(code, _) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
             MessagingError::Store(error) => error.into(),
         }

@@ -11,7 +11,7 @@ use axum::routing::get;
 
 use super::contacts::{Ingest, record};
 use super::{Access, ApiError, ApiPath, AppState, Route, blocking};
-use crate::messaging::links::Purpose;
+use crate::messaging::links::{Purpose, escape};
 use crate::model::{ConsentState, Event, Value};
 use crate::store::{ContactUpsert, OutboxMessage};
 
@@ -166,7 +166,7 @@ async fn confirm_page(
         "Unsubscribe",
         &format!(
             "<h1>Unsubscribe</h1><p>Stop receiving these messages on {channel}?</p><form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\"><button type=\"submit\">Unsubscribe</button></form>",
-            channel = message.channel
+            channel = escape(&message.channel)
         ),
     ))
 }

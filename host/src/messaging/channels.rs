@@ -19,7 +19,8 @@ use crate::store::{
 
 /// Longest rate window, and most messages per window.
 const MAX_RATE_WINDOW: Millis = 24 * 3_600_000;
-const MAX_RATE_MESSAGES: u32 = 1_000_000;
+/// Most messages a rate window admits (the window remembers each send's time).
+const MAX_RATE_MESSAGES: u32 = 100_000;
 /// Longest frequency-cap window.
 const MAX_CAP_WINDOW: Millis = 90 * 86_400_000;
 
@@ -197,7 +198,7 @@ pub fn record_from(
                 problems.push(problem(format!("{path}.value"), "is empty"));
                 continue;
             }
-            Some(value) => match key.seal(name, secret, value) {
+            Some(value) => match key.seal(name, secret, &wanted.hosts, value) {
                 Ok(sealed) => sealed,
                 Err(error) => {
                     problems.push(problem(format!("{path}.value"), error));
@@ -205,7 +206,16 @@ pub fn record_from(
                 }
             },
             None => match previous.and_then(|p| p.secrets.get(secret)) {
-                Some(stored) => stored.sealed.clone(),
+                // Kept only as it was: a value that goes to other hosts must be given again,
+                // so whoever may change a binding cannot send its secret somewhere new.
+                Some(stored) if stored.hosts == wanted.hosts => stored.sealed.clone(),
+                Some(_) => {
+                    problems.push(problem(
+                        format!("{path}.value"),
+                        "is required to change the hosts this secret goes to",
+                    ));
+                    continue;
+                }
                 None => {
                     problems.push(problem(
                         format!("{path}.value"),
@@ -353,7 +363,7 @@ pub fn egress_of(
         secrets.insert(
             name.clone(),
             SecretSetting {
-                value: key.open(&record.name, name, &sealed.sealed)?,
+                value: key.open(&record.name, name, &sealed.hosts, &sealed.sealed)?,
                 hosts: sealed.hosts.clone(),
             },
         );

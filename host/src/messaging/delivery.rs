@@ -45,6 +45,19 @@ impl Default for DeliverySettings {
     }
 }
 
+/// Store work off the async threads; a panic in it becomes an error, so the worker goes on.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|panic| {
+            Err(StoreError::Backend(format!(
+                "a delivery step panicked: {panic}"
+            )))
+        })
+}
+
 /// What one batch has decided so far, for the decisions after it.
 #[derive(Default)]
 struct Batch {
@@ -68,10 +81,7 @@ impl Messaging {
         while !self.stopping() {
             let me = self.clone();
             let now = self.clock.now();
-            let taken =
-                tokio::task::spawn_blocking(move || me.store.due_messages(now, me.settings.batch))
-                    .await
-                    .expect("the due scan does not panic");
+            let taken = off_thread(move || me.store.due_messages(now, me.settings.batch)).await;
             let due = match taken {
                 Ok(due) if !due.is_empty() => due,
                 Ok(_) => {
@@ -85,18 +95,22 @@ impl Messaging {
                 }
             };
             let me = self.clone();
-            let ready = tokio::task::spawn_blocking(move || {
+            let prepared = off_thread(move || {
                 // Only what is durable leaves: a message read before the journey step that
                 // made it reached the disk could be lost in a crash and made again, under
                 // another id, after it was sent.
                 me.store.flush().map(|()| me.prepare_all(due, now))
             })
-            .await
-            .expect("preparing does not panic");
-            let ready = match ready {
-                Ok(ready) => ready,
+            .await;
+            let ready = match prepared {
+                Ok((ready, 0)) => ready,
+                // A message whose step cannot be recorded stays due: do not spin on it.
+                Ok((ready, _failed)) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    ready
+                }
                 Err(error) => {
-                    tracing::error!(%error, "delivery: flushing the store failed");
+                    tracing::error!(%error, "delivery: preparing a batch failed");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -133,10 +147,7 @@ impl Messaging {
             }
             while sending.join_next().await.is_some() {}
             let me = self.clone();
-            if let Err(error) = tokio::task::spawn_blocking(move || me.store.flush())
-                .await
-                .expect("flush does not panic")
-            {
+            if let Err(error) = off_thread(move || me.store.flush()).await {
                 tracing::error!(%error, "delivery: flushing the store failed");
             }
         }
@@ -145,8 +156,10 @@ impl Messaging {
     /// Decide each due message, in due order: the ones to send now, ready; the others (no
     /// consent, a suppressed address, over the rate, a channel that cannot send, a render that
     /// fails) recorded as such.
-    fn prepare_all(&self, due: Vec<OutboxMessage>, now: Millis) -> Vec<Ready> {
+    /// Also how many could not be decided (their step not recorded), which stay due.
+    fn prepare_all(&self, due: Vec<OutboxMessage>, now: Millis) -> (Vec<Ready>, usize) {
         let mut ready = Vec::new();
+        let mut failed = 0;
         let mut batch = Batch::default();
         for message in due {
             let id = message.id.clone();
@@ -154,11 +167,12 @@ impl Messaging {
                 Ok(Some(message)) => ready.push(message),
                 Ok(None) => {}
                 Err(error) => {
+                    failed += 1;
                     tracing::error!(message = %id, %error, "delivery: a step could not be recorded")
                 }
             }
         }
-        ready
+        (ready, failed)
     }
 
     fn prepare(
@@ -268,7 +282,7 @@ impl Messaging {
             (!template.transactional).then(|| self.links.unsubscribe_url(&message.id));
         let mut extra = vec![("channel", message.channel.clone())];
         extra.extend(unsubscribe.clone().map(|url| ("unsubscribe_url", url)));
-        let context = templates::context(&contact, None, &message, &extra);
+        let context = templates::context(&contact, &message, &extra);
         let rendered = match templates::render(&template, &context) {
             Ok(rendered) => rendered,
             Err(reason) => {
@@ -329,6 +343,7 @@ impl Messaging {
             let mut html = html;
             if let Some(url) = unsubscribe
                 && !html.contains(url)
+                && !html.contains(&super::links::escape(url))
             {
                 let footer = format!("<p><a href=\"{url}\">Unsubscribe</a></p>");
                 match html.rfind("</body>") {
@@ -426,9 +441,7 @@ impl Messaging {
 
     async fn record(self: &Arc<Self>, update: DeliveryUpdate) -> Result<(), StoreError> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.write(&update))
-            .await
-            .expect("recording does not panic")
+        off_thread(move || me.write(&update)).await
     }
 
     /// Record a step, and wake the journeys its event gives work to.
@@ -454,7 +467,9 @@ impl Messaging {
             let mut update = DeliveryUpdate::new(&message.id, DeliveryStatus::Failed, now);
             update.detail = format!("gave up after {attempts} attempts: {reason}");
             update.attempted = true;
-            update.event = Some(format!("{}_failed", message.channel));
+            if !message.test {
+                update.event = Some(format!("{}_failed", message.channel));
+            }
             return update;
         }
         let wait = self

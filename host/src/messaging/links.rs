@@ -140,12 +140,12 @@ impl Links {
             let Some(end) = after.find('"') else { break };
             let url = &after[..end];
             out.push_str(&rest[..start + HREF.len()]);
-            let tracked = (url.starts_with("https://") || url.starts_with("http://"))
-                && Some(url) != unsubscribe;
+            // The template engine escaped the URL for HTML; the click goes to the URL itself.
+            let plain = unescape(url);
+            let tracked = (plain.starts_with("https://") || plain.starts_with("http://"))
+                && Some(plain.as_str()) != unsubscribe;
             if tracked {
-                // The template engine escaped `&` in the URL; the click goes to the URL itself.
-                let url = url.replace("&amp;", "&");
-                out.push_str(&self.click_url(message_id, &url));
+                out.push_str(&self.click_url(message_id, &plain));
             } else {
                 out.push_str(url);
             }
@@ -163,6 +163,66 @@ impl Links {
         }
         out
     }
+}
+
+/// The characters minijinja escapes in HTML, escaped as it does.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            '/' => out.push_str("&#x2f;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An HTML attribute's text as written before escaping: the named entities and numeric
+/// character references (decimal and hex).
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest[..rest.len().min(12)].find(';') else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .or_else(|| entity.strip_prefix("#X"))
+                .map(|hex| u32::from_str_radix(hex, 16))
+                .or_else(|| entity.strip_prefix('#').map(str::parse::<u32>))
+                .and_then(Result::ok)
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -213,7 +273,7 @@ mod tests {
     #[test]
     fn html_links_are_tracked_and_the_pixel_goes_before_the_end_of_the_body() {
         let links = links();
-        let html = "<body><a href=\"https://shop.example.com/?a=1&amp;b=2\">Shop</a> <a href=\"mailto:x@y\">m</a></body>";
+        let html = "<body><a href=\"https://shop.example.com/?a=1&amp;b=2&amp;next=&#x2f;cart&#x27;s\">Shop</a> <a href=\"mailto:x@y\">m</a></body>";
         let tracked = links.track_html("m1", html, None);
         assert!(tracked.contains("https://wayline.example.com/t/click/"));
         assert!(tracked.contains("href=\"mailto:x@y\""));
@@ -229,7 +289,9 @@ mod tests {
         let signed = links.check(Purpose::Click, click).unwrap();
         assert_eq!(
             signed.url.as_deref(),
-            Some("https://shop.example.com/?a=1&b=2")
+            Some("https://shop.example.com/?a=1&b=2&next=/cart's")
         );
+        assert_eq!(unescape(&escape("a/b'c&d<\"")), "a/b'c&d<\"");
+        assert_eq!(unescape("&bogus; &#xZZ; &"), "&bogus; &#xZZ; &");
     }
 }

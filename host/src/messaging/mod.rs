@@ -42,8 +42,9 @@ pub enum MessagingError {
     /// What is missing, by its stable code (`channel_not_found`), and what it says.
     #[error("{1}")]
     NotFound(&'static str, String),
-    #[error("{0}")]
-    Invalid(String),
+    /// A request that cannot be done as asked, by its stable code (`render_failed`).
+    #[error("{1}")]
+    Invalid(&'static str, String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -199,10 +200,13 @@ impl Messaging {
             &self.runtime,
             self.clock.now(),
         )?);
-        self.bound
-            .write()
-            .expect("bound lock")
-            .insert(name.to_owned(), bound.clone());
+        // Kept only if the binding is still the one stored: a change made while this one was
+        // being bound (its removal from here taking the same lock) must not be undone.
+        let mut cache = self.bound.write().expect("bound lock");
+        let current = self.store.channel(name).map_err(|e| e.to_string())?;
+        if current.is_some_and(|c| c.revision == bound.record.revision) {
+            cache.insert(name.to_owned(), bound.clone());
+        }
         Ok(bound)
     }
 
@@ -276,8 +280,13 @@ impl Messaging {
         })?;
         let mut message = test_message(&template, &contact.id, "preview", self.clock.now());
         message.variables = variables;
-        let context = templates::context(&contact, None, &message, &[]);
-        templates::render(&template, &context).map_err(MessagingError::Invalid)
+        let mut extra = vec![("channel", template.channel.clone())];
+        if !template.transactional {
+            extra.push(("unsubscribe_url", self.links.unsubscribe_url(&message.id)));
+        }
+        let context = templates::context(&contact, &message, &extra);
+        templates::render(&template, &context)
+            .map_err(|e| MessagingError::Invalid("render_failed", e))
     }
 
     /// Queue a test send of a template, rendered for a contact, to `address` only; marked as a
@@ -292,6 +301,7 @@ impl Messaging {
     ) -> Result<OutboxMessage, MessagingError> {
         if address.trim().is_empty() || address.len() > 320 {
             return Err(MessagingError::Invalid(
+                "invalid_test_send",
                 "`to` is the test address to send to, 1 to 320 characters".into(),
             ));
         }
@@ -304,7 +314,7 @@ impl Messaging {
         }
         let now = self.clock.now();
         let mut id = [0u8; 8];
-        getrandom::fill(&mut id).map_err(|e| MessagingError::Invalid(e.to_string()))?;
+        getrandom::fill(&mut id).map_err(|e| StoreError::Backend(format!("no randomness: {e}")))?;
         let mut message = test_message(&template, contact_id, &hex::encode(id), now);
         message.variables = variables;
         message.recipient = Some(address.to_owned());

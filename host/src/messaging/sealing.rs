@@ -52,11 +52,17 @@ impl SealingKey {
         Ok(hex::encode(bytes))
     }
 
-    /// `value` sealed for the secret `name` of channel `channel`.
-    pub fn seal(&self, channel: &str, name: &str, value: &SecretValue) -> Result<String, String> {
+    /// `value` sealed for the secret `name` of channel `channel`, going to `hosts`.
+    pub fn seal(
+        &self,
+        channel: &str,
+        name: &str,
+        hosts: &[String],
+        value: &SecretValue,
+    ) -> Result<String, String> {
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).map_err(|e| format!("no randomness for a nonce: {e}"))?;
-        let aad = associated(channel, name);
+        let aad = associated(channel, name, hosts);
         let sealed = self
             .0
             .encrypt(
@@ -74,10 +80,16 @@ impl SealingKey {
 
     /// The value sealed for `channel`'s secret `name`; an error when the key is not the one it
     /// was sealed with or the bytes were changed.
-    pub fn open(&self, channel: &str, name: &str, sealed: &str) -> Result<SecretValue, String> {
+    pub fn open(
+        &self,
+        channel: &str,
+        name: &str,
+        hosts: &[String],
+        sealed: &str,
+    ) -> Result<SecretValue, String> {
         let unreadable = || {
             format!(
-                "secret `{name}` of channel `{channel}` does not open with this server's key: the key changed since it was set, or the stored value was altered; set the secret again"
+                "secret `{name}` of channel `{channel}` does not open with this server's key: the key changed since it was set, or the stored value or its hosts were altered; set the secret again"
             )
         };
         let bytes = STANDARD.decode(sealed).map_err(|_| unreadable())?;
@@ -85,7 +97,7 @@ impl SealingKey {
             return Err(unreadable());
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
-        let aad = associated(channel, name);
+        let aad = associated(channel, name, hosts);
         let plain = self
             .0
             .decrypt(
@@ -102,8 +114,14 @@ impl SealingKey {
     }
 }
 
-fn associated(channel: &str, name: &str) -> Vec<u8> {
-    format!("wayline-channel-secret\0{channel}\0{name}").into_bytes()
+/// What a sealed value is bound to: its channel, its name and the hosts it may go to, so a
+/// value moved to another secret, or a stored host list edited, does not open.
+fn associated(channel: &str, name: &str, hosts: &[String]) -> Vec<u8> {
+    format!(
+        "wayline-channel-secret\0{channel}\0{name}\0{}",
+        hosts.join("\0")
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -117,14 +135,17 @@ mod tests {
     #[test]
     fn a_sealed_secret_opens_only_for_its_own_channel_and_name_with_the_same_key() {
         let value = SecretValue("s3cret-token".to_owned());
-        let sealed = key().seal("email", "api_key", &value).unwrap();
+        let hosts = vec!["https://api.provider.com".to_owned()];
+        let sealed = key().seal("email", "api_key", &hosts, &value).unwrap();
         assert!(!sealed.contains("s3cret"));
-        let opened = key().open("email", "api_key", &sealed).unwrap();
+        let opened = key().open("email", "api_key", &hosts, &sealed).unwrap();
         assert_eq!(opened.0, "s3cret-token");
-        assert!(key().open("sms", "api_key", &sealed).is_err());
-        assert!(key().open("email", "other", &sealed).is_err());
+        assert!(key().open("sms", "api_key", &hosts, &sealed).is_err());
+        assert!(key().open("email", "other", &hosts, &sealed).is_err());
+        let elsewhere = vec!["https://evil.example.com".to_owned()];
+        assert!(key().open("email", "api_key", &elsewhere, &sealed).is_err());
         let other = SealingKey::from_hex(&"cd".repeat(32)).unwrap();
-        assert!(other.open("email", "api_key", &sealed).is_err());
+        assert!(other.open("email", "api_key", &hosts, &sealed).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Deserialize;
 
-use crate::model::{Attributes, Contact, Event};
+use crate::model::{Attributes, Contact};
 use crate::store::{OutboxMessage, TemplateVersion};
 
 /// Largest part (subject, html, text) a template may have, as written.
@@ -132,15 +132,11 @@ pub fn check(draft: &TemplateDraft) -> Result<(), Vec<TemplateProblem>> {
 }
 
 /// What a render sees: the contact's attributes at the top level (`{{ first_name }}`), then
-/// the send's own variables over them; the whole contact as `contact`, the event that brought
-/// the contact to the send as `event`, and the message as `message`. An empty text counts as
+/// the send's own variables over them; the whole contact as `contact`, and the message as
+/// `message`. (What an event carried reaches a template through the send's variables, e.g.
+/// update-contact's `"variables": {"plan": "{{event.plan}}"}`.) An empty text counts as
 /// missing, so a fallback applies to it.
-pub fn context(
-    contact: &Contact,
-    event: Option<&Event>,
-    message: &OutboxMessage,
-    extra: &[(&str, String)],
-) -> Value {
+pub fn context(contact: &Contact, message: &OutboxMessage, extra: &[(&str, String)]) -> Value {
     let mut top = serde_json::Map::new();
     let put_all = |map: &mut serde_json::Map<String, serde_json::Value>, attrs: &Attributes| {
         for (name, value) in attrs {
@@ -165,12 +161,6 @@ pub fn context(
     );
     person.insert("timezone".into(), contact.timezone.clone().into());
     top.insert("contact".into(), person.into());
-    if let Some(event) = event {
-        let mut happened = serde_json::Map::new();
-        put_all(&mut happened, &event.properties);
-        happened.insert("name".into(), event.name.clone().into());
-        top.insert("event".into(), happened.into());
-    }
     let mut about = serde_json::Map::new();
     about.insert("id".into(), message.id.clone().into());
     for (name, value) in extra {
@@ -188,14 +178,8 @@ pub fn render(template: &TemplateVersion, context: &Value) -> Result<Rendered, S
         let Some(source) = source else { continue };
         let output = env
             .template_from_named_str(name, source)
-            .and_then(|t| t.render(context))
+            .and_then(|t| bounded(&t, context))
             .map_err(|error| format!("{name}: {}", describe(&error)))?;
-        if output.len() > MAX_RENDERED_BYTES {
-            return Err(format!(
-                "{name}: renders to {} bytes; the limit is {MAX_RENDERED_BYTES}",
-                output.len()
-            ));
-        }
         let slot = match name {
             "subject" => &mut rendered.subject,
             "html" => &mut rendered.html,
@@ -225,7 +209,7 @@ pub fn unguarded(template: &TemplateVersion) -> Vec<String> {
                 .iter()
                 .filter(|v| *v != variable && !variable.starts_with(&format!("{v}.")));
             let context = placeholders(others);
-            if let Err(error) = compiled.render(&context)
+            if let Err(error) = bounded(&compiled, &context)
                 && error.kind() == ErrorKind::UndefinedError
             {
                 found.insert(variable.clone());
@@ -259,6 +243,36 @@ fn placeholders<'a>(paths: impl Iterator<Item = &'a String>) -> Value {
         }
     }
     Value::from_serialize(root)
+}
+
+/// Render, stopping as soon as the output passes [`MAX_RENDERED_BYTES`] rather than after
+/// building all of it.
+fn bounded(
+    template: &minijinja::Template<'_, '_>,
+    context: &Value,
+) -> Result<String, minijinja::Error> {
+    struct Capped(Vec<u8>);
+    impl std::io::Write for Capped {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.0.len() + bytes.len() > MAX_RENDERED_BYTES {
+                return Err(std::io::Error::other("too large"));
+            }
+            self.0.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Capped(Vec::new());
+    match template.render_captured_to(context, &mut out) {
+        Ok(_) => Ok(String::from_utf8(out.0).unwrap_or_default()),
+        Err(error) if error.kind() == ErrorKind::WriteFailure => Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("it renders to more than {MAX_RENDERED_BYTES} bytes"),
+        )),
+        Err(error) => Err(error),
+    }
 }
 
 /// An engine error as one line, with where it is.
@@ -322,14 +336,14 @@ mod tests {
     fn fallbacks_fill_what_a_contact_lacks_and_a_missing_variable_fails_by_name() {
         let mut contact = Contact::new("c1".into(), 0);
         let t = template("Welcome, {{ name }}! Your plan: {{ plan | default(\"free\") }}");
-        let ctx = context(&contact, None, &message(Attributes::new()), &[]);
+        let ctx = context(&contact, &message(Attributes::new()), &[]);
         let error = render(&t, &ctx).unwrap_err();
         assert!(error.starts_with("text: "), "{error}");
         assert!(error.contains("missing"), "{error}");
         contact
             .attributes
             .insert("name".into(), crate::model::Value::Text("Li".into()));
-        let ctx = context(&contact, None, &message(Attributes::new()), &[]);
+        let ctx = context(&contact, &message(Attributes::new()), &[]);
         let rendered = render(&t, &ctx).unwrap();
         assert_eq!(
             rendered.text.as_deref(),
@@ -347,11 +361,11 @@ mod tests {
             crate::model::Value::Text(String::new()),
         );
         let t = template("{{ first_name | default(\"customer\") }} / {{ contact.id }}");
-        let ctx = context(&contact, None, &message(Attributes::new()), &[]);
+        let ctx = context(&contact, &message(Attributes::new()), &[]);
         assert_eq!(render(&t, &ctx).unwrap().text.unwrap(), "customer / c1");
         let mut variables = Attributes::new();
         variables.insert("first_name".into(), crate::model::Value::Text("Wei".into()));
-        let ctx = context(&contact, None, &message(variables), &[]);
+        let ctx = context(&contact, &message(variables), &[]);
         assert_eq!(render(&t, &ctx).unwrap().text.unwrap(), "Wei / c1");
         assert!(unguarded(&t).is_empty());
     }
@@ -366,7 +380,7 @@ mod tests {
             "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
         );
         t.html = Some("<p>{{ name }}</p>".into());
-        let ctx = context(&contact, None, &message(Attributes::new()), &[]);
+        let ctx = context(&contact, &message(Attributes::new()), &[]);
         let error = render(&t, &ctx).unwrap_err();
         assert!(error.contains("too long"), "{error}");
         t.text = None;

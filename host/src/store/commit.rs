@@ -253,7 +253,10 @@ pub(super) fn add_message(
 ) -> Result<(), StoreError> {
     let mut key = prefix(&message.contact_id);
     key.extend_from_slice(&store.db.generate_id().map_err(backend)?.to_be_bytes());
-    writes.put(TreeId::MessageIds, message.id.as_bytes(), key.clone());
+    // In this order, so that a reader between two of these writes (the delivery scan takes no
+    // lock) never finds an id or a queue entry that leads nowhere.
+    writes.put(TreeId::Outbox, key.clone(), encode(message));
+    writes.put(TreeId::MessageIds, message.id.as_bytes(), key);
     if let Some(due_at) = message.due_at {
         writes.put(
             TreeId::Deliveries,
@@ -261,7 +264,6 @@ pub(super) fn add_message(
             Vec::new(),
         );
     }
-    writes.put(TreeId::Outbox, key, encode(message));
     Ok(())
 }
 

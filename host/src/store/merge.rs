@@ -133,8 +133,10 @@ pub(super) fn merge(
         message.contact_id = into.to_owned();
         let mut moved = prefix(into);
         moved.extend_from_slice(&key[from.len() + 1..]);
-        writes.put(TreeId::MessageIds, message.id.as_bytes(), moved.clone());
-        writes.put(TreeId::Outbox, moved, encode(&message));
+        // The moved record first, then its id, then the old record gone: a reader between
+        // any two of these finds the message (see `commit::add_message`).
+        writes.put(TreeId::Outbox, moved.clone(), encode(&message));
+        writes.put(TreeId::MessageIds, message.id.as_bytes(), moved);
         writes.remove(TreeId::Outbox, key.to_vec());
     }
     values.insert(into.to_owned(), Some((kept, journeys)));

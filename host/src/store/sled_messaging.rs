@@ -136,10 +136,20 @@ impl MessageStore for SledStore {
                 Some((_, message)) if message.due_at == Some(time_from_ordered(&key)) => {
                     due.push(message)
                 }
-                // Left behind by a step whose message is gone or due at another time.
-                _ => {
-                    self.deliveries.remove(&key).map_err(backend)?;
+                // Due at another time: an entry left behind, or one a delivery step is
+                // replacing right now. Removed only under the contact's lock, if still so.
+                Some((_, message)) => {
+                    let _contact = self.locks.partition(partition_of(&message.contact_id));
+                    let stale = self
+                        .located(&id)?
+                        .is_none_or(|(_, now)| now.due_at != Some(time_from_ordered(&key)));
+                    if stale {
+                        self.deliveries.remove(&key).map_err(backend)?;
+                    }
                 }
+                // No message behind it: nothing writes one that way (see
+                // `commit::add_message`), so it is left rather than guessed at.
+                None => {}
             }
             if due.len() == limit {
                 break;
@@ -159,7 +169,7 @@ impl MessageStore for SledStore {
     fn record_delivery(&self, update: &DeliveryUpdate) -> Result<Vec<u8>, StoreError> {
         // The message's contact may be merged into another between reading where it is and
         // locking that contact's partition; then it is looked for again.
-        loop {
+        let (queued, channel) = loop {
             let Some((_, seen)) = self.located(&update.message_id)? else {
                 return Err(StoreError::NotFound(format!(
                     "no message `{}`",
@@ -173,8 +183,27 @@ impl MessageStore for SledStore {
             if message.contact_id != seen.contact_id {
                 continue;
             }
-            return self.write_delivery(key, &mut message, update);
+            break (
+                self.write_delivery(key, &mut message, update)?,
+                message.channel,
+            );
+        };
+        // Outside the contact's lock: a channel's record is written under the operations
+        // lock, which is never taken while a partition lock is held.
+        if update.alert {
+            let _operations = lock(&self.locks.operations);
+            if let Some(mut record) = self.channel(&channel)? {
+                record.alert = Some(ChannelAlert {
+                    at: update.at,
+                    message_id: update.message_id.clone(),
+                    reason: update.detail.clone(),
+                });
+                let mut writes = WriteSet::new(self);
+                writes.put(TreeId::Channels, record.name.as_bytes(), encode(&record));
+                writes.apply()?;
+            }
         }
+        Ok(queued)
     }
 
     fn queue_message(&self, message: &OutboxMessage) -> Result<(), StoreError> {
@@ -228,17 +257,6 @@ impl SledStore {
                 pair_key(&message.channel, address),
                 encode(&suppression),
             );
-        }
-        if update.alert {
-            let _operations = lock(&self.locks.operations);
-            if let Some(mut channel) = self.channel(&message.channel)? {
-                channel.alert = Some(ChannelAlert {
-                    at: update.at,
-                    message_id: message.id.clone(),
-                    reason: update.detail.clone(),
-                });
-                writes.put(TreeId::Channels, channel.name.as_bytes(), encode(&channel));
-            }
         }
         let mut queued = Vec::new();
         if let Some(name) = &update.event {

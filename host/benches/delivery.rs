@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,31 +21,6 @@ use wayline::runtime::{Runtime, RuntimeConfig};
 use wayline::store::{
     ContactUpsert, DeliveryStatus, DeliveryStep, OutboxMessage, SledStore, Store,
 };
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn plugin_dir() -> PathBuf {
-    std::env::var_os("WAYLINE_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
-}
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => (user + system) / 100.0,
-        _ => 0.0,
-    }
-}
 
 /// A sink that accepts every POST at once, counting them.
 async fn sink() -> (String, Arc<AtomicUsize>) {
@@ -163,13 +137,13 @@ async fn run(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usize) {
             delivery: Default::default(),
         },
     );
-    let (cpu, started) = (cpu_seconds(), Instant::now());
+    let (cpu, started) = (common::cpu_seconds(), Instant::now());
     messaging.start();
     while store.next_delivery_due().unwrap().is_some() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
+    let cpu = common::cpu_seconds() - cpu;
     messaging.stop();
     state.scheduler.stop();
     let sent = (0..total)
@@ -202,14 +176,14 @@ fn main() {
     println!("|---|---|---|");
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
     let registry = Arc::new(Registry::default());
-    registry.load_dir(&runtime, &plugin_dir()).unwrap();
+    registry.load_dir(&runtime, &common::plugin_dir()).unwrap();
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let total = env_number("WAYLINE_DELIVERY_MESSAGES", 20_000);
-    for _ in 0..env_number("WAYLINE_DELIVERY_RUNS", 3) {
+    let total = common::env_number("WAYLINE_DELIVERY_MESSAGES", 20_000);
+    for _ in 0..common::env_number("WAYLINE_DELIVERY_RUNS", 3) {
         tokio.block_on(run(&runtime, &registry, total));
     }
 }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,19 +19,6 @@ use wayline::store::{Commit, ContactJourney, Enrollment, Outcome, SledStore, Sta
 
 const TOKEN: &str = "load-generator-token-0123";
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn plugin_dir() -> PathBuf {
-    std::env::var_os("WAYLINE_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
-}
-
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -44,22 +30,6 @@ fn rss_mib() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// CPU time this process has used, user and system, in seconds (clock ticks of 10 ms): the
-/// cost of a load, which the neighbours on a shared machine do not change as much as its
-/// wall-clock time.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => (user + system) / 100.0,
-        _ => 0.0,
-    }
 }
 
 /// Bytes this process has handed to `write` (sled's log, mostly), from /proc/self/io.
@@ -106,7 +76,7 @@ async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>) -> Server {
         clock,
         TOKEN,
         "write-key-0123456789",
-        env_number("WAYLINE_LOAD_WORKERS", 2),
+        common::env_number("WAYLINE_LOAD_WORKERS", 2),
         wayline::messaging::MessagingConfig {
             sealing_key: wayline::messaging::SealingKey::from_hex(&"00".repeat(32)).unwrap(),
             public_url: "http://127.0.0.1:8080".into(),
@@ -210,7 +180,7 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
                 .collect()
         })
         .collect();
-    let (started, cpu, written) = (Instant::now(), cpu_seconds(), written_bytes());
+    let (started, cpu, written) = (Instant::now(), common::cpu_seconds(), written_bytes());
     let senders: Vec<_> = bodies
         .into_iter()
         .map(|bodies| {
@@ -230,7 +200,7 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let processed = started.elapsed();
-    let (cpu, written) = (cpu_seconds() - cpu, written_bytes() - written);
+    let (cpu, written) = (common::cpu_seconds() - cpu, written_bytes() - written);
     let failures = failed(&server.state);
     println!(
         "| batched ingest (2 clients × batches of {batch}), {total} events, {contacts} contacts | {:.0} events/s acknowledged (durable) | {:.0} events/s fully processed ({failures} plugin calls failed); per event {:.0} µs CPU (server and load generator, {:.2} of {} cores busy) and {:.1} KiB written |",
@@ -507,9 +477,9 @@ fn main() {
     println!("|---|---|---|");
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
     let registry = Arc::new(Registry::default());
-    registry.load_dir(&runtime, &plugin_dir()).unwrap();
+    registry.load_dir(&runtime, &common::plugin_dir()).unwrap();
     raw_sled(200_000);
-    let events = env_number("WAYLINE_LOAD_EVENTS", 100_000);
+    let events = common::env_number("WAYLINE_LOAD_EVENTS", 100_000);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -523,6 +493,6 @@ fn main() {
     pending_waits(
         &runtime,
         &registry,
-        env_number("WAYLINE_LOAD_WAITS", 1_000_000),
+        common::env_number("WAYLINE_LOAD_WAITS", 1_000_000),
     );
 }

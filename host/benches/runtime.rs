@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,14 +35,8 @@ const SCORING_CONFIG: &str = r#"{"rules": [
     {"event": "sales_contacted", "points": 15, "weight": 0.25}
 ]}"#;
 
-fn plugin_dir() -> PathBuf {
-    std::env::var_os("WAYLINE_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
-}
-
 fn read_plugin(name: &str) -> Vec<u8> {
-    let path = plugin_dir().join(format!("{name}.wasm"));
+    let path = common::plugin_dir().join(format!("{name}.wasm"));
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask plugins` first", path.display()))
 }

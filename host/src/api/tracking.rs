@@ -71,25 +71,6 @@ async fn message_of(
     Ok((message, signed.url))
 }
 
-/// An event on the message's contact about the message.
-fn event_about(state: &AppState, message: &OutboxMessage, name: &str, id: String) -> Event {
-    let mut properties = crate::model::Attributes::new();
-    let text = |s: &str| Value::Text(s.to_owned());
-    properties.insert("message_id".into(), text(&message.id));
-    properties.insert("channel".into(), text(&message.channel));
-    properties.insert("template".into(), text(&message.template));
-    properties.insert("journey_id".into(), text(&message.journey_id));
-    properties.insert("node".into(), text(&message.node));
-    Event {
-        id,
-        contact_id: message.contact_id.clone(),
-        name: name.to_owned(),
-        properties,
-        timestamp: state.clock.now(),
-        depth: 0,
-    }
-}
-
 async fn record_event(state: &AppState, event: Event) -> Result<(), ApiError> {
     let state = state.clone();
     blocking(move || {
@@ -114,7 +95,7 @@ async fn open(
     let (message, _) = message_of(&state, Purpose::Open, &token).await?;
     if !message.test {
         let name = format!("{}_opened", message.channel);
-        let event = event_about(&state, &message, &name, format!("{}:opened", message.id));
+        let event = message.event(&name, format!("{}:opened", message.id), state.clock.now());
         record_event(&state, event).await?;
     }
     Ok((
@@ -132,11 +113,10 @@ async fn click(
     let url = url.ok_or_else(invalid)?;
     if !message.test {
         let which = &crate::runtime::sha256_hex(url.as_bytes())[..16];
-        let mut event = event_about(
-            &state,
-            &message,
+        let mut event = message.event(
             "link_clicked",
             format!("{}:clicked:{which}", message.id),
+            state.clock.now(),
         );
         event
             .properties
@@ -202,11 +182,10 @@ async fn unsubscribe(
         Ok(consent)
     })
     .await?;
-    let mut event = event_about(
-        &state,
-        &message,
+    let mut event = message.event(
         "unsubscribed",
         format!("{}:unsubscribed", message.id),
+        state.clock.now(),
     );
     event
         .properties

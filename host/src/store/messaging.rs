@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::records::{AuditEntry, OutboxMessage};
-use crate::model::Millis;
+use crate::model::{Attributes, Event, Millis, Value};
 
 /// Where a message is in its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +147,29 @@ impl DeliveryUpdate {
         });
         if message.history.len() > DELIVERY_STEPS_KEPT {
             message.history.remove(1);
+        }
+    }
+}
+
+impl OutboxMessage {
+    /// An event on the message's contact about the message (`email_sent`, `email_opened`),
+    /// carrying the message, its channel, template, journey and node, so a journey can wait
+    /// for it or branch on it. `id` makes it once-only: the same id is recorded once.
+    pub fn event(&self, name: &str, id: String, at: Millis) -> Event {
+        let mut properties = Attributes::new();
+        let text = |s: &str| Value::Text(s.to_owned());
+        properties.insert("message_id".into(), text(&self.id));
+        properties.insert("channel".into(), text(&self.channel));
+        properties.insert("template".into(), text(&self.template));
+        properties.insert("journey_id".into(), text(&self.journey_id));
+        properties.insert("node".into(), text(&self.node));
+        Event {
+            id,
+            contact_id: self.contact_id.clone(),
+            name: name.to_owned(),
+            properties,
+            timestamp: at,
+            depth: 0,
         }
     }
 }

@@ -270,29 +270,14 @@ impl SledStore {
     }
 }
 
-/// The event a delivery step records on the contact: `email_sent` and the like, carrying the
-/// message, its journey and node, so a journey can wait for it.
+/// The event a delivery step records on the contact (`email_sent` and the like), with why
+/// when its step says.
 fn delivery_event(message: &OutboxMessage, name: &str, update: &DeliveryUpdate) -> Event {
-    let mut properties = crate::model::Attributes::new();
-    let text = |s: &str| Value::Text(s.to_owned());
-    properties.insert("message_id".into(), text(&message.id));
-    properties.insert("channel".into(), text(&message.channel));
-    properties.insert("template".into(), text(&message.template));
-    properties.insert("journey_id".into(), text(&message.journey_id));
-    properties.insert("node".into(), text(&message.node));
-    if let Some(step) = message
-        .history
-        .last()
-        .filter(|step| !step.detail.is_empty())
-    {
-        properties.insert("reason".into(), text(&step.detail));
+    let mut event = message.event(name, format!("{}:{name}", message.id), update.at);
+    if let Some(step) = message.history.last().filter(|s| !s.detail.is_empty()) {
+        event
+            .properties
+            .insert("reason".into(), Value::Text(step.detail.clone()));
     }
-    Event {
-        id: format!("{}:{}", message.id, name),
-        contact_id: message.contact_id.clone(),
-        name: name.to_owned(),
-        properties,
-        timestamp: update.at,
-        depth: 0,
-    }
+    event
 }

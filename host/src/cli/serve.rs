@@ -165,7 +165,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     scheduler.stop();
-    messaging.stop();
+    // Messages in flight are recorded before the store is flushed and closed.
+    messaging.shutdown().await;
     flush_on_exit.flush()?;
     Ok(())
 }

@@ -63,6 +63,8 @@ pub struct Messaging {
     /// Woken when a delivery step gives journeys work (its event).
     scheduler: Arc<Scheduler>,
     stopped: AtomicBool,
+    /// The running delivery worker, for [`Messaging::shutdown`] to wait on.
+    worker: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What the operator configures for messaging.
@@ -95,6 +97,7 @@ impl Messaging {
             settings: config.delivery,
             scheduler,
             stopped: AtomicBool::new(false),
+            worker: std::sync::Mutex::new(None),
         })
     }
 
@@ -106,7 +109,17 @@ impl Messaging {
     /// Start the delivery worker (on the current tokio runtime).
     pub fn start(self: &Arc<Self>) {
         let messaging = self.clone();
-        tokio::spawn(async move { messaging.deliver_forever().await });
+        let worker = tokio::spawn(async move { messaging.deliver_forever().await });
+        *self.worker.lock().expect("worker lock") = Some(worker);
+    }
+
+    /// Stop the delivery worker and wait until its current batch is sent and recorded.
+    pub async fn shutdown(&self) {
+        self.stop();
+        let worker = self.worker.lock().expect("worker lock").take();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
     }
 
     /// Stop the delivery worker after its current batch.

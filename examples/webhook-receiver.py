@@ -14,9 +14,9 @@ class Receiver(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         message = json.loads(body or b"{}")
         print(f"--- to {message.get('recipient')}: {message.get('subject')}")
-        print(message.get("metadata", {}).get("text") or message.get("body"))
-        print(f"    List-Unsubscribe: {message.get('metadata', {}).get('list_unsubscribe')}")
-        pixel = re.search(r'src="([^"]*/t/open/[^"]*)"', message.get("body", ""))
+        print(message.get("text") or message.get("html"))
+        print(f"    List-Unsubscribe: {message.get('headers', {}).get('List-Unsubscribe')}")
+        pixel = re.search(r'src="([^"]*/t/open/[^"]*)"', message.get("html") or "")
         if pixel:
             print(f"    open pixel: {pixel.group(1)}")
         reply = json.dumps({"id": "demo-" + self.headers.get("idempotency-key", "")}).encode()

@@ -407,16 +407,39 @@ pub struct Message {
     pub contact_id: String,
     pub recipient: String,
     #[serde(default)]
+    pub class: MessageClass,
+    /// Sent by test-send to an internal address.
+    #[serde(default)]
+    pub test: bool,
+    #[serde(default)]
     pub subject: Option<String>,
-    pub body: String,
-    #[serde(default = "default_content_type")]
-    pub content_type: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub html: Option<String>,
+    /// Headers the message must carry as they are (`List-Unsubscribe`, ...).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }
 
-fn default_content_type() -> String {
-    "text/plain".into()
+/// Whether a message needs consent and an unsubscribe (marketing) or not (transactional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageClass {
+    #[default]
+    Marketing,
+    Transactional,
+}
+
+impl MessageClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageClass::Marketing => "marketing",
+            MessageClass::Transactional => "transactional",
+        }
+    }
 }
 
 /// Why a channel could not deliver.
@@ -440,6 +463,47 @@ pub enum DeliveryOutcome {
         message: String,
         retry_after_ms: Option<u64>,
     },
+}
+
+/// A request a provider sent to a channel's webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRequest {
+    pub method: String,
+    pub query: String,
+    /// Names lower-case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What a provider can report about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderEventKind {
+    Delivered,
+    Bounced,
+    Complaint,
+    Opened,
+    Clicked,
+    Unsubscribed,
+}
+
+/// One thing a provider reported, as the channel plugin read it from a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderEvent {
+    pub kind: ProviderEventKind,
+    pub message_id: Option<String>,
+    pub provider_id: Option<String>,
+    pub reason: Option<String>,
+    pub url: Option<String>,
+}
+
+/// Why a channel plugin refused a webhook request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookRejection {
+    /// Not signed or authenticated as the provider does it.
+    Unauthenticated(String),
+    /// Authenticated, but not a payload the plugin understands.
+    Malformed(String),
 }
 
 /// What a plugin says about itself.

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use crate::runtime::{LoadError, Plugin, PluginKind, PluginSettings, Runtime};
+use crate::runtime::{LoadError, Plugin, PluginKind, PluginSettings, Runtime, WitVersion};
 
 /// A summary of one loaded plugin, as the API and the CLI show it.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +25,8 @@ pub struct PluginSummary {
     pub name: String,
     pub version: String,
     pub kind: PluginKind,
+    /// The version of the plugin contract it implements (`0.1.0`, `0.2.0`).
+    pub contract: WitVersion,
     pub description: String,
     pub sha256: String,
     pub size: usize,
@@ -38,6 +40,7 @@ impl From<&Plugin> for PluginSummary {
             name: plugin.info.name.clone(),
             version: plugin.info.version.clone(),
             kind: plugin.kind,
+            contract: plugin.wit_version,
             description: plugin.info.description.clone(),
             sha256: plugin.sha256.clone(),
             size: plugin.size,

@@ -56,7 +56,7 @@ pub mod worlds {
     /// The channel world imports everything the host offers; the other worlds reuse its types.
     pub mod channel {
         wit_bindgen::generate!({
-            path: "../wit/0.1.0",
+            path: "../wit/0.2.0",
             world: "channel-plugin",
             pub_export_macro: true,
             export_macro_name: "export_channel",
@@ -70,16 +70,16 @@ pub mod worlds {
         ($module:ident, $world:literal, $macro_name:literal, $bindings:literal) => {
             pub mod $module {
                 wit_bindgen::generate!({
-                    path: "../wit/0.1.0",
+                    path: "../wit/0.2.0",
                     world: $world,
                     pub_export_macro: true,
                     export_macro_name: $macro_name,
                     default_bindings_module: $bindings,
                     with: {
-                        "wayline:plugin/types@0.1.0": crate::worlds::channel::wayline::plugin::types,
-                        "wayline:plugin/log@0.1.0": crate::worlds::channel::wayline::plugin::log,
-                        "wayline:plugin/clock@0.1.0": crate::worlds::channel::wayline::plugin::clock,
-                        "wayline:plugin/kv@0.1.0": crate::worlds::channel::wayline::plugin::kv,
+                        "wayline:plugin/types@0.2.0": crate::worlds::channel::wayline::plugin::types,
+                        "wayline:plugin/log@0.2.0": crate::worlds::channel::wayline::plugin::log,
+                        "wayline:plugin/clock@0.2.0": crate::worlds::channel::wayline::plugin::clock,
+                        "wayline:plugin/kv@0.2.0": crate::worlds::channel::wayline::plugin::kv,
                     },
                 });
             }
@@ -114,8 +114,9 @@ pub mod worlds {
 
 pub use worlds::channel::wayline::plugin::types::{
     Attribute, ChannelConsent, ConfigProblem, ConsentState, Contact, Delivery, DeliveryFailure,
-    Effect, EmittedEvent, Event, FailureKind, Message, PluginInfo, PreparedConfig, ScoreChange,
-    SendRequest, Value,
+    Effect, EmittedEvent, Event, FailureKind, Message, MessageClass, PluginInfo, PreparedConfig,
+    ProviderEvent, ProviderEventKind, ScoreChange, SendRequest, Value, WebhookError,
+    WebhookRequest,
 };
 
 /// Host services every plugin may import: logging, the host's clock, a private key-value space.
@@ -128,6 +129,14 @@ pub mod host {
         pub use crate::worlds::channel::wayline::plugin::http::{
             HttpError, Request, Response, send,
         };
+    }
+    /// Email through an SMTP relay the operator approved (channel plugins only).
+    pub mod smtp {
+        pub use crate::worlds::channel::wayline::plugin::smtp::{Email, Relay, SmtpError, send};
+    }
+    /// A provider's webhook signature checked with a channel secret (channel plugins only).
+    pub mod signatures {
+        pub use crate::worlds::channel::wayline::plugin::signatures::{Digest, verify_hmac};
     }
 }
 
@@ -228,17 +237,42 @@ world_module!(
         fn score(config: Self::Config, contact: Contact, event: Event) -> Result<Vec<ScoreChange>, String>;
     }
 );
-world_module!(
-    /// Channels deliver one rendered message to a provider.
-    ///
-    /// Implement [`channel::Channel`], then `wayline_sdk::channel::export!(YourType);`.
-    channel, __wayline_export_channel,
+/// Channels deliver one rendered message to a provider, and read what the provider reports
+/// back through its webhooks.
+///
+/// Implement [`channel::Channel`], then `wayline_sdk::channel::export!(YourType);`.
+pub mod channel {
+    pub use crate::*;
+
     /// A channel plugin.
-    trait Channel {
+    pub trait Channel {
+        /// The config this plugin takes ([`NoConfig`] for none). `validate-config` reads it
+        /// with [`PluginConfig::parse`] when a journey is published; every call gets it back
+        /// from the prepared bytes the host keeps.
+        type Config: PluginConfig;
+
+        /// Who this plugin is: name, version, the config it takes, the hosts it needs.
+        fn describe() -> PluginInfo;
+
         /// Deliver `message`, or say why not in a way the host can act on.
         fn deliver(config: Self::Config, message: Message) -> Result<Delivery, DeliveryFailure>;
+
+        /// What the provider reports in a request to `POST /v1/webhooks/{channel}`. Check its
+        /// signature first ([`crate::host::signatures`]). The default takes no webhooks.
+        fn parse_webhook(
+            config: Self::Config,
+            request: WebhookRequest,
+        ) -> Result<Vec<ProviderEvent>, WebhookError> {
+            let _ = (config, request);
+            Err(WebhookError::Malformed(
+                "this channel takes no webhooks".into(),
+            ))
+        }
     }
-);
+
+    /// Export your type as this plugin: `export!(YourType);`, once per crate.
+    pub use crate::__wayline_export_channel as export;
+}
 
 // The export macros wrap the plugin's type in an adapter that installs the panic hook before
 // each call, prepares the config in `validate-config` and decodes it for every other call, then
@@ -398,6 +432,12 @@ macro_rules! __wayline_export_channel {
                             retry_after_ms: None,
                         })?;
                     <$plugin as $crate::channel::Channel>::deliver(config, message)
+                }
+                fn parse_webhook(config: Vec<u8>, request: $crate::WebhookRequest) -> Result<Vec<$crate::ProviderEvent>, $crate::WebhookError> {
+                    $crate::__install_panic_hook();
+                    let config = $crate::config::load::<Config>(&config, PLUGIN)
+                        .map_err($crate::WebhookError::Malformed)?;
+                    <$plugin as $crate::channel::Channel>::parse_webhook(config, request)
                 }
             }
             $crate::worlds::channel::export_channel!(WaylineExport with_types_in $crate::worlds::channel);

@@ -292,7 +292,7 @@ fn plugin_call_refuses_an_approval_without_a_scheme_and_says_the_form() {
         dir.path(),
         "input.json",
         serde_json::json!({"message": {"id": "m-1", "contact_id": "c-1", "recipient": "a@example.com",
-            "body": "hi", "content_type": "text/plain", "metadata": {}}}),
+            "text": "hi", "metadata": {}}}),
     );
     let config = write_json(
         dir.path(),

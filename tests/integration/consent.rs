@@ -97,18 +97,18 @@ async fn opens_and_clicks_come_back_as_events_unsubscribing_takes_one_post_and_l
         .next()
         .unwrap()
         .clone();
-    let html = sent["body"].as_str().unwrap().to_owned();
+    let html = sent["html"].as_str().unwrap().to_owned();
     assert!(html.contains("<p>Hi Li</p>"), "{html}");
     assert!(
         !html.contains("https://shop.example.com/spring"),
         "the link is tracked: {html}"
     );
-    let metadata = &sent["metadata"];
+    let headers = &sent["headers"];
     assert_eq!(
-        metadata["list_unsubscribe_post"],
+        headers["List-Unsubscribe-Post"],
         "List-Unsubscribe=One-Click"
     );
-    let unsubscribe = metadata["list_unsubscribe"]
+    let unsubscribe = headers["List-Unsubscribe"]
         .as_str()
         .unwrap()
         .trim_matches(['<', '>'])
@@ -117,12 +117,7 @@ async fn opens_and_clicks_come_back_as_events_unsubscribing_takes_one_post_and_l
         html.contains(&unsubscribe),
         "the body links the same page: {html}"
     );
-    assert!(
-        sent["metadata"]["text"]
-            .as_str()
-            .unwrap()
-            .contains(&unsubscribe)
-    );
+    assert!(sent["text"].as_str().unwrap().contains(&unsubscribe));
     let pixel = url_in(&html, &format!("{}/t/open/", server.base));
     let click = url_in(&html, &format!("{}/t/click/", server.base));
 
@@ -274,7 +269,7 @@ async fn a_capped_message_waits_its_turn_and_one_due_at_night_waits_for_the_cont
             .unwrap()
             .accepted
             .values()
-            .any(|body| body["body"].as_str().unwrap().starts_with("an offer"))
+            .any(|body| body["text"].as_str().unwrap().starts_with("an offer"))
     })
     .await;
 }

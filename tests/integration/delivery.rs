@@ -320,14 +320,14 @@ async fn a_send_is_rendered_retried_and_accepted_once_and_the_journey_waits_for_
         );
         assert_eq!(provider.accepted.len(), 1, "accepted once");
         let body = &provider.accepted[&id];
-        let text = body["body"].as_str().unwrap();
+        let text = body["text"].as_str().unwrap();
         assert!(
             text.starts_with("Hi Li, your plan is pro.\n\nUnsubscribe: http://"),
             "{text}"
         );
         assert_eq!(body["subject"], "Welcome, Li");
         assert_eq!(body["recipient"], "li@example.com");
-        assert_eq!(body["metadata"]["message_class"], "marketing");
+        assert_eq!(body["class"], "marketing");
     }
 
     // The delivery is an event on the contact: the journey that waited for it goes on.
@@ -415,7 +415,7 @@ async fn only_people_who_agreed_get_marketing_and_a_bounced_address_gets_nothing
             .next()
             .expect("the test send arrived");
         assert_eq!(body["recipient"], "qa@internal.example");
-        assert_eq!(body["metadata"]["test"], "true");
+        assert_eq!(body["test"], true);
     }
 
     // An address the provider does not know bounces, and is suppressed from then on.

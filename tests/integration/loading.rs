@@ -58,7 +58,12 @@ fn a_component_of_another_world_is_refused_naming_the_expected_exports() {
     assert_refused(
         &support::fixture_bytes("wrong-world"),
         "plugin_wrong_world",
-        "wayline:plugin/scorer@0.1.0",
+        "wayline:plugin/scorer@0.2.0",
+    );
+    assert_refused(
+        &support::fixture_bytes("wrong-world"),
+        "plugin_wrong_world",
+        "(or the same at 0.1.0)",
     );
 }
 
@@ -134,13 +139,15 @@ fn inspect_describes_a_plugin() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(
-        imports.contains(&"wayline:plugin/http@0.1.0"),
+        imports.contains(&"wayline:plugin/http@0.2.0"),
         "{imports:?}"
     );
     assert_eq!(
         json["exports"],
-        serde_json::json!(["wayline:plugin/channel@0.1.0"])
+        serde_json::json!(["wayline:plugin/channel@0.2.0"])
     );
+    assert_eq!(json["contract"], "0.2.0");
+    assert_eq!(json["world"], "wayline:plugin/channel-plugin@0.2.0");
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod cli;
 mod consent;
 mod crash;
 mod delivery;
+mod email;
 mod faults;
 mod hostile;
 mod journeys;

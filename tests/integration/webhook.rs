@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::json;
-use wayline::model::{DeliveryOutcome, FailureKind, Message};
+use wayline::model::{DeliveryOutcome, FailureKind, Message, MessageClass};
 use wayline::runtime::egress::{SecretSetting, SecretValue};
-use wayline::runtime::{CallError, Limits, PluginSettings};
+use wayline::runtime::{CallError, Limits, PluginSettings, WitVersion};
 
 use crate::support;
 
@@ -146,9 +146,12 @@ fn message() -> Message {
         id: "msg-0001".into(),
         contact_id: "c-1001".into(),
         recipient: "sales@example.com".into(),
+        class: MessageClass::Transactional,
+        test: false,
         subject: Some("Hot lead".into()),
-        body: "Li Wei is asking about pricing; contact them now".into(),
-        content_type: "text/plain".into(),
+        text: Some("Li Wei is asking about pricing; contact them now".into()),
+        html: None,
+        headers: vec![],
         metadata: BTreeMap::from([("journey".to_owned(), "score-alert".to_owned())]),
     }
 }
@@ -505,4 +508,124 @@ async fn a_call_sends_a_bounded_number_of_requests() {
         "{outcome:?}"
     );
     assert_eq!(log.lock().unwrap().len(), 8);
+}
+
+/// A channel written against 0.1.0 (no SDK) delivers unchanged: it gets one body (the HTML,
+/// with the text version and the required headers in its metadata) and its outbound HTTP.
+#[tokio::test]
+async fn a_0_1_0_channel_plugin_keeps_delivering_unchanged() {
+    let (base, log) = provider().await;
+    let (runtime, _clock) = support::runtime();
+    let plugin = runtime
+        .load(
+            &support::fixture_bytes("legacy-channel"),
+            &settings(&[&base]),
+        )
+        .unwrap();
+    assert_eq!(plugin.wit_version, WitVersion::V0_1);
+    let config = support::prepare(
+        &runtime,
+        &plugin,
+        &json!(format!("{base}/hooks/ok")).to_string(),
+    );
+    let mut message = message();
+    message.html = Some("<p>Li Wei is asking about pricing</p>".into());
+    message.headers = vec![("List-Unsubscribe".into(), "<https://t.example/u/1>".into())];
+    let outcome = runtime.deliver(&plugin, &config, &message).await.result;
+    assert_eq!(
+        outcome.unwrap(),
+        DeliveryOutcome::Delivered {
+            provider_id: "legacy-msg-0001".into()
+        }
+    );
+    let received = log.lock().unwrap().clone();
+    let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body["content_type"], "text/html");
+    assert_eq!(body["body"], "<p>Li Wei is asking about pricing</p>");
+    assert_eq!(
+        body["metadata"]["text"],
+        "Li Wei is asking about pricing; contact them now"
+    );
+    assert_eq!(body["metadata"]["message_class"], "transactional");
+    assert_eq!(
+        body["metadata"]["list_unsubscribe"],
+        "<https://t.example/u/1>"
+    );
+    assert_eq!(body["metadata"]["journey"], "score-alert");
+}
+
+/// A scorer written against 0.1.0 (no SDK) scores unchanged, beside 0.2.0 plugins.
+#[test]
+fn a_0_1_0_scorer_keeps_scoring_unchanged() {
+    let (runtime, _clock) = support::runtime();
+    let legacy = support::load(&runtime, &support::fixture_bytes("legacy-scorer"));
+    assert_eq!(legacy.wit_version, WitVersion::V0_1);
+    let current = support::load(&runtime, &support::plugin_bytes("rule-scorer"));
+    assert_eq!(current.wit_version, WitVersion::V0_2);
+    let config = support::prepare(&runtime, &legacy, "\"webinar_attended\"");
+    let contact = support::contact();
+    let changes = runtime
+        .score(
+            &legacy,
+            &config,
+            &contact,
+            &support::event("webinar_attended", json!({})),
+        )
+        .result
+        .unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].delta, 5.0);
+    assert_eq!(
+        changes[0].reason,
+        "webinar_attended (scored by a 0.1.0 plugin)"
+    );
+    let none = runtime
+        .score(
+            &legacy,
+            &config,
+            &contact,
+            &support::event("page_viewed", json!({})),
+        )
+        .result
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+/// The webhook channel signs what it sends without holding the key: the host writes the
+/// HMAC-SHA256 of the body as sent, keyed with a secret bound to the receiver, and the receiver
+/// checks it with the key it shares.
+#[tokio::test]
+async fn a_signed_webhook_carries_the_hosts_hmac_of_the_body() {
+    use hmac::Mac;
+    let (base, log) = provider().await;
+    let mut settings = settings(&[&base]);
+    settings.secrets.insert(
+        "crm_signing".into(),
+        SecretSetting {
+            value: SecretValue("whsec-5b7d".into()),
+            hosts: vec![base.clone()],
+        },
+    );
+    let config = json!({"url": format!("{base}/hooks/ok"), "signing_secret": "crm_signing"});
+    deliver("webhook-channel", &settings, config.clone())
+        .await
+        .unwrap();
+    let received = log.lock().unwrap().clone();
+    let signature = received[0].headers["x-wayline-signature"].to_str().unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"whsec-5b7d").unwrap();
+    mac.update(&received[0].body);
+    assert_eq!(
+        signature,
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
+    assert!(!String::from_utf8_lossy(&received[0].body).contains("whsec-5b7d"));
+
+    // Bound to another host, the key is not used for this one: the send is refused.
+    settings.secrets.get_mut("crm_signing").unwrap().hosts =
+        vec!["https://elsewhere.example".into()];
+    let refused = deliver("webhook-channel", &settings, config).await.unwrap();
+    assert!(
+        matches!(&refused, DeliveryOutcome::Failed { kind: FailureKind::Permanent, message, .. } if message.contains("not bound")),
+        "{refused:?}"
+    );
 }

@@ -194,13 +194,15 @@ fn run(mut command: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The real clients the tests talk to the server with (tests/clients/requirements.txt): the
-/// Segment client from PyPI, installed for python3 when it is not there yet.
+/// The real peers the tests talk to the server with (tests/clients/requirements.txt): the
+/// Segment client and the aiosmtpd SMTP server from PyPI, installed for python3 when they are
+/// not there yet.
 fn test_clients(root: &Path) -> Result<()> {
     let present = Command::new("python3")
-        .args(["-c", "import segment.analytics"])
+        .args(["-c", "import segment.analytics, aiosmtpd"])
+        .stderr(std::process::Stdio::null())
         .status()
-        .context("starting python3 (the Segment client test needs it)")?;
+        .context("starting python3 (the Segment client and SMTP server tests need it)")?;
     if present.success() {
         return Ok(());
     }

@@ -102,6 +102,9 @@ impl From<MessagingError> for ApiError {
             MessagingError::Invalid(code, _) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
+            MessagingError::Unauthenticated(_) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "webhook_unauthenticated", message)
+            }
             MessagingError::Store(error) => error.into(),
         }
     }

@@ -15,6 +15,7 @@ mod messaging;
 mod operations;
 mod segment;
 mod tracking;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +126,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(operations::routes());
     routes.extend(segment::routes());
     routes.extend(tracking::routes());
+    routes.extend(webhooks::routes());
     routes
 }
 

@@ -88,15 +88,74 @@ async fn record_event(state: &AppState, event: Event) -> Result<(), ApiError> {
     .await
 }
 
+/// A first open of `message` (later ones are duplicates of it).
+pub(super) async fn opened(state: &AppState, message: &OutboxMessage) -> Result<(), ApiError> {
+    let name = format!("{}_opened", message.channel);
+    let event = message.event(&name, format!("{}:opened", message.id), state.clock.now());
+    record_event(state, event).await
+}
+
+/// A first click of `url` in `message`.
+pub(super) async fn clicked(
+    state: &AppState,
+    message: &OutboxMessage,
+    url: &str,
+) -> Result<(), ApiError> {
+    let which = &crate::runtime::sha256_hex(url.as_bytes())[..16];
+    let mut event = message.event(
+        "link_clicked",
+        format!("{}:clicked:{which}", message.id),
+        state.clock.now(),
+    );
+    event
+        .properties
+        .insert("url".into(), Value::Text(url.to_owned()));
+    record_event(state, event).await
+}
+
+/// `message`'s contact opts out of its channel's consent; the consent's name.
+pub(super) async fn unsubscribed(
+    state: &AppState,
+    message: &OutboxMessage,
+) -> Result<String, ApiError> {
+    let store = state.store.clone();
+    let (contact_id, channel) = (message.contact_id.clone(), message.channel.clone());
+    let now = state.clock.now();
+    let consent = blocking(move || {
+        let consent = store
+            .channel(&channel)?
+            .and_then(|c| c.consent)
+            .unwrap_or(channel);
+        let mut upsert = ContactUpsert {
+            id: Some(contact_id),
+            ..ContactUpsert::default()
+        };
+        upsert
+            .consents
+            .insert(consent.clone(), ConsentState::Revoked);
+        store.upsert_contact(upsert, now)?;
+        Ok(consent)
+    })
+    .await?;
+    let mut event = message.event(
+        "unsubscribed",
+        format!("{}:unsubscribed", message.id),
+        state.clock.now(),
+    );
+    event
+        .properties
+        .insert("consent".into(), Value::Text(consent.clone()));
+    record_event(state, event).await?;
+    Ok(consent)
+}
+
 async fn open(
     State(state): State<AppState>,
     ApiPath(token): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let (message, _) = message_of(&state, Purpose::Open, &token).await?;
     if !message.test {
-        let name = format!("{}_opened", message.channel);
-        let event = message.event(&name, format!("{}:opened", message.id), state.clock.now());
-        record_event(&state, event).await?;
+        opened(&state, &message).await?;
     }
     Ok((
         [(CONTENT_TYPE, "image/gif"), (CACHE_CONTROL, "no-store")],
@@ -112,16 +171,7 @@ async fn click(
     let (message, url) = message_of(&state, Purpose::Click, &token).await?;
     let url = url.ok_or_else(invalid)?;
     if !message.test {
-        let which = &crate::runtime::sha256_hex(url.as_bytes())[..16];
-        let mut event = message.event(
-            "link_clicked",
-            format!("{}:clicked:{which}", message.id),
-            state.clock.now(),
-        );
-        event
-            .properties
-            .insert("url".into(), Value::Text(url.clone()));
-        record_event(&state, event).await?;
+        clicked(&state, &message, &url).await?;
     }
     Ok((
         StatusCode::FOUND,
@@ -163,34 +213,7 @@ async fn unsubscribe(
             "<h1>Test message</h1><p>This was a test send; nobody was unsubscribed.</p>",
         ));
     }
-    let store = state.store.clone();
-    let (contact_id, channel) = (message.contact_id.clone(), message.channel.clone());
-    let now = state.clock.now();
-    let consent = blocking(move || {
-        let consent = store
-            .channel(&channel)?
-            .and_then(|c| c.consent)
-            .unwrap_or(channel);
-        let mut upsert = ContactUpsert {
-            id: Some(contact_id),
-            ..ContactUpsert::default()
-        };
-        upsert
-            .consents
-            .insert(consent.clone(), ConsentState::Revoked);
-        store.upsert_contact(upsert, now)?;
-        Ok(consent)
-    })
-    .await?;
-    let mut event = message.event(
-        "unsubscribed",
-        format!("{}:unsubscribed", message.id),
-        state.clock.now(),
-    );
-    event
-        .properties
-        .insert("consent".into(), Value::Text(consent.clone()));
-    record_event(&state, event).await?;
+    let consent = unsubscribed(&state, &message).await?;
     Ok(page(
         "Unsubscribed",
         &format!(

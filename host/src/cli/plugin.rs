@@ -71,7 +71,8 @@ pub fn inspect(path: &Path) -> ExitCode {
     print(&json!({
         "id": plugin.id(),
         "kind": plugin.kind,
-        "world": plugin.kind.world(),
+        "world": plugin.kind.world(plugin.wit_version),
+        "contract": plugin.wit_version,
         "name": plugin.info.name,
         "version": plugin.info.version,
         "description": plugin.info.description,

@@ -13,7 +13,9 @@ use std::time::Duration;
 use super::Messaging;
 use super::channels::Bound;
 use super::{rules, templates};
-use crate::model::{ConsentState, DeliveryOutcome, FailureKind, Message, Millis, Value};
+use crate::model::{
+    ConsentState, DeliveryOutcome, FailureKind, Message, MessageClass, Millis, Value,
+};
 use crate::store::{DeliveryStatus, DeliveryUpdate, OutboxMessage, StoreError, WhenCapped};
 
 /// How the worker retries and how much it does at once.
@@ -315,12 +317,12 @@ impl Messaging {
         let mut wire = wire_message(&message, &recipient, rendered, template.transactional);
         if let Some(url) = unsubscribe {
             // RFC 8058: a mail client's one-click unsubscribe POSTs to this URL.
-            wire.metadata
-                .insert("list_unsubscribe".into(), format!("<{url}>"));
-            wire.metadata.insert(
-                "list_unsubscribe_post".into(),
+            wire.headers
+                .push(("List-Unsubscribe".into(), format!("<{url}>")));
+            wire.headers.push((
+                "List-Unsubscribe-Post".into(),
                 "List-Unsubscribe=One-Click".into(),
-            );
+            ));
         }
         Ok(Some(Ready {
             bound,
@@ -554,8 +556,7 @@ fn rate_reason(bound: &Bound) -> String {
     }
 }
 
-/// The message as the channel plugin gets it: HTML as the body when there is HTML (its text
-/// version in `metadata.text`), else the text.
+/// The message as the channel plugin gets it.
 fn wire_message(
     message: &OutboxMessage,
     recipient: &str,
@@ -563,25 +564,8 @@ fn wire_message(
     transactional: bool,
 ) -> Message {
     let mut metadata = std::collections::BTreeMap::new();
-    let (body, content_type) = match (rendered.html, rendered.text) {
-        (Some(html), text) => {
-            if let Some(text) = text {
-                metadata.insert("text".into(), text);
-            }
-            (html, "text/html")
-        }
-        (None, text) => (text.unwrap_or_default(), "text/plain"),
-    };
-    let class = if transactional {
-        "transactional"
-    } else {
-        "marketing"
-    };
-    metadata.insert("message_class".into(), class.into());
     metadata.insert("template".into(), message.template.clone());
-    if message.test {
-        metadata.insert("test".into(), "true".into());
-    } else {
+    if !message.test {
         metadata.insert("journey_id".into(), message.journey_id.clone());
         metadata.insert("node".into(), message.node.clone());
     }
@@ -589,9 +573,16 @@ fn wire_message(
         id: message.id.clone(),
         contact_id: message.contact_id.clone(),
         recipient: recipient.to_owned(),
+        class: if transactional {
+            MessageClass::Transactional
+        } else {
+            MessageClass::Marketing
+        },
+        test: message.test,
         subject: rendered.subject,
-        body,
-        content_type: content_type.into(),
+        text: rendered.text,
+        html: rendered.html,
+        headers: Vec::new(),
         metadata,
     }
 }

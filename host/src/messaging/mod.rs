@@ -13,6 +13,7 @@ mod rules;
 pub mod sealing;
 pub mod seed;
 pub mod templates;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,9 @@ pub enum MessagingError {
     /// A request that cannot be done as asked, by its stable code (`render_failed`).
     #[error("{1}")]
     Invalid(&'static str, String),
+    /// A provider's webhook request without the provider's valid signature.
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

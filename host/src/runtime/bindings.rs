@@ -4,50 +4,100 @@
 use crate::model;
 
 mod generated {
-    // The channel world imports everything the host offers (log, clock, kv, http); the other
-    // worlds reuse its import bindings so the host implements each interface once.
-    wasmtime::component::bindgen!({
-        world: "channel-plugin",
-        path: "../wit/0.1.0",
-        imports: {
-            "wayline:plugin/http.send": async,
-            default: trappable,
-        },
-        exports: { default: async },
-    });
+    /// `wayline:plugin@0.1.0`. The channel world imports everything the host offers in that
+    /// version; the other worlds reuse its import bindings so the host implements each
+    /// interface once per version.
+    pub mod v1 {
+        wasmtime::component::bindgen!({
+            world: "channel-plugin",
+            path: "../wit/0.1.0",
+            imports: {
+                "wayline:plugin/http.send": async,
+                default: trappable,
+            },
+            exports: { default: async },
+        });
 
-    /// The other worlds, reusing the channel world's types and import bindings.
-    macro_rules! world {
-        ($module:ident, $world:literal) => {
-            pub mod $module {
-                wasmtime::component::bindgen!({
-                    world: $world,
-                    path: "../wit/0.1.0",
-                    with: {
-                        "wayline:plugin/types": super::wayline::plugin::types,
-                        "wayline:plugin/log": super::wayline::plugin::log,
-                        "wayline:plugin/clock": super::wayline::plugin::clock,
-                        "wayline:plugin/kv": super::wayline::plugin::kv,
-                    },
-                });
-            }
-        };
+        macro_rules! world {
+            ($module:ident, $world:literal) => {
+                pub mod $module {
+                    wasmtime::component::bindgen!({
+                        world: $world,
+                        path: "../wit/0.1.0",
+                        with: {
+                            "wayline:plugin/types": super::wayline::plugin::types,
+                            "wayline:plugin/log": super::wayline::plugin::log,
+                            "wayline:plugin/clock": super::wayline::plugin::clock,
+                            "wayline:plugin/kv": super::wayline::plugin::kv,
+                        },
+                    });
+                }
+            };
+        }
+
+        world!(trigger, "trigger-plugin");
+        world!(condition, "condition-plugin");
+        world!(action, "action-plugin");
+        world!(scorer, "scorer-plugin");
     }
 
-    world!(trigger, "trigger-plugin");
-    world!(condition, "condition-plugin");
-    world!(action, "action-plugin");
-    world!(scorer, "scorer-plugin");
+    /// `wayline:plugin@0.2.0`, the same way.
+    pub mod v2 {
+        wasmtime::component::bindgen!({
+            world: "channel-plugin",
+            path: "../wit/0.2.0",
+            imports: {
+                "wayline:plugin/http.send": async,
+                "wayline:plugin/smtp.send": async,
+                default: trappable,
+            },
+            exports: { default: async },
+        });
+
+        macro_rules! world {
+            ($module:ident, $world:literal) => {
+                pub mod $module {
+                    wasmtime::component::bindgen!({
+                        world: $world,
+                        path: "../wit/0.2.0",
+                        with: {
+                            "wayline:plugin/types": super::wayline::plugin::types,
+                            "wayline:plugin/log": super::wayline::plugin::log,
+                            "wayline:plugin/clock": super::wayline::plugin::clock,
+                            "wayline:plugin/kv": super::wayline::plugin::kv,
+                        },
+                    });
+                }
+            };
+        }
+
+        world!(trigger, "trigger-plugin");
+        world!(condition, "condition-plugin");
+        world!(action, "action-plugin");
+        world!(scorer, "scorer-plugin");
+    }
 }
 
-pub use generated::ChannelPlugin;
-pub use generated::action::ActionPlugin;
-pub use generated::condition::ConditionPlugin;
-pub use generated::scorer::ScorerPlugin;
-pub use generated::trigger::TriggerPlugin;
-pub use generated::wayline::plugin::{clock, http, kv, log, types as wit};
-pub use generated::{ChannelPluginPre, action::ActionPluginPre, condition::ConditionPluginPre};
-pub use generated::{scorer::ScorerPluginPre, trigger::TriggerPluginPre};
+/// The host's view of 0.1.0, and the types every version shares in shape. wasmtime checks
+/// a plugin's function types by structure (field and case names, in order), so the shapes
+/// 0.2.0 kept from 0.1.0 (contact, event, effects, score changes, plugin info, configs,
+/// deliveries) are called with these types whichever version the plugin implements.
+pub use generated::v1::wayline::plugin::{clock, http, kv, log, types as wit};
+pub use generated::v1::{
+    ChannelPlugin, action::ActionPlugin, condition::ConditionPlugin, scorer::ScorerPlugin,
+    trigger::TriggerPlugin,
+};
+
+/// What 0.2.0 added or changed: its message, webhooks, SMTP and signatures, and its worlds.
+pub mod v2 {
+    pub use super::generated::v2::wayline::plugin::{
+        clock, http, kv, log, signatures, smtp, types,
+    };
+    pub use super::generated::v2::{
+        ChannelPlugin, action::ActionPlugin, condition::ConditionPlugin, scorer::ScorerPlugin,
+        trigger::TriggerPlugin,
+    };
+}
 
 impl From<&model::Value> for wit::Value {
     fn from(value: &model::Value) -> Self {
@@ -131,22 +181,63 @@ impl From<&model::Event> for wit::Event {
     }
 }
 
+impl From<&model::Message> for v2::types::Message {
+    fn from(message: &model::Message) -> Self {
+        v2::types::Message {
+            id: message.id.clone(),
+            contact_id: message.contact_id.clone(),
+            recipient: message.recipient.clone(),
+            class: match message.class {
+                model::MessageClass::Marketing => v2::types::MessageClass::Marketing,
+                model::MessageClass::Transactional => v2::types::MessageClass::Transactional,
+            },
+            test: message.test,
+            subject: message.subject.clone(),
+            text: message.text.clone(),
+            html: message.html.clone(),
+            headers: message.headers.clone(),
+            metadata: pairs(&message.metadata),
+        }
+    }
+}
+
+/// A message in 0.1.0's shape: one body (the HTML when there is HTML, its text version then in
+/// `metadata.text`), and what 0.2.0 gives as fields in `metadata` (`message_class`, `test`,
+/// and each required header under its lower-case name with `-` as `_`, e.g.
+/// `list_unsubscribe`).
 impl From<&model::Message> for wit::Message {
     fn from(message: &model::Message) -> Self {
+        let mut metadata = message.metadata.clone();
+        let (body, content_type) = match (&message.html, &message.text) {
+            (Some(html), text) => {
+                if let Some(text) = text {
+                    metadata.insert("text".into(), text.clone());
+                }
+                (html.clone(), "text/html")
+            }
+            (None, text) => (text.clone().unwrap_or_default(), "text/plain"),
+        };
+        metadata.insert("message_class".into(), message.class.as_str().into());
+        if message.test {
+            metadata.insert("test".into(), "true".into());
+        }
+        for (name, value) in &message.headers {
+            metadata.insert(name.to_ascii_lowercase().replace('-', "_"), value.clone());
+        }
         wit::Message {
             id: message.id.clone(),
             contact_id: message.contact_id.clone(),
             recipient: message.recipient.clone(),
             subject: message.subject.clone(),
-            body: message.body.clone(),
-            content_type: message.content_type.clone(),
-            metadata: message
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            body,
+            content_type: content_type.into(),
+            metadata: pairs(&metadata),
         }
     }
+}
+
+fn pairs(map: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 impl From<wit::ScoreChange> for model::ScoreChange {
@@ -238,6 +329,48 @@ impl From<wit::ConfigProblem> for model::ConfigProblem {
         model::ConfigProblem {
             path: problem.path,
             message: problem.message,
+        }
+    }
+}
+
+impl From<&model::WebhookRequest> for v2::types::WebhookRequest {
+    fn from(request: &model::WebhookRequest) -> Self {
+        v2::types::WebhookRequest {
+            method: request.method.clone(),
+            query: request.query.clone(),
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+        }
+    }
+}
+
+impl From<v2::types::ProviderEvent> for model::ProviderEvent {
+    fn from(event: v2::types::ProviderEvent) -> Self {
+        use v2::types::ProviderEventKind as Wit;
+        model::ProviderEvent {
+            kind: match event.kind {
+                Wit::Delivered => model::ProviderEventKind::Delivered,
+                Wit::Bounced => model::ProviderEventKind::Bounced,
+                Wit::Complaint => model::ProviderEventKind::Complaint,
+                Wit::Opened => model::ProviderEventKind::Opened,
+                Wit::Clicked => model::ProviderEventKind::Clicked,
+                Wit::Unsubscribed => model::ProviderEventKind::Unsubscribed,
+            },
+            message_id: event.message_id,
+            provider_id: event.provider_id,
+            reason: event.reason,
+            url: event.url,
+        }
+    }
+}
+
+impl From<v2::types::WebhookError> for model::WebhookRejection {
+    fn from(error: v2::types::WebhookError) -> Self {
+        match error {
+            v2::types::WebhookError::Unauthenticated(why) => {
+                model::WebhookRejection::Unauthenticated(why)
+            }
+            v2::types::WebhookError::Malformed(why) => model::WebhookRejection::Malformed(why),
         }
     }
 }

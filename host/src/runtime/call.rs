@@ -10,16 +10,16 @@ use serde::Serialize;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
-use super::bindings::wit;
+use super::bindings::{v2, wit};
 use super::entry::{self, Evaluate, Matches, Run, Score};
 use super::error::CallError;
 use super::host::{CallContext, HostState, HttpGrant, LogRecord};
-use super::load::{Plugin, PluginKind, Pre};
+use super::load::{Plugin, PluginKind, WitVersion};
 use super::lower::{ContactRef, EventRef};
 use super::output::{self, OutputSize};
 use crate::model::{
     ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, PreparedConfig,
-    ScoreChange,
+    ProviderEvent, ScoreChange, WebhookRejection, WebhookRequest,
 };
 
 /// What one call produced: its result, the plugin's logs, and how long it took.
@@ -137,41 +137,21 @@ impl Runtime {
 
     /// `describe` of any plugin.
     pub fn describe(&self, plugin: &Plugin) -> CallReport<PluginInfo> {
-        let report = match &plugin.pre {
-            Pre::Trigger(pre) => self.run(plugin, |s| {
-                Ok(Ok::<_, CallError>(
-                    pre.instantiate(&mut *s)?
-                        .wayline_plugin_trigger()
-                        .call_describe(s)?,
-                ))
-            }),
-            Pre::Condition(pre) => self.run(plugin, |s| {
-                Ok(Ok::<_, CallError>(
-                    pre.instantiate(&mut *s)?
-                        .wayline_plugin_condition()
-                        .call_describe(s)?,
-                ))
-            }),
-            Pre::Action(pre) => self.run(plugin, |s| {
-                Ok(Ok::<_, CallError>(
-                    pre.instantiate(&mut *s)?
-                        .wayline_plugin_action()
-                        .call_describe(s)?,
-                ))
-            }),
-            Pre::Scorer(pre) => self.run(plugin, |s| {
-                Ok(Ok::<_, CallError>(
-                    pre.instantiate(&mut *s)?
-                        .wayline_plugin_scorer()
-                        .call_describe(s)?,
-                ))
-            }),
-            Pre::Channel(pre) => block_on(self.run_async(plugin, None, async |s| {
-                let instance = pre.instantiate_async(&mut *s).await?;
-                Ok(Ok::<_, CallError>(
-                    instance.wayline_plugin_channel().call_describe(s).await?,
-                ))
-            })),
+        let pre = &plugin.pre;
+        let report = if plugin.kind == PluginKind::Channel {
+            block_on(self.run_async(plugin, None, async |s| {
+                let instance = pre.instance.instantiate_async(&mut *s).await?;
+                let describe =
+                    instance.get_typed_func::<(), (wit::PluginInfo,)>(&mut *s, pre.describe)?;
+                Ok(Ok::<_, CallError>(describe.call_async(s, ()).await?.0))
+            }))
+        } else {
+            self.run(plugin, |s| {
+                let instance = pre.instance.instantiate(&mut *s)?;
+                let describe =
+                    instance.get_typed_func::<(), (wit::PluginInfo,)>(&mut *s, pre.describe)?;
+                Ok(Ok::<_, CallError>(describe.call(s, ())?.0))
+            })
         };
         report.map(PluginInfo::from)
     }
@@ -188,44 +168,24 @@ impl Runtime {
         plugin: &Plugin,
         config: &str,
     ) -> CallReport<Result<PreparedConfig, Vec<ConfigProblem>>> {
-        let report = match &plugin.pre {
-            Pre::Trigger(pre) => self.run(plugin, |s| {
+        type Verdict = Result<wit::PreparedConfig, Vec<wit::ConfigProblem>>;
+        let pre = &plugin.pre;
+        let report = if plugin.kind == PluginKind::Channel {
+            block_on(self.run_async(plugin, None, async |s| {
+                let instance = pre.instance.instantiate_async(&mut *s).await?;
+                let validate =
+                    instance.get_typed_func::<(&str,), (Verdict,)>(&mut *s, pre.validate_config)?;
                 Ok(Ok::<_, CallError>(
-                    pre.instantiate(&mut *s)?
-                        .wayline_plugin_trigger()
-                        .call_validate_config(s, config)?,
+                    validate.call_async(s, (config,)).await?.0,
                 ))
-            }),
-            Pre::Condition(pre) => self.run(plugin, |s| {
-                Ok(Ok::<_, CallError>(
-                    pre.instantiate(&mut *s)?
-                        .wayline_plugin_condition()
-                        .call_validate_config(s, config)?,
-                ))
-            }),
-            Pre::Action(pre) => self.run(plugin, |s| {
-                Ok(Ok::<_, CallError>(
-                    pre.instantiate(&mut *s)?
-                        .wayline_plugin_action()
-                        .call_validate_config(s, config)?,
-                ))
-            }),
-            Pre::Scorer(pre) => self.run(plugin, |s| {
-                Ok(Ok::<_, CallError>(
-                    pre.instantiate(&mut *s)?
-                        .wayline_plugin_scorer()
-                        .call_validate_config(s, config)?,
-                ))
-            }),
-            Pre::Channel(pre) => block_on(self.run_async(plugin, None, async |s| {
-                let instance = pre.instantiate_async(&mut *s).await?;
-                Ok(Ok::<_, CallError>(
-                    instance
-                        .wayline_plugin_channel()
-                        .call_validate_config(s, config)
-                        .await?,
-                ))
-            })),
+            }))
+        } else {
+            self.run(plugin, |s| {
+                let instance = pre.instance.instantiate(&mut *s)?;
+                let validate =
+                    instance.get_typed_func::<(&str,), (Verdict,)>(&mut *s, pre.validate_config)?;
+                Ok(Ok::<_, CallError>(validate.call(s, (config,))?.0))
+            })
         };
         report.map(|verdict| {
             verdict
@@ -242,15 +202,15 @@ impl Runtime {
         event: &Event,
         contact: &Contact,
     ) -> CallReport<bool> {
-        let Pre::Trigger(pre) = &plugin.pre else {
+        if plugin.kind != PluginKind::Trigger {
             return CallReport::wrong_kind(plugin, PluginKind::Trigger);
-        };
+        }
         let (event, contact) = (
             EventRef::from(event),
             ContactRef::new(contact, config.attributes.as_deref()),
         );
         self.run(plugin, |s| {
-            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let instance = plugin.pre.instance.instantiate(&mut *s)?;
             let matches = entry::typed::<Matches>(plugin, &instance, s)?;
             let limit = plugin.limits.output_bytes;
             Ok(
@@ -273,15 +233,15 @@ impl Runtime {
         contact: &Contact,
         event: Option<&Event>,
     ) -> CallReport<String> {
-        let Pre::Condition(pre) = &plugin.pre else {
+        if plugin.kind != PluginKind::Condition {
             return CallReport::wrong_kind(plugin, PluginKind::Condition);
-        };
+        }
         let (contact, event) = (
             ContactRef::new(contact, config.attributes.as_deref()),
             event.map(EventRef::from),
         );
         self.run(plugin, |s| {
-            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let instance = plugin.pre.instance.instantiate(&mut *s)?;
             let evaluate = entry::typed::<Evaluate>(plugin, &instance, s)?;
             let limit = plugin.limits.output_bytes;
             let result = evaluate
@@ -302,15 +262,15 @@ impl Runtime {
         contact: &Contact,
         event: Option<&Event>,
     ) -> CallReport<Vec<Effect>> {
-        let Pre::Action(pre) = &plugin.pre else {
+        if plugin.kind != PluginKind::Action {
             return CallReport::wrong_kind(plugin, PluginKind::Action);
-        };
+        }
         let (contact, event) = (
             ContactRef::new(contact, config.attributes.as_deref()),
             event.map(EventRef::from),
         );
         self.run(plugin, |s| {
-            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let instance = plugin.pre.instance.instantiate(&mut *s)?;
             let run = entry::typed::<Run>(plugin, &instance, s)?;
             let limit = plugin.limits.output_bytes;
             let result = run
@@ -332,15 +292,15 @@ impl Runtime {
         contact: &Contact,
         event: &Event,
     ) -> CallReport<Vec<ScoreChange>> {
-        let Pre::Scorer(pre) = &plugin.pre else {
+        if plugin.kind != PluginKind::Scorer {
             return CallReport::wrong_kind(plugin, PluginKind::Scorer);
-        };
+        }
         let (contact, event) = (
             ContactRef::new(contact, config.attributes.as_deref()),
             EventRef::from(event),
         );
         self.run(plugin, |s| {
-            let instance = pre.instance_pre().instantiate(&mut *s)?;
+            let instance = plugin.pre.instance.instantiate(&mut *s)?;
             let score = entry::typed::<Score>(plugin, &instance, s)?;
             let limit = plugin.limits.output_bytes;
             let result = score
@@ -375,23 +335,81 @@ impl Runtime {
         config: &PreparedConfig,
         message: &Message,
     ) -> CallReport<DeliveryOutcome> {
-        let Pre::Channel(pre) = &plugin.pre else {
+        if plugin.kind != PluginKind::Channel {
             return CallReport::wrong_kind(plugin, PluginKind::Channel);
+        }
+        type Outcome = (Result<wit::Delivery, wit::DeliveryFailure>,);
+        let grant = egress.map(HttpGrant::sending);
+        let (pre, entry) = (&plugin.pre, plugin.entry);
+        let report = match plugin.wit_version {
+            WitVersion::V0_1 => {
+                let message = wit::Message::from(message);
+                self.run_async(plugin, grant, async |s| {
+                    let instance = pre.instance.instantiate_async(&mut *s).await?;
+                    let deliver = instance
+                        .get_typed_func::<(&[u8], &wit::Message), Outcome>(&mut *s, entry)?;
+                    let outcome = deliver.call_async(s, (&config.bytes, &message)).await?.0;
+                    // A classified delivery failure is the plugin doing its job, not a call
+                    // error.
+                    Ok(Ok::<_, CallError>(outcome))
+                })
+                .await
+            }
+            WitVersion::V0_2 => {
+                let message = v2::types::Message::from(message);
+                self.run_async(plugin, grant, async |s| {
+                    let instance = pre.instance.instantiate_async(&mut *s).await?;
+                    let deliver = instance
+                        .get_typed_func::<(&[u8], &v2::types::Message), Outcome>(&mut *s, entry)?;
+                    let outcome = deliver.call_async(s, (&config.bytes, &message)).await?.0;
+                    Ok(Ok::<_, CallError>(outcome))
+                })
+                .await
+            }
         };
-        let grant = egress.map(|egress| HttpGrant { egress, sent: 0 });
-        let message = wit::Message::from(message);
+        report.map(DeliveryOutcome::from)
+    }
+
+    /// What a provider's webhook request reports, read by the channel plugin (0.2.0 channels;
+    /// a 0.1.0 channel has no `parse-webhook`). No outbound HTTP or SMTP.
+    pub async fn parse_webhook(
+        &self,
+        plugin: &Plugin,
+        egress: Option<Arc<super::egress::Egress>>,
+        config: &PreparedConfig,
+        request: &WebhookRequest,
+    ) -> CallReport<Result<Vec<ProviderEvent>, WebhookRejection>> {
+        let Some(parse) = plugin.pre.parse_webhook else {
+            return CallReport {
+                result: Err(CallError::WrongKind {
+                    expected: "0.2.0 channel (with parse-webhook)",
+                    actual: plugin.kind.as_str(),
+                }),
+                logs: Vec::new(),
+                elapsed: Duration::ZERO,
+            };
+        };
+        type Parsed = (Result<Vec<v2::types::ProviderEvent>, v2::types::WebhookError>,);
+        let request = v2::types::WebhookRequest::from(request);
+        // Signatures are checked with the channel's secrets; nothing is sent anywhere.
+        let grant = egress.map(HttpGrant::verifying);
+        let pre = &plugin.pre;
         let report = self
             .run_async(plugin, grant, async |s| {
-                let instance = pre.instantiate_async(&mut *s).await?;
-                let outcome = instance
-                    .wayline_plugin_channel()
-                    .call_deliver(s, &config.bytes, &message)
-                    .await?;
-                // A classified delivery failure is the plugin doing its job, not a call error.
-                Ok(Ok::<_, CallError>(outcome))
+                let instance = pre.instance.instantiate_async(&mut *s).await?;
+                let parse = instance
+                    .get_typed_func::<(&[u8], &v2::types::WebhookRequest), Parsed>(
+                        &mut *s, parse,
+                    )?;
+                let parsed = parse.call_async(s, (&config.bytes, &request)).await?.0;
+                Ok(Ok::<_, CallError>(parsed))
             })
             .await;
-        report.map(DeliveryOutcome::from)
+        report.map(|parsed| {
+            parsed
+                .map(|events| events.into_iter().map(ProviderEvent::from).collect())
+                .map_err(WebhookRejection::from)
+        })
     }
 }
 

@@ -4,12 +4,9 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use wasmtime::component::{Component, ComponentExportIndex, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
 use super::Runtime;
-use super::bindings::{
-    ActionPluginPre, ChannelPluginPre, ConditionPluginPre, ScorerPluginPre, TriggerPluginPre,
-};
 use super::cache::sha256_hex;
 use super::egress::{Egress, EgressError, SecretSetting};
 use super::error::LoadError;
@@ -50,9 +47,9 @@ impl PluginKind {
         }
     }
 
-    /// The interface a plugin of this kind exports.
-    pub fn export_name(self) -> String {
-        format!("wayline:plugin/{}@0.1.0", self.as_str())
+    /// The interface a plugin of this kind exports in `version` of the contract.
+    pub fn export_name(self, version: WitVersion) -> String {
+        format!("wayline:plugin/{}@{}", self.as_str(), version.as_str())
     }
 
     /// The function a plugin of this kind exists for: `matches`, `evaluate`, `run`, `score`
@@ -67,72 +64,157 @@ impl PluginKind {
         }
     }
 
-    /// The WIT world a plugin of this kind implements.
-    pub fn world(self) -> String {
-        format!("wayline:plugin/{}-plugin@0.1.0", self.as_str())
+    /// The WIT world a plugin of this kind implements in `version` of the contract.
+    pub fn world(self, version: WitVersion) -> String {
+        format!(
+            "wayline:plugin/{}-plugin@{}",
+            self.as_str(),
+            version.as_str()
+        )
     }
 }
 
-/// A plugin pre-linked against its world's imports, ready to instantiate cheaply per call.
-#[derive(Clone)]
-pub(crate) enum Pre {
-    Trigger(TriggerPluginPre<HostState>),
-    Condition(ConditionPluginPre<HostState>),
-    Action(ActionPluginPre<HostState>),
-    Scorer(ScorerPluginPre<HostState>),
-    Channel(ChannelPluginPre<HostState>),
+/// The versions of the plugin contract (`wit/`) the host runs. A plugin implements one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum WitVersion {
+    #[serde(rename = "0.1.0")]
+    V0_1,
+    #[serde(rename = "0.2.0")]
+    V0_2,
 }
 
-/// The one linker per world: a world's linker holds exactly the imports that world may use,
-/// so a scorer that imports `http` fails to link instead of getting the network.
+impl WitVersion {
+    pub const ALL: [WitVersion; 2] = [WitVersion::V0_1, WitVersion::V0_2];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WitVersion::V0_1 => "0.1.0",
+            WitVersion::V0_2 => "0.2.0",
+        }
+    }
+}
+
+/// A plugin pre-linked against its world's imports, ready to instantiate cheaply per call,
+/// with its functions found once among the component's exports (a call looks them up by
+/// index, not by name).
+#[derive(Clone)]
+pub(crate) struct Pre {
+    pub(crate) instance: InstancePre<HostState>,
+    pub(crate) describe: ComponentExportIndex,
+    pub(crate) validate_config: ComponentExportIndex,
+    /// A 0.2.0 channel's `parse-webhook`.
+    pub(crate) parse_webhook: Option<ComponentExportIndex>,
+}
+
+/// One linker per world and version: a world's linker holds exactly the imports that world
+/// may use, so a scorer that imports `http` fails to link instead of getting the network.
 pub(crate) struct Linkers {
-    trigger: Linker<HostState>,
-    condition: Linker<HostState>,
-    action: Linker<HostState>,
-    scorer: Linker<HostState>,
-    channel: Linker<HostState>,
+    linkers: std::collections::HashMap<(PluginKind, WitVersion), Linker<HostState>>,
 }
 
 impl Linkers {
     pub(crate) fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
-        use super::bindings::*;
+        use super::bindings::{self as v1, v2};
         use wasmtime::component::HasSelf;
-        let mut trigger = Linker::new(engine);
-        TriggerPlugin::add_to_linker::<_, HasSelf<_>>(&mut trigger, |s| s)?;
-        let mut condition = Linker::new(engine);
-        ConditionPlugin::add_to_linker::<_, HasSelf<_>>(&mut condition, |s| s)?;
-        let mut action = Linker::new(engine);
-        ActionPlugin::add_to_linker::<_, HasSelf<_>>(&mut action, |s| s)?;
-        let mut scorer = Linker::new(engine);
-        ScorerPlugin::add_to_linker::<_, HasSelf<_>>(&mut scorer, |s| s)?;
-        let mut channel = Linker::new(engine);
-        ChannelPlugin::add_to_linker::<_, HasSelf<_>>(&mut channel, |s| s)?;
+        fn linker(
+            engine: &wasmtime::Engine,
+            add: impl FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
+        ) -> wasmtime::Result<Linker<HostState>> {
+            let mut linker = Linker::new(engine);
+            add(&mut linker)?;
+            Ok(linker)
+        }
+        let (one, two) = (WitVersion::V0_1, WitVersion::V0_2);
+        let linkers = [
+            (
+                (PluginKind::Trigger, one),
+                linker(engine, |l| {
+                    v1::TriggerPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+            (
+                (PluginKind::Condition, one),
+                linker(engine, |l| {
+                    v1::ConditionPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+            (
+                (PluginKind::Action, one),
+                linker(engine, |l| {
+                    v1::ActionPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+            (
+                (PluginKind::Scorer, one),
+                linker(engine, |l| {
+                    v1::ScorerPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+            (
+                (PluginKind::Channel, one),
+                linker(engine, |l| {
+                    v1::ChannelPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+            (
+                (PluginKind::Trigger, two),
+                linker(engine, |l| {
+                    v2::TriggerPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+            (
+                (PluginKind::Condition, two),
+                linker(engine, |l| {
+                    v2::ConditionPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+            (
+                (PluginKind::Action, two),
+                linker(engine, |l| {
+                    v2::ActionPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+            (
+                (PluginKind::Scorer, two),
+                linker(engine, |l| {
+                    v2::ScorerPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+            (
+                (PluginKind::Channel, two),
+                linker(engine, |l| {
+                    v2::ChannelPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                })?,
+            ),
+        ];
         Ok(Linkers {
-            trigger,
-            condition,
-            action,
-            scorer,
-            channel,
+            linkers: linkers.into_iter().collect(),
         })
     }
 
-    fn pre(&self, kind: PluginKind, component: &Component) -> wasmtime::Result<Pre> {
-        Ok(match kind {
-            PluginKind::Trigger => Pre::Trigger(TriggerPluginPre::new(
-                self.trigger.instantiate_pre(component)?,
-            )?),
-            PluginKind::Condition => Pre::Condition(ConditionPluginPre::new(
-                self.condition.instantiate_pre(component)?,
-            )?),
-            PluginKind::Action => Pre::Action(ActionPluginPre::new(
-                self.action.instantiate_pre(component)?,
-            )?),
-            PluginKind::Scorer => Pre::Scorer(ScorerPluginPre::new(
-                self.scorer.instantiate_pre(component)?,
-            )?),
-            PluginKind::Channel => Pre::Channel(ChannelPluginPre::new(
-                self.channel.instantiate_pre(component)?,
-            )?),
+    fn pre(
+        &self,
+        kind: PluginKind,
+        version: WitVersion,
+        component: &Component,
+    ) -> wasmtime::Result<Pre> {
+        let linker = &self.linkers[&(kind, version)];
+        let instance = linker.instantiate_pre(component)?;
+        let interface = kind.export_name(version);
+        let function = |name: &str| {
+            component
+                .get_export_index(None, &interface)
+                .and_then(|i| component.get_export_index(Some(&i), name))
+                .ok_or_else(|| wasmtime::format_err!("`{interface}` does not export `{name}`"))
+        };
+        Ok(Pre {
+            instance,
+            describe: function("describe")?,
+            validate_config: function("validate-config")?,
+            parse_webhook: match (kind, version) {
+                (PluginKind::Channel, WitVersion::V0_2) => Some(function("parse-webhook")?),
+                _ => None,
+            },
         })
     }
 }
@@ -153,6 +235,8 @@ pub struct PluginSettings {
 /// A loaded plugin version.
 pub struct Plugin {
     pub kind: PluginKind,
+    /// The version of the contract it implements.
+    pub wit_version: WitVersion,
     pub info: PluginInfo,
     pub sha256: String,
     pub size: usize,
@@ -206,21 +290,22 @@ impl Runtime {
             .exports(engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        let (kind, pre) = self.classify(&component, &imports, &exports)?;
+        let (kind, wit_version, pre) = self.classify(&component, &imports, &exports)?;
         // The world's linker accepted the component, so its interface exports the function.
         let entry = component
-            .get_export_index(None, kind.export_name())
+            .get_export_index(None, kind.export_name(wit_version))
             .and_then(|interface| component.get_export_index(Some(&interface), kind.function()))
             .ok_or_else(|| {
                 LoadError::WrongWorld(format!(
                     "`{}` does not export `{}`",
-                    kind.export_name(),
+                    kind.export_name(wit_version),
                     kind.function()
                 ))
             })?;
         let limits = clamp(settings.limits);
         let mut plugin = Plugin {
             kind,
+            wit_version,
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -252,23 +337,22 @@ impl Runtime {
 
     /// Check the entry function's signature once, so calls need not (see `entry`).
     fn check_entry(&self, plugin: &Plugin) -> Result<(), LoadError> {
-        let instance_pre = match &plugin.pre {
-            Pre::Trigger(pre) => pre.instance_pre(),
-            Pre::Condition(pre) => pre.instance_pre(),
-            Pre::Action(pre) => pre.instance_pre(),
-            Pre::Scorer(pre) => pre.instance_pre(),
-            Pre::Channel(_) => return Ok(()),
-        };
+        if plugin.kind == PluginKind::Channel {
+            // `deliver` and `parse-webhook` are type-checked on every call: they are not hot.
+            return Ok(());
+        }
         let mut store = self.store(plugin, None);
-        instance_pre
+        plugin
+            .pre
+            .instance
             .instantiate(&mut store)
             .and_then(|instance| super::entry::check(plugin, &instance, &mut store))
             .map_err(|error| {
                 LoadError::WrongWorld(format!(
                     "`{}` in `{}` does not have the `{}` world's signature: {error:#}",
                     plugin.kind.function(),
-                    plugin.kind.export_name(),
-                    plugin.kind.world()
+                    plugin.kind.export_name(plugin.wit_version),
+                    plugin.kind.world(plugin.wit_version)
                 ))
             })
     }
@@ -278,28 +362,29 @@ impl Runtime {
         component: &Component,
         imports: &[String],
         exports: &[String],
-    ) -> Result<(PluginKind, Pre), LoadError> {
-        let candidates: Vec<PluginKind> = PluginKind::ALL
+    ) -> Result<(PluginKind, WitVersion, Pre), LoadError> {
+        let candidates: Vec<(PluginKind, WitVersion)> = PluginKind::ALL
             .into_iter()
-            .filter(|kind| exports.contains(&kind.export_name()))
+            .flat_map(|kind| WitVersion::ALL.map(|version| (kind, version)))
+            .filter(|(kind, version)| exports.contains(&kind.export_name(*version)))
             .collect();
         match candidates.as_slice() {
             [] => Err(LoadError::WrongWorld(format!(
-                "this binary implements none of Wayline's plugin worlds: it must export one of {}, but it exports [{}] and imports [{}]",
+                "this binary implements none of Wayline's plugin worlds: it must export one of {} (or the same at 0.1.0), but it exports [{}] and imports [{}]",
                 PluginKind::ALL
-                    .map(|k| format!("`{}`", k.export_name()))
+                    .map(|k| format!("`{}`", k.export_name(WitVersion::V0_2)))
                     .join(", "),
                 exports.join(", "),
                 imports.join(", "),
             ))),
-            [kind] => self
+            [(kind, version)] => self
                 .linkers
-                .pre(*kind, component)
-                .map(|pre| (*kind, pre))
+                .pre(*kind, *version, component)
+                .map(|pre| (*kind, *version, pre))
                 .map_err(|error| {
                     LoadError::WrongWorld(format!(
                         "this binary comes closest to the `{}` world but does not satisfy it: {}",
-                        kind.world(),
+                        kind.world(*version),
                         describe_link_error(&error, *kind),
                     ))
                 }),
@@ -307,7 +392,7 @@ impl Runtime {
                 "this binary exports {}; a plugin implements exactly one world",
                 several
                     .iter()
-                    .map(|k| format!("`{}`", k.export_name()))
+                    .map(|(k, v)| format!("`{}`", k.export_name(*v)))
                     .collect::<Vec<_>>()
                     .join(" and "),
             ))),
@@ -317,10 +402,13 @@ impl Runtime {
 
 fn describe_link_error(error: &wasmtime::Error, kind: PluginKind) -> String {
     let chain = format!("{error:#}");
-    if chain.contains("wayline:plugin/http") && kind != PluginKind::Channel {
-        format!(
-            "it imports `wayline:plugin/http@0.1.0`, which only channel plugins may use ({chain})"
-        )
+    let network = ["http", "smtp", "signatures"]
+        .into_iter()
+        .find(|name| chain.contains(&format!("wayline:plugin/{name}@")));
+    if let Some(name) = network
+        && kind != PluginKind::Channel
+    {
+        format!("it imports `wayline:plugin/{name}`, which only channel plugins may use ({chain})")
     } else {
         chain
     }

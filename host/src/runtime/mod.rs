@@ -27,7 +27,7 @@ pub use engine::Allocator;
 pub use error::{CallError, LoadError};
 pub use host::{KvSpace, LogRecord, MemoryKv};
 pub use limits::Limits;
-pub use load::{Plugin, PluginKind, PluginSettings, valid_name};
+pub use load::{Plugin, PluginKind, PluginSettings, WitVersion, valid_name};
 #[doc(hidden)]
 pub use warm::{WarmScorer, to_wit};
 

@@ -193,3 +193,19 @@ impl OutputSize for wit::DeliveryFailure {
         8 + self.message.len()
     }
 }
+
+impl OutputSize for super::bindings::v2::types::ProviderEvent {
+    fn output_size(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        8 + text(&self.message_id) + text(&self.provider_id) + text(&self.reason) + text(&self.url)
+    }
+}
+
+impl OutputSize for super::bindings::v2::types::WebhookError {
+    fn output_size(&self) -> usize {
+        use super::bindings::v2::types::WebhookError;
+        match self {
+            WebhookError::Unauthenticated(why) | WebhookError::Malformed(why) => why.len(),
+        }
+    }
+}

@@ -4,32 +4,41 @@
 //! contacts. The benchmark reports it beside the real path to show what instantiation costs.
 
 use wasmtime::Store;
+use wasmtime::component::TypedFunc;
 
 use super::Runtime;
-use super::bindings::{ScorerPlugin, wit};
+use super::bindings::wit;
 use super::host::HostState;
-use super::load::{Plugin, Pre};
+use super::load::{Plugin, PluginKind};
 use crate::model::{Contact, Event};
+
+type ScoreFn<'a> = TypedFunc<(&'a [u8], &'a wit::Contact, &'a wit::Event), (ScoreResult,)>;
+type ScoreResult = Result<Vec<wit::ScoreChange>, String>;
 
 /// One scorer instance and its store, reused call after call.
 #[doc(hidden)]
 pub struct WarmScorer {
     store: Store<HostState>,
-    instance: ScorerPlugin,
+    /// `score`, its type checked once when warmed.
+    score: wasmtime::component::Func,
 }
 
 impl Runtime {
     /// Instantiate `plugin` once for repeated direct calls; `None` if it is not a scorer.
     #[doc(hidden)]
     pub fn warm_scorer(&self, plugin: &Plugin) -> Option<WarmScorer> {
-        let Pre::Scorer(pre) = &plugin.pre else {
+        if plugin.kind != PluginKind::Scorer {
             return None;
-        };
+        }
         let mut store = self.store(plugin, None);
         // Repeated calls accumulate CPU; this baseline measures call cost, not limits.
         store.set_epoch_deadline(u64::MAX / 2);
-        let instance = pre.instantiate(&mut store).ok()?;
-        Some(WarmScorer { store, instance })
+        let instance = plugin.pre.instance.instantiate(&mut store).ok()?;
+        let score: ScoreFn<'static> = instance.get_typed_func(&mut store, plugin.entry).ok()?;
+        Some(WarmScorer {
+            store,
+            score: *score.func(),
+        })
     }
 }
 
@@ -41,10 +50,14 @@ impl WarmScorer {
         contact: &wit::Contact,
         event: &wit::Event,
     ) -> Result<usize, String> {
-        self.instance
-            .wayline_plugin_scorer()
-            .call_score(&mut self.store, config, contact, event)
+        #[allow(unsafe_code)]
+        // SAFETY: `warm_scorer` checked this function against `ScoreFn` (lifetimes do not
+        // enter a type check).
+        let score: ScoreFn<'_> = unsafe { TypedFunc::new_unchecked(self.score) };
+        score
+            .call(&mut self.store, (config, contact, event))
             .map_err(|e| format!("{e:#}"))?
+            .0
             .map(|changes| changes.len())
     }
 }

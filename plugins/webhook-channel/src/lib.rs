@@ -12,8 +12,12 @@
 //!   sees a secret. `Content-Type: application/json` and `Idempotency-Key: <message id>` are
 //!   added unless the config sets a header of the same name.
 //!
-//! The body is `{"id", "contact_id", "recipient", "subject", "body", "content_type",
-//! "metadata": {..}}`. A 2xx delivers; the provider id is the response's JSON `id`, else its
+//! - `signing_secret`: optional, the name of a secret bound to the url's host. Each request
+//!   then carries `X-Wayline-Signature: sha256=<hex HMAC-SHA256 of the body>`, computed by the
+//!   host, so the receiver can check it came from Wayline.
+//!
+//! The body is `{"id", "contact_id", "recipient", "class", "test", "subject", "text", "html",
+//! "headers": {..}, "metadata": {..}}`. A 2xx delivers; the provider id is the response's JSON `id`, else its
 //! `x-request-id` header, else the message id. 429 and 5xx are retryable (honouring a
 //! `Retry-After` in seconds); 404, 410 and 422 mean an invalid recipient; anything else is
 //! permanent. Host-side errors: denied, unknown secret and too large are permanent; timeout
@@ -37,6 +41,9 @@ pub struct Config {
     headers: Entries<String>,
     #[serde(default)]
     timeout_ms: Option<u32>,
+    /// The secret whose HMAC-SHA256 of the body goes in `X-Wayline-Signature`.
+    #[serde(default)]
+    signing_secret: Option<String>,
 }
 
 const METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
@@ -117,6 +124,18 @@ impl Check for Config {
         if self.timeout_ms == Some(0) {
             problems.add(&ROOT.field("timeout_ms"), "must be at least 1");
         }
+        let secret_name = |name: &String| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !self.signing_secret.as_ref().is_none_or(secret_name) {
+            problems.add(
+                &ROOT.field("signing_secret"),
+                "must be the name of a secret: letters, digits, `_` and `-`",
+            );
+        }
     }
 }
 
@@ -152,24 +171,38 @@ impl Config {
                 headers.push((name.to_owned(), value.to_owned()));
             }
         }
+        if let Some(secret) = &self.signing_secret {
+            // The host writes in the HMAC of the body as sent; this plugin never holds the key.
+            headers.push((
+                "X-Wayline-Signature".into(),
+                format!("sha256={{{{hmac-sha256:{secret}}}}}"),
+            ));
+        }
         headers
     }
 }
 
 fn body(message: &Message) -> Vec<u8> {
-    let metadata: serde_json::Map<String, serde_json::Value> = message
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-        .collect();
+    let object = |pairs: &[(String, String)]| -> serde_json::Map<String, serde_json::Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect()
+    };
     serde_json::json!({
         "id": message.id,
         "contact_id": message.contact_id,
         "recipient": message.recipient,
+        "class": match message.class {
+            MessageClass::Marketing => "marketing",
+            MessageClass::Transactional => "transactional",
+        },
+        "test": message.test,
         "subject": message.subject,
-        "body": message.body,
-        "content_type": message.content_type,
-        "metadata": metadata,
+        "text": message.text,
+        "html": message.html,
+        "headers": object(&message.headers),
+        "metadata": object(&message.metadata),
     })
     .to_string()
     .into_bytes()
@@ -330,7 +363,8 @@ const CONFIG_SCHEMA: &str = r##"{
       "additionalProperties": {"type": "string"},
       "description": "Sent as written; {{secret:NAME}} is filled in by the host"
     },
-    "timeout_ms": {"type": "integer", "minimum": 1, "description": "The host caps it"}
+    "timeout_ms": {"type": "integer", "minimum": 1, "description": "The host caps it"},
+    "signing_secret": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "description": "A secret bound to the url's host: its HMAC-SHA256 of the body is sent as X-Wayline-Signature: sha256=HEX"}
   },
   "additionalProperties": false
 }"##;
@@ -355,9 +389,12 @@ mod tests {
             id: "m1".into(),
             contact_id: "c1".into(),
             recipient: "sales@example.com".into(),
+            class: MessageClass::Transactional,
+            test: false,
             subject: Some("Hot lead".into()),
-            body: "Li Wei is asking about pricing; contact them now".into(),
-            content_type: "text/plain".into(),
+            text: Some("Li Wei is asking about pricing; contact them now".into()),
+            html: None,
+            headers: vec![],
             metadata: vec![("journey".into(), "score-alert".into())],
         }
     }
@@ -496,8 +533,26 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({"id": "m1", "contact_id": "c1", "recipient": "sales@example.com",
-                "subject": "Hot lead", "body": "Li Wei is asking about pricing; contact them now",
-                "content_type": "text/plain", "metadata": {"journey": "score-alert"}})
+                "class": "transactional", "test": false, "subject": "Hot lead",
+                "text": "Li Wei is asking about pricing; contact them now", "html": null,
+                "headers": {}, "metadata": {"journey": "score-alert"}})
+        );
+    }
+
+    #[test]
+    fn a_signing_secret_asks_the_host_for_a_signature_of_the_body() {
+        let config = Config::parse(
+            r#"{"url": "https://crm.example.com/hooks/wayline", "signing_secret": "crm_signing"}"#,
+        )
+        .unwrap();
+        let request = config.request(&message());
+        assert!(request.headers.contains(&(
+            "X-Wayline-Signature".to_owned(),
+            "sha256={{hmac-sha256:crm_signing}}".to_owned()
+        )));
+        assert_eq!(
+            paths(r#"{"url": "https://crm.example.com/", "signing_secret": "a b"}"#),
+            ["signing_secret"]
         );
     }
 

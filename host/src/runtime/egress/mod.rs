@@ -3,6 +3,7 @@
 //! and the targets each is bound to, and the HTTP client that enforces all of it.
 
 mod address;
+pub mod relay;
 mod secrets;
 mod target;
 
@@ -11,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use address::Refused;
-pub use secrets::{Secret, SecretValue, Secrets};
-pub use target::{Approval, Declared, Host as TargetHost, Target};
+pub use secrets::{Secret, SecretError, SecretValue, Secrets};
+pub use target::{Approval, Declared, Host as TargetHost, Scheme, Target};
 
 /// Largest response body a plugin may receive (after decompression), and the longest it may
 /// wait for one.
@@ -54,6 +55,8 @@ pub struct Egress {
     pub max_timeout: Duration,
     /// No redirects, no proxies, no cookies, and names resolved only to reachable addresses.
     pub client: reqwest::Client,
+    /// Pooled SMTP connections to the relays it submits to.
+    pub relays: relay::Relays,
 }
 
 impl Egress {
@@ -124,6 +127,7 @@ impl Egress {
             max_response_bytes: MAX_RESPONSE_BYTES,
             max_timeout: MAX_TIMEOUT,
             client,
+            relays: relay::Relays::default(),
         })
     }
 
@@ -138,5 +142,14 @@ impl Egress {
     /// approved by address.
     pub fn reaches(&self, ip: std::net::IpAddr) -> bool {
         self.reachable.allows(ip)
+    }
+
+    /// The pooled SMTP transport for `target` (an approved relay) with `login`.
+    pub async fn relay(
+        &self,
+        target: &Target,
+        login: Option<relay::Login>,
+    ) -> Result<relay::Transport, relay::RelayError> {
+        self.relays.transport(target, login, &self.reachable).await
     }
 }

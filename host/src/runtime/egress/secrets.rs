@@ -8,10 +8,13 @@
 
 use std::collections::BTreeMap;
 
+use hmac::Mac;
+
 use super::target::{Approval, Target};
 use crate::runtime::bindings::http::HttpError;
 
 const PLACEHOLDER_OPEN: &[u8] = b"{{secret:";
+const SIGNATURE_OPEN: &str = "{{hmac-sha256:";
 const PLACEHOLDER_CLOSE: &[u8] = b"}}";
 const REDACTED: &[u8] = b"[redacted]";
 
@@ -33,33 +36,95 @@ pub struct Secret {
     pub bound_to: Vec<Approval>,
 }
 
+/// Why a secret could not be written in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretError {
+    /// No secret of that name is set for the channel.
+    Unknown(String),
+    /// It exists but may not go there, or the placeholder is malformed.
+    Denied(String),
+}
+
+impl From<SecretError> for HttpError {
+    fn from(error: SecretError) -> Self {
+        match error {
+            SecretError::Unknown(name) => HttpError::UnknownSecret(name),
+            SecretError::Denied(why) => HttpError::Denied(why),
+        }
+    }
+}
+
 /// A plugin's secrets by name.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets(pub BTreeMap<String, Secret>);
 
 impl Secrets {
+    /// The secret `name`, if it may be sent to `target`.
+    fn bound(&self, name: &str, target: &Target) -> Result<&Secret, SecretError> {
+        let Some(secret) = self.0.get(name) else {
+            return Err(SecretError::Unknown(name.to_owned()));
+        };
+        if !secret.bound_to.iter().any(|a| a.covers(target)) {
+            return Err(SecretError::Denied(format!(
+                "secret `{name}` is not bound to {target}, so it is not sent there"
+            )));
+        }
+        Ok(secret)
+    }
+
+    /// The value of secret `name` for the host's own use (checking a provider's signature);
+    /// never for a plugin to read.
+    pub fn value(&self, name: &str) -> Option<&SecretValue> {
+        self.0.get(name).map(|secret| &secret.value)
+    }
+
+    /// A header value with `{{hmac-sha256:NAME}}` replaced by the hex HMAC-SHA256 of `body`
+    /// keyed with secret NAME, if NAME is bound to `target`: the plugin signs what it sends
+    /// without holding the key.
+    pub fn sign(&self, value: &str, body: &[u8], target: &Target) -> Result<String, SecretError> {
+        let Some(start) = value.find(SIGNATURE_OPEN) else {
+            return Ok(value.to_owned());
+        };
+        let after = &value[start + SIGNATURE_OPEN.len()..];
+        let Some(end) = after.find("}}") else {
+            return Err(SecretError::Denied(
+                "unterminated `{{hmac-sha256:` placeholder".into(),
+            ));
+        };
+        let secret = self.bound(&after[..end], target)?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.value.0.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(body);
+        let signed = format!(
+            "{}{}{}",
+            &value[..start],
+            hex::encode(mac.finalize().into_bytes()),
+            &after[end + 2..]
+        );
+        // One signature per header value: a second placeholder is refused, not left raw.
+        if signed.contains(SIGNATURE_OPEN) {
+            return Err(SecretError::Denied(
+                "one `{{hmac-sha256:…}}` per header value".into(),
+            ));
+        }
+        Ok(signed)
+    }
+
     /// `input` with every `{{secret:NAME}}` replaced by the secret's value, if each named secret
     /// exists and is bound to `target`.
-    pub fn substitute(&self, input: &[u8], target: &Target) -> Result<Vec<u8>, HttpError> {
+    pub fn substitute(&self, input: &[u8], target: &Target) -> Result<Vec<u8>, SecretError> {
         let mut output = Vec::with_capacity(input.len());
         let mut rest = input;
         while let Some(start) = find(rest, PLACEHOLDER_OPEN) {
             output.extend_from_slice(&rest[..start]);
             let after_open = &rest[start + PLACEHOLDER_OPEN.len()..];
             let Some(end) = find(after_open, PLACEHOLDER_CLOSE) else {
-                return Err(HttpError::Denied(
+                return Err(SecretError::Denied(
                     "unterminated `{{secret:` placeholder".into(),
                 ));
             };
             let name = String::from_utf8_lossy(&after_open[..end]).into_owned();
-            let Some(secret) = self.0.get(&name) else {
-                return Err(HttpError::UnknownSecret(name));
-            };
-            if !secret.bound_to.iter().any(|a| a.covers(target)) {
-                return Err(HttpError::Denied(format!(
-                    "secret `{name}` is not bound to {target}, so it is not sent there"
-                )));
-            }
+            let secret = self.bound(&name, target)?;
             output.extend_from_slice(secret.value.0.as_bytes());
             rest = &after_open[end + PLACEHOLDER_CLOSE.len()..];
         }
@@ -131,18 +196,42 @@ mod tests {
         let other = target("https://echo.example.com/");
         let refused = secrets.substitute(b"Bearer {{secret:token}}", &other);
         assert!(
-            matches!(&refused, Err(HttpError::Denied(m)) if m.contains("not bound to https://echo.example.com:443")),
+            matches!(&refused, Err(SecretError::Denied(m)) if m.contains("not bound to https://echo.example.com:443")),
             "{refused:?}"
         );
         assert!(matches!(
             secrets.substitute(b"{{secret:nope}}", &bound),
-            Err(HttpError::UnknownSecret(n)) if n == "nope"
+            Err(SecretError::Unknown(n)) if n == "nope"
         ));
         assert!(secrets.substitute(b"{{secret:token", &bound).is_err());
         assert_eq!(
             secrets.substitute(b"no placeholder", &other).unwrap(),
             b"no placeholder"
         );
+    }
+
+    #[test]
+    fn a_signature_is_made_with_a_bound_secret_and_only_for_its_targets() {
+        let secrets = secrets();
+        let bound = target("https://api.example.com/v1");
+        let signed = secrets
+            .sign("sha256={{hmac-sha256:token}}", b"{\"a\":1}", &bound)
+            .unwrap();
+        // HMAC-SHA256("s3cr3t-value", "{"a":1}"), computed independently with openssl.
+        assert_eq!(
+            signed,
+            "sha256=7c0db2d4a84e4e6d72a65c7a93bf720b95f4b98c43cad9be9df4aa4cdcf845da"
+        );
+        let other = target("https://echo.example.com/");
+        assert!(matches!(
+            secrets.sign("{{hmac-sha256:token}}", b"x", &other),
+            Err(SecretError::Denied(_))
+        ));
+        assert!(matches!(
+            secrets.sign("{{hmac-sha256:nope}}", b"x", &bound),
+            Err(SecretError::Unknown(_))
+        ));
+        assert_eq!(secrets.sign("plain", b"x", &other).unwrap(), "plain");
     }
 
     #[test]

@@ -6,11 +6,18 @@
 use std::fmt;
 use std::net::IpAddr;
 
-/// The scheme of a target. Nothing but HTTP and HTTPS leaves the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The scheme of a target. Nothing but HTTP(S) and SMTP submission leaves the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
     Http,
     Https,
+    /// SMTP with STARTTLS required (submission, port 587 by default).
+    Smtp,
+    /// SMTP over TLS from the first byte (port 465 by default).
+    Smtps,
+    /// SMTP without TLS, for a relay on the operator's own network (port 25 by default). The
+    /// host never sends credentials over it.
+    SmtpInsecure,
 }
 
 impl Scheme {
@@ -18,6 +25,9 @@ impl Scheme {
         match text {
             "http" => Some(Scheme::Http),
             "https" => Some(Scheme::Https),
+            "smtp" => Some(Scheme::Smtp),
+            "smtps" => Some(Scheme::Smtps),
+            "smtp+insecure" => Some(Scheme::SmtpInsecure),
             _ => None,
         }
     }
@@ -26,19 +36,29 @@ impl Scheme {
         match self {
             Scheme::Http => 80,
             Scheme::Https => 443,
+            Scheme::Smtp => 587,
+            Scheme::Smtps => 465,
+            Scheme::SmtpInsecure => 25,
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
+            Scheme::Smtp => "smtp",
+            Scheme::Smtps => "smtps",
+            Scheme::SmtpInsecure => "smtp+insecure",
         }
+    }
+
+    pub fn is_http(self) -> bool {
+        matches!(self, Scheme::Http | Scheme::Https)
     }
 }
 
 /// A host as a connection sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
     /// A DNS name, lower-case (IDNA names in their ASCII form).
     Name(String),
@@ -76,12 +96,15 @@ impl HostMatch {
     }
 
     /// Parse `host` (perhaps `*.domain`) the way `url` parses the host of `scheme://host/`.
-    fn parse(host: &str, scheme: &str) -> Result<HostMatch, String> {
+    fn parse(host: &str) -> Result<HostMatch, String> {
         let (wildcard, host) = match host.strip_prefix("*.") {
             Some(domain) => (true, domain),
             None => (false, host),
         };
-        let parsed = url::Url::parse(&format!("{scheme}://{host}/"))
+        // Parsed as the host of an https URL whatever the scheme: `url` reads IP literals
+        // only in the hosts of the schemes it knows, and an SMTP relay's address must compare
+        // as an address.
+        let parsed = url::Url::parse(&format!("https://{host}/"))
             .map_err(|e| format!("`{host}` is not a host: {e}"))?;
         let host = match parsed.host() {
             Some(url::Host::Domain(name)) if is_dns_name(name) => {
@@ -105,7 +128,7 @@ impl HostMatch {
 }
 
 /// One request's target: scheme, host and port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     pub scheme: Scheme,
     pub host: Host,
@@ -113,15 +136,23 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target of `url`, which must be http(s) with a host.
+    /// The target of `url`, which must be http(s) or smtp(s) with a host.
     pub fn of(url: &url::Url) -> Result<Target, String> {
         let scheme = Scheme::parse(url.scheme())
             .ok_or_else(|| format!("scheme `{}` is not allowed", url.scheme()))?;
+        // `url` reads the host of a scheme it does not know (smtp) as opaque text; read it
+        // as the host of an http URL, so an address in any spelling is that address.
         let host = match url.host() {
-            Some(url::Host::Domain(name)) => Host::Name(name.to_ascii_lowercase()),
-            Some(url::Host::Ipv4(ip)) => Host::Ip(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Host::Ip(IpAddr::V6(ip)),
+            Some(url::Host::Domain(name)) if !scheme.is_http() => url::Host::parse(name)
+                .map_err(|e| format!("`{name}` is not a host: {e}"))?
+                .to_owned(),
+            Some(host) => host.to_owned(),
             None => return Err("the url has no host".into()),
+        };
+        let host = match host {
+            url::Host::Domain(name) => Host::Name(name.to_ascii_lowercase()),
+            url::Host::Ipv4(ip) => Host::Ip(IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => Host::Ip(IpAddr::V6(ip)),
         };
         let port = url.port().unwrap_or(scheme.default_port());
         Ok(Target { scheme, host, port })
@@ -152,8 +183,11 @@ impl Approval {
                 "`{text}` needs a scheme: write `https://{trimmed}` (port 443) or `http://{trimmed}:PORT`"
             ));
         };
-        let scheme = Scheme::parse(scheme_text)
-            .ok_or_else(|| format!("`{text}`: only http and https targets can be approved"))?;
+        let scheme = Scheme::parse(scheme_text).ok_or_else(|| {
+            format!(
+                "`{text}`: only http, https, smtp, smtps and smtp+insecure targets can be approved"
+            )
+        })?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() || rest.contains(['/', '?', '#', '@', '\\']) {
             return Err(format!(
@@ -161,7 +195,7 @@ impl Approval {
             ));
         }
         let (host, port) = split_port(rest).map_err(|e| format!("`{text}`: {e}"))?;
-        let host = HostMatch::parse(host, scheme_text).map_err(|e| format!("`{text}`: {e}"))?;
+        let host = HostMatch::parse(host).map_err(|e| format!("`{text}`: {e}"))?;
         let port = port.unwrap_or(scheme.default_port());
         Ok(Approval {
             scheme,
@@ -211,7 +245,7 @@ impl Declared {
         }
         let (host, port) = split_port(&text)?;
         Ok(Declared {
-            host: Some(HostMatch::parse(host, "https")?),
+            host: Some(HostMatch::parse(host)?),
             port,
         })
     }
@@ -327,10 +361,42 @@ mod tests {
             "https://api.example.com:0",
             "https://api.example.com:99999",
             "https://",
+            "smtp://user:pw@mail.example.com",
         ] {
             assert!(Approval::parse(refused).is_err(), "{refused} was accepted");
         }
         assert!(Approval::parse("HTTPS://API.Example.com/").is_ok());
+        // An SMTP approval is its own scheme and port: submission with STARTTLS on 587,
+        // TLS on 465, and no TLS only as `smtp+insecure`.
+        assert!(approves(
+            "smtp://mail.example.com",
+            "smtp://mail.example.com:587"
+        ));
+        assert!(approves(
+            "smtps://mail.example.com",
+            "smtps://mail.example.com:465"
+        ));
+        assert!(!approves(
+            "smtp://mail.example.com",
+            "smtp+insecure://mail.example.com:587"
+        ));
+        assert!(!approves(
+            "smtp://mail.example.com",
+            "smtp://mail.example.com:25"
+        ));
+        // An address is an address in an SMTP target too, in any spelling.
+        let relay = target("smtp+insecure://2130706433:2525");
+        assert_eq!(relay.host, Host::Ip("127.0.0.1".parse().unwrap()));
+        assert!(approves(
+            "smtp+insecure://127.0.0.1:2525",
+            "smtp+insecure://127.0.0.1:2525"
+        ));
+        assert_eq!(
+            Approval::parse("smtp+insecure://127.0.0.1:2525")
+                .unwrap()
+                .address(),
+            Some("127.0.0.1".parse().unwrap())
+        );
     }
 
     #[test]

@@ -14,30 +14,93 @@ use super::HostState;
 use crate::runtime::bindings::http::{self, HttpError, Request, Response};
 use crate::runtime::egress::{Egress, MAX_REQUESTS_PER_CALL, Refused, Target, TargetHost};
 
-/// Outbound HTTP granted to one call.
+/// A channel's egress granted to one call.
 pub struct HttpGrant {
     pub egress: Arc<Egress>,
-    /// Requests this call has sent.
+    /// Requests (HTTP or SMTP) this call has sent.
     pub sent: u32,
+    /// Whether the call may send at all: a delivery may, reading a webhook may only check
+    /// signatures with the channel's secrets.
+    pub sending: bool,
+}
+
+impl HttpGrant {
+    /// A grant to send from a delivery.
+    pub fn sending(egress: Arc<Egress>) -> Self {
+        HttpGrant {
+            egress,
+            sent: 0,
+            sending: true,
+        }
+    }
+
+    /// A grant of the channel's secrets for checking signatures, and nothing else.
+    pub fn verifying(egress: Arc<Egress>) -> Self {
+        HttpGrant {
+            egress,
+            sent: 0,
+            sending: false,
+        }
+    }
+}
+
+impl HostState {
+    /// The grant of a call that is about to send, counted against its bound; the error says
+    /// why it may not.
+    pub(crate) fn take_send(&mut self) -> Result<Arc<Egress>, String> {
+        let grant = match self.http.as_mut() {
+            Some(grant) if grant.sending => grant,
+            _ => return Err("sending is only available while delivering a message".into()),
+        };
+        if grant.sent >= MAX_REQUESTS_PER_CALL {
+            return Err(format!(
+                "a call may send at most {MAX_REQUESTS_PER_CALL} requests"
+            ));
+        }
+        grant.sent += 1;
+        Ok(grant.egress.clone())
+    }
 }
 
 impl http::Host for HostState {
     async fn send(&mut self, request: Request) -> Result<Response, HttpError> {
-        let Some(grant) = self.http.as_mut() else {
-            return Err(HttpError::Denied(
-                "outbound HTTP is only available while delivering a message".into(),
-            ));
-        };
-        if grant.sent >= MAX_REQUESTS_PER_CALL {
-            return Err(HttpError::Denied(format!(
-                "a call may send at most {MAX_REQUESTS_PER_CALL} requests"
-            )));
-        }
-        grant.sent += 1;
-        let egress = grant.egress.clone();
+        let egress = self.take_send().map_err(HttpError::Denied)?;
         let prepared = prepare(&egress, request)?;
         self.cpu.pause();
         send_prepared(&egress, prepared).await
+    }
+}
+
+impl crate::runtime::bindings::v2::http::Host for HostState {
+    async fn send(
+        &mut self,
+        request: crate::runtime::bindings::v2::http::Request,
+    ) -> Result<
+        crate::runtime::bindings::v2::http::Response,
+        crate::runtime::bindings::v2::http::HttpError,
+    > {
+        use crate::runtime::bindings::v2::http as v2;
+        let request = Request {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout_ms: request.timeout_ms,
+        };
+        match http::Host::send(self, request).await {
+            Ok(response) => Ok(v2::Response {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+            }),
+            Err(error) => Err(match error {
+                HttpError::Denied(why) => v2::HttpError::Denied(why),
+                HttpError::UnknownSecret(name) => v2::HttpError::UnknownSecret(name),
+                HttpError::Timeout => v2::HttpError::Timeout,
+                HttpError::Transport(why) => v2::HttpError::Transport(why),
+                HttpError::TooLarge => v2::HttpError::TooLarge,
+            }),
+        }
     }
 }
 
@@ -70,6 +133,11 @@ fn prepare(egress: &Egress, request: Request) -> Result<Prepared, HttpError> {
     let written = url::Url::parse(&request.url)
         .map_err(|e| HttpError::Denied(format!("invalid url: {e}")))?;
     let target = Target::of(&written).map_err(HttpError::Denied)?;
+    if !target.scheme.is_http() {
+        return Err(HttpError::Denied(format!(
+            "{target} is not an HTTP target; email goes through `smtp`"
+        )));
+    }
     if !written.username().is_empty() || written.password().is_some() {
         return Err(HttpError::Denied(
             "credentials in the url are not sent; put them in a header with a secret".into(),
@@ -97,6 +165,10 @@ fn prepare(egress: &Egress, request: Request) -> Result<Prepared, HttpError> {
             "secrets may not appear in the host or port".into(),
         ));
     }
+    let body = request
+        .body
+        .map(|body| secrets.substitute(&body, &target))
+        .transpose()?;
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in request.headers {
         let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -107,14 +179,16 @@ fn prepare(egress: &Egress, request: Request) -> Result<Prepared, HttpError> {
             ));
         }
         let value = secrets.substitute(value.as_bytes(), &target)?;
+        let value = match std::str::from_utf8(&value) {
+            Ok(text) if text.contains("{{hmac-sha256:") => secrets
+                .sign(text, body.as_deref().unwrap_or_default(), &target)?
+                .into_bytes(),
+            _ => value,
+        };
         let value = reqwest::header::HeaderValue::from_bytes(&value)
             .map_err(|_| HttpError::Denied(format!("invalid value for header `{name}`")))?;
         headers.append(name, value);
     }
-    let body = request
-        .body
-        .map(|body| secrets.substitute(&body, &target))
-        .transpose()?;
     let timeout = request.timeout_ms.map_or(egress.max_timeout, |ms| {
         Duration::from_millis(ms.into()).min(egress.max_timeout)
     });

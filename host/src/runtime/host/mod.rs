@@ -5,6 +5,9 @@ mod clock;
 pub mod http;
 pub mod kv;
 mod log;
+mod signatures;
+pub mod smtp;
+mod v2;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

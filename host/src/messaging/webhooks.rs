@@ -1,0 +1,172 @@
+//! What providers report back through `POST /v1/webhooks/{channel}`: the channel plugin checks
+//! the request's signature and reads it (`parse-webhook`), and each report about one of this
+//! channel's messages becomes a step in its history and an event on its contact.
+//!
+//! A report names its message by Wayline's id (providers echo it back from custom arguments
+//! or a tag; the SMTP plugin derives the `Message-ID` from it). A report about a message of
+//! another channel, or one this server never sent, is ignored and counted, never applied: a
+//! provider's webhook can speak only for its own channel.
+
+use serde::Serialize;
+
+use super::{Messaging, MessagingError};
+use crate::model::{ProviderEvent, ProviderEventKind, WebhookRejection, WebhookRequest};
+use crate::store::{DeliveryStatus, DeliveryUpdate, OutboxMessage};
+
+/// What a webhook request came to.
+#[derive(Debug, Default, Serialize)]
+pub struct WebhookReceipt {
+    /// Reports applied to a message.
+    pub accepted: usize,
+    /// Reports about no message of this channel.
+    pub ignored: usize,
+}
+
+/// A report that is about a contact's engagement rather than the delivery itself: the caller
+/// records it the way a tracked open, click or unsubscribe is recorded.
+#[derive(Debug)]
+pub struct Engagement {
+    pub kind: ProviderEventKind,
+    pub message: OutboxMessage,
+    pub url: Option<String>,
+}
+
+impl Messaging {
+    /// Read `request` with `channel`'s plugin and apply what it reports about delivery
+    /// (delivered, bounced, complaint); opens, clicks and unsubscribes come back for the
+    /// caller to record as tracking does.
+    pub async fn webhook(
+        self: &std::sync::Arc<Self>,
+        channel: &str,
+        request: WebhookRequest,
+    ) -> Result<(WebhookReceipt, Vec<Engagement>), MessagingError> {
+        let bound = self
+            .bound(channel)
+            .map_err(|why| MessagingError::NotFound("channel_not_found", why))?;
+        let report = self
+            .runtime
+            .parse_webhook(
+                &bound.plugin,
+                Some(bound.egress.clone()),
+                &bound.config,
+                &request,
+            )
+            .await;
+        let events = match report.result {
+            Ok(Ok(events)) => events,
+            Ok(Err(WebhookRejection::Unauthenticated(why))) => {
+                return Err(MessagingError::Unauthenticated(why));
+            }
+            Ok(Err(WebhookRejection::Malformed(why))) => {
+                return Err(MessagingError::Invalid("webhook_malformed", why));
+            }
+            Err(error) => {
+                return Err(MessagingError::Invalid(
+                    "plugin_failed",
+                    format!(
+                        "the channel plugin could not read the webhook ({}): {error}",
+                        error.code()
+                    ),
+                ));
+            }
+        };
+        let me = self.clone();
+        let channel = channel.to_owned();
+        tokio::task::spawn_blocking(move || me.apply(&channel, events))
+            .await
+            .map_err(|panic| {
+                MessagingError::Store(crate::store::StoreError::Backend(format!(
+                    "applying a webhook panicked: {panic}"
+                )))
+            })?
+    }
+
+    /// Apply the delivery reports among `events` to this channel's messages.
+    fn apply(
+        &self,
+        channel: &str,
+        events: Vec<ProviderEvent>,
+    ) -> Result<(WebhookReceipt, Vec<Engagement>), MessagingError> {
+        let mut receipt = WebhookReceipt::default();
+        let mut engagements = Vec::new();
+        for event in events {
+            let message = match &event.message_id {
+                Some(id) => self.store.message(id)?,
+                None => None,
+            };
+            let Some(message) = message.filter(|m| m.channel == channel && !m.test) else {
+                receipt.ignored += 1;
+                continue;
+            };
+            receipt.accepted += 1;
+            match event.kind {
+                ProviderEventKind::Delivered
+                | ProviderEventKind::Bounced
+                | ProviderEventKind::Complaint => {
+                    if already(&message, event.kind) {
+                        continue;
+                    }
+                    let update = self.reported(&message, &event);
+                    let partitions = self.store.record_delivery(&update)?;
+                    self.scheduler.notify(&partitions);
+                }
+                kind => engagements.push(Engagement {
+                    kind,
+                    message,
+                    url: event.url,
+                }),
+            }
+        }
+        Ok((receipt, engagements))
+    }
+
+    /// The step a delivery report adds to `message`'s history.
+    fn reported(&self, message: &OutboxMessage, event: &ProviderEvent) -> DeliveryUpdate {
+        let now = self.clock.now();
+        let channel = &message.channel;
+        let reason = event.reason.as_deref().unwrap_or_default();
+        let (status, name, detail) = match event.kind {
+            ProviderEventKind::Delivered => (
+                DeliveryStatus::Delivered,
+                format!("{channel}_delivered"),
+                "the provider reports it delivered".to_owned(),
+            ),
+            ProviderEventKind::Bounced => (
+                DeliveryStatus::Bounced,
+                format!("{channel}_bounced"),
+                format!("the provider reports a bounce: {reason}"),
+            ),
+            // A complaint leaves where the message got to, and stops marketing to the address.
+            _ => (
+                message.status,
+                "complaint".to_owned(),
+                format!("the recipient reported it as spam: {reason}"),
+            ),
+        };
+        let mut update = DeliveryUpdate::new(&message.id, status, now);
+        update.detail = detail;
+        update.event = Some(name);
+        update.suppress = event.kind != ProviderEventKind::Delivered;
+        if let Some(provider_id) = &event.provider_id {
+            update.provider_id = Some(provider_id.clone());
+        }
+        update
+    }
+}
+
+/// Whether `message` already shows what a report of `kind` says: providers send a report
+/// again until they see a 2xx, and a repeat changes nothing.
+fn already(message: &OutboxMessage, kind: ProviderEventKind) -> bool {
+    match kind {
+        ProviderEventKind::Delivered => matches!(
+            message.status,
+            DeliveryStatus::Delivered | DeliveryStatus::Bounced
+        ),
+        ProviderEventKind::Bounced => message.status == DeliveryStatus::Bounced,
+        ProviderEventKind::Complaint => message
+            .history
+            .iter()
+            .any(|step| step.detail.starts_with("the recipient reported it as spam")),
+        _ => false,
+    }
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""A real SMTP server for the tests (aiosmtpd, from PyPI): it accepts mail on 127.0.0.1 and
+writes each message into a directory, as the raw RFC 5322 bytes (`N.eml`) and as Python's own
+reading of them (`N.json`: headers, text and HTML parts decoded), so a test checks what a mail
+client would show, parsed by an implementation that is not ours.
+
+    python3 tests/clients/smtp_sink.py DIR      # prints `port N` once it listens
+
+Recipients steer it, as a provider's answers would: one whose local part starts with `bounce`
+is refused at RCPT with `550 5.1.1`; one starting with `later` gets `451 4.3.0` at DATA the
+first time each message arrives (by Message-ID), and is accepted after.
+"""
+import asyncio
+import email
+import email.policy
+import json
+import os
+import sys
+import threading
+
+from aiosmtpd.smtp import SMTP
+
+
+class Sink:
+    def __init__(self, directory):
+        self.directory = directory
+        self.count = 0
+        self.deferred = set()
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.split("@")[0].startswith("bounce"):
+            return "550 5.1.1 <%s>: no such user here" % address
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        message_id = message.get("Message-ID", "")
+        later = any(r.split("@")[0].startswith("later") for r in envelope.rcpt_tos)
+        with self.lock:
+            if later and message_id not in self.deferred:
+                self.deferred.add(message_id)
+                return "451 4.3.0 try again later"
+            self.count += 1
+            n = self.count
+        text = message.get_body(preferencelist=("plain",))
+        html = message.get_body(preferencelist=("html",))
+        reading = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "headers": {name: str(value) for name, value in message.items()},
+            "text": text.get_content() if text else None,
+            "html": html.get_content() if html else None,
+        }
+        for suffix, data in ((".eml", envelope.content), (".json", json.dumps(reading).encode())):
+            path = os.path.join(self.directory, "%06d%s" % (n, suffix))
+            with open(path + ".part", "wb") as out:
+                out.write(data)
+            os.replace(path + ".part", path)
+        return "250 2.0.0 Ok: queued as sink%06d" % n
+
+
+async def serve(directory):
+    sink = Sink(directory)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(sink), "127.0.0.1", 0)
+    print("port %d" % server.sockets[0].getsockname()[1], flush=True)
+    # Until the test closes our stdin (or dies).
+    await loop.run_in_executor(None, sys.stdin.read)
+    server.close()
+
+
+def main():
+    directory = sys.argv[1]
+    os.makedirs(directory, exist_ok=True)
+    asyncio.run(serve(directory))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,80 @@
 //! Typed helpers over the generated WIT types, so plugin code reads like the domain.
 
 use crate::{
-    Attribute, ConfigProblem, Contact, Effect, EmittedEvent, Event, PluginInfo, ScoreChange,
-    SendRequest, Value,
+    Attribute, ConfigProblem, Contact, Delivery, DeliveryFailure, Effect, EmittedEvent, Event,
+    FailureKind, Message, PluginInfo, ScoreChange, SendRequest, Value,
 };
+
+impl Delivery {
+    /// Accepted by the provider, which knows the message as `provider_id`.
+    pub fn accepted(provider_id: impl Into<String>) -> Self {
+        Delivery {
+            provider_id: provider_id.into(),
+        }
+    }
+}
+
+impl DeliveryFailure {
+    /// Worth another try later (a rate limit, a timeout, a 5xx); `retry_after_ms` if the
+    /// provider said when.
+    pub fn retry(message: impl Into<String>, retry_after_ms: Option<u64>) -> Self {
+        DeliveryFailure {
+            kind: FailureKind::Retryable,
+            message: message.into(),
+            retry_after_ms,
+        }
+    }
+
+    /// Will never succeed as configured (bad credentials, rejected content).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        DeliveryFailure {
+            kind: FailureKind::Permanent,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// The recipient's address is wrong: the host suppresses later sends to it.
+    pub fn invalid_recipient(message: impl Into<String>) -> Self {
+        DeliveryFailure {
+            kind: FailureKind::InvalidRecipient,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// What an HTTP status from a provider usually means: 2xx is not a failure (`None`), 429
+    /// and 5xx are retried (with `retry_after_ms` if the provider said), 404 and 410 are an
+    /// invalid recipient, anything else is permanent.
+    pub fn from_status(status: u16, retry_after_ms: Option<u64>, body: &[u8]) -> Option<Self> {
+        let excerpt: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        let message = format!("HTTP {status}: {excerpt}");
+        match status {
+            200..=299 => None,
+            429 | 500..=599 => Some(Self::retry(message, retry_after_ms)),
+            404 | 410 => Some(Self::invalid_recipient(message)),
+            _ => Some(Self::permanent(message)),
+        }
+    }
+}
+
+impl Message {
+    /// The value of metadata entry `name` (`template`, `journey_id`, `node`).
+    pub fn metadata(&self, name: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The text body, or the HTML when there is no text.
+    pub fn body(&self) -> &str {
+        self.text
+            .as_deref()
+            .or(self.html.as_deref())
+            .unwrap_or_default()
+    }
+}
 
 impl Value {
     /// The value as a number, for integers and floats alike.

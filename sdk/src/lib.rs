@@ -24,6 +24,50 @@
 //! wayline_sdk::scorer::export!(PricingClicks);
 //! ```
 //!
+//! A channel plugin, here an SMS gateway, in about thirty lines. The host writes the API key
+//! into the request (the plugin never holds it) and only for the gateway's host, retries what
+//! the plugin calls retryable, and suppresses an address the plugin calls invalid:
+//!
+//! ```no_run
+//! use wayline_sdk::channel::*;
+//! use wayline_sdk::host::http::{Request, send};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Gateway { url: String }
+//! impl PluginConfig for Gateway {}
+//!
+//! struct AcmeSms;
+//!
+//! impl Channel for AcmeSms {
+//!     type Config = Gateway;
+//!     fn describe() -> PluginInfo {
+//!         let mut info = PluginInfo::new("acme-sms", "1.0.0", "SMS through the Acme gateway");
+//!         info.outbound_hosts = vec!["api.acme-sms.example".into()];
+//!         info
+//!     }
+//!     fn deliver(gateway: Gateway, message: Message) -> Result<Delivery, DeliveryFailure> {
+//!         let body = serde_json::json!({"to": message.recipient, "text": message.body()});
+//!         let response = send(&Request {
+//!             method: "POST".into(),
+//!             url: gateway.url,
+//!             headers: vec![
+//!                 ("authorization".into(), "Bearer {{secret:acme_key}}".into()),
+//!                 ("idempotency-key".into(), message.id.clone()),
+//!             ],
+//!             body: Some(body.to_string().into_bytes()),
+//!             timeout_ms: Some(5_000),
+//!         })
+//!         .map_err(|error| DeliveryFailure::retry(format!("{error:?}"), None))?;
+//!         match DeliveryFailure::from_status(response.status, None, &response.body) {
+//!             Some(failure) => Err(failure),
+//!             None => Ok(Delivery::accepted(message.id)),
+//!         }
+//!     }
+//! }
+//!
+//! wayline_sdk::channel::export!(AcmeSms);
+//! ```
+//!
 //! A plugin that takes a config names its type as `Config`: a serde type implementing
 //! [`PluginConfig`]. The SDK reads the operator's JSON into it once, when a journey is published
 //! (`validate-config`), and hands every call the same value decoded from compact prepared bytes

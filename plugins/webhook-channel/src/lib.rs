@@ -47,7 +47,6 @@ pub struct Config {
 }
 
 const METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
-const EXCERPT_CHARS: usize = 200;
 
 /// The host (and port) of an http(s) URL, if it is one with a host.
 fn url_host(url: &str) -> Option<&str> {
@@ -208,111 +207,18 @@ fn body(message: &Message) -> Vec<u8> {
     .into_bytes()
 }
 
-fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
-    response
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-/// The start of a response body for a failure message: one line, at most 200 characters.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    // Whitespace runs (an HTML page's newlines and indentation) become single spaces.
-    let mut chars = text
-        .split_whitespace()
-        .flat_map(|word| std::iter::once(' ').chain(word.chars()))
-        .skip(1);
-    let mut excerpt: String = chars.by_ref().take(EXCERPT_CHARS).collect();
-    if chars.next().is_some() {
-        excerpt.pop();
-        excerpt.push('…');
-    }
-    excerpt
-}
-
-/// The provider's id for an accepted message: the response's JSON `id`, else its
-/// `x-request-id` header, else the message's own id.
-fn provider_id(response: &Response, message_id: &str) -> String {
-    #[derive(Deserialize)]
-    struct Accepted {
-        id: Option<serde_json::Value>,
-    }
-    let from_body = serde_json::from_slice::<Accepted>(&response.body)
-        .ok()
-        .and_then(|accepted| match accepted.id? {
-            serde_json::Value::String(id) if !id.is_empty() => Some(id),
-            serde_json::Value::Number(id) => Some(id.to_string()),
-            _ => None,
-        });
-    from_body
-        .or_else(|| header(response, "x-request-id").map(str::to_owned))
-        .unwrap_or_else(|| message_id.to_owned())
-}
-
 /// What a response means for this message.
 pub fn classify(response: &Response, message_id: &str) -> Result<Delivery, DeliveryFailure> {
-    let status = response.status;
-    if (200..300).contains(&status) {
-        return Ok(Delivery {
-            provider_id: provider_id(response, message_id),
-        });
+    if (200..300).contains(&response.status) {
+        let id = wayline_providers::provider_id(response, None, &["id"], message_id);
+        return Ok(Delivery::accepted(id));
     }
-    let kind = match status {
-        429 | 500..=599 => FailureKind::Retryable,
-        404 | 410 | 422 => FailureKind::InvalidRecipient,
-        _ => FailureKind::Permanent,
-    };
-    let retry_after_ms = match kind {
-        FailureKind::Retryable => header(response, "retry-after")
-            .and_then(|seconds| seconds.trim().parse::<u64>().ok())
-            .map(|seconds| seconds.saturating_mul(1000)),
-        _ => None,
-    };
-    let hint = if (300..400).contains(&status) {
-        " (the host does not follow redirects; point `url` at the final address)"
-    } else {
-        ""
-    };
-    let excerpt = excerpt(&response.body);
-    let message = if excerpt.is_empty() {
-        format!("HTTP {status}{hint}")
-    } else {
-        format!("HTTP {status}{hint}: {excerpt}")
-    };
-    Err(DeliveryFailure {
-        kind,
-        message,
-        retry_after_ms,
-    })
+    Err(wayline_providers::failure(response, &[404, 410, 422]))
 }
 
 /// What a failure inside the host means for this message.
 pub fn host_failure(error: HttpError) -> DeliveryFailure {
-    let (kind, message) = match error {
-        HttpError::Denied(reason) => (
-            FailureKind::Permanent,
-            format!("request denied by the host: {reason}"),
-        ),
-        HttpError::UnknownSecret(name) => (
-            FailureKind::Permanent,
-            format!("secret `{name}` is not set for this plugin"),
-        ),
-        HttpError::TooLarge => (
-            FailureKind::Permanent,
-            "the response was larger than the host allows".into(),
-        ),
-        HttpError::Timeout => (FailureKind::Retryable, "timed out".into()),
-        HttpError::Transport(reason) => {
-            (FailureKind::Retryable, format!("transport error: {reason}"))
-        }
-    };
-    DeliveryFailure {
-        kind,
-        message,
-        retry_after_ms: None,
-    }
+    wayline_providers::host_failure(error)
 }
 
 impl PluginConfig for Config {
@@ -478,8 +384,11 @@ mod tests {
         assert!(quoted.chars().count() <= 200, "{}", quoted.chars().count());
         assert!(quoted.ends_with('…'));
         assert!(!quoted.contains('\n'));
-        assert_eq!(excerpt(b"short"), "short");
-        assert_eq!(excerpt(&[b'x'; 500]).chars().count(), 200);
+        assert_eq!(wayline_providers::excerpt(b"short"), "short");
+        assert_eq!(
+            wayline_providers::excerpt(&[b'x'; 500]).chars().count(),
+            200
+        );
     }
 
     #[test]

@@ -168,6 +168,7 @@ async fn try_call(args: CallArgs) -> Result<ExitCode, ExitCode> {
                     result: Err(error),
                     logs: report.logs,
                     elapsed: report.elapsed,
+                    waited: report.waited,
                 })
                 .expect("reports serialize");
                 output["plugin"] = json!(plugin.id());
@@ -248,11 +249,5 @@ fn main_function(kind: PluginKind) -> &'static str {
 }
 
 fn to_json<T: serde::Serialize>(report: CallReport<T>) -> CallReport<serde_json::Value> {
-    CallReport {
-        result: report
-            .result
-            .map(|value| serde_json::to_value(value).expect("plugin results serialize")),
-        logs: report.logs,
-        elapsed: report.elapsed,
-    }
+    report.map(|value| serde_json::to_value(value).expect("plugin results serialize"))
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Messaging;
 use super::channels::Bound;
@@ -101,7 +101,13 @@ impl Messaging {
                 // Only what is durable leaves: a message read before the journey step that
                 // made it reached the disk could be lost in a crash and made again, under
                 // another id, after it was sent.
-                me.store.flush().map(|()| me.prepare_all(due, now))
+                let started = Instant::now();
+                me.store.flush()?;
+                me.costs.flushed(started.elapsed());
+                let started = Instant::now();
+                let prepared = me.prepare_all(due, now);
+                me.costs.prepared(started.elapsed());
+                Ok(prepared)
             })
             .await;
             let ready = match prepared {
@@ -149,9 +155,11 @@ impl Messaging {
             }
             while sending.join_next().await.is_some() {}
             let me = self.clone();
+            let started = Instant::now();
             if let Err(error) = off_thread(move || me.store.flush()).await {
                 tracing::error!(%error, "delivery: flushing the store failed");
             }
+            self.costs.flushed(started.elapsed());
         }
     }
 
@@ -383,6 +391,7 @@ impl Messaging {
                 &ready.wire,
             )
             .await;
+        self.costs.called(report.elapsed, report.waited);
         let now = self.clock.now();
         let message = &ready.outbox;
         let channel = &message.channel;
@@ -443,7 +452,10 @@ impl Messaging {
 
     async fn record(self: &Arc<Self>, update: DeliveryUpdate) -> Result<(), StoreError> {
         let me = self.clone();
-        off_thread(move || me.write(&update)).await
+        let started = Instant::now();
+        let written = off_thread(move || me.write(&update)).await;
+        self.costs.recorded(started.elapsed());
+        written
     }
 
     /// Record a step, and wake the journeys its event gives work to.

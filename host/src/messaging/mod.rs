@@ -6,6 +6,7 @@
 //! Owns bindings, templates and deliveries; the store keeps them, the runtime runs the plugins.
 
 pub mod channels;
+pub mod costs;
 mod delivery;
 pub mod links;
 mod rate;
@@ -69,6 +70,8 @@ pub struct Messaging {
     stopped: AtomicBool,
     /// The running delivery worker, for [`Messaging::shutdown`] to wait on.
     worker: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Where the worker's time goes.
+    costs: costs::DeliveryCosts,
 }
 
 /// What the operator configures for messaging.
@@ -102,10 +105,16 @@ impl Messaging {
             scheduler,
             stopped: AtomicBool::new(false),
             worker: std::sync::Mutex::new(None),
+            costs: costs::DeliveryCosts::default(),
         })
     }
 
     /// The links messages carry, to check the tokens that come back.
+    /// Where the delivery worker's time has gone since it started.
+    pub fn delivery_costs(&self) -> costs::CostSnapshot {
+        self.costs.snapshot()
+    }
+
     pub fn links(&self) -> &links::Links {
         &self.links
     }

@@ -28,6 +28,8 @@ pub struct CallReport<T> {
     pub result: Result<T, CallError>,
     pub logs: Vec<LogRecord>,
     pub elapsed: Duration,
+    /// Of `elapsed`, the time spent waiting on the host's HTTP and SMTP for the plugin.
+    pub waited: Duration,
 }
 
 /// `{"ok": …}` or `{"error": {"code", "message"}}`, with `logs` and `elapsed_us`.
@@ -57,6 +59,7 @@ impl<T> CallReport<T> {
             }),
             logs: Vec::new(),
             elapsed: Duration::ZERO,
+            waited: Duration::ZERO,
         }
     }
 
@@ -66,6 +69,7 @@ impl<T> CallReport<T> {
             result: self.result.map(f),
             logs: self.logs,
             elapsed: self.elapsed,
+            waited: self.waited,
         }
     }
 }
@@ -387,6 +391,7 @@ impl Runtime {
                 }),
                 logs: Vec::new(),
                 elapsed: Duration::ZERO,
+                waited: Duration::ZERO,
             };
         };
         type Parsed = (Result<Vec<v2::types::ProviderEvent>, v2::types::WebhookError>,);
@@ -427,6 +432,7 @@ fn finish<T: OutputSize, E: Into<CallError>>(
     started: Instant,
 ) -> CallReport<T> {
     let elapsed = started.elapsed();
+    let waited = store.data().waited;
     let logs = store.data_mut().take_logs();
     let result = match outcome {
         Err(host_limit) => Err(host_limit),
@@ -452,6 +458,7 @@ fn finish<T: OutputSize, E: Into<CallError>>(
         result,
         logs,
         elapsed,
+        waited,
     }
 }
 

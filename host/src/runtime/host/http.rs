@@ -67,7 +67,10 @@ impl http::Host for HostState {
         let egress = self.take_send().map_err(HttpError::Denied)?;
         let prepared = prepare(&egress, request)?;
         self.cpu.pause();
-        send_prepared(&egress, prepared).await
+        let started = std::time::Instant::now();
+        let response = send_prepared(&egress, prepared).await;
+        self.waited += started.elapsed();
+        response
     }
 }
 

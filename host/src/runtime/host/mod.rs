@@ -47,6 +47,8 @@ pub struct HostState {
     /// Outbound HTTP for this call; `None` outside channel deliveries.
     pub(crate) http: Option<HttpGrant>,
     pub(crate) cpu: CpuMeter,
+    /// Time spent waiting on HTTP and SMTP for the plugin in this call.
+    pub(crate) waited: std::time::Duration,
 }
 
 /// Which of a call's time limits stopped it.
@@ -150,6 +152,7 @@ impl HostState {
             limits: *limits,
             kv_written: 0,
             http: context.http,
+            waited: std::time::Duration::ZERO,
             cpu: CpuMeter {
                 ticks: context.ticks,
                 started_at,

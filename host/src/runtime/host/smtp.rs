@@ -14,7 +14,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 
 use super::HostState;
 use crate::runtime::bindings::v2::smtp::{self, Email, Relay, SmtpError};
-use crate::runtime::egress::relay::{self, Login, RelayError};
+use crate::runtime::egress::relay::{self, Login, RelayError, SubmitError};
 use crate::runtime::egress::{Egress, Scheme, SecretError, Secrets, Target};
 
 /// Largest body (text and HTML together) the host will build into a message.
@@ -47,13 +47,25 @@ impl smtp::Host for HostState {
         let login = login(&egress.secrets, &target, relay.username, relay.password)?;
         let message = mime(email, self.clock.now())?;
         self.cpu.pause();
-        let transport = egress.relay(&target, login).await.map_err(|e| match e {
-            RelayError::Denied(why) => SmtpError::Denied(why),
-            RelayError::Transport(why) => SmtpError::Transport(egress.secrets.redact_text(why)),
-        })?;
-        relay::submit(&transport, message)
-            .await
-            .map_err(|error| classify(&error, &egress.secrets))
+        let started = std::time::Instant::now();
+        let submitted = async {
+            let transport = egress.relay(&target, login).await.map_err(|e| match e {
+                RelayError::Denied(why) => SmtpError::Denied(why),
+                RelayError::Transport(why) => SmtpError::Transport(egress.secrets.redact_text(why)),
+            })?;
+            relay::submit(&transport, message)
+                .await
+                .map_err(|error| match error {
+                    SubmitError::Smtp(error) => classify(&error, &egress.secrets),
+                    SubmitError::Connect(why) => {
+                        SmtpError::Transport(egress.secrets.redact_text(why))
+                    }
+                    SubmitError::Timeout => SmtpError::Timeout,
+                })
+        }
+        .await;
+        self.waited += started.elapsed();
+        submitted
     }
 }
 

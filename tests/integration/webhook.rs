@@ -629,3 +629,46 @@ async fn a_signed_webhook_carries_the_hosts_hmac_of_the_body() {
         "{refused:?}"
     );
 }
+
+/// Reading a provider's webhook, a channel plugin can check a signature with its secrets and
+/// nothing more: an HTTP request or an email it tries to send is refused, and nothing leaves.
+#[tokio::test]
+async fn a_plugin_reading_a_webhook_cannot_send_anything() {
+    let (base, log) = provider().await;
+    let (runtime, _clock) = support::runtime();
+    let plugin = runtime
+        .load(
+            &support::fixture_bytes("probe-channel"),
+            &settings(&[&base]),
+        )
+        .unwrap();
+    let config = support::prepare(
+        &runtime,
+        &plugin,
+        &json!({"url": format!("{base}/hooks/ok")}).to_string(),
+    );
+    let request = wayline::model::WebhookRequest {
+        method: "POST".into(),
+        query: String::new(),
+        headers: vec![],
+        body: b"{}".to_vec(),
+    };
+    let report = runtime
+        .parse_webhook(&plugin, plugin.egress(), &config, &request)
+        .await;
+    let Ok(Err(wayline::model::WebhookRejection::Malformed(tried))) = report.result else {
+        panic!("{:?}", report.result);
+    };
+    assert_eq!(
+        tried
+            .matches("sending is only available while delivering a message")
+            .count(),
+        2,
+        "{tried}"
+    );
+    assert!(tried.contains("signature: Ok(false)"), "{tried}");
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "nothing reached the provider"
+    );
+}

@@ -258,6 +258,11 @@ impl Plugin {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// The outbound policy it was loaded with (channel plugins).
+    pub fn egress(&self) -> Option<Arc<Egress>> {
+        self.http.clone()
+    }
 }
 
 impl Runtime {

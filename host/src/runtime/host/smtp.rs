@@ -182,8 +182,13 @@ fn mime(email: Email, now_ms: i64) -> Result<lettre::Message, SmtpError> {
         {
             return Err(denied(format!("the host sets `{name}` itself")));
         }
+        // RFC 5322 field names: printable ASCII but `:`. lettre checks less, and writes the
+        // name as it is, so a line break in it would start a header of the plugin's choosing.
+        let ftext = !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
         let header_name = HeaderName::new_from_ascii(name.clone())
-            .map_err(|_| denied(format!("`{name}` is not a header name")))?;
+            .ok()
+            .filter(|_| ftext)
+            .ok_or_else(|| denied(format!("`{}` is not a header name", name.escape_debug())))?;
         if has_line_break(&value) || value.len() > MAX_HEADER_VALUE {
             return Err(denied(format!(
                 "the value of `{name}` must be one line of at most {MAX_HEADER_VALUE} bytes"
@@ -290,6 +295,20 @@ mod tests {
         let mut smuggled = email();
         smuggled.headers = vec![("X-Note".into(), "ok\r\nBcc: all@example.com".into())];
         assert!(matches!(mime(smuggled, 0), Err(SmtpError::Denied(_))));
+        for name in [
+            "X-A\r\nFrom",
+            "X\r\n\r\n<b>body</b>",
+            "X\nBcc",
+            "X A",
+            "X\u{7f}",
+        ] {
+            let mut named = email();
+            named.headers = vec![(name.into(), "x".into())];
+            assert!(
+                matches!(mime(named, 0), Err(SmtpError::Denied(_))),
+                "{name:?}"
+            );
+        }
         let mut subject = email();
         subject.subject = "hi\r\nBcc: all@example.com".into();
         assert!(matches!(mime(subject, 0), Err(SmtpError::Denied(_))));

@@ -744,3 +744,32 @@ async fn a_journey_that_sends_through_an_unbound_channel_or_a_missing_template_i
     let (_, version) = server.get("/v1/journeys/n/versions/1").await;
     assert_eq!(version["templates"]["welcome"], 1, "{version}");
 }
+
+/// Content never carries a host placeholder: a contact whose name is `{{secret:token}}` would
+/// otherwise get the provider's key in the message. The message fails with the reason, and the
+/// provider receives nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_in_content_fails_the_message_and_no_secret_leaves() {
+    let (base, provider) = provider().await;
+    let server = Server::start(true).await;
+    bind(&server, "crm", &base, "/ok", json!({})).await;
+    template(
+        &server,
+        "hello",
+        json!({"channel": "crm", "subject": "Hi", "text": "Hi {{ first_name | default('you') }}",
+               "transactional": true}),
+    )
+    .await;
+    journey(&server, "hello", "signed-up", "crm", "hello").await;
+    register(
+        &server,
+        json!({"id": "eve", "attributes": {"email": "eve@example.com", "first_name": "{{secret:token}}"}}),
+        "signed-up",
+        "free",
+    )
+    .await;
+    let failed = message_when(&server, "eve", "failed").await;
+    assert!(last_detail(&failed).contains("{{secret:"), "{failed:#}");
+    let provider = provider.lock().unwrap();
+    assert!(provider.requests.is_empty(), "nothing reached the provider");
+}

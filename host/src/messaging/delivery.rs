@@ -293,7 +293,9 @@ impl Messaging {
         let mut extra = vec![("channel", message.channel.clone())];
         extra.extend(unsubscribe.clone().map(|url| ("unsubscribe_url", url)));
         let context = templates::context(&contact, &message, &extra);
-        let rendered = match templates::render(&template, &context) {
+        let rendered = match templates::render(&template, &context)
+            .and_then(|rendered| host_placeholder_free(&rendered, &recipient).map(|()| rendered))
+        {
             Ok(rendered) => rendered,
             Err(reason) => {
                 let reason = format!(
@@ -565,6 +567,28 @@ fn rate_reason(bound: &Bound) -> String {
             bound.record.name, rate.messages, rate.per_ms
         ),
         None => format!("held for channel `{}`'s rate", bound.record.name),
+    }
+}
+
+/// Placeholders the host writes secrets and signatures into. Content must never carry one: a
+/// contact whose name is `{{secret:api_key}}` would otherwise get the provider's key in the
+/// message the channel plugin builds from it.
+const HOST_PLACEHOLDERS: [&str; 2] = ["{{secret:", "{{hmac-sha256:"];
+
+fn host_placeholder_free(rendered: &templates::Rendered, recipient: &str) -> Result<(), String> {
+    let fields = [
+        rendered.subject.as_deref(),
+        rendered.text.as_deref(),
+        rendered.html.as_deref(),
+        Some(recipient),
+    ];
+    let carries = fields
+        .into_iter()
+        .flatten()
+        .any(|field| HOST_PLACEHOLDERS.iter().any(|p| field.contains(p)));
+    match carries {
+        true => Err("the rendered message or its recipient contains `{{secret:` or `{{hmac-sha256:`, which the host would fill in; it is not sent".into()),
+        false => Ok(()),
     }
 }
 

@@ -77,6 +77,15 @@ fn a_mistyped_export_names_the_closest_world() {
 }
 
 #[test]
+fn a_channel_whose_deliver_is_mistyped_is_refused_at_load() {
+    assert_refused(
+        &support::fixture_bytes("mistyped-channel"),
+        "plugin_wrong_world",
+        "does not have the `wayline:plugin/channel-plugin@0.2.0` world's signature",
+    );
+}
+
+#[test]
 fn a_scorer_that_imports_http_is_refused() {
     assert_refused(
         &support::fixture_bytes("sneaky-scorer"),

@@ -1,22 +1,21 @@
-//! One plugin call: a fresh store with the plugin's limits, instantiate, call, and turn whatever
-//! happened into a typed result, the plugin's logs and the time it took.
+//! One plugin call of each kind: lower the inputs, call the plugin's function in a fresh store
+//! (see `run`), and lift what it returned into the host's types.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
-use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
 use super::bindings::{v2, wit};
 use super::entry::{self, Evaluate, Matches, Run, Score};
 use super::error::CallError;
-use super::host::{CallContext, HostState, HttpGrant, LogRecord};
+use super::host::{HttpGrant, LogRecord};
+use super::limits::Limits;
 use super::load::{Plugin, PluginKind, WitVersion};
 use super::lower::{ContactRef, EventRef};
-use super::output::{self, OutputSize};
+use super::output;
+use super::run::block_on;
 use crate::model::{
     ConfigProblem, Contact, DeliveryOutcome, Effect, Event, Message, PluginInfo, PreparedConfig,
     ProviderEvent, ScoreChange, WebhookRejection, WebhookRequest,
@@ -74,71 +73,12 @@ impl<T> CallReport<T> {
     }
 }
 
-/// The plugin's own answer and the WIT result it was wrapped in.
-type Outcome<T, E> = wasmtime::Result<Result<T, E>>;
+/// How long a webhook read may run: a provider's report is small and its signature is checked
+/// by the host, and the route is public, so each request gets far less than a delivery.
+const WEBHOOK_CPU_MS: u64 = 20;
+const WEBHOOK_WALL_MS: u64 = 2_000;
 
 impl Runtime {
-    pub(crate) fn store(&self, plugin: &Plugin, http: Option<HttpGrant>) -> Store<HostState> {
-        let context = CallContext {
-            plugin_id: plugin.id.clone(),
-            kv: self.kv.clone(),
-            kv_namespace: Arc::from(plugin.info.name.as_str()),
-            clock: self.clock.clone(),
-            http,
-            ticks: self.ticker.ticks.clone(),
-            tick_ms: super::engine::TICK.as_millis() as u64,
-        };
-        let state = HostState::new(context, &plugin.limits);
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        // Check the call's time at the next tick and every tick after, while the guest runs.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut context| {
-            Ok(match context.data_mut().cpu.check() {
-                true => UpdateDeadline::Continue(1),
-                false => UpdateDeadline::Interrupt,
-            })
-        });
-        store
-    }
-
-    /// Run `call` in a fresh store and classify what happened.
-    fn run<T: OutputSize, E: Into<CallError>>(
-        &self,
-        plugin: &Plugin,
-        call: impl FnOnce(&mut Store<HostState>) -> Outcome<T, E>,
-    ) -> CallReport<T> {
-        let started = Instant::now();
-        let mut store = self.store(plugin, None);
-        let outcome = call(&mut store);
-        finish(plugin, store, Ok(outcome), started)
-    }
-
-    /// Like [`Runtime::run`] for async worlds. With outbound HTTP granted, the call is also
-    /// bounded by the plugin's wall-clock limit (a tokio timer, so only inside a tokio runtime);
-    /// without it the guest cannot wait on anything and its CPU deadline bounds it.
-    async fn run_async<T: OutputSize, E: Into<CallError>>(
-        &self,
-        plugin: &Plugin,
-        http: Option<HttpGrant>,
-        call: impl AsyncFnOnce(&mut Store<HostState>) -> Outcome<T, E>,
-    ) -> CallReport<T> {
-        let started = Instant::now();
-        let bounded_by_wall_clock = http.is_some();
-        let mut store = self.store(plugin, http);
-        let outcome = if bounded_by_wall_clock {
-            let wall = Duration::from_millis(plugin.limits.wall_ms);
-            tokio::time::timeout(wall, call(&mut store))
-                .await
-                .map_err(|_| CallError::Timeout {
-                    wall_ms: plugin.limits.wall_ms,
-                })
-        } else {
-            Ok(call(&mut store).await)
-        };
-        finish(plugin, store, outcome, started)
-    }
-
     /// `describe` of any plugin.
     pub fn describe(&self, plugin: &Plugin) -> CallReport<PluginInfo> {
         let pre = &plugin.pre;
@@ -394,16 +334,20 @@ impl Runtime {
                 waited: Duration::ZERO,
             };
         };
-        type Parsed = (Result<Vec<v2::types::ProviderEvent>, v2::types::WebhookError>,);
         let request = v2::types::WebhookRequest::from(request);
         // Signatures are checked with the channel's secrets; nothing is sent anywhere.
         let grant = egress.map(HttpGrant::verifying);
         let pre = &plugin.pre;
+        let limits = Limits {
+            cpu_ms: plugin.limits.cpu_ms.min(WEBHOOK_CPU_MS),
+            wall_ms: plugin.limits.wall_ms.min(WEBHOOK_WALL_MS),
+            ..plugin.limits
+        };
         let report = self
-            .run_async(plugin, grant, async |s| {
+            .run_async_within(plugin, limits, grant, async |s| {
                 let instance = pre.instance.instantiate_async(&mut *s).await?;
                 let parse = instance
-                    .get_typed_func::<(&[u8], &v2::types::WebhookRequest), Parsed>(
+                    .get_typed_func::<(&[u8], &v2::types::WebhookRequest), entry::ParsedWebhook>(
                         &mut *s, parse,
                     )?;
                 let parsed = parse.call_async(s, (&config.bytes, &request)).await?.0;
@@ -421,119 +365,5 @@ impl Runtime {
 impl From<String> for CallError {
     fn from(message: String) -> Self {
         CallError::Plugin(message)
-    }
-}
-
-/// Turn the outcome and the store's record of the call into a report.
-fn finish<T: OutputSize, E: Into<CallError>>(
-    plugin: &Plugin,
-    mut store: Store<HostState>,
-    outcome: Result<Outcome<T, E>, CallError>,
-    started: Instant,
-) -> CallReport<T> {
-    let elapsed = started.elapsed();
-    let waited = store.data().waited;
-    let logs = store.data_mut().take_logs();
-    let result = match outcome {
-        Err(host_limit) => Err(host_limit),
-        Ok(Ok(Ok(value))) => {
-            let size = value.output_size();
-            if size > plugin.limits.output_bytes {
-                Err(CallError::OutputLimit {
-                    size,
-                    limit: plugin.limits.output_bytes,
-                })
-            } else {
-                Ok(value)
-            }
-        }
-        Ok(Ok(Err(error))) => Err(error.into()),
-        Ok(Err(error)) => Err(classify_failure(&error, store.data(), &logs, plugin)),
-    }
-    .map_err(CallError::bounded);
-    if let Err(error) = &result {
-        tracing::debug!(plugin = plugin.id(), code = error.code(), %error, "plugin call failed");
-    }
-    CallReport {
-        result,
-        logs,
-        elapsed,
-        waited,
-    }
-}
-
-/// Name the limit or fault behind a trap, preferring what the host observed over the trap code.
-fn classify_failure(
-    error: &wasmtime::Error,
-    state: &HostState,
-    logs: &[LogRecord],
-    plugin: &Plugin,
-) -> CallError {
-    if let Some(refused) = &state.limiter.refused {
-        return CallError::MemoryLimit(refused.clone());
-    }
-    let trap = error.downcast_ref::<Trap>().copied();
-    match state.cpu.exceeded {
-        Some(super::host::TimeLimit::Wall) => {
-            return CallError::Timeout {
-                wall_ms: plugin.limits.wall_ms,
-            };
-        }
-        Some(super::host::TimeLimit::Cpu) => {
-            return CallError::CpuLimit {
-                cpu_ms: plugin.limits.cpu_ms,
-            };
-        }
-        None if trap == Some(Trap::Interrupt) => {
-            return CallError::CpuLimit {
-                cpu_ms: plugin.limits.cpu_ms,
-            };
-        }
-        None => {}
-    }
-    match trap {
-        Some(Trap::StackOverflow) => CallError::StackOverflow,
-        Some(Trap::MemoryOutOfBounds) if ran_past_shadow_stack(error) => CallError::StackOverflow,
-        Some(Trap::UnreachableCodeReached) => match logs.last() {
-            // The SDK's panic hook logs the message at error level just before aborting.
-            Some(last) if last.level == "error" && last.message.starts_with("panic: ") => {
-                CallError::Panicked(last.message["panic: ".len()..].to_owned())
-            }
-            _ => CallError::Trapped(format!("{error:#}")),
-        },
-        _ => CallError::Trapped(format!("{error:#}")),
-    }
-}
-
-/// Whether a memory fault is a guest's shadow stack running out. Rust and C guests keep that
-/// stack at the bottom of linear memory (below their data), so overflowing it wraps the stack
-/// pointer below zero and the fault lands in the top megabyte of the 32-bit address space,
-/// which no plugin's memory reaches. wasmtime reports the address only in the error's text.
-fn ran_past_shadow_stack(error: &wasmtime::Error) -> bool {
-    let text = format!("{error:#}");
-    let Some((_, rest)) = text.split_once("memory fault at wasm address 0x") else {
-        return false;
-    };
-    let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
-    u64::from_str_radix(&hex, 16).is_ok_and(|address| (0xFFF0_0000..1 << 32).contains(&address))
-}
-
-/// Drive a future that never waits on I/O (HTTP is refused outside deliveries) to completion on
-/// the current thread: describe and validate-config of async-world plugins.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct ThreadWaker(std::thread::Thread);
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let mut future = std::pin::pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
-        }
     }
 }

@@ -3,16 +3,18 @@
 //! wasmtime checks an export's type every time it is fetched as a `TypedFunc`, which is a few
 //! percent of a whole scorer call. A plugin's entry is checked against its kind's signature once
 //! when the plugin is loaded ([`check`]), and every call fetches it without checking ([`typed`]).
-//! Channel plugins are called through their bindings (`deliver` is async and not this hot).
+//! A channel's exports (`deliver`, and `parse-webhook` at 0.2.0) are checked at load too, so a
+//! plugin with the wrong signature is refused then; its calls fetch them checked again, as they
+//! are async and not this hot.
 
 use wasmtime::Store;
 use wasmtime::component::{
     ComponentNamedList, Instance, Lift, Lower, TypedFunc, WasmList, WasmStr,
 };
 
-use super::bindings::wit;
+use super::bindings::{v2, wit};
 use super::host::HostState;
-use super::load::{Plugin, PluginKind};
+use super::load::{Plugin, PluginKind, WitVersion};
 use super::lower::{ContactRef, EventRef};
 
 /// The signature of one kind's entry function.
@@ -80,9 +82,33 @@ pub(crate) fn check(
         PluginKind::Condition => of::<Evaluate>(plugin, instance, store),
         PluginKind::Action => of::<Run>(plugin, instance, store),
         PluginKind::Scorer => of::<Score>(plugin, instance, store),
-        PluginKind::Channel => Ok(()),
+        PluginKind::Channel => {
+            type Delivered = (Result<wit::Delivery, wit::DeliveryFailure>,);
+            match plugin.wit_version {
+                WitVersion::V0_1 => instance
+                    .get_typed_func::<(&[u8], &wit::Message), Delivered>(&mut *store, plugin.entry)
+                    .map(drop)?,
+                WitVersion::V0_2 => instance
+                    .get_typed_func::<(&[u8], &v2::types::Message), Delivered>(
+                        &mut *store,
+                        plugin.entry,
+                    )
+                    .map(drop)?,
+            }
+            match plugin.pre.parse_webhook {
+                Some(parse) => instance
+                    .get_typed_func::<(&[u8], &v2::types::WebhookRequest), ParsedWebhook>(
+                        store, parse,
+                    )
+                    .map(drop),
+                None => Ok(()),
+            }
+        }
     }
 }
+
+/// What `parse-webhook` returns.
+pub(crate) type ParsedWebhook = (Result<Vec<v2::types::ProviderEvent>, v2::types::WebhookError>,);
 
 /// `plugin`'s entry function in `instance` (a fresh instance of `plugin`), without checking its
 /// type again.

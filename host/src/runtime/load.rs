@@ -263,6 +263,11 @@ impl Plugin {
     pub fn egress(&self) -> Option<Arc<Egress>> {
         self.http.clone()
     }
+
+    /// Whether it reads its provider's webhooks (0.2.0 channels export `parse-webhook`).
+    pub fn reads_webhooks(&self) -> bool {
+        self.pre.parse_webhook.is_some()
+    }
 }
 
 impl Runtime {
@@ -342,15 +347,14 @@ impl Runtime {
 
     /// Check the entry function's signature once, so calls need not (see `entry`).
     fn check_entry(&self, plugin: &Plugin) -> Result<(), LoadError> {
-        if plugin.kind == PluginKind::Channel {
-            // `deliver` and `parse-webhook` are type-checked on every call: they are not hot.
-            return Ok(());
-        }
         let mut store = self.store(plugin, None);
-        plugin
-            .pre
-            .instance
-            .instantiate(&mut store)
+        let instance = if plugin.kind == PluginKind::Channel {
+            // Async worlds instantiate asynchronously; nothing here waits on I/O.
+            super::run::block_on(plugin.pre.instance.instantiate_async(&mut store))
+        } else {
+            plugin.pre.instance.instantiate(&mut store)
+        };
+        instance
             .and_then(|instance| super::entry::check(plugin, &instance, &mut store))
             .map_err(|error| {
                 LoadError::WrongWorld(format!(

@@ -16,6 +16,7 @@ mod limits;
 mod load;
 mod lower;
 mod output;
+mod run;
 mod warm;
 
 use std::path::PathBuf;

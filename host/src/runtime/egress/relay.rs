@@ -30,6 +30,12 @@ use super::target::{Host, Scheme, Target};
 /// Connections kept open per relay, and how long an idle one stays.
 const POOL_SIZE: u32 = 32;
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Pools one channel keeps (one per relay and login; a plugin chooses the login, so it could
+/// otherwise make as many as it likes). The least recently used goes first.
+const MAX_POOLS: usize = 8;
+/// How long a pool keeps the address its relay's name resolved to; then it is resolved (and
+/// checked) again, so a provider moving its relay is followed.
+const RESOLVE_EVERY: Duration = Duration::from_secs(300);
 /// Longest wait on one SMTP command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,6 +59,11 @@ pub struct Connections {
 #[derive(Debug)]
 pub enum SubmitError {
     Smtp(lettre::transport::smtp::Error),
+    /// The relay refused the login. What it said is not kept: a relay may echo the
+    /// credentials back in a form redaction would not recognise.
+    Auth {
+        transient: bool,
+    },
     Connect(String),
     Timeout,
 }
@@ -80,7 +91,9 @@ impl Connections {
             connection
                 .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
                 .await
-                .map_err(SubmitError::Smtp)?;
+                .map_err(|error| SubmitError::Auth {
+                    transient: error.is_transient() || error.is_timeout(),
+                })?;
         }
         Ok(connection)
     }
@@ -142,7 +155,14 @@ pub struct Login {
 /// Pooled transports by relay and login.
 #[derive(Default)]
 pub struct Relays {
-    pools: Mutex<HashMap<(Target, Option<Login>), Transport>>,
+    pools: Mutex<HashMap<(Target, Option<Login>), Pool>>,
+}
+
+/// One relay's transport, when its address was resolved and when it was last used.
+struct Pool {
+    transport: Transport,
+    resolved: Instant,
+    used: Instant,
 }
 
 impl std::fmt::Debug for Relays {
@@ -175,13 +195,34 @@ impl Relays {
             )));
         }
         let key = (target.clone(), login);
-        if let Some(transport) = self.pools.lock().expect("relay lock").get(&key) {
-            return Ok(transport.clone());
+        if let Some(pool) = self.pools.lock().expect("relay lock").get_mut(&key)
+            && pool.resolved.elapsed() < RESOLVE_EVERY
+        {
+            pool.used = Instant::now();
+            return Ok(pool.transport.clone());
         }
         let address = resolve(&target.host, reachable).await?;
         let transport = build(target, address, key.1.clone())?;
         let mut pools = self.pools.lock().expect("relay lock");
-        Ok(pools.entry(key).or_insert(transport).clone())
+        if !pools.contains_key(&key) && pools.len() >= MAX_POOLS {
+            let oldest = pools
+                .iter()
+                .min_by_key(|(_, pool)| pool.used)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                pools.remove(&oldest);
+            }
+        }
+        let now = Instant::now();
+        pools.insert(
+            key,
+            Pool {
+                transport: transport.clone(),
+                resolved: now,
+                used: now,
+            },
+        );
+        Ok(transport)
     }
 }
 

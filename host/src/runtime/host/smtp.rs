@@ -57,6 +57,7 @@ impl smtp::Host for HostState {
                 .await
                 .map_err(|error| match error {
                     SubmitError::Smtp(error) => classify(&error, &egress.secrets),
+                    SubmitError::Auth { transient } => refused_login(transient, None),
                     SubmitError::Connect(why) => {
                         SmtpError::Transport(egress.secrets.redact_text(why))
                     }
@@ -132,6 +133,11 @@ fn login(
         )));
     }
     let written = |text: String| -> Result<String, SmtpError> {
+        if text.contains("{{") && !is_one_placeholder(&text) {
+            return Err(SmtpError::Denied(
+                "a username or password is written as it is, or is one `{{secret:NAME}}`".into(),
+            ));
+        }
         let bytes = secrets.substitute(text.as_bytes(), target)?;
         String::from_utf8(bytes).map_err(|_| SmtpError::Denied("credentials are not UTF-8".into()))
     };
@@ -139,6 +145,25 @@ fn login(
         username: written(username)?,
         password: written(password)?,
     }))
+}
+
+/// Whether `text` is exactly one secret placeholder: credentials are a secret or a literal,
+/// never a secret spliced into text of the plugin's choosing.
+fn is_one_placeholder(text: &str) -> bool {
+    text.strip_prefix("{{secret:")
+        .and_then(|rest| rest.strip_suffix("}}"))
+        .is_some_and(|name| !name.is_empty() && !name.contains(['{', '}']))
+}
+
+/// A relay's refusal of the login, in fixed words with its code only.
+fn refused_login(transient: bool, code: Option<String>) -> SmtpError {
+    let code = code.map(|c| format!(" ({c})")).unwrap_or_default();
+    let text = format!("the relay refused the login{code}");
+    if transient {
+        SmtpError::Transient(text)
+    } else {
+        SmtpError::Permanent(text)
+    }
 }
 
 /// The MIME message for `email`, dated by the host's clock.
@@ -222,10 +247,19 @@ fn has_line_break(text: &str) -> bool {
 /// relay gave one: `5.1.x` is the address, anything else permanent is the message or the
 /// account. Without one, 550, 551 and 553 name the mailbox.
 fn classify(error: &lettre::transport::smtp::Error, secrets: &Secrets) -> SmtpError {
-    let text = secrets.redact_text(error.to_string());
     if error.is_timeout() {
         return SmtpError::Timeout;
     }
+    let code = error.status().map(|code| code.to_string());
+    // Replies to AUTH (lettre's pool logs in on its own, so they arrive here): 454, 530, 534,
+    // 535 and 538 are about the login, and their text may carry it.
+    if let Some(auth) = code
+        .as_deref()
+        .filter(|c| matches!(*c, "454" | "530" | "534" | "535" | "538"))
+    {
+        return refused_login(auth == "454", Some(auth.to_owned()));
+    }
+    let text = secrets.redact_text(error.to_string());
     if error.is_transient() {
         return SmtpError::Transient(text);
     }
@@ -240,7 +274,6 @@ fn classify(error: &lettre::transport::smtp::Error, secrets: &Secrets) -> SmtpEr
                 && parts.next().is_some_and(|p| p.parse::<u8>().is_ok())
                 && parts.next().is_some_and(|p| p.parse::<u16>().is_ok())
         });
-    let code = error.status().map(|code| code.to_string());
     let recipient = match enhanced {
         Some(enhanced) => enhanced.starts_with("5.1."),
         None => matches!(code.as_deref(), Some("550" | "551" | "553")),
@@ -288,6 +321,54 @@ mod tests {
         assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
         assert!(text.contains("multipart/alternative"));
         assert!(text.contains("Date: Mon, 01 Dec 2025"), "{text}");
+    }
+
+    #[test]
+    fn credentials_are_a_literal_or_one_whole_secret() {
+        use crate::runtime::egress::{Approval, Secret, SecretValue};
+        let secrets = Secrets(std::collections::BTreeMap::from([(
+            "relay_password".to_owned(),
+            Secret {
+                value: SecretValue("pa55-w0rd".into()),
+                bound_to: vec![Approval::parse("smtp://smtp.example.com:587").unwrap()],
+                verifies_webhooks: false,
+            },
+        )]));
+        let target = Target::of(&url::Url::parse("smtp://smtp.example.com:587").unwrap()).unwrap();
+        let login = |user: &str, password: &str| {
+            login(&secrets, &target, Some(user.into()), Some(password.into()))
+        };
+        let written = login("apikey", "{{secret:relay_password}}")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (written.username.as_str(), written.password.as_str()),
+            ("apikey", "pa55-w0rd")
+        );
+        // Spliced into text of the plugin's choosing, each variant would be a pool of its own
+        // and the relay's answer an oracle on the secret.
+        for (user, password) in [
+            ("apikey", "x{{secret:relay_password}}"),
+            ("{{secret:relay_password}}1", "{{secret:relay_password}}"),
+            (
+                "apikey",
+                "{{secret:relay_password}}{{secret:relay_password}}",
+            ),
+        ] {
+            assert!(
+                matches!(login(user, password), Err(SmtpError::Denied(_))),
+                "{user} / {password}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_login_is_told_in_fixed_words() {
+        let SmtpError::Permanent(text) = refused_login(false, Some("535".into())) else {
+            panic!("a 535 is permanent");
+        };
+        assert_eq!(text, "the relay refused the login (535)");
+        assert!(matches!(refused_login(true, None), SmtpError::Transient(_)));
     }
 
     #[test]

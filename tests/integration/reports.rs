@@ -12,7 +12,7 @@ use axum::routing::post;
 use hmac::Mac;
 use serde_json::{Value as Json, json};
 
-use crate::delivery::{message_when, register, statuses};
+use crate::delivery::{happen, journey, last_detail, message_when, register, statuses, template};
 use crate::server::Server;
 
 const HOOK_KEY: &str = "whsec-2f9a41";
@@ -62,7 +62,7 @@ async fn bind(server: &Server, base: &str) {
                 "recipient": "email",
                 "approved_hosts": [base],
                 "secrets": {"token": {"value": "pm-token-77", "hosts": [base]},
-                            "hook": {"value": HOOK_KEY, "hosts": [base]}},
+                            "hook": {"value": HOOK_KEY, "verifies_webhooks": true}},
             }),
         )
         .await;
@@ -182,6 +182,31 @@ async fn signed_provider_reports_move_messages_and_journeys() {
         "{simplified:#}"
     );
 
+    // A spam complaint about Lin's welcome email leaves it delivered and stops marketing to
+    // her address; a receipt she is owed still goes.
+    let complaint = json!({"RecordType": "SpamComplaint", "Metadata": {"wayline_id": lin_id}});
+    let (status, body) = report(&server, "email", complaint, Some(HOOK_KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, welcome) = server.get(&format!("/v1/messages/{lin_id}")).await;
+    assert_eq!(welcome["status"], "delivered", "{welcome:#}");
+    let promo = json!({"channel": "email", "subject": "Sale", "text": "Everything half off"});
+    template(&server, "promo", promo).await;
+    let receipt =
+        json!({"channel": "email", "subject": "Receipt", "text": "Thanks", "transactional": true});
+    template(&server, "receipt", receipt).await;
+    journey(&server, "promos", "browsed", "email", "promo").await;
+    journey(&server, "receipts", "paid", "email", "receipt").await;
+    happen(&server, "lin", "browsed", "pro").await;
+    let promo = message_when(&server, "lin", "suppressed").await;
+    assert_eq!(promo["template"], "promo");
+    assert!(
+        last_detail(&promo).contains("reported it as spam"),
+        "{promo:#}"
+    );
+    happen(&server, "lin", "paid", "pro").await;
+    let receipt = message_when(&server, "lin", "sent").await;
+    assert_eq!(receipt["template"], "receipt", "{receipt:#}");
+
     // No such channel; a body that is not JSON once signed.
     let (status, body) = report(&server, "sms", json!([]), Some(HOOK_KEY)).await;
     assert_eq!(
@@ -199,4 +224,88 @@ async fn signed_provider_reports_move_messages_and_journeys() {
     assert_eq!(response.status(), 422);
     let body: Json = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "webhook_malformed");
+}
+
+/// The webhook route is public. A request that sends the channel plugin into a loop costs a
+/// bounded moment and gets 503 with none of the plugin's error; a flood of them is turned away
+/// with 429 beyond what the channel reads at once, and the channel reads the next request
+/// normally; a 0.1.0 channel plugin reads no webhooks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_loops_its_plugin_is_bounded_and_a_flood_is_turned_away() {
+    let server = Server::start(true).await;
+    for fixture in ["probe-channel", "legacy-channel"] {
+        let plugin = crate::support::load(
+            &server.state.runtime,
+            &crate::support::fixture_bytes(fixture),
+        );
+        server.state.registry.insert(plugin).unwrap();
+    }
+    let target = "http://127.0.0.1:9";
+    for (name, plugin, config) in [
+        (
+            "probe",
+            "probe-channel",
+            json!({"url": format!("{target}/x")}),
+        ),
+        ("legacy", "legacy-channel", json!(format!("{target}/x"))),
+    ] {
+        let binding = json!({"plugin": plugin, "config": config, "approved_hosts": [target]});
+        let (status, body) = server.put(&format!("/v1/channels/{name}"), binding).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let post = |channel: &'static str, body: &'static str| {
+        let url = format!("{}/v1/webhooks/{channel}", server.base);
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").is_some();
+            let body: Json = response.json().await.unwrap();
+            (status, retry_after, body)
+        }
+    };
+
+    let (status, retry_after, body) = post("probe", "spin").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after);
+    assert_eq!(
+        body["error"],
+        json!({"code": "webhook_failed", "message": "the channel could not read this request now; retry later"})
+    );
+
+    let requests: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(post("probe", "spin")))
+        .collect();
+    let mut flood = Vec::new();
+    for request in requests {
+        flood.push(request.await.unwrap());
+    }
+    let busy = flood.iter().filter(|(status, _, _)| *status == 429).count();
+    assert!(busy > 0, "some of 16 at once are turned away");
+    for (status, retry_after, body) in &flood {
+        assert!(*retry_after);
+        match status {
+            429 => assert_eq!(body["error"]["code"], "webhook_busy"),
+            503 => assert_eq!(body["error"]["code"], "webhook_failed"),
+            other => panic!("{other} {body}"),
+        }
+    }
+    // The probe reads an ordinary request as malformed (it reports what it tried).
+    let (status, _, body) = post("probe", "{}").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("webhook_malformed")),
+        "{body}"
+    );
+
+    let (status, _, body) = post("legacy", "{}").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("webhooks_not_supported")),
+        "{body}"
+    );
 }

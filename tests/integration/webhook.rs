@@ -165,6 +165,7 @@ fn settings(approved: &[&str]) -> PluginSettings {
             SecretSetting {
                 value: SecretValue(SECRET.to_owned()),
                 hosts: vec![approved[0].to_owned()],
+                verifies_webhooks: false,
             },
         )]),
         ..PluginSettings::default()
@@ -604,6 +605,7 @@ async fn a_signed_webhook_carries_the_hosts_hmac_of_the_body() {
         SecretSetting {
             value: SecretValue("whsec-5b7d".into()),
             hosts: vec![base.clone()],
+            verifies_webhooks: false,
         },
     );
     let config = json!({"url": format!("{base}/hooks/ok"), "signing_secret": "crm_signing"});
@@ -630,8 +632,9 @@ async fn a_signed_webhook_carries_the_hosts_hmac_of_the_body() {
     );
 }
 
-/// Reading a provider's webhook, a channel plugin can check a signature with its secrets and
-/// nothing more: an HTTP request or an email it tries to send is refused, and nothing leaves.
+/// Reading a provider's webhook, a channel plugin can check a signature with the secrets set
+/// for that and nothing more: an HTTP request or an email it tries to send is refused, an API
+/// key is not a signature key, and nothing leaves.
 #[tokio::test]
 async fn a_plugin_reading_a_webhook_cannot_send_anything() {
     let (base, log) = provider().await;
@@ -666,7 +669,10 @@ async fn a_plugin_reading_a_webhook_cannot_send_anything() {
         2,
         "{tried}"
     );
-    assert!(tried.contains("signature: Ok(false)"), "{tried}");
+    assert!(
+        tried.contains("signature: Err(\"secret `crm_token` is not set with `verifies_webhooks`"),
+        "{tried}"
+    );
     assert!(
         log.lock().unwrap().is_empty(),
         "nothing reached the provider"

@@ -105,6 +105,12 @@ impl From<MessagingError> for ApiError {
             MessagingError::Unauthenticated(_) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "webhook_unauthenticated", message)
             }
+            MessagingError::Busy(code, _) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message).retry_after(1)
+            }
+            MessagingError::Unavailable(code, _) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry_after(30)
+            }
             MessagingError::Store(error) => error.into(),
         }
     }

@@ -78,7 +78,12 @@ fn empty_object() -> serde_json::Value {
 pub struct SecretRequest {
     #[serde(default)]
     pub value: Option<SecretValue>,
+    /// Where it may be sent; empty for a key that only checks webhook signatures.
+    #[serde(default)]
     pub hosts: Vec<String>,
+    /// Whether the plugin may check its provider's webhook signatures with it.
+    #[serde(default)]
+    pub verifies_webhooks: bool,
 }
 
 /// `{"messages": 20, "per": "1m"}`.
@@ -117,6 +122,7 @@ pub struct ChannelView {
 #[derive(Debug, Clone, Serialize)]
 pub struct SecretView {
     pub hosts: Vec<String>,
+    pub verifies_webhooks: bool,
     pub set: bool,
 }
 
@@ -147,7 +153,15 @@ pub struct Bound {
     pub config: PreparedConfig,
     pub egress: Arc<Egress>,
     pub bucket: Mutex<SendWindow>,
+    /// Webhook requests this binding reads at once. The route is public, so each request
+    /// waits for no other: one that finds them all taken is turned away for the provider to
+    /// retry.
+    pub webhooks: tokio::sync::Semaphore,
 }
+
+/// Webhook requests one channel reads at once (the machine has a few cores; a provider
+/// retries what it is turned away with).
+const WEBHOOKS_AT_ONCE: usize = 4;
 
 impl Bound {
     /// The consent that governs marketing sends here.
@@ -208,11 +222,16 @@ pub fn record_from(
             None => match previous.and_then(|p| p.secrets.get(secret)) {
                 // Kept only as it was: a value that goes to other hosts must be given again,
                 // so whoever may change a binding cannot send its secret somewhere new.
-                Some(stored) if stored.hosts == wanted.hosts => stored.sealed.clone(),
+                Some(stored)
+                    if stored.hosts == wanted.hosts
+                        && stored.verifies_webhooks == wanted.verifies_webhooks =>
+                {
+                    stored.sealed.clone()
+                }
                 Some(_) => {
                     problems.push(problem(
                         format!("{path}.value"),
-                        "is required to change the hosts this secret goes to",
+                        "is required to change the hosts this secret goes to or what it verifies",
                     ));
                     continue;
                 }
@@ -229,6 +248,7 @@ pub fn record_from(
             secret.clone(),
             SealedSecret {
                 hosts: wanted.hosts.clone(),
+                verifies_webhooks: wanted.verifies_webhooks,
                 sealed,
             },
         );
@@ -365,6 +385,7 @@ pub fn egress_of(
             SecretSetting {
                 value: key.open(&record.name, name, &sealed.hosts, &sealed.sealed)?,
                 hosts: sealed.hosts.clone(),
+                verifies_webhooks: sealed.verifies_webhooks,
             },
         );
     }
@@ -426,6 +447,7 @@ pub fn bind(
         config,
         egress,
         bucket,
+        webhooks: tokio::sync::Semaphore::new(WEBHOOKS_AT_ONCE),
     })
 }
 
@@ -454,6 +476,7 @@ pub fn view(record: &ChannelRecord, problem: Option<String>) -> ChannelView {
                     name.clone(),
                     SecretView {
                         hosts: s.hosts.clone(),
+                        verifies_webhooks: s.verifies_webhooks,
                         set: true,
                     },
                 )

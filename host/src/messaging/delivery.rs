@@ -16,7 +16,9 @@ use super::{rules, templates};
 use crate::model::{
     ConsentState, DeliveryOutcome, FailureKind, Message, MessageClass, Millis, Value,
 };
-use crate::store::{DeliveryStatus, DeliveryUpdate, OutboxMessage, StoreError, WhenCapped};
+use crate::store::{
+    DeliveryStatus, DeliveryUpdate, OutboxMessage, StoreError, SuppressionKind, WhenCapped,
+};
 
 /// How the worker retries and how much it does at once.
 #[derive(Debug, Clone, Copy)]
@@ -250,7 +252,11 @@ impl Messaging {
                         .map(|_| None);
                 }
             }
-            if let Some(suppression) = self.store.suppression(&message.channel, &recipient)? {
+            if let Some(suppression) = self
+                .store
+                .suppression(&message.channel, &recipient)?
+                .filter(|s| s.kind.blocks(template.transactional))
+            {
                 let reason = format!(
                     "`{recipient}` is suppressed on `{}`: {}",
                     message.channel, suppression.reason
@@ -430,7 +436,7 @@ impl Messaging {
                 let mut update = DeliveryUpdate::new(&message.id, DeliveryStatus::Bounced, now);
                 update.detail = format!("invalid recipient: {reason}");
                 update.attempted = true;
-                update.suppress = !message.test;
+                update.suppress = (!message.test).then_some(SuppressionKind::Bounced);
                 update.event = Some(format!("{channel}_bounced"));
                 update
             }

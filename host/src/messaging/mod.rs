@@ -50,6 +50,13 @@ pub enum MessagingError {
     /// A provider's webhook request without the provider's valid signature.
     #[error("{0}")]
     Unauthenticated(String),
+    /// Too much at once: the client should retry after a moment, by its stable code.
+    #[error("{1}")]
+    Busy(&'static str, String),
+    /// The request is fine but cannot be handled now (a plugin failed), by its stable code;
+    /// the client should retry.
+    #[error("{1}")]
+    Unavailable(&'static str, String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Messaging, MessagingError};
 use crate::model::{ProviderEvent, ProviderEventKind, WebhookRejection, WebhookRequest};
-use crate::store::{DeliveryStatus, DeliveryUpdate, OutboxMessage};
+use crate::store::{DeliveryStatus, DeliveryUpdate, OutboxMessage, SuppressionKind};
 
 /// What a webhook request came to.
 #[derive(Debug, Default, Serialize)]
@@ -43,6 +43,22 @@ impl Messaging {
         let bound = self
             .bound(channel)
             .map_err(|why| MessagingError::NotFound("channel_not_found", why))?;
+        if !bound.plugin.reads_webhooks() {
+            return Err(MessagingError::NotFound(
+                "webhooks_not_supported",
+                format!(
+                    "channel `{channel}` sends through {}, which reads no webhooks \
+                     (a wayline:plugin@0.2.0 channel does)",
+                    bound.plugin.id()
+                ),
+            ));
+        }
+        let Ok(_permit) = bound.webhooks.try_acquire() else {
+            return Err(MessagingError::Busy(
+                "webhook_busy",
+                format!("channel `{channel}` is reading as many webhooks as it can; retry"),
+            ));
+        };
         let report = self
             .runtime
             .parse_webhook(
@@ -61,12 +77,18 @@ impl Messaging {
                 return Err(MessagingError::Invalid("webhook_malformed", why));
             }
             Err(error) => {
-                return Err(MessagingError::Invalid(
-                    "plugin_failed",
-                    format!(
-                        "the channel plugin could not read the webhook ({}): {error}",
-                        error.code()
-                    ),
+                // What went wrong inside the plugin is for the operator, not for whoever
+                // posted: the log has it, the answer says only that the provider may retry.
+                tracing::warn!(
+                    channel,
+                    plugin = bound.plugin.id(),
+                    code = error.code(),
+                    %error,
+                    "a channel plugin failed to read a webhook"
+                );
+                return Err(MessagingError::Unavailable(
+                    "webhook_failed",
+                    "the channel could not read this request now; retry later".to_owned(),
                 ));
             }
         };
@@ -136,7 +158,8 @@ impl Messaging {
                 format!("{channel}_bounced"),
                 format!("the provider reports a bounce: {reason}"),
             ),
-            // A complaint leaves where the message got to, and stops marketing to the address.
+            // A complaint leaves where the message got to (and when it is due, if it still
+            // is), and stops marketing to the address.
             _ => (
                 message.status,
                 "complaint".to_owned(),
@@ -146,7 +169,12 @@ impl Messaging {
         let mut update = DeliveryUpdate::new(&message.id, status, now);
         update.detail = detail;
         update.event = Some(name);
-        update.suppress = event.kind != ProviderEventKind::Delivered;
+        update.suppress = match event.kind {
+            ProviderEventKind::Bounced => Some(SuppressionKind::Bounced),
+            ProviderEventKind::Complaint => Some(SuppressionKind::Complaint),
+            _ => None,
+        };
+        update.note_only = event.kind == ProviderEventKind::Complaint;
         if let Some(provider_id) = &event.provider_id {
             update.provider_id = Some(provider_id.clone());
         }
@@ -154,15 +182,14 @@ impl Messaging {
     }
 }
 
-/// Whether `message` already shows what a report of `kind` says: providers send a report
-/// again until they see a 2xx, and a repeat changes nothing.
+/// Whether a report of `kind` has nothing to add to `message`: providers send a report again
+/// until they see a 2xx, and a repeat changes nothing; and a message that was suppressed was
+/// never handed to the provider, so no report can be about it.
 fn already(message: &OutboxMessage, kind: ProviderEventKind) -> bool {
+    use DeliveryStatus::{Bounced, Delivered, Suppressed};
     match kind {
-        ProviderEventKind::Delivered => matches!(
-            message.status,
-            DeliveryStatus::Delivered | DeliveryStatus::Bounced
-        ),
-        ProviderEventKind::Bounced => message.status == DeliveryStatus::Bounced,
+        ProviderEventKind::Delivered => matches!(message.status, Delivered | Bounced | Suppressed),
+        ProviderEventKind::Bounced => matches!(message.status, Bounced | Suppressed),
         ProviderEventKind::Complaint => message
             .history
             .iter()

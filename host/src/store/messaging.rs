@@ -93,9 +93,11 @@ pub struct DeliveryUpdate {
     /// An event to record on the message's contact (`email_sent`), carrying the message.
     pub event: Option<String>,
     /// Suppress later sends on the message's channel to its recipient, with `detail` as why.
-    pub suppress: bool,
+    pub suppress: Option<SuppressionKind>,
     /// Raise an alert on the message's channel, with `detail` as why.
     pub alert: bool,
+    /// Only a step in the history (a complaint): the status and due time stay as they are.
+    pub note_only: bool,
 }
 
 impl DeliveryUpdate {
@@ -111,15 +113,34 @@ impl DeliveryUpdate {
             template_version: None,
             provider_id: None,
             event: None,
-            suppress: false,
+            suppress: None,
             alert: false,
+            note_only: false,
         }
     }
 
-    /// Apply to the stored message.
-    pub(super) fn apply_to(&self, message: &mut OutboxMessage) {
-        message.status = self.status;
-        message.due_at = self.due_at;
+    /// Apply to the stored message; whether the update's event is still true of it.
+    ///
+    /// A provider's report that the message was delivered or bounced settles it: the worker's
+    /// own later record of the attempt (sent, deferred, failed: its call may have returned or
+    /// timed out after the provider's webhook came) joins the history but neither changes the
+    /// status nor puts the message back on the queue, so it is not sent again; of those, only
+    /// "sent" is still true.
+    pub(super) fn apply_to(&self, message: &mut OutboxMessage) -> bool {
+        let provider_settled =
+            |status| matches!(status, DeliveryStatus::Delivered | DeliveryStatus::Bounced);
+        let settled = provider_settled(message.status) && !provider_settled(self.status);
+        let step_status = if self.note_only {
+            message.status
+        } else {
+            self.status
+        };
+        if settled {
+            message.due_at = None;
+        } else if !self.note_only {
+            message.status = self.status;
+            message.due_at = self.due_at;
+        }
         if self.attempted {
             message.attempts += 1;
         }
@@ -142,12 +163,13 @@ impl DeliveryUpdate {
         }
         message.history.push(DeliveryStep {
             at: self.at,
-            status: self.status,
+            status: step_status,
             detail,
         });
         if message.history.len() > DELIVERY_STEPS_KEPT {
             message.history.remove(1);
         }
+        !settled || self.status == DeliveryStatus::Sent
     }
 }
 
@@ -249,6 +271,9 @@ pub struct SendHours {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SealedSecret {
     pub hosts: Vec<String>,
+    /// Usable to check the provider's webhook signatures (see `SecretSetting`).
+    #[serde(default)]
+    pub verifies_webhooks: bool,
     /// Base64 of nonce and ciphertext (see `messaging::sealing`).
     pub sealed: String,
 }
@@ -290,15 +315,40 @@ pub struct TemplateVersion {
     pub created_at: Millis,
 }
 
-/// An address on a channel that nothing more is sent to, and why.
+/// An address on a channel that no more is sent to, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Suppression {
     pub channel: String,
     pub address: String,
+    /// Records from before kinds were kept are bounces: those were all there was.
+    #[serde(default)]
+    pub kind: SuppressionKind,
     pub reason: String,
     pub message_id: String,
     #[serde(with = "crate::model::timestamp_json")]
     pub at: Millis,
+}
+
+/// Why an address is suppressed, which decides what it still receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionKind {
+    /// The address does not take mail: nothing is sent to it, transactional or not.
+    #[default]
+    Bounced,
+    /// The recipient reported a message as spam: no more marketing, but a receipt or a
+    /// password reset they ask for still goes.
+    Complaint,
+}
+
+impl SuppressionKind {
+    /// Whether a message of this class may still go to a suppressed address.
+    pub fn blocks(self, transactional: bool) -> bool {
+        match self {
+            SuppressionKind::Bounced => true,
+            SuppressionKind::Complaint => !transactional,
+        }
+    }
 }
 
 /// Messaging's durable state. The messaging module writes it; journeys only add messages.
@@ -338,4 +388,71 @@ pub trait MessageStore {
     fn queue_message(&self, message: &OutboxMessage) -> Result<(), StoreError>;
     /// Why nothing is sent to `address` on `channel`, if so.
     fn suppression(&self, channel: &str, address: &str) -> Result<Option<Suppression>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sending() -> OutboxMessage {
+        OutboxMessage {
+            id: "m1".into(),
+            contact_id: "lin".into(),
+            channel: "email".into(),
+            template: "welcome".into(),
+            variables: Attributes::new(),
+            journey_id: "welcome".into(),
+            version: 1,
+            node: "welcome-email".into(),
+            enrollment_id: "e1".into(),
+            created_at: 0,
+            status: DeliveryStatus::Sending,
+            template_version: Some(1),
+            attempts: 0,
+            due_at: Some(60_000),
+            recipient: Some("lin@example.com".into()),
+            provider_id: None,
+            history: Vec::new(),
+            test: false,
+        }
+    }
+
+    #[test]
+    fn a_delivery_report_that_beats_the_workers_record_is_not_undone_by_it() {
+        let mut message = sending();
+        let delivered = DeliveryUpdate::new("m1", DeliveryStatus::Delivered, 10);
+        assert!(delivered.apply_to(&mut message));
+        // The worker's call returns after the webhook: "sent" is still news, but the message
+        // stays delivered and off the queue.
+        let mut sent = DeliveryUpdate::new("m1", DeliveryStatus::Sent, 11);
+        sent.attempted = true;
+        assert!(sent.apply_to(&mut message));
+        assert_eq!(message.status, DeliveryStatus::Delivered);
+        assert_eq!(message.due_at, None);
+        // Or its call timed out and it would try again: it does not.
+        let mut deferred = DeliveryUpdate::new("m1", DeliveryStatus::Deferred, 12);
+        deferred.due_at = Some(120_000);
+        assert!(!deferred.apply_to(&mut message));
+        assert_eq!(message.status, DeliveryStatus::Delivered);
+        assert_eq!(message.due_at, None);
+        // A bounce reported after delivery still counts.
+        assert!(DeliveryUpdate::new("m1", DeliveryStatus::Bounced, 13).apply_to(&mut message));
+        assert_eq!(message.status, DeliveryStatus::Bounced);
+        let steps: Vec<_> = message.history.iter().map(|s| s.status).collect();
+        use DeliveryStatus::*;
+        assert_eq!(steps, [Delivered, Sent, Deferred, Bounced]);
+    }
+
+    #[test]
+    fn a_complaint_about_a_waiting_message_leaves_it_waiting() {
+        let mut message = sending();
+        message.status = DeliveryStatus::Deferred;
+        let mut complaint = DeliveryUpdate::new("m1", DeliveryStatus::Queued, 10);
+        complaint.note_only = true;
+        complaint.suppress = Some(SuppressionKind::Complaint);
+        assert!(complaint.apply_to(&mut message));
+        assert_eq!(message.status, DeliveryStatus::Deferred);
+        assert_eq!(message.due_at, Some(60_000));
+        assert_eq!(message.history[0].status, DeliveryStatus::Deferred);
+    }
 }

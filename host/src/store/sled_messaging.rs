@@ -233,7 +233,7 @@ impl SledStore {
         if let Some(due_at) = message.due_at {
             writes.remove(TreeId::Deliveries, timer_key(due_at, &message.id));
         }
-        update.apply_to(message);
+        let news = update.apply_to(message);
         if let Some(due_at) = message.due_at {
             writes.put(
                 TreeId::Deliveries,
@@ -242,24 +242,27 @@ impl SledStore {
             );
         }
         writes.put(TreeId::Outbox, key.to_vec(), encode(&*message));
-        if update.suppress
-            && let Some(address) = &message.recipient
-        {
-            let suppression = Suppression {
-                channel: message.channel.clone(),
-                address: address.clone(),
-                reason: update.detail.clone(),
-                message_id: message.id.clone(),
-                at: update.at,
+        if let (Some(kind), Some(address)) = (update.suppress, &message.recipient) {
+            let key = pair_key(&message.channel, address);
+            // A bounce outranks a complaint: the address stays closed to everything.
+            let kept = match self.suppressions.get(&key).map_err(backend)? {
+                Some(stored) => decode::<Suppression>(&stored)?.kind == SuppressionKind::Bounced,
+                None => false,
             };
-            writes.put(
-                TreeId::Suppressions,
-                pair_key(&message.channel, address),
-                encode(&suppression),
-            );
+            if !kept || kind == SuppressionKind::Bounced {
+                let suppression = Suppression {
+                    channel: message.channel.clone(),
+                    address: address.clone(),
+                    kind,
+                    reason: update.detail.clone(),
+                    message_id: message.id.clone(),
+                    at: update.at,
+                };
+                writes.put(TreeId::Suppressions, key, encode(&suppression));
+            }
         }
         let mut queued = Vec::new();
-        if let Some(name) = &update.event {
+        if let Some(name) = update.event.as_ref().filter(|_| news) {
             queued.extend(queue_event(
                 &mut writes,
                 &delivery_event(message, name, update),

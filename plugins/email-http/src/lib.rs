@@ -25,7 +25,8 @@
 //!   response body or `header:name`; by default the body's `id`, `MessageID` or `message_id`,
 //!   else the `x-message-id` header, else the message id.
 //! - `webhook` (optional): `signature` names the header carrying the provider's HMAC of the
-//!   raw body, the secret it is keyed with, `digest` (`sha256`, default, or `sha1`), `encoding`
+//!   raw body, the secret it is keyed with (bound with `"verifies_webhooks": true`; the host
+//!   checks signatures with no other secret), `digest` (`sha256`, default, or `sha1`), `encoding`
 //!   (`hex`, default, or `base64`) and a `prefix` to strip (`sha256=`). A request without a
 //!   valid signature is refused. `events` points (JSON pointer) at the list of events (`""`: the
 //!   body is the list, or one event); `kind`, `message_id`, `provider_id`, `reason` and `url`

@@ -30,6 +30,10 @@ pub struct SecretSetting {
     pub value: SecretValue,
     /// `scheme://host[:port]` targets, like approved hosts: usually the provider's API only.
     pub hosts: Vec<String>,
+    /// Whether the channel's plugin may check its provider's webhook signatures with it
+    /// (`signatures.verify-hmac`); no other secret is ever used as a key there.
+    #[serde(default)]
+    pub verifies_webhooks: bool,
 }
 
 /// Why a plugin's outbound HTTP could not be set up.
@@ -87,9 +91,11 @@ impl Egress {
         let secrets = secrets
             .iter()
             .map(|(name, setting)| {
-                if setting.hosts.is_empty() {
+                // A key that only checks webhook signatures is sent nowhere; any other secret
+                // is for sending, and must say where to.
+                if setting.hosts.is_empty() && !setting.verifies_webhooks {
                     return Err(format!(
-                        "secret `{name}` names no host it may be sent to; give it `hosts`, e.g. [\"https://api.provider.com\"]"
+                        "secret `{name}` names no host it may be sent to; give it `hosts`, e.g. [\"https://api.provider.com\"], or set `verifies_webhooks` for a key that only checks the provider's webhook signatures"
                     ));
                 }
                 let bound_to = setting
@@ -100,6 +106,7 @@ impl Egress {
                 let secret = Secret {
                     value: setting.value.clone(),
                     bound_to,
+                    verifies_webhooks: setting.verifies_webhooks,
                 };
                 Ok((name.clone(), secret))
             })

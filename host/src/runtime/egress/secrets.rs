@@ -34,6 +34,8 @@ impl std::fmt::Debug for SecretValue {
 pub struct Secret {
     pub value: SecretValue,
     pub bound_to: Vec<Approval>,
+    /// Usable as the key of `signatures.verify-hmac`.
+    pub verifies_webhooks: bool,
 }
 
 /// Why a secret could not be written in.
@@ -76,6 +78,18 @@ impl Secrets {
     /// never for a plugin to read.
     pub fn value(&self, name: &str) -> Option<&SecretValue> {
         self.0.get(name).map(|secret| &secret.value)
+    }
+
+    /// The key to check a provider's webhook signature with: secret `name`, if the operator
+    /// set it for that.
+    pub fn webhook_key(&self, name: &str) -> Result<&SecretValue, String> {
+        match self.0.get(name) {
+            None => Err(format!("no secret `{name}` is set for this channel")),
+            Some(secret) if !secret.verifies_webhooks => Err(format!(
+                "secret `{name}` is not set with `verifies_webhooks`, so signatures are not checked with it"
+            )),
+            Some(secret) => Ok(&secret.value),
+        }
     }
 
     /// A header value with `{{hmac-sha256:NAME}}` replaced by the hex HMAC-SHA256 of `body`
@@ -175,6 +189,7 @@ mod tests {
             Secret {
                 value: SecretValue("s3cr3t-value".into()),
                 bound_to: vec![Approval::parse("https://api.example.com").unwrap()],
+                verifies_webhooks: false,
             },
         )]))
     }

@@ -298,6 +298,7 @@ mod tests {
             SecretSetting {
                 value: crate::runtime::egress::SecretValue("s3cr3t-value".into()),
                 hosts: vec!["https://api.example.com".into()],
+                verifies_webhooks: false,
             },
         )]);
         Egress::new(&strings(declared), &strings(approved), &secrets).unwrap()

@@ -20,8 +20,9 @@ impl signatures::Host for HostState {
         let Some(grant) = self.http.as_ref() else {
             return Ok(Err("this call has no channel secrets".into()));
         };
-        let Some(key) = grant.egress.secrets.value(&secret) else {
-            return Ok(Err(format!("no secret `{secret}` is set for this channel")));
+        let key = match grant.egress.secrets.webhook_key(&secret) {
+            Ok(key) => key,
+            Err(why) => return Ok(Err(why)),
         };
         if data.len() > MAX_SIGNED_BYTES {
             return Ok(Err(format!("at most {MAX_SIGNED_BYTES} bytes are checked")));

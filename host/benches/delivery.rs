@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
 use wayline::api::AppState;
 use wayline::clock::{SharedClock, SystemClock};
 use wayline::messaging::{ChannelRequest, MessagingConfig, SealingKey, TemplateDraft};
@@ -24,26 +23,6 @@ use wayline::runtime::{Runtime, RuntimeConfig};
 use wayline::store::{
     ContactUpsert, DeliveryStatus, DeliveryStep, OutboxMessage, SledStore, Store,
 };
-
-/// A sink that accepts every POST at once, counting them.
-async fn sink() -> (String, Arc<AtomicUsize>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let counted = count.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move || {
-            let counted = counted.clone();
-            async move {
-                counted.fetch_add(1, Ordering::Relaxed);
-                axum::Json(serde_json::json!({"id": "ok"}))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, count)
-}
 
 /// A minimal SMTP server on 127.0.0.1 that accepts every message at once, counting them: the
 /// other end of the wire, so the cost measured is the client's. Every command gets `250`, DATA
@@ -104,7 +83,7 @@ async fn run(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usize, smt
     let (base, delivered) = if smtp {
         smtp_sink().await
     } else {
-        sink().await
+        common::http_sink().await
     };
     // Contacts first, before the worker has anything to do.
     let now = clock.now();

@@ -44,15 +44,20 @@ fn written_bytes() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A trigger, a condition and an action: the load's journey.
-fn load_journey() -> serde_json::Value {
+/// A trigger, a condition and an action: the load's journey; with `send`, the action also
+/// sends a message through the `hook` channel.
+fn load_journey(send: bool) -> serde_json::Value {
+    let mut action = json!({"score": {"delta": 5, "reason": "viewed a product page"}});
+    if send {
+        action["send"] = json!({"channel": "hook", "template": "viewed"});
+    }
     json!({
         "name": "Load",
         "reentry": "concurrent",
         "nodes": [
             {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "page_viewed", "where": [{"property": "page_type", "op": "eq", "value": "product"}]}},
             {"id": "tier", "type": "condition", "plugin": "attribute-condition", "config": {"branches": [{"label": "big", "when": [{"field": "attribute.company_size", "op": "gte", "value": 500}]}], "default": "small"}},
-            {"id": "score", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 5, "reason": "viewed a product page"}}}
+            {"id": "score", "type": "action", "plugin": "update-contact", "config": action}
         ],
         "edges": [{"from": "in", "to": "tier"}, {"from": "tier", "to": "score"}]
     })
@@ -64,7 +69,9 @@ struct Server {
     _data: tempfile::TempDir,
 }
 
-async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>) -> Server {
+/// A server with the load journey published; with `sink`, its action sends each contact a
+/// message through the webhook channel to that HTTP sink (no caps: every message goes).
+async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>, sink: Option<&str>) -> Server {
     let data = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.path().join("store")).unwrap());
     let clock: SharedClock = Arc::new(SystemClock);
@@ -84,9 +91,23 @@ async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>) -> Server {
         },
     )
     .unwrap();
+    if let Some(base) = sink {
+        let binding = json!({"plugin": "webhook-channel", "config": {"url": format!("{base}/hook")},
+                             "recipient": "email", "approved_hosts": [base], "caps": []});
+        state
+            .messaging
+            .put_channel("hook", serde_json::from_value(binding).unwrap(), "bench")
+            .unwrap();
+        let template = json!({"channel": "hook", "subject": "Still looking?",
+                              "text": "The product you viewed is waiting, {{ first_name | default(\"there\") }}."});
+        state
+            .messaging
+            .put_template("viewed", serde_json::from_value(template).unwrap(), "bench")
+            .unwrap();
+    }
     state
         .journeys
-        .create(Some("load".into()), load_journey())
+        .create(Some("load".into()), load_journey(sink.is_some()))
         .unwrap();
     state.journeys.publish("load").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -148,25 +169,42 @@ async fn post_body(client: &reqwest::Client, base: &str, body: Vec<u8>) {
     assert_eq!(response.status(), 202);
 }
 
-async fn create_contacts(client: &reqwest::Client, base: &str, contacts: usize) {
+/// Contacts `c0…`; with `reachable`, each with an email address and consent to the `hook`
+/// channel.
+async fn create_contacts(client: &reqwest::Client, base: &str, contacts: usize, reachable: bool) {
     for c in 0..contacts {
         let size = if c % 3 == 0 { 800 } else { 50 };
+        let mut contact = json!({"id": format!("c{c}"), "attributes": {"company_size": size, "industry": "tech", "region": "South China"}});
+        if reachable {
+            contact["attributes"]["email"] = json!(format!("c{c}@example.com"));
+            contact["consents"] = json!({"hook": "granted"});
+        }
         client
             .post(format!("{base}/v1/contacts"))
             .bearer_auth(TOKEN)
-            .json(&json!({"id": format!("c{c}"), "attributes": {"company_size": size, "industry": "tech", "region": "South China"}}))
+            .json(&contact)
             .send()
             .await
             .unwrap();
     }
 }
 
-/// Batched ingest as fast as two clients can send; the time until every step has committed.
-async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usize) {
-    let server = server(runtime, registry).await;
+/// Batched ingest as fast as two clients can send; the time until every step has committed
+/// and, with `deliver`, until each event's message has reached the sink.
+async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usize, deliver: bool) {
+    let sink = match deliver {
+        true => Some(common::http_sink().await),
+        false => None,
+    };
+    let server = server(
+        runtime,
+        registry,
+        sink.as_ref().map(|(base, _)| base.as_str()),
+    )
+    .await;
     let client = reqwest::Client::new();
     let contacts = 10_000.min(total);
-    create_contacts(&client, &server.base, contacts).await;
+    create_contacts(&client, &server.base, contacts, deliver).await;
     let batch = 1_000;
     // The request bodies are written before the clock starts: building JSON is the load
     // generator's work, not the server's, and both share the machine's two cores.
@@ -200,6 +238,23 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let processed = started.elapsed();
+    if let Some((_, delivered)) = &sink {
+        while delivered.load(std::sync::atomic::Ordering::Relaxed) < total {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let done = started.elapsed();
+        let (cpu, written) = (common::cpu_seconds() - cpu, written_bytes() - written);
+        println!(
+            "| the same, each event's step also sending a message (webhook-channel → local HTTP sink, every delivery step durable) | {:.0} events/s fully processed by the journeys | {:.0} events/s end to end (message delivered); per event {:.0} µs CPU and {:.1} KiB written |",
+            total as f64 / processed.as_secs_f64(),
+            total as f64 / done.as_secs_f64(),
+            cpu * 1e6 / total as f64,
+            written / 1024.0 / total as f64,
+        );
+        server.state.scheduler.stop();
+        server.state.messaging.stop();
+        return;
+    }
     let (cpu, written) = (common::cpu_seconds() - cpu, written_bytes() - written);
     let failures = failed(&server.state);
     println!(
@@ -219,10 +274,10 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
 /// in arrival order per partition, so this is close, not exact). The count is an atomic the
 /// workers bump after each commit: polling it does not wait on the store's locks.
 async fn latency(runtime: &Arc<Runtime>, registry: &Arc<Registry>, rate: usize, seconds: usize) {
-    let server = server(runtime, registry).await;
+    let server = server(runtime, registry, None).await;
     let client = reqwest::Client::new();
     let contacts = 5_000;
-    create_contacts(&client, &server.base, contacts).await;
+    create_contacts(&client, &server.base, contacts, false).await;
     let per_tick = rate / 100; // a batch every 10 ms
     let total = per_tick * 100 * seconds;
     let journeys = server.state.journeys.clone();
@@ -485,7 +540,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    tokio.block_on(throughput(&runtime, &registry, events));
+    tokio.block_on(throughput(&runtime, &registry, events, false));
+    tokio.block_on(throughput(
+        &runtime,
+        &registry,
+        common::env_number("WAYLINE_LOAD_DELIVERED", 20_000),
+        true,
+    ));
     if std::env::var_os("WAYLINE_LOAD_THROUGHPUT_ONLY").is_some() {
         return;
     }

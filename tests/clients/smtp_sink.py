@@ -8,7 +8,9 @@ client would show, parsed by an implementation that is not ours.
 
 Recipients steer it, as a provider's answers would: one whose local part starts with `bounce`
 is refused at RCPT with `550 5.1.1`; one starting with `later` gets `451 4.3.0` at DATA the
-first time each message arrives (by Message-ID), and is accepted after.
+first time each message arrives (by Message-ID), and is accepted after; one starting with
+`slow` is taken one at a time, a tenth of a second each (a relay under load, so that a test can
+kill the sender while messages are on the wire).
 """
 import asyncio
 import email
@@ -27,6 +29,7 @@ class Sink:
         self.count = 0
         self.deferred = set()
         self.lock = threading.Lock()
+        self.slow = None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.split("@")[0].startswith("bounce"):
@@ -38,6 +41,11 @@ class Sink:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         message_id = message.get("Message-ID", "")
         later = any(r.split("@")[0].startswith("later") for r in envelope.rcpt_tos)
+        if any(r.split("@")[0].startswith("slow") for r in envelope.rcpt_tos):
+            if self.slow is None:
+                self.slow = asyncio.Lock()
+            async with self.slow:
+                await asyncio.sleep(0.1)
         with self.lock:
             if later and message_id not in self.deferred:
                 self.deferred.add(message_id)

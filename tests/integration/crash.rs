@@ -418,9 +418,23 @@ async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, body
     body
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_9_during_delivery_resends_with_the_same_key_and_every_message_is_accepted_once() {
-    const PEOPLE: usize = 30;
+/// What a run of [`kills_during_delivery`] left: each contact's message as the server shows it.
+struct AfterKills {
+    statuses: Vec<String>,
+    server: Child,
+    _data: tempfile::TempDir,
+}
+
+/// Start `wayline serve`, bind channel `crm` as `binding`, send a message to each of `PEOPLE`
+/// contacts (addresses from `address`), and three times kill the server with SIGKILL while the
+/// provider is still taking messages (`arrived` counts what it has seen), then start it again
+/// on the same data; wait until every message is sent (up to 60 s).
+async fn kills_during_delivery(
+    slot: u16,
+    binding: Json,
+    address: impl Fn(usize) -> String,
+    arrived: impl Fn() -> usize,
+) -> AfterKills {
     let dir = tempfile::tempdir().unwrap();
     let (data, journeys) = (dir.path().join("data"), dir.path().join("journeys"));
     std::fs::create_dir_all(&journeys).unwrap();
@@ -428,10 +442,9 @@ async fn a_kill_9_during_delivery_resends_with_the_same_key_and_every_message_is
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let port = free_port(1);
+    let port = free_port(slot);
     let base = format!("http://127.0.0.1:{port}");
     let log = dir.path().join("server.log");
-    let (provider_base, provider) = crate::delivery::provider().await;
 
     let mut server = start(&data, &journeys, port, &log);
     wait_healthy(&client, &base, &mut server, &log).await;
@@ -440,16 +453,14 @@ async fn a_kill_9_during_delivery_resends_with_the_same_key_and_every_message_is
         &client,
         Method::PUT,
         &format!("{base}/v1/channels/crm"),
-        json!({
-        "plugin": "webhook-channel", "config": {"url": format!("{provider_base}/slow")},
-        "recipient": "email", "approved_hosts": [provider_base]}),
+        binding,
     )
     .await;
     call(
         &client,
         Method::PUT,
         &format!("{base}/v1/templates/hello"),
-        json!({"channel": "crm", "text": "hello", "transactional": true}),
+        json!({"channel": "crm", "subject": "Hello", "text": "hello", "transactional": true}),
     )
     .await;
     call(
@@ -483,7 +494,7 @@ async fn a_kill_9_during_delivery_resends_with_the_same_key_and_every_message_is
             &client,
             Method::POST,
             &format!("{base}/v1/contacts"),
-            json!({"id": format!("p{i}"), "attributes": {"email": format!("p{i}@example.com")}}),
+            json!({"id": format!("p{i}"), "attributes": {"email": address(i)}}),
         )
         .await;
     }
@@ -495,22 +506,19 @@ async fn a_kill_9_during_delivery_resends_with_the_same_key_and_every_message_is
     )
     .await;
 
-    // Three times: kill the server while the provider holds requests it has not answered,
+    // Three times: kill the server while the provider holds messages it has not answered,
     // then start it again on the same data.
     let mut seen = 0;
     for round in 0..3 {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while provider.lock().unwrap().requests.len() == seen && Instant::now() < deadline {
+        while arrived() == seen && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(
-            provider.lock().unwrap().requests.len() > seen,
-            "round {round}: nothing was sent"
-        );
+        assert!(arrived() > seen, "round {round}: nothing was sent");
         tokio::time::sleep(Duration::from_millis(100)).await;
         server.kill().expect("SIGKILL");
         server.wait().unwrap();
-        seen = provider.lock().unwrap().requests.len();
+        seen = arrived();
         server = start(&data, &journeys, port, &log);
         wait_healthy(&client, &base, &mut server, &log).await;
     }
@@ -528,7 +536,34 @@ async fn a_kill_9_during_delivery_resends_with_the_same_key_and_every_message_is
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(statuses.iter().all(|s| s == "sent"), "{statuses:?}");
+    AfterKills {
+        statuses,
+        server,
+        _data: dir,
+    }
+}
+
+const PEOPLE: usize = 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_delivery_resends_with_the_same_key_and_every_message_is_accepted_once() {
+    let (provider_base, provider) = crate::delivery::provider().await;
+    let binding = json!({
+        "plugin": "webhook-channel", "config": {"url": format!("{provider_base}/slow")},
+        "recipient": "email", "approved_hosts": [provider_base]});
+    let counted = provider.clone();
+    let mut after = kills_during_delivery(
+        1,
+        binding,
+        |i| format!("p{i}@example.com"),
+        move || counted.lock().unwrap().requests.len(),
+    )
+    .await;
+    assert!(
+        after.statuses.iter().all(|s| s == "sent"),
+        "{:?}",
+        after.statuses
+    );
     let provider = provider.lock().unwrap();
     let ids: std::collections::BTreeSet<&str> =
         provider.requests.iter().map(|r| r.key.as_str()).collect();
@@ -548,6 +583,50 @@ async fn a_kill_9_during_delivery_resends_with_the_same_key_and_every_message_is
         provider.requests.len()
     );
     drop(provider);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    after.server.kill().unwrap();
+    after.server.wait().unwrap();
+}
+
+/// SMTP has no idempotency key: what a kill -9 can cost is one more copy of a message that was
+/// on the wire when the server died, carrying the same `Message-ID` (so a mail system can drop
+/// it). Never a message lost, never one sent again under another id, never more copies than
+/// kills it lived through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_smtp_delivery_loses_nothing_and_repeats_only_what_was_in_flight() {
+    let sink = std::sync::Arc::new(crate::email::SmtpSink::start());
+    let binding = json!({
+        "plugin": "email-smtp",
+        "config": {"relay": sink.relay(), "from": "Shop <news@shop.example>"},
+        "recipient": "email", "approved_hosts": [sink.relay()]});
+    let counted = sink.clone();
+    let mut after = kills_during_delivery(
+        2,
+        binding,
+        // The sink takes `slow…` recipients one at a time, a tenth of a second each.
+        |i| format!("slow{i}@example.com"),
+        move || counted.received().len(),
+    )
+    .await;
+    assert!(
+        after.statuses.iter().all(|s| s == "sent"),
+        "{:?}",
+        after.statuses
+    );
+    let received = sink.received();
+    let mut copies = std::collections::BTreeMap::<String, usize>::new();
+    for email in &received {
+        let id = email["headers"]["Message-ID"].as_str().unwrap().to_owned();
+        *copies.entry(id).or_default() += 1;
+    }
+    assert_eq!(
+        copies.len(),
+        PEOPLE,
+        "each message under its own Message-ID: {copies:#?}"
+    );
+    assert!(
+        copies.values().all(|n| *n <= 4),
+        "at most one more copy per kill: {copies:#?}"
+    );
+    after.server.kill().unwrap();
+    after.server.wait().unwrap();
 }

@@ -745,11 +745,11 @@ async fn a_journey_that_sends_through_an_unbound_channel_or_a_missing_template_i
     assert_eq!(version["templates"]["welcome"], 1, "{version}");
 }
 
-/// Content never carries a host placeholder: a contact whose name is `{{secret:token}}` would
-/// otherwise get the provider's key in the message. The message fails with the reason, and the
-/// provider receives nothing.
+/// A message never carries a host placeholder: a contact whose name is `{{secret:token}}`, or a
+/// journey node named so, would otherwise get the provider's key into what the plugin sends.
+/// The message fails with the reason, and the provider receives nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_placeholder_in_content_fails_the_message_and_no_secret_leaves() {
+async fn a_placeholder_in_a_message_fails_it_and_no_secret_leaves() {
     let (base, provider) = provider().await;
     let server = Server::start(true).await;
     bind(&server, "crm", &base, "/ok", json!({})).await;
@@ -769,6 +769,30 @@ async fn a_placeholder_in_content_fails_the_message_and_no_secret_leaves() {
     )
     .await;
     let failed = message_when(&server, "eve", "failed").await;
+    assert!(last_detail(&failed).contains("{{secret:"), "{failed:#}");
+
+    // Not only content: whoever may edit a journey could name a node so, and the node's name
+    // travels in the message's metadata, which a plugin may put in what it sends.
+    let definition = json!({
+        "name": "sneaky", "reentry": "once",
+        "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "upgraded"}},
+            {"id": "{{secret:token}}", "type": "action", "plugin": "update-contact",
+             "config": {"send": {"channel": "crm", "template": "hello"}}}],
+        "edges": [{"from": "in", "to": "{{secret:token}}"}]
+    });
+    let (status, body) = server.put("/v1/journeys/sneaky", definition).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server.act("/v1/journeys/sneaky/publish").await;
+    assert_eq!(status, 201, "{body}");
+    register(
+        &server,
+        json!({"id": "mallory", "attributes": {"email": "mallory@example.com", "first_name": "Mal"}}),
+        "upgraded",
+        "pro",
+    )
+    .await;
+    let failed = message_when(&server, "mallory", "failed").await;
     assert!(last_detail(&failed).contains("{{secret:"), "{failed:#}");
     let provider = provider.lock().unwrap();
     assert!(provider.requests.is_empty(), "nothing reached the provider");

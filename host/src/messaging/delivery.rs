@@ -299,9 +299,7 @@ impl Messaging {
         let mut extra = vec![("channel", message.channel.clone())];
         extra.extend(unsubscribe.clone().map(|url| ("unsubscribe_url", url)));
         let context = templates::context(&contact, &message, &extra);
-        let rendered = match templates::render(&template, &context)
-            .and_then(|rendered| host_placeholder_free(&rendered, &recipient).map(|()| rendered))
-        {
+        let rendered = match templates::render(&template, &context) {
             Ok(rendered) => rendered,
             Err(reason) => {
                 let reason = format!(
@@ -339,6 +337,15 @@ impl Messaging {
                 "List-Unsubscribe-Post".into(),
                 "List-Unsubscribe=One-Click".into(),
             ));
+        }
+        if let Err(reason) = host_placeholder_free(&wire) {
+            let reason = format!(
+                "template `{}` v{}: {reason}",
+                template.name, template.version
+            );
+            return self
+                .finish(&message, DeliveryStatus::Failed, now, &reason)
+                .map(|_| None);
         }
         Ok(Some(Ready {
             bound,
@@ -576,24 +583,24 @@ fn rate_reason(bound: &Bound) -> String {
     }
 }
 
-/// Placeholders the host writes secrets and signatures into. Content must never carry one: a
-/// contact whose name is `{{secret:api_key}}` would otherwise get the provider's key in the
-/// message the channel plugin builds from it.
+/// Placeholders the host writes secrets and signatures into. Nothing in a message may carry
+/// one: a contact whose name is `{{secret:api_key}}` would otherwise get the provider's key in
+/// the message the channel plugin builds from it. The whole message is checked as the plugin
+/// gets it (content, recipient, headers, metadata), whatever put the text there.
 const HOST_PLACEHOLDERS: [&str; 2] = ["{{secret:", "{{hmac-sha256:"];
 
-fn host_placeholder_free(rendered: &templates::Rendered, recipient: &str) -> Result<(), String> {
-    let fields = [
-        rendered.subject.as_deref(),
-        rendered.text.as_deref(),
-        rendered.html.as_deref(),
-        Some(recipient),
-    ];
-    let carries = fields
+fn host_placeholder_free(message: &Message) -> Result<(), String> {
+    let headers = message.headers.iter().flat_map(|(n, v)| [n, v]);
+    let metadata = message.metadata.iter().flat_map(|(k, v)| [k, v]);
+    let mut fields = [&message.recipient, &message.contact_id, &message.id]
         .into_iter()
-        .flatten()
-        .any(|field| HOST_PLACEHOLDERS.iter().any(|p| field.contains(p)));
-    match carries {
-        true => Err("the rendered message or its recipient contains `{{secret:` or `{{hmac-sha256:`, which the host would fill in; it is not sent".into()),
+        .chain(message.subject.as_ref())
+        .chain(message.text.as_ref())
+        .chain(message.html.as_ref())
+        .chain(headers)
+        .chain(metadata);
+    match fields.any(|field| HOST_PLACEHOLDERS.iter().any(|p| field.contains(p))) {
+        true => Err("the message or its recipient contains `{{secret:` or `{{hmac-sha256:`, which the host would fill in; it is not sent".into()),
         false => Ok(()),
     }
 }

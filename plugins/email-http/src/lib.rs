@@ -36,6 +36,12 @@
 //! A 2xx delivers. 429 and 5xx are retried (honouring `Retry-After` in seconds); 401 and 403
 //! are permanent (the key); other answers are permanent, their body quoted. Bounces arrive as
 //! webhook reports and suppress the address then.
+//!
+//! What the webhook reader covers: providers and gateways that sign the raw body with an HMAC
+//! (SHA-256 or SHA-1, hex or base64) in a header. It does not implement Postmark's basic-auth webhooks, SendGrid's signed
+//! event webhook (ECDSA), or Mailgun's current scheme (an HMAC of timestamp and token in the
+//! body); and it keeps no replay window: a captured, validly signed request can be posted
+//! again, where it changes nothing (reports are idempotent per message and kind).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;

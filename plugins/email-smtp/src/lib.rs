@@ -1,7 +1,8 @@
 //! Delivers email through an SMTP relay, with the host's SMTP capability: the host checks the
-//! relay against the channel's approvals, builds the MIME message (text and HTML, the
-//! `List-Unsubscribe` headers the host requires), writes secrets into the credentials and keeps
-//! pooled connections. This plugin maps a message to an email and the relay's answer to a
+//! relay against the channel's approvals, builds the MIME message (text and HTML, and the
+//! message's own headers: for a marketing message the delivery worker puts `List-Unsubscribe`
+//! and `List-Unsubscribe-Post` there, and this plugin passes them on), writes secrets into the
+//! credentials and keeps pooled connections. This plugin maps a message to an email and the relay's answer to a
 //! delivery outcome.
 //!
 //! ```json

@@ -9,6 +9,7 @@ pub mod channels;
 pub mod costs;
 mod delivery;
 pub mod links;
+mod prepare;
 mod rate;
 mod rules;
 pub mod sealing;

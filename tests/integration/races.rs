@@ -101,3 +101,68 @@ async fn one_contacts_events_sent_at_once_are_applied_once_in_the_order_each_was
         );
     }
 }
+
+/// A provider's report can land between the delivery worker reading a due message (a retry
+/// whose first attempt timed out but got through) and its claim of it: the claim is refused,
+/// so the message is not sent again, and the worker's later steps never undo the report.
+#[test]
+fn a_message_the_provider_settled_is_not_claimed_for_sending_again() {
+    use wayline::store::{
+        DeliveryStatus, DeliveryStep, DeliveryUpdate, MessageStore, OutboxMessage, SledStore,
+        Store, StoreError,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("store")).unwrap();
+    store
+        .upsert_contact(
+            wayline::store::ContactUpsert {
+                id: Some("lin".into()),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    let queued = DeliveryStep {
+        at: 0,
+        status: DeliveryStatus::Deferred,
+        detail: "timed out".into(),
+    };
+    store
+        .queue_message(&OutboxMessage {
+            id: "m1".into(),
+            contact_id: "lin".into(),
+            channel: "email".into(),
+            template: "welcome".into(),
+            variables: Default::default(),
+            journey_id: "welcome".into(),
+            version: 1,
+            node: "send".into(),
+            enrollment_id: "e1".into(),
+            created_at: 0,
+            status: DeliveryStatus::Deferred,
+            template_version: Some(1),
+            attempts: 1,
+            due_at: Some(30_000),
+            recipient: Some("lin@example.com".into()),
+            provider_id: None,
+            history: vec![queued],
+            test: false,
+        })
+        .unwrap();
+    store
+        .record_delivery(&DeliveryUpdate::new(
+            "m1",
+            DeliveryStatus::Delivered,
+            20_000,
+        ))
+        .unwrap();
+    let claim = DeliveryUpdate::new("m1", DeliveryStatus::Sending, 30_000);
+    assert!(matches!(
+        store.record_delivery(&claim),
+        Err(StoreError::Conflict(_))
+    ));
+    let message = store.message("m1").unwrap().unwrap();
+    assert_eq!(message.status, DeliveryStatus::Delivered);
+    assert_eq!(message.due_at, None);
+    assert!(store.due_messages(i64::MAX / 2, 10).unwrap().is_empty());
+}

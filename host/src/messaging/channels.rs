@@ -222,16 +222,12 @@ pub fn record_from(
             None => match previous.and_then(|p| p.secrets.get(secret)) {
                 // Kept only as it was: a value that goes to other hosts must be given again,
                 // so whoever may change a binding cannot send its secret somewhere new.
-                Some(stored)
-                    if stored.hosts == wanted.hosts
-                        && stored.verifies_webhooks == wanted.verifies_webhooks =>
-                {
-                    stored.sealed.clone()
-                }
+                // Marking it for webhook signatures sends it nowhere new: the value is kept.
+                Some(stored) if stored.hosts == wanted.hosts => stored.sealed.clone(),
                 Some(_) => {
                     problems.push(problem(
                         format!("{path}.value"),
-                        "is required to change the hosts this secret goes to or what it verifies",
+                        "is required to change the hosts this secret goes to",
                     ));
                     continue;
                 }

@@ -148,9 +148,17 @@ impl Messaging {
         sending.due_at = ready.outbox.due_at;
         sending.recipient = Some(ready.wire.recipient.clone());
         sending.template_version = Some(ready.template_version);
-        if let Err(error) = self.record(sending).await {
-            tracing::error!(message = %ready.outbox.id, %error, "delivery: recording `sending` failed");
-            return;
+        match self.record(sending).await {
+            Ok(()) => {}
+            // The provider settled it meanwhile (a report of an earlier attempt): not sent again.
+            Err(StoreError::Conflict(why)) => {
+                tracing::debug!(message = %ready.outbox.id, why, "delivery: not sent");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(message = %ready.outbox.id, %error, "delivery: recording `sending` failed");
+                return;
+            }
         }
         let bound = &ready.bound;
         let report = self

@@ -28,6 +28,7 @@ pub use sealing::SealingKey;
 pub use templates::{Rendered, TemplateDraft, TemplateProblem};
 
 use crate::clock::SharedClock;
+use crate::model::Millis;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
@@ -62,6 +63,9 @@ pub enum MessagingError {
     Store(#[from] StoreError),
 }
 
+/// How long a binding that could not be made ready is not tried again (unless it changes).
+const REBIND_AFTER_MS: Millis = 10_000;
+
 /// The messaging service: bindings ready to send through, and the delivery worker's switch.
 pub struct Messaging {
     pub store: Arc<dyn Store>,
@@ -71,6 +75,10 @@ pub struct Messaging {
     key: SealingKey,
     /// Bindings made ready to send, by channel name; dropped when a binding changes.
     bound: RwLock<HashMap<String, Arc<channels::Bound>>>,
+    /// Bindings that could not be made ready, by channel name: the revision, when it was
+    /// tried and why not. Each binding costs a plugin call, and the webhook route is public:
+    /// a broken one is tried again only after [`REBIND_AFTER_MS`] or when it changes.
+    unbound: std::sync::Mutex<HashMap<String, (u32, Millis, String)>>,
     settings: DeliverySettings,
     links: links::Links,
     /// Woken when a delivery step gives journeys work (its event).
@@ -109,6 +117,7 @@ impl Messaging {
             links: links::Links::new(config.sealing_key.link_key(), &config.public_url),
             key: config.sealing_key,
             bound: RwLock::default(),
+            unbound: std::sync::Mutex::default(),
             settings: config.delivery,
             scheduler,
             stopped: AtomicBool::new(false),
@@ -227,13 +236,22 @@ impl Messaging {
             .ok_or_else(|| {
                 format!("channel `{name}` is not bound; bind it with PUT /v1/channels/{name}")
             })?;
-        let bound = Arc::new(channels::bind(
-            record,
-            &self.key,
-            &self.registry,
-            &self.runtime,
-            self.clock.now(),
-        )?);
+        let now = self.clock.now();
+        if let Some((revision, at, why)) = self.unbound.lock().expect("unbound lock").get(name)
+            && *revision == record.revision
+            && now - at < REBIND_AFTER_MS
+        {
+            return Err(why.clone());
+        }
+        let revision = record.revision;
+        let bound = match channels::bind(record, &self.key, &self.registry, &self.runtime, now) {
+            Ok(bound) => Arc::new(bound),
+            Err(why) => {
+                let mut unbound = self.unbound.lock().expect("unbound lock");
+                unbound.insert(name.to_owned(), (revision, now, why.clone()));
+                return Err(why);
+            }
+        };
         // Kept only if the binding is still the one stored: a change made while this one was
         // being bound (its removal from here taking the same lock) must not be undone.
         let mut cache = self.bound.write().expect("bound lock");

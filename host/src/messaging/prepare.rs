@@ -122,7 +122,7 @@ impl Messaging {
             if let Some(suppression) = self
                 .store
                 .suppression(&message.channel, &recipient)?
-                .filter(|s| s.kind.blocks(template.transactional))
+                .filter(|s| s.blocks(template.transactional))
             {
                 let reason = format!(
                     "`{recipient}` is suppressed on `{}`: {}",

@@ -11,7 +11,12 @@ use serde::Serialize;
 
 use super::{Messaging, MessagingError};
 use crate::model::{ProviderEvent, ProviderEventKind, WebhookRejection, WebhookRequest};
-use crate::store::{DeliveryStatus, DeliveryUpdate, OutboxMessage, SuppressionKind};
+use crate::store::{
+    COMPLAINT_REASON, DeliveryStatus, DeliveryUpdate, OutboxMessage, SuppressionKind,
+};
+
+/// Bytes of a plugin's reason for refusing a malformed request that the answer carries.
+const MALFORMED_SHOWN: usize = 300;
 
 /// What a webhook request came to.
 #[derive(Debug, Default, Serialize)]
@@ -40,16 +45,19 @@ impl Messaging {
         channel: &str,
         request: WebhookRequest,
     ) -> Result<(WebhookReceipt, Vec<Engagement>), MessagingError> {
-        let bound = self
-            .bound(channel)
-            .map_err(|why| MessagingError::NotFound("channel_not_found", why))?;
+        // Public: whoever posts learns no more than whether the channel takes webhooks.
+        let bound = self.bound(channel).map_err(|why| {
+            tracing::debug!(channel, why, "webhook for a channel that cannot read it");
+            MessagingError::NotFound(
+                "channel_not_found",
+                format!("no channel `{channel}` reads webhooks here"),
+            )
+        })?;
         if !bound.plugin.reads_webhooks() {
             return Err(MessagingError::NotFound(
                 "webhooks_not_supported",
                 format!(
-                    "channel `{channel}` sends through {}, which reads no webhooks \
-                     (a wayline:plugin@0.2.0 channel does)",
-                    bound.plugin.id()
+                    "channel `{channel}`'s plugin reads no webhooks (a wayline:plugin@0.2.0 channel does)"
                 ),
             ));
         }
@@ -71,9 +79,25 @@ impl Messaging {
         let events = match report.result {
             Ok(Ok(events)) => events,
             Ok(Err(WebhookRejection::Unauthenticated(why))) => {
-                return Err(MessagingError::Unauthenticated(why));
+                tracing::debug!(
+                    channel,
+                    why,
+                    "webhook refused: not the provider's signature"
+                );
+                return Err(MessagingError::Unauthenticated(
+                    "the request does not carry the provider's valid signature".into(),
+                ));
             }
-            Ok(Err(WebhookRejection::Malformed(why))) => {
+            Ok(Err(WebhookRejection::Malformed(mut why))) => {
+                // For whoever integrates the provider; short, as anyone may post here.
+                if why.len() > MALFORMED_SHOWN {
+                    let mut end = MALFORMED_SHOWN;
+                    while !why.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    why.truncate(end);
+                    why.push('…');
+                }
                 return Err(MessagingError::Invalid("webhook_malformed", why));
             }
             Err(error) => {
@@ -163,7 +187,7 @@ impl Messaging {
             _ => (
                 message.status,
                 "complaint".to_owned(),
-                format!("the recipient reported it as spam: {reason}"),
+                format!("{COMPLAINT_REASON}: {reason}"),
             ),
         };
         let mut update = DeliveryUpdate::new(&message.id, status, now);
@@ -193,7 +217,7 @@ fn already(message: &OutboxMessage, kind: ProviderEventKind) -> bool {
         ProviderEventKind::Complaint => message
             .history
             .iter()
-            .any(|step| step.detail.starts_with("the recipient reported it as spam")),
+            .any(|step| step.detail.starts_with(COMPLAINT_REASON)),
         _ => false,
     }
 }

@@ -129,7 +129,8 @@ impl DeliveryUpdate {
     pub(super) fn apply_to(&self, message: &mut OutboxMessage) -> bool {
         let provider_settled =
             |status| matches!(status, DeliveryStatus::Delivered | DeliveryStatus::Bounced);
-        let settled = provider_settled(message.status) && !provider_settled(self.status);
+        let settled =
+            !self.note_only && provider_settled(message.status) && !provider_settled(self.status);
         let step_status = if self.note_only {
             message.status
         } else {
@@ -320,7 +321,8 @@ pub struct TemplateVersion {
 pub struct Suppression {
     pub channel: String,
     pub address: String,
-    /// Records from before kinds were kept are bounces: those were all there was.
+    /// Records from before kinds were kept read as bounces; see [`Suppression::blocks`] for
+    /// the complaints among them.
     #[serde(default)]
     pub kind: SuppressionKind,
     pub reason: String,
@@ -328,6 +330,23 @@ pub struct Suppression {
     #[serde(with = "crate::model::timestamp_json")]
     pub at: Millis,
 }
+
+impl Suppression {
+    /// Whether it keeps a message of this class from its address. A record from before kinds
+    /// were kept says what it was only in its reason: a complaint's starts as below.
+    pub fn blocks(&self, transactional: bool) -> bool {
+        let kind = match self.kind {
+            SuppressionKind::Bounced if self.reason.starts_with(COMPLAINT_REASON) => {
+                SuppressionKind::Complaint
+            }
+            kind => kind,
+        };
+        kind.blocks(transactional)
+    }
+}
+
+/// How a complaint's step (and its suppression) begins its reason.
+pub const COMPLAINT_REASON: &str = "the recipient reported it as spam";
 
 /// Why an address is suppressed, which decides what it still receives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

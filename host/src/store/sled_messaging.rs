@@ -188,9 +188,12 @@ impl MessageStore for SledStore {
                 message.channel,
             );
         };
+        let (queued, news) = queued;
         // Outside the contact's lock: a channel's record is written under the operations
         // lock, which is never taken while a partition lock is held.
-        if update.alert {
+        // An alert is news only if the step was (not a worker's failure after the provider's
+        // report of delivery).
+        if update.alert && news {
             let _operations = lock(&self.locks.operations);
             if let Some(mut record) = self.channel(&channel)? {
                 record.alert = Some(ChannelAlert {
@@ -228,7 +231,21 @@ impl SledStore {
         key: sled::IVec,
         message: &mut OutboxMessage,
         update: &DeliveryUpdate,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<(Vec<u8>, bool), StoreError> {
+        // The worker claims a message by recording `sending`; one the provider has reported
+        // delivered or bounced since the worker read it is not sent again.
+        if update.status == DeliveryStatus::Sending
+            && matches!(
+                message.status,
+                DeliveryStatus::Delivered | DeliveryStatus::Bounced
+            )
+        {
+            return Err(StoreError::Conflict(format!(
+                "message `{}` is {} already",
+                message.id,
+                message.status.as_str()
+            )));
+        }
         let mut writes = WriteSet::new(self);
         if let Some(due_at) = message.due_at {
             writes.remove(TreeId::Deliveries, timer_key(due_at, &message.id));
@@ -269,7 +286,7 @@ impl SledStore {
             )?);
         }
         writes.apply()?;
-        Ok(queued)
+        Ok((queued, news))
     }
 }
 

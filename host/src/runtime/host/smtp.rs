@@ -45,6 +45,7 @@ impl smtp::Host for HostState {
         let egress = self.take_send().map_err(SmtpError::Denied)?;
         let target = relay_target(&egress, &relay.url)?;
         let login = login(&egress.secrets, &target, relay.username, relay.password)?;
+        let logs_in = login.is_some();
         let message = mime(email, self.clock.now())?;
         self.cpu.pause();
         let started = std::time::Instant::now();
@@ -56,7 +57,7 @@ impl smtp::Host for HostState {
             relay::submit(&transport, message)
                 .await
                 .map_err(|error| match error {
-                    SubmitError::Smtp(error) => classify(&error, &egress.secrets),
+                    SubmitError::Smtp(error) => classify(&error, &egress.secrets, logs_in),
                     SubmitError::Auth { transient } => refused_login(transient, None),
                     SubmitError::Connect(why) => {
                         SmtpError::Transport(egress.secrets.redact_text(why))
@@ -246,16 +247,17 @@ fn has_line_break(text: &str) -> bool {
 /// A relay's refusal as a delivery needs it. Enhanced status codes (RFC 3463) decide where the
 /// relay gave one: `5.1.x` is the address, anything else permanent is the message or the
 /// account. Without one, 550, 551 and 553 name the mailbox.
-fn classify(error: &lettre::transport::smtp::Error, secrets: &Secrets) -> SmtpError {
+fn classify(error: &lettre::transport::smtp::Error, secrets: &Secrets, logs_in: bool) -> SmtpError {
     if error.is_timeout() {
         return SmtpError::Timeout;
     }
     let code = error.status().map(|code| code.to_string());
     // Replies to AUTH (lettre's pool logs in on its own, so they arrive here): 454, 530, 534,
-    // 535 and 538 are about the login, and their text may carry it.
+    // 535 and 538 are about the login, and their text may carry it. Without a login they
+    // answer something else (STARTTLS, MAIL) and are told as they are.
     if let Some(auth) = code
         .as_deref()
-        .filter(|c| matches!(*c, "454" | "530" | "534" | "535" | "538"))
+        .filter(|c| logs_in && matches!(*c, "454" | "530" | "534" | "535" | "538"))
     {
         return refused_login(auth == "454", Some(auth.to_owned()));
     }

@@ -166,17 +166,18 @@ impl Messaging {
         let mut extra = vec![("channel", message.channel.clone())];
         extra.extend(unsubscribe.clone().map(|url| ("unsubscribe_url", url)));
         let context = templates::context(&contact, &message, &extra);
+        // A message its template cannot make is failed, with the version named.
+        let unmade = |reason: String| {
+            let reason = format!(
+                "template `{}` v{}: {reason}",
+                template.name, template.version
+            );
+            self.finish(&message, DeliveryStatus::Failed, now, &reason)
+                .map(|_| None)
+        };
         let rendered = match templates::render(&template, &context) {
             Ok(rendered) => rendered,
-            Err(reason) => {
-                let reason = format!(
-                    "template `{}` v{}: {reason}",
-                    template.name, template.version
-                );
-                return self
-                    .finish(&message, DeliveryStatus::Failed, now, &reason)
-                    .map(|_| None);
-            }
+            Err(reason) => return unmade(reason),
         };
         // Once one message of a channel waits for its rate, the rest of the batch waits
         // behind it, each a millisecond later, so they keep their order.
@@ -206,13 +207,7 @@ impl Messaging {
             ));
         }
         if let Err(reason) = host_placeholder_free(&wire) {
-            let reason = format!(
-                "template `{}` v{}: {reason}",
-                template.name, template.version
-            );
-            return self
-                .finish(&message, DeliveryStatus::Failed, now, &reason)
-                .map(|_| None);
+            return unmade(reason);
         }
         Ok(Some(Ready {
             bound,

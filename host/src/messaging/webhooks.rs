@@ -88,16 +88,9 @@ impl Messaging {
                     "the request does not carry the provider's valid signature".into(),
                 ));
             }
-            Ok(Err(WebhookRejection::Malformed(mut why))) => {
+            Ok(Err(WebhookRejection::Malformed(why))) => {
                 // For whoever integrates the provider; short, as anyone may post here.
-                if why.len() > MALFORMED_SHOWN {
-                    let mut end = MALFORMED_SHOWN;
-                    while !why.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    why.truncate(end);
-                    why.push('…');
-                }
+                let why = crate::store::truncated(&why, MALFORMED_SHOWN);
                 return Err(MessagingError::Invalid("webhook_malformed", why));
             }
             Err(error) => {

@@ -36,7 +36,7 @@ fn letter_key(id: &str) -> Result<[u8; 8], StoreError> {
 }
 
 /// `text` cut to at most `limit` bytes, on a character boundary.
-pub(super) fn truncated(text: &str, limit: usize) -> String {
+pub(crate) fn truncated(text: &str, limit: usize) -> String {
     if text.len() <= limit {
         return text.to_owned();
     }

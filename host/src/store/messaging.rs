@@ -46,6 +46,12 @@ impl DeliveryStatus {
         )
     }
 
+    /// Whether the provider has said where the message ended (delivered, bounced): nothing
+    /// the worker records after that moves it.
+    pub fn settled_by_provider(self) -> bool {
+        matches!(self, DeliveryStatus::Delivered | DeliveryStatus::Bounced)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
@@ -127,10 +133,9 @@ impl DeliveryUpdate {
     /// status nor puts the message back on the queue, so it is not sent again; of those, only
     /// "sent" is still true.
     pub(super) fn apply_to(&self, message: &mut OutboxMessage) -> bool {
-        let provider_settled =
-            |status| matches!(status, DeliveryStatus::Delivered | DeliveryStatus::Bounced);
-        let settled =
-            !self.note_only && provider_settled(message.status) && !provider_settled(self.status);
+        let settled = !self.note_only
+            && message.status.settled_by_provider()
+            && !self.status.settled_by_provider();
         let step_status = if self.note_only {
             message.status
         } else {

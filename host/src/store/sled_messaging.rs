@@ -169,7 +169,7 @@ impl MessageStore for SledStore {
     fn record_delivery(&self, update: &DeliveryUpdate) -> Result<Vec<u8>, StoreError> {
         // The message's contact may be merged into another between reading where it is and
         // locking that contact's partition; then it is looked for again.
-        let (queued, channel) = loop {
+        let ((queued, news), channel) = loop {
             let Some((_, seen)) = self.located(&update.message_id)? else {
                 return Err(StoreError::NotFound(format!(
                     "no message `{}`",
@@ -188,7 +188,6 @@ impl MessageStore for SledStore {
                 message.channel,
             );
         };
-        let (queued, news) = queued;
         // Outside the contact's lock: a channel's record is written under the operations
         // lock, which is never taken while a partition lock is held.
         // An alert is news only if the step was (not a worker's failure after the provider's
@@ -234,12 +233,7 @@ impl SledStore {
     ) -> Result<(Vec<u8>, bool), StoreError> {
         // The worker claims a message by recording `sending`; one the provider has reported
         // delivered or bounced since the worker read it is not sent again.
-        if update.status == DeliveryStatus::Sending
-            && matches!(
-                message.status,
-                DeliveryStatus::Delivered | DeliveryStatus::Bounced
-            )
-        {
+        if update.status == DeliveryStatus::Sending && message.status.settled_by_provider() {
             return Err(StoreError::Conflict(format!(
                 "message `{}` is {} already",
                 message.id,

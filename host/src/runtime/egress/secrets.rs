@@ -74,14 +74,8 @@ impl Secrets {
         Ok(secret)
     }
 
-    /// The value of secret `name` for the host's own use (checking a provider's signature);
-    /// never for a plugin to read.
-    pub fn value(&self, name: &str) -> Option<&SecretValue> {
-        self.0.get(name).map(|secret| &secret.value)
-    }
-
-    /// The key to check a provider's webhook signature with: secret `name`, if the operator
-    /// set it for that.
+    /// The key to check a provider's webhook signature with (for the host's own use, never
+    /// for a plugin to read): secret `name`, if the operator set it for that.
     pub fn webhook_key(&self, name: &str) -> Result<&SecretValue, String> {
         match self.0.get(name) {
             None => Err(format!("no secret `{name}` is set for this channel")),

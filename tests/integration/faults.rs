@@ -124,9 +124,12 @@ impl MessageStore for Faulty {
     fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError> {
         self.store.next_delivery_due()
     }
-    fn record_delivery(&self, update: &DeliveryUpdate) -> Result<Vec<u8>, StoreError> {
+    fn record_deliveries(
+        &self,
+        updates: &[DeliveryUpdate],
+    ) -> Result<DeliveriesRecorded, StoreError> {
         self.writable()?;
-        self.store.record_delivery(update)
+        self.store.record_deliveries(updates)
     }
     fn queue_message(&self, message: &OutboxMessage) -> Result<(), StoreError> {
         self.writable()?;

@@ -3,6 +3,11 @@
 
 use serde_json::{Value as Json, json};
 
+use wayline::store::{
+    ContactUpsert, DeliveryStatus, DeliveryStep, DeliveryUpdate, MessageStore, OutboxMessage,
+    SledStore, Store, StoreError, SuppressionKind,
+};
+
 use crate::server::Server;
 
 fn welcome(description: &str) -> Json {
@@ -107,48 +112,9 @@ async fn one_contacts_events_sent_at_once_are_applied_once_in_the_order_each_was
 /// so the message is not sent again, and the worker's later steps never undo the report.
 #[test]
 fn a_message_the_provider_settled_is_not_claimed_for_sending_again() {
-    use wayline::store::{
-        DeliveryStatus, DeliveryStep, DeliveryUpdate, MessageStore, OutboxMessage, SledStore,
-        Store, StoreError,
-    };
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(&dir.path().join("store")).unwrap();
-    store
-        .upsert_contact(
-            wayline::store::ContactUpsert {
-                id: Some("lin".into()),
-                ..Default::default()
-            },
-            0,
-        )
-        .unwrap();
-    let queued = DeliveryStep {
-        at: 0,
-        status: DeliveryStatus::Deferred,
-        detail: "timed out".into(),
-    };
-    store
-        .queue_message(&OutboxMessage {
-            id: "m1".into(),
-            contact_id: "lin".into(),
-            channel: "email".into(),
-            template: "welcome".into(),
-            variables: Default::default(),
-            journey_id: "welcome".into(),
-            version: 1,
-            node: "send".into(),
-            enrollment_id: "e1".into(),
-            created_at: 0,
-            status: DeliveryStatus::Deferred,
-            template_version: Some(1),
-            attempts: 1,
-            due_at: Some(30_000),
-            recipient: Some("lin@example.com".into()),
-            provider_id: None,
-            history: vec![queued],
-            test: false,
-        })
-        .unwrap();
+    let store = store_with(&dir, &["lin"]);
+    store.queue_message(&waiting("m1", "lin")).unwrap();
     store
         .record_delivery(&DeliveryUpdate::new(
             "m1",
@@ -165,4 +131,116 @@ fn a_message_the_provider_settled_is_not_claimed_for_sending_again() {
     assert_eq!(message.status, DeliveryStatus::Delivered);
     assert_eq!(message.due_at, None);
     assert!(store.due_messages(i64::MAX / 2, 10).unwrap().is_empty());
+}
+
+/// The worker records a batch of steps in one write: each step is taken or refused on its own
+/// (a claim on a settled message, an unknown id), and steps on one message or one address in
+/// the same batch see each other, as if written one after another.
+#[test]
+fn steps_recorded_together_are_each_taken_or_refused_as_if_written_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with(&dir, &["lin", "wang"]);
+    for (id, contact) in [("settled", "lin"), ("fresh", "lin"), ("bounced", "wang")] {
+        store.queue_message(&waiting(id, contact)).unwrap();
+    }
+    store
+        .record_delivery(&DeliveryUpdate::new(
+            "settled",
+            DeliveryStatus::Delivered,
+            20_000,
+        ))
+        .unwrap();
+    let mut bounce = DeliveryUpdate::new("bounced", DeliveryStatus::Bounced, 31_000);
+    bounce.suppress = Some(SuppressionKind::Bounced);
+    bounce.detail = "mailbox gone".into();
+    let mut complaint = DeliveryUpdate::new("bounced", DeliveryStatus::Delivered, 32_000);
+    complaint.suppress = Some(SuppressionKind::Complaint);
+    complaint.note_only = true;
+    let mut sent = DeliveryUpdate::new("fresh", DeliveryStatus::Sent, 31_000);
+    sent.event = Some("email_sent".into());
+    let steps = [
+        DeliveryUpdate::new("settled", DeliveryStatus::Sending, 30_000),
+        DeliveryUpdate::new("nobody", DeliveryStatus::Sending, 30_000),
+        DeliveryUpdate::new("fresh", DeliveryStatus::Sending, 30_000),
+        sent,
+        bounce,
+        complaint,
+    ];
+    let recorded = store.record_deliveries(&steps).unwrap();
+    let outcomes: Vec<&str> = recorded
+        .steps
+        .iter()
+        .map(|step| step.as_ref().map_or_else(|e| e.code(), |()| "ok"))
+        .collect();
+    assert_eq!(outcomes, ["conflict", "not_found", "ok", "ok", "ok", "ok"]);
+    // The refused claim changed nothing.
+    let settled = store.message("settled").unwrap().unwrap();
+    assert_eq!(settled.status, DeliveryStatus::Delivered);
+    // Both steps of `fresh` were made, in order, and it left the queue.
+    let fresh = store.message("fresh").unwrap().unwrap();
+    assert_eq!(fresh.status, DeliveryStatus::Sent);
+    let statuses: Vec<_> = fresh.history.iter().map(|step| step.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            DeliveryStatus::Deferred,
+            DeliveryStatus::Sending,
+            DeliveryStatus::Sent
+        ]
+    );
+    assert!(store.due_messages(i64::MAX / 2, 10).unwrap().is_empty());
+    assert_eq!(
+        recorded.partitions.len(),
+        1,
+        "the `email_sent` event was queued"
+    );
+    // The complaint after the bounce in the same batch did not reopen the address.
+    let suppression = store
+        .suppression("email", "wang@example.com")
+        .unwrap()
+        .unwrap();
+    assert_eq!(suppression.kind, SuppressionKind::Bounced);
+    assert_eq!(suppression.reason, "mailbox gone");
+}
+
+fn store_with(dir: &tempfile::TempDir, contacts: &[&str]) -> SledStore {
+    let store = SledStore::open(&dir.path().join("store")).unwrap();
+    for id in contacts {
+        let upsert = ContactUpsert {
+            id: Some((*id).into()),
+            ..Default::default()
+        };
+        store.upsert_contact(upsert, 0).unwrap();
+    }
+    store
+}
+
+/// A message of `contact` to `<contact>@example.com` whose first attempt timed out, due again
+/// at 30 s.
+fn waiting(id: &str, contact: &str) -> OutboxMessage {
+    let queued = DeliveryStep {
+        at: 0,
+        status: DeliveryStatus::Deferred,
+        detail: "timed out".into(),
+    };
+    OutboxMessage {
+        id: id.into(),
+        contact_id: contact.into(),
+        channel: "email".into(),
+        template: "welcome".into(),
+        variables: Default::default(),
+        journey_id: "welcome".into(),
+        version: 1,
+        node: "send".into(),
+        enrollment_id: format!("e-{id}"),
+        created_at: 0,
+        status: DeliveryStatus::Deferred,
+        template_version: Some(1),
+        attempts: 1,
+        due_at: Some(30_000),
+        recipient: Some(format!("{contact}@example.com")),
+        provider_id: None,
+        history: vec![queued],
+        test: false,
+    }
 }

@@ -1,6 +1,12 @@
 //! The delivery worker: takes messages from the outbox when they are due, in due order, has
-//! each decided (`prepare`: the rules, the render), calls the channel plugin with the message
-//! id as idempotency key, and records each step durably, retrying with backoff.
+//! each decided (`prepare`: the rules, the render), claims the batch (`sending`, in one
+//! write), calls the channel plugin with the message id as idempotency key, and records the
+//! outcomes as they come, as many in one write as arrived during the previous one, retrying
+//! with backoff. The batch is flushed to disk before its next one is read.
+//!
+//! One write per batch of steps, not one per step, is what brought delivery to the 10,000
+//! messages/s of issue 13 (see BENCHMARKS.md): a write per step cost two hops to a blocking
+//! thread, an intent record and the partition lock for each message.
 //!
 //! A message stays on the delivery queue until its outcome is recorded, so a crash between the
 //! provider accepting it and the record sends it again, with the same id: a provider that
@@ -9,6 +15,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 use super::Messaging;
 use super::prepare::Ready;
@@ -43,6 +51,9 @@ impl Default for DeliverySettings {
         }
     }
 }
+
+/// Most outcomes recorded in one write.
+const OUTCOMES_AT_ONCE: usize = 256;
 
 /// Store work off the async threads; a panic in it becomes an error, so the worker goes on.
 async fn off_thread<T: Send + 'static>(
@@ -102,6 +113,7 @@ impl Messaging {
                     continue;
                 }
             };
+            let ready = self.claim(ready).await;
             // A channel with a rate sends one message after another, so they arrive in the
             // order they were released; the others send side by side.
             let mut queues: Vec<Vec<Ready>> = Vec::new();
@@ -121,18 +133,23 @@ impl Messaging {
                 }
             }
             let limit = Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency));
+            let (outcomes, recording) = self.record_outcomes();
             let mut sending = tokio::task::JoinSet::new();
             for queue in queues {
                 let permit = limit.clone().acquire_owned().await.expect("never closed");
                 let me = self.clone();
+                let outcomes = outcomes.clone();
                 sending.spawn(async move {
                     for message in queue {
-                        me.clone().send(message).await;
+                        me.clone().send(message, &outcomes).await;
                     }
                     drop(permit);
                 });
             }
+            drop(outcomes);
             while sending.join_next().await.is_some() {}
+            // Every outcome recorded before the batch's flush.
+            recording.await.ok();
             let me = self.clone();
             let started = Instant::now();
             if let Err(error) = off_thread(move || me.store.flush()).await {
@@ -142,24 +159,83 @@ impl Messaging {
         }
     }
 
-    async fn send(self: Arc<Self>, ready: Ready) {
-        let now = self.clock.now();
-        let mut sending = DeliveryUpdate::new(&ready.outbox.id, DeliveryStatus::Sending, now);
-        sending.due_at = ready.outbox.due_at;
-        sending.recipient = Some(ready.wire.recipient.clone());
-        sending.template_version = Some(ready.template_version);
-        match self.record(sending).await {
-            Ok(()) => {}
-            // The provider settled it meanwhile (a report of an earlier attempt): not sent again.
-            Err(StoreError::Conflict(why)) => {
-                tracing::debug!(message = %ready.outbox.id, why, "delivery: not sent");
-                return;
-            }
-            Err(error) => {
-                tracing::error!(message = %ready.outbox.id, %error, "delivery: recording `sending` failed");
-                return;
-            }
+    /// Claim a batch: `sending` recorded for each message, all in one write. What comes back
+    /// is what may be sent; a message the provider settled meanwhile (a report of an earlier
+    /// attempt) is not sent again.
+    async fn claim(self: &Arc<Self>, ready: Vec<Ready>) -> Vec<Ready> {
+        if ready.is_empty() {
+            return ready;
         }
+        let now = self.clock.now();
+        let claims = ready
+            .iter()
+            .map(|ready| {
+                let mut sending =
+                    DeliveryUpdate::new(&ready.outbox.id, DeliveryStatus::Sending, now);
+                sending.due_at = ready.outbox.due_at;
+                sending.recipient = Some(ready.wire.recipient.clone());
+                sending.template_version = Some(ready.template_version);
+                sending
+            })
+            .collect();
+        let steps = match self.record_all(claims).await {
+            Ok(steps) => steps,
+            Err(error) => {
+                tracing::error!(%error, "delivery: recording `sending` failed");
+                return Vec::new();
+            }
+        };
+        ready
+            .into_iter()
+            .zip(steps)
+            .filter_map(|(ready, step)| match step {
+                Ok(()) => Some(ready),
+                Err(StoreError::Conflict(why)) => {
+                    tracing::debug!(message = %ready.outbox.id, why, "delivery: not sent");
+                    None
+                }
+                Err(error) => {
+                    tracing::error!(message = %ready.outbox.id, %error, "delivery: recording `sending` failed");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The batch's outcome writer: the outcomes sent to it are recorded together, as many in
+    /// one write as have arrived while the previous write was made. It ends when every sender
+    /// is gone and all is written.
+    fn record_outcomes(
+        self: &Arc<Self>,
+    ) -> (
+        mpsc::UnboundedSender<DeliveryUpdate>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (outcomes, mut arriving) = mpsc::unbounded_channel::<DeliveryUpdate>();
+        let me = self.clone();
+        let recording = tokio::spawn(async move {
+            let mut steps = Vec::new();
+            while arriving.recv_many(&mut steps, OUTCOMES_AT_ONCE).await > 0 {
+                let updates = std::mem::take(&mut steps);
+                let ids: Vec<String> = updates.iter().map(|u| u.message_id.clone()).collect();
+                match me.record_all(updates).await {
+                    Ok(steps) => {
+                        for (id, step) in ids.iter().zip(steps) {
+                            if let Err(error) = step {
+                                tracing::error!(message = %id, %error, "delivery: recording the outcome failed");
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, messages = ids.len(), "delivery: recording outcomes failed")
+                    }
+                }
+            }
+        });
+        (outcomes, recording)
+    }
+
+    async fn send(self: Arc<Self>, ready: Ready, outcomes: &mpsc::UnboundedSender<DeliveryUpdate>) {
         let bound = &ready.bound;
         let report = self
             .runtime
@@ -224,17 +300,29 @@ impl Messaging {
             update.event = None;
             update.alert = false;
         }
-        if let Err(error) = self.record(update).await {
-            tracing::error!(message = %message.id, %error, "delivery: recording the outcome failed");
+        if outcomes.send(update).is_err() {
+            tracing::error!(message = %message.id, "delivery: the outcome writer is gone");
         }
     }
 
-    async fn record(self: &Arc<Self>, update: DeliveryUpdate) -> Result<(), StoreError> {
+    /// Record steps in one write, off the async threads, and wake the journeys their events
+    /// give work to; what became of each step.
+    async fn record_all(
+        self: &Arc<Self>,
+        updates: Vec<DeliveryUpdate>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let me = self.clone();
         let started = Instant::now();
-        let written = off_thread(move || me.write(&update)).await;
+        let recorded = off_thread(move || {
+            let recorded = me.store.record_deliveries(&updates)?;
+            if !recorded.partitions.is_empty() {
+                me.scheduler.notify(&recorded.partitions);
+            }
+            Ok(recorded.steps)
+        })
+        .await;
         self.costs.recorded(started.elapsed());
-        written
+        recorded
     }
 
     /// Record a step, and wake the journeys its event gives work to.

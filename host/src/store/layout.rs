@@ -155,6 +155,8 @@ impl TreeId {
             self,
             TreeId::Identities
                 | TreeId::Events
+                | TreeId::Outbox
+                | TreeId::Suppressions
                 | TreeId::PluginKv
                 | TreeId::PluginKvUsage
                 | TreeId::Counters

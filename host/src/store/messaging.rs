@@ -106,6 +106,15 @@ pub struct DeliveryUpdate {
     pub note_only: bool,
 }
 
+/// What [`MessageStore::record_deliveries`] made of its steps.
+#[derive(Debug, Default)]
+pub struct DeliveriesRecorded {
+    /// One per step, in their order.
+    pub steps: Vec<Result<(), StoreError>>,
+    /// The partitions whose inboxes got an event, each once.
+    pub partitions: Vec<u8>,
+}
+
 impl DeliveryUpdate {
     pub fn new(message_id: &str, status: DeliveryStatus, at: Millis) -> Self {
         DeliveryUpdate {
@@ -405,9 +414,20 @@ pub trait MessageStore {
     fn due_messages(&self, now: Millis, limit: usize) -> Result<Vec<OutboxMessage>, StoreError>;
     /// When the earliest queued message is due.
     fn next_delivery_due(&self) -> Result<Option<Millis>, StoreError>;
-    /// Apply a delivery step to a message (and record its event, suppression, alert) in one
-    /// write; the partitions that got work (the event).
-    fn record_delivery(&self, update: &DeliveryUpdate) -> Result<Vec<u8>, StoreError>;
+    /// Apply delivery steps to their messages, each with its event, suppression and alert, in
+    /// one write: what became of each step, and the partitions that got work (the events). A
+    /// step refused (`NotFound`, or `Conflict` for a claim on a message the provider settled)
+    /// does not stop the others; an error of the store does.
+    fn record_deliveries(
+        &self,
+        updates: &[DeliveryUpdate],
+    ) -> Result<DeliveriesRecorded, StoreError>;
+    /// One delivery step, as [`MessageStore::record_deliveries`]; the partitions that got work.
+    fn record_delivery(&self, update: &DeliveryUpdate) -> Result<Vec<u8>, StoreError> {
+        let mut recorded = self.record_deliveries(std::slice::from_ref(update))?;
+        recorded.steps.pop().expect("one result per step")?;
+        Ok(recorded.partitions)
+    }
     /// Queue a message made outside a journey (a test send).
     fn queue_message(&self, message: &OutboxMessage) -> Result<(), StoreError>;
     /// Why nothing is sent to `address` on `channel`, if so.

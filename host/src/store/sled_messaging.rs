@@ -2,8 +2,9 @@
 //!
 //! A message lives in the outbox under its contact (`<contact>\0<sequence>`), is found by id
 //! through `message_ids`, and waits for an attempt in `deliveries`, keyed by when it is due. A
-//! delivery step is written under the lock of the message's contact's partition, the lock a
-//! merge holds while it moves the contact's messages, and reads the message afresh under it.
+//! batch of delivery steps is one write set, made under the locks of its messages' contacts'
+//! partitions (the locks a merge holds while it moves a contact's messages), reading each
+//! message afresh under them and through the steps before it in the batch.
 
 use super::StoreError;
 use super::codec::{decode, encode};
@@ -166,46 +167,44 @@ impl MessageStore for SledStore {
             .map(|(key, _)| time_from_ordered(&key)))
     }
 
-    fn record_delivery(&self, update: &DeliveryUpdate) -> Result<Vec<u8>, StoreError> {
-        // The message's contact may be merged into another between reading where it is and
-        // locking that contact's partition; then it is looked for again.
-        let ((queued, news), channel) = loop {
-            let Some((_, seen)) = self.located(&update.message_id)? else {
-                return Err(StoreError::NotFound(format!(
-                    "no message `{}`",
-                    update.message_id
-                )));
-            };
-            let _contact = self.locks.partition(partition_of(&seen.contact_id));
-            let Some((key, mut message)) = self.located(&update.message_id)? else {
-                continue;
-            };
-            if message.contact_id != seen.contact_id {
-                continue;
+    fn record_deliveries(
+        &self,
+        updates: &[DeliveryUpdate],
+    ) -> Result<DeliveriesRecorded, StoreError> {
+        // Where each message is now, and so whose partitions to lock; a message whose contact
+        // is merged into another between this look and the locks is looked for again.
+        let (recorded, alerts) = loop {
+            let seen: Vec<Option<String>> = updates
+                .iter()
+                .map(|update| {
+                    self.located(&update.message_id)
+                        .ok()
+                        .flatten()
+                        .map(|(_, message)| message.contact_id)
+                })
+                .collect();
+            let mut partitions: Vec<u8> = seen.iter().flatten().map(|c| partition_of(c)).collect();
+            partitions.sort_unstable();
+            partitions.dedup();
+            let _contacts = self.locks.partitions(&partitions);
+            if let Some(done) = self.write_deliveries(updates, &seen)? {
+                break done;
             }
-            break (
-                self.write_delivery(key, &mut message, update)?,
-                message.channel,
-            );
         };
-        // Outside the contact's lock: a channel's record is written under the operations
+        // Outside the contacts' locks: a channel's record is written under the operations
         // lock, which is never taken while a partition lock is held.
-        // An alert is news only if the step was (not a worker's failure after the provider's
-        // report of delivery).
-        if update.alert && news {
+        if !alerts.is_empty() {
             let _operations = lock(&self.locks.operations);
-            if let Some(mut record) = self.channel(&channel)? {
-                record.alert = Some(ChannelAlert {
-                    at: update.at,
-                    message_id: update.message_id.clone(),
-                    reason: update.detail.clone(),
-                });
-                let mut writes = WriteSet::new(self);
-                writes.put(TreeId::Channels, record.name.as_bytes(), encode(&record));
-                writes.apply()?;
+            for (channel, alert) in alerts {
+                if let Some(mut record) = self.channel(&channel)? {
+                    record.alert = Some(alert);
+                    let mut writes = WriteSet::new(self);
+                    writes.put(TreeId::Channels, record.name.as_bytes(), encode(&record));
+                    writes.apply()?;
+                }
             }
         }
-        Ok(queued)
+        Ok(recorded)
     }
 
     fn queue_message(&self, message: &OutboxMessage) -> Result<(), StoreError> {
@@ -224,13 +223,89 @@ impl MessageStore for SledStore {
     }
 }
 
+/// The channel alerts a batch of steps raised, to be written after it.
+type Alerts = Vec<(String, ChannelAlert)>;
+
 impl SledStore {
+    /// Write `updates` in one set, under the locks of the partitions their messages were
+    /// `seen` in; `None` when a message has moved to another contact since (nothing written).
+    fn write_deliveries(
+        &self,
+        updates: &[DeliveryUpdate],
+        seen: &[Option<String>],
+    ) -> Result<Option<(DeliveriesRecorded, Alerts)>, StoreError> {
+        let mut writes = WriteSet::new(self);
+        let mut recorded = DeliveriesRecorded::default();
+        let mut alerts = Alerts::new();
+        for (update, contact) in updates.iter().zip(seen) {
+            let Some(contact) = contact else {
+                recorded.steps.push(Err(StoreError::NotFound(format!(
+                    "no message `{}`",
+                    update.message_id
+                ))));
+                continue;
+            };
+            let located = match self.located_in(&writes, &update.message_id) {
+                Ok(Some(located)) if &located.1.contact_id == contact => located,
+                // Gone or moved since it was seen: looked for again.
+                Ok(_) => return Ok(None),
+                Err(error) => {
+                    recorded.steps.push(Err(error));
+                    continue;
+                }
+            };
+            let (key, mut message) = located;
+            match self.write_delivery(&mut writes, key, &mut message, update) {
+                Ok((queued, news)) => {
+                    recorded.partitions.extend(queued);
+                    // An alert is news only if the step was (not a worker's failure after the
+                    // provider's report of delivery).
+                    if update.alert && news {
+                        let alert = ChannelAlert {
+                            at: update.at,
+                            message_id: update.message_id.clone(),
+                            reason: update.detail.clone(),
+                        };
+                        alerts.push((message.channel, alert));
+                    }
+                    recorded.steps.push(Ok(()));
+                }
+                Err(error @ (StoreError::Conflict(_) | StoreError::Corrupt(_))) => {
+                    recorded.steps.push(Err(error))
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        writes.apply()?;
+        recorded.partitions.sort_unstable();
+        recorded.partitions.dedup();
+        Ok(Some((recorded, alerts)))
+    }
+
+    /// [`SledStore::located`], seeing the steps `writes` holds already.
+    fn located_in(
+        &self,
+        writes: &WriteSet<'_>,
+        id: &str,
+    ) -> Result<Option<(sled::IVec, OutboxMessage)>, StoreError> {
+        let Some(key) = self.message_ids.get(id.as_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
+        match writes.get(TreeId::Outbox, &key)? {
+            Some(bytes) => Ok(Some((key, decode(&bytes)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Add one step to `writes`: the message, its place on the delivery queue, and its
+    /// suppression and event; whether the step was news. Nothing is added when it fails.
     fn write_delivery(
         &self,
+        writes: &mut WriteSet<'_>,
         key: sled::IVec,
         message: &mut OutboxMessage,
         update: &DeliveryUpdate,
-    ) -> Result<(Vec<u8>, bool), StoreError> {
+    ) -> Result<(Option<u8>, bool), StoreError> {
         // The worker claims a message by recording `sending`; one the provider has reported
         // delivered or bounced since the worker read it is not sent again.
         if update.status == DeliveryStatus::Sending && message.status.settled_by_provider() {
@@ -240,7 +315,20 @@ impl SledStore {
                 message.status.as_str()
             )));
         }
-        let mut writes = WriteSet::new(self);
+        // The address the message will have gone to once this step is applied.
+        let address = update.recipient.as_ref().or(message.recipient.as_ref());
+        let suppression_key = match (update.suppress, address) {
+            (Some(_), Some(address)) => Some(pair_key(&message.channel, address)),
+            _ => None,
+        };
+        // A bounce outranks a complaint: the address stays closed to everything.
+        let bounced_already = match &suppression_key {
+            Some(key) => match writes.get(TreeId::Suppressions, key)? {
+                Some(stored) => decode::<Suppression>(&stored)?.kind == SuppressionKind::Bounced,
+                None => false,
+            },
+            None => false,
+        };
         if let Some(due_at) = message.due_at {
             writes.remove(TreeId::Deliveries, timer_key(due_at, &message.id));
         }
@@ -253,33 +341,24 @@ impl SledStore {
             );
         }
         writes.put(TreeId::Outbox, key.to_vec(), encode(&*message));
-        if let (Some(kind), Some(address)) = (update.suppress, &message.recipient) {
-            let key = pair_key(&message.channel, address);
-            // A bounce outranks a complaint: the address stays closed to everything.
-            let kept = match self.suppressions.get(&key).map_err(backend)? {
-                Some(stored) => decode::<Suppression>(&stored)?.kind == SuppressionKind::Bounced,
-                None => false,
+        if let (Some(kind), Some(key), Some(address)) =
+            (update.suppress, suppression_key, &message.recipient)
+            && (!bounced_already || kind == SuppressionKind::Bounced)
+        {
+            let suppression = Suppression {
+                channel: message.channel.clone(),
+                address: address.clone(),
+                kind,
+                reason: update.detail.clone(),
+                message_id: message.id.clone(),
+                at: update.at,
             };
-            if !kept || kind == SuppressionKind::Bounced {
-                let suppression = Suppression {
-                    channel: message.channel.clone(),
-                    address: address.clone(),
-                    kind,
-                    reason: update.detail.clone(),
-                    message_id: message.id.clone(),
-                    at: update.at,
-                };
-                writes.put(TreeId::Suppressions, key, encode(&suppression));
-            }
+            writes.put(TreeId::Suppressions, key, encode(&suppression));
         }
-        let mut queued = Vec::new();
-        if let Some(name) = update.event.as_ref().filter(|_| news) {
-            queued.extend(queue_event(
-                &mut writes,
-                &delivery_event(message, name, update),
-            )?);
-        }
-        writes.apply()?;
+        let queued = match update.event.as_ref().filter(|_| news) {
+            Some(name) => queue_event(writes, &delivery_event(message, name, update))?,
+            None => None,
+        };
         Ok((queued, news))
     }
 }

@@ -5,6 +5,12 @@ reading of them (`N.json`: headers, text and HTML parts decoded), so a test chec
 client would show, parsed by an implementation that is not ours.
 
     python3 tests/clients/smtp_sink.py DIR      # prints `port N` once it listens
+    python3 tests/clients/smtp_sink.py DIR --starttls CERT KEY --login USER PASSWORD
+    python3 tests/clients/smtp_sink.py DIR --smtps CERT KEY --login USER PASSWORD
+
+With `--starttls` it offers STARTTLS and refuses mail before it; with `--smtps` it speaks TLS
+from the first byte. With `--login` it takes mail only after AUTH with that user and password
+(over TLS only). Each message's reading says whether it came over TLS and who logged in.
 
 Recipients steer it, as a provider's answers would: one whose local part starts with `bounce`
 is refused at RCPT with `550 5.1.1`; one starting with `later` gets `451 4.3.0` at DATA the
@@ -17,10 +23,11 @@ import email
 import email.policy
 import json
 import os
+import ssl
 import sys
 import threading
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Sink:
@@ -55,6 +62,12 @@ class Sink:
         text = message.get_body(preferencelist=("plain",))
         html = message.get_body(preferencelist=("html",))
         reading = {
+            "tls": server.transport.get_extra_info("ssl_object") is not None,
+            "login": (
+                session.auth_data.login.decode()
+                if isinstance(session.auth_data, LoginPassword)
+                else None
+            ),
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "headers": {name: str(value) for name, value in message.items()},
@@ -69,10 +82,45 @@ class Sink:
         return "250 2.0.0 Ok: queued as sink%06d" % n
 
 
-async def serve(directory):
+def tls_context(cert, key):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def authenticator(user, password):
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == user.encode()
+            and auth_data.password == password.encode()
+        )
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+    return check
+
+
+async def serve(directory, options):
     sink = Sink(directory)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(sink), "127.0.0.1", 0)
+    kwargs = {}
+    implicit = None
+    if "--starttls" in options:
+        at = options.index("--starttls")
+        kwargs["tls_context"] = tls_context(options[at + 1], options[at + 2])
+        kwargs["require_starttls"] = True
+    if "--smtps" in options:
+        at = options.index("--smtps")
+        implicit = tls_context(options[at + 1], options[at + 2])
+    if "--login" in options:
+        at = options.index("--login")
+        kwargs["authenticator"] = authenticator(options[at + 1], options[at + 2])
+        kwargs["auth_required"] = True
+        # Under implicit TLS aiosmtpd does not see the TLS; the whole session is in it.
+        kwargs["auth_require_tls"] = implicit is None
+    server = await loop.create_server(
+        lambda: SMTP(sink, **kwargs), "127.0.0.1", 0, ssl=implicit
+    )
     print("port %d" % server.sockets[0].getsockname()[1], flush=True)
     # Until the test closes our stdin (or dies).
     await loop.run_in_executor(None, sys.stdin.read)
@@ -82,7 +130,7 @@ async def serve(directory):
 def main():
     directory = sys.argv[1]
     os.makedirs(directory, exist_ok=True)
-    asyncio.run(serve(directory))
+    asyncio.run(serve(directory, sys.argv[2:]))
 
 
 if __name__ == "__main__":

@@ -324,3 +324,26 @@ fn plugin_call_refuses_an_approval_without_a_scheme_and_says_the_form() {
         "{json}"
     );
 }
+
+/// `--tls-roots` names a file of CA certificates; a file that holds none stops the server at
+/// start with what is wrong, rather than leaving it to fail each TLS connection later.
+#[test]
+fn serve_refuses_tls_roots_that_hold_no_certificate() {
+    let data = tempfile::tempdir().unwrap();
+    let roots = data.path().join("roots.pem");
+    std::fs::write(&roots, "not a certificate\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wayline"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path().join("data"))
+        .arg("--tls-roots")
+        .arg(&roots)
+        .env("WAYLINE_TOKEN", "cli-test-token-0123456789")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains("--tls-roots") && log.contains("no PEM certificate"),
+        "{log}"
+    );
+}

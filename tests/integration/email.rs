@@ -13,6 +13,7 @@ use serde_json::{Value as Json, json};
 
 use crate::delivery::{MINUTE, message_when, register, statuses, template};
 use crate::server::Server;
+use wayline::runtime::egress::TlsRoots;
 
 /// The SMTP server of tests/clients/smtp_sink.py, on 127.0.0.1, writing what it receives to a
 /// temporary directory.
@@ -24,12 +25,19 @@ pub(crate) struct SmtpSink {
 
 impl SmtpSink {
     pub(crate) fn start() -> SmtpSink {
+        Self::start_with(&[])
+    }
+
+    /// The sink with `options` (`--starttls CERT KEY`, `--smtps CERT KEY`, `--login USER
+    /// PASSWORD`; see tests/clients/smtp_sink.py).
+    pub(crate) fn start_with(options: &[&std::ffi::OsStr]) -> SmtpSink {
         let dir = tempfile::tempdir().unwrap();
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/smtp_sink.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(dir.path())
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -256,4 +264,128 @@ async fn relay_refusals_bounce_or_retry_and_an_unapproved_relay_is_never_reached
         "{failed:#}"
     );
     assert_eq!(sink.received().len(), 1, "nothing more reached the relay");
+}
+
+/// A CA made for this test and a relay certificate it signed for 127.0.0.1, as PEM files in
+/// `dir`: `ca.pem`, `relay.pem`, `relay-key.pem`.
+fn test_ca(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} test CA"));
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let relay = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let relay_key = KeyPair::generate().unwrap();
+    let relay_cert = relay.signed_by(&relay_key, &issuer).unwrap();
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("relay.pem"), relay_cert.pem()).unwrap();
+    std::fs::write(dir.join("relay-key.pem"), relay_key.serialize_pem()).unwrap();
+    dir
+}
+
+/// Bind channel `email` to email-smtp on `relay` with a login whose password is a secret bound
+/// to the relay.
+async fn bind_smtp_login(server: &Server, relay: &str, password: &str) {
+    let (status, body) = server
+        .put(
+            "/v1/channels/email",
+            json!({
+                "plugin": "email-smtp",
+                "config": {"relay": relay, "from": "Shop <news@shop.example>",
+                           "username": "shop", "password": "{{secret:smtp_password}}"},
+                "recipient": "email",
+                "approved_hosts": [relay],
+                "secrets": {"smtp_password": {"value": password, "hosts": [relay]}},
+            }),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+}
+
+/// STARTTLS and SMTPS for real: relays that take mail only over TLS and after a login get it,
+/// with the certificate checked against the operator's CA (`--tls-roots`); a relay whose
+/// certificate no trusted CA signed gets no password and no email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_over_starttls_and_smtps_get_mail_only_with_a_verified_certificate_and_the_login() {
+    let certs = tempfile::tempdir().unwrap();
+    let trusted = test_ca(certs.path(), "trusted");
+    let stranger = test_ca(certs.path(), "stranger");
+    let tls = |mode: &str, dir: &std::path::Path| {
+        let (cert, key) = (dir.join("relay.pem"), dir.join("relay-key.pem"));
+        SmtpSink::start_with(&[
+            mode.as_ref(),
+            cert.as_os_str(),
+            key.as_os_str(),
+            "--login".as_ref(),
+            "shop".as_ref(),
+            "pw-4711".as_ref(),
+        ])
+    };
+    let starttls = tls("--starttls", &trusted);
+    let smtps = tls("--smtps", &trusted);
+    let impostor = tls("--starttls", &stranger);
+    let roots = std::fs::read(trusted.join("ca.pem")).unwrap();
+    let server = Server::start_trusting(TlsRoots::from_pem(&roots).unwrap()).await;
+    template(
+        &server,
+        "note",
+        json!({"channel": "email", "subject": "A note", "text": "Hello {{ first_name | default('you') }}",
+               "transactional": true}),
+    )
+    .await;
+    crate::delivery::journey(&server, "notes", "noted", "email", "note").await;
+    let contact = |id: &str| {
+        json!({"id": id, "attributes": {"email": format!("{id}@example.com")},
+               "consents": {"email": "granted"}})
+    };
+
+    for (sink, scheme, who) in [(&starttls, "smtp", "ann"), (&smtps, "smtps", "bo")] {
+        bind_smtp_login(
+            &server,
+            &format!("{scheme}://127.0.0.1:{}", sink.port),
+            "pw-4711",
+        )
+        .await;
+        register(&server, contact(who), "noted", "free").await;
+        let sent = message_when(&server, who, "sent").await;
+        let received = sink.wait_for(1).await;
+        assert_eq!(received.len(), 1, "{scheme}: {received:#?}");
+        assert_eq!(to(&received[0]), format!("{who}@example.com"), "{sent:#}");
+        assert_eq!(
+            received[0]["tls"], true,
+            "{scheme}: the email came over TLS"
+        );
+        assert_eq!(received[0]["login"], "shop", "{scheme}: after the login");
+    }
+
+    // A wrong password: the relay refuses the login, and nothing is sent.
+    let relay = format!("smtp://127.0.0.1:{}", starttls.port);
+    bind_smtp_login(&server, &relay, "not-the-password").await;
+    register(&server, contact("cy"), "noted", "free").await;
+    let refused = message_when(&server, "cy", "failed").await;
+    assert!(
+        crate::delivery::last_detail(&refused).contains("refused the login"),
+        "{refused:#}"
+    );
+
+    // A relay whose certificate no trusted CA signed: the TLS handshake fails before the
+    // login, so it learns no password, and no email is sent to it.
+    let relay = format!("smtp://127.0.0.1:{}", impostor.port);
+    bind_smtp_login(&server, &relay, "pw-4711").await;
+    register(&server, contact("di"), "noted", "free").await;
+    let deferred = message_when(&server, "di", "deferred").await;
+    let detail = crate::delivery::last_detail(&deferred).to_lowercase();
+    assert!(detail.contains("certificate"), "{deferred:#}");
+    assert!(impostor.received().is_empty());
+    assert_eq!(
+        starttls.received().len(),
+        1,
+        "nothing more reached the relays"
+    );
+    assert_eq!(smtps.received().len(), 1);
 }

@@ -7,6 +7,7 @@ use wayline::api::{AppState, HttpEdges, app};
 use wayline::clock::VirtualClock;
 use wayline::messaging::{DeliverySettings, MessagingConfig, SealingKey, seed};
 use wayline::registry::Registry;
+use wayline::runtime::egress::TlsRoots;
 use wayline::store::{SledStore, Store};
 
 use crate::support;
@@ -48,8 +49,16 @@ impl Server {
             prepare,
             |store| Arc::new(store),
             HttpEdges::default(),
+            TlsRoots::default(),
         )
         .await
+    }
+
+    /// Like [`Server::start`] with the plugins, their outbound TLS trusting `roots` (a test
+    /// CA) besides the public roots, as `wayline serve --tls-roots` sets it.
+    pub async fn start_trusting(roots: TlsRoots) -> Server {
+        let edges = HttpEdges::default();
+        Self::start_with(true, |_| {}, |store| Arc::new(store), edges, roots).await
     }
 
     /// Like [`Server::start`], on the store `wrap` makes of the real one (to make it fail).
@@ -57,13 +66,21 @@ impl Server {
         plugins: bool,
         wrap: impl FnOnce(SledStore) -> Arc<dyn Store>,
     ) -> Server {
-        Self::start_with(plugins, |_| {}, wrap, HttpEdges::default()).await
+        Self::start_with(
+            plugins,
+            |_| {},
+            wrap,
+            HttpEdges::default(),
+            TlsRoots::default(),
+        )
+        .await
     }
 
     /// Like [`Server::start`] with the plugins, serving each request within `edges` (to see
     /// the timeout and the load shedding without waiting 30 s or sending a thousand requests).
     pub async fn start_within(edges: HttpEdges) -> Server {
-        Self::start_with(true, |_| {}, |store| Arc::new(store), edges).await
+        let roots = TlsRoots::default();
+        Self::start_with(true, |_| {}, |store| Arc::new(store), edges, roots).await
     }
 
     async fn start_with(
@@ -71,10 +88,11 @@ impl Server {
         prepare: impl FnOnce(&std::path::Path),
         wrap: impl FnOnce(SledStore) -> Arc<dyn Store>,
         edges: HttpEdges,
+        roots: TlsRoots,
     ) -> Server {
         let data = tempfile::tempdir().unwrap();
         prepare(&data.path().join("store"));
-        let (runtime, clock) = support::runtime();
+        let (runtime, clock) = support::runtime_trusting(roots);
         let runtime = Arc::new(runtime);
         let registry = Arc::new(Registry::default());
         if plugins {

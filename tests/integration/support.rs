@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use wayline::clock::VirtualClock;
 use wayline::model::{Contact, Event, PreparedConfig};
+use wayline::runtime::egress::TlsRoots;
 use wayline::runtime::{MemoryKv, Plugin, PluginSettings, Runtime, RuntimeConfig};
 
 /// 2026-11-22T10:00:00Z, the virtual clock's start.
@@ -62,10 +63,16 @@ pub fn core_module_bytes(name: &str) -> Vec<u8> {
 
 /// A runtime on a virtual clock with in-memory plugin key-value spaces.
 pub fn runtime() -> (Runtime, VirtualClock) {
+    runtime_trusting(TlsRoots::default())
+}
+
+/// Like [`runtime`], its plugins' outbound TLS trusting `roots` besides the public ones.
+pub fn runtime_trusting(roots: TlsRoots) -> (Runtime, VirtualClock) {
     let clock = VirtualClock::at(NOW);
     let runtime = Runtime::new(RuntimeConfig {
         clock: Arc::new(clock.clone()),
         kv: Arc::new(MemoryKv::default()),
+        tls_roots: roots,
         ..RuntimeConfig::default()
     })
     .expect("runtime starts");

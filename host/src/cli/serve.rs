@@ -13,6 +13,7 @@ use crate::journeys::{JourneyError, Journeys};
 use crate::messaging::{DeliverySettings, MessagingConfig, SealingKey, seed};
 use crate::plugin_kv::StoredKv;
 use crate::registry::Registry;
+use crate::runtime::egress::TlsRoots;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{SledStore, Store};
 
@@ -64,6 +65,10 @@ pub struct ServeArgs {
     /// A file holding the sealing key (64 hex digits), e.g. a mounted secret.
     #[arg(long, env = "WAYLINE_SECRET_KEY_FILE", conflicts_with = "secret_key")]
     secret_key_file: Option<PathBuf>,
+    /// A PEM file of CA certificates that channels' outbound TLS (HTTPS, SMTP STARTTLS and
+    /// SMTPS) trusts besides the public roots: a company relay's or API's own CA.
+    #[arg(long, env = "WAYLINE_TLS_ROOTS")]
+    tls_roots: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
@@ -79,6 +84,15 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)?;
     let sealing_key = sealing_key(&args)?;
+    let tls_roots = match &args.tls_roots {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("--tls-roots {}: {e}", path.display()))?;
+            TlsRoots::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("--tls-roots {}: {e}", path.display()))?
+        }
+        None => TlsRoots::default(),
+    };
     let token = secret_or_generated(args.token, &args.data, "api-token", "--token")?;
     let write_key = secret_or_generated(args.write_key, &args.data, "write-key", "--write-key")?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&args.data.join("store"))?);
@@ -87,6 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cache_dir: Some(args.data.join("compile-cache")),
         clock: clock.clone(),
         kv: Arc::new(StoredKv(store.clone())),
+        tls_roots,
         ..RuntimeConfig::default()
     })?);
     let registry = Arc::new(Registry::default());

@@ -389,6 +389,7 @@ pub fn egress_of(
         &plugin.info.outbound_hosts,
         &record.approved_hosts,
         &secrets,
+        &plugin.tls_roots,
     )
     .map_err(|error| match error {
         EgressError::Declared(e) => format!("the plugin declares an outbound host {e}"),

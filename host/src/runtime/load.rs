@@ -8,7 +8,7 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
 use super::Runtime;
 use super::cache::sha256_hex;
-use super::egress::{Egress, EgressError, SecretSetting};
+use super::egress::{Egress, EgressError, SecretSetting, TlsRoots};
 use super::error::LoadError;
 use super::host::HostState;
 use super::limits::Limits;
@@ -251,6 +251,8 @@ pub struct Plugin {
     /// call looks it up by index rather than by name.
     pub(crate) entry: ComponentExportIndex,
     pub(crate) http: Option<Arc<Egress>>,
+    /// What its outbound TLS trusts besides the public roots (the server's setting).
+    pub(crate) tls_roots: TlsRoots,
 }
 
 impl Plugin {
@@ -333,13 +335,14 @@ impl Runtime {
             pre,
             entry,
             http: None,
+            tls_roots: self.shared.tls_roots.clone(),
         };
         let info = self.describe(&plugin).result.map_err(LoadError::Describe)?;
         check_identity(&info)?;
         self.check_entry(&plugin)?;
         plugin.id = Arc::from(info.id().as_str());
         if kind == PluginKind::Channel {
-            plugin.http = Some(Arc::new(http_policy(&info, settings)?));
+            plugin.http = Some(Arc::new(http_policy(&info, settings, &plugin.tls_roots)?));
         }
         plugin.info = info;
         Ok(plugin)
@@ -467,11 +470,16 @@ fn clamp(mut limits: Limits) -> Limits {
     limits
 }
 
-fn http_policy(info: &PluginInfo, settings: &PluginSettings) -> Result<Egress, LoadError> {
+fn http_policy(
+    info: &PluginInfo,
+    settings: &PluginSettings,
+    roots: &TlsRoots,
+) -> Result<Egress, LoadError> {
     Egress::new(
         &info.outbound_hosts,
         &settings.approved_hosts,
         &settings.secrets,
+        roots,
     )
     .map_err(|error| match error {
         EgressError::Declared(e) => {

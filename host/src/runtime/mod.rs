@@ -33,6 +33,7 @@ pub use load::{Plugin, PluginKind, PluginSettings, WitVersion, valid_name};
 pub use warm::{WarmScorer, to_wit};
 
 use crate::clock::{SharedClock, SystemClock};
+use egress::TlsRoots;
 
 /// How to build a [`Runtime`].
 pub struct RuntimeConfig {
@@ -45,6 +46,8 @@ pub struct RuntimeConfig {
     /// The instance allocator to try first; pooling falls back to on-demand by itself where
     /// the machine will not reserve its address space.
     pub allocator: Allocator,
+    /// Certificates plugins' outbound TLS trusts besides the public roots.
+    pub tls_roots: TlsRoots,
 }
 
 impl Default for RuntimeConfig {
@@ -55,6 +58,7 @@ impl Default for RuntimeConfig {
             clock: Arc::new(SystemClock),
             kv: Arc::new(MemoryKv::default()),
             allocator: Allocator::Pooling,
+            tls_roots: TlsRoots::default(),
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct Shared {
     compiler: cache::Compiler,
     ticker: engine::EpochTicker,
     max_binary_bytes: usize,
+    tls_roots: TlsRoots,
 }
 
 impl std::ops::Deref for Runtime {
@@ -107,6 +112,7 @@ impl Runtime {
                 compiler,
                 ticker,
                 max_binary_bytes: config.max_binary_bytes,
+                tls_roots: config.tls_roots,
             }),
             clock: config.clock,
             kv: config.kv,

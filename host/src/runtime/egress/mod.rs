@@ -15,6 +15,43 @@ pub use address::Refused;
 pub use secrets::{Secret, SecretError, SecretValue, Secrets};
 pub use target::{Approval, Declared, Host as TargetHost, Scheme, Target};
 
+/// Certificates outbound TLS trusts besides the public roots: an operator's own CA, for a
+/// relay or an API inside the company. One set for the whole server, set at start.
+#[derive(Debug, Clone, Default)]
+pub struct TlsRoots {
+    /// PEM, one or more certificates; checked to parse when it was set.
+    pem: Option<Arc<[u8]>>,
+}
+
+impl TlsRoots {
+    /// The certificates in `pem`; an error when it holds none, or one that does not parse.
+    pub fn from_pem(pem: &[u8]) -> Result<TlsRoots, String> {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("the TLS roots do not parse as PEM certificates: {e}"))?;
+        if certificates.is_empty() {
+            return Err("the TLS roots hold no PEM certificate".into());
+        }
+        lettre::transport::smtp::client::Certificate::from_pem(pem)
+            .map_err(|e| format!("the TLS roots do not parse as PEM certificates: {e}"))?;
+        Ok(TlsRoots {
+            pem: Some(Arc::from(pem)),
+        })
+    }
+
+    fn for_http(&self) -> Vec<reqwest::Certificate> {
+        self.pem
+            .as_deref()
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok())
+            .unwrap_or_default()
+    }
+
+    fn for_smtp(&self) -> Option<lettre::transport::smtp::client::Certificate> {
+        self.pem
+            .as_deref()
+            .and_then(|pem| lettre::transport::smtp::client::Certificate::from_pem(pem).ok())
+    }
+}
+
 /// Largest response body a plugin may receive (after decompression), and the longest it may
 /// wait for one.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -70,19 +107,21 @@ impl Egress {
         declared: &[String],
         approved: &[String],
         secrets: &BTreeMap<String, SecretSetting>,
+        roots: &TlsRoots,
     ) -> Result<Egress, EgressError> {
         let declared = declared
             .iter()
             .map(|d| Declared::parse(d))
             .collect::<Result<Vec<_>, _>>()
             .map_err(EgressError::Declared)?;
-        Self::approved(declared, approved, secrets).map_err(EgressError::Settings)
+        Self::approved(declared, approved, secrets, roots).map_err(EgressError::Settings)
     }
 
     fn approved(
         declared: Vec<Declared>,
         approved: &[String],
         secrets: &BTreeMap<String, SecretSetting>,
+        roots: &TlsRoots,
     ) -> Result<Egress, String> {
         let approved = approved
             .iter()
@@ -119,11 +158,15 @@ impl Egress {
                     .collect::<BTreeSet<_>>(),
             ),
         };
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
-            .dns_resolver(Arc::new(reachable.clone()))
+            .dns_resolver(Arc::new(reachable.clone()));
+        for certificate in roots.for_http() {
+            client = client.add_root_certificate(certificate);
+        }
+        let client = client
             .build()
             .map_err(|e| format!("the HTTP client could not be built: {e}"))?;
         Ok(Egress {
@@ -134,7 +177,7 @@ impl Egress {
             max_response_bytes: MAX_RESPONSE_BYTES,
             max_timeout: MAX_TIMEOUT,
             client,
-            relays: relay::Relays::default(),
+            relays: relay::Relays::trusting(roots.for_smtp()),
         })
     }
 

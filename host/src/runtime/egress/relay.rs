@@ -3,7 +3,8 @@
 //! A relay is a target like any other (`smtp://host:port` with STARTTLS required,
 //! `smtps://host:port`, or `smtp+insecure://host:port` only where approved as that). Its name
 //! is resolved here and checked like an HTTP target's, and the pool connects to the checked
-//! address itself, verifying TLS against the name: DNS has no second say. Pools are kept per
+//! address itself, verifying TLS against the name (with the public roots and the operator's
+//! `--tls-roots`): DNS has no second say. Pools are kept per
 //! relay and credentials, and dropped with the egress when the channel is bound again.
 //!
 //! For `smtp://` and `smtp+insecure://` the host opens the TCP connection itself, with
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
 use lettre::{AsyncTransport, Tokio1Executor};
@@ -156,6 +157,8 @@ pub struct Login {
 #[derive(Default)]
 pub struct Relays {
     pools: Mutex<HashMap<(Target, Option<Login>), Pool>>,
+    /// The operator's own CA, trusted besides the public roots.
+    extra_root: Option<Certificate>,
 }
 
 /// One relay's transport, when its address was resolved and when it was last used.
@@ -182,6 +185,14 @@ pub enum RelayError {
 }
 
 impl Relays {
+    /// No pools yet; TLS to relays trusts the public roots and `extra_root`.
+    pub fn trusting(extra_root: Option<Certificate>) -> Relays {
+        Relays {
+            pools: Mutex::default(),
+            extra_root,
+        }
+    }
+
     /// The pooled transport for `target` with `login`, set up on first use.
     pub async fn transport(
         &self,
@@ -202,7 +213,7 @@ impl Relays {
             return Ok(pool.transport.clone());
         }
         let address = resolve(&target.host, reachable).await?;
-        let transport = build(target, address, key.1.clone())?;
+        let transport = build(target, address, key.1.clone(), self.extra_root.as_ref())?;
         let mut pools = self.pools.lock().expect("relay lock");
         if !pools.contains_key(&key) && pools.len() >= MAX_POOLS {
             let oldest = pools
@@ -263,14 +274,25 @@ async fn resolve(host: &Host, reachable: &Reachable) -> Result<IpAddr, RelayErro
         })
 }
 
-fn build(target: &Target, address: IpAddr, login: Option<Login>) -> Result<Transport, RelayError> {
+fn build(
+    target: &Target,
+    address: IpAddr,
+    login: Option<Login>,
+    extra_root: Option<&Certificate>,
+) -> Result<Transport, RelayError> {
     // Certificates are checked against the name the operator approved, not the address.
     let tls_name = match &target.host {
         Host::Name(name) => name.clone(),
         Host::Ip(ip) => ip.to_string(),
     };
     let tls = |name: String| {
-        TlsParameters::new(name).map_err(|e| RelayError::Transport(format!("TLS setup: {e}")))
+        let mut parameters = TlsParameters::builder(name);
+        if let Some(root) = extra_root {
+            parameters = parameters.add_root_certificate(root.clone());
+        }
+        parameters
+            .build_rustls()
+            .map_err(|e| RelayError::Transport(format!("TLS setup: {e}")))
     };
     let starttls = match target.scheme {
         Scheme::Smtp => Some(tls(tls_name)?),

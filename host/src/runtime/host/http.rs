@@ -301,7 +301,13 @@ mod tests {
                 verifies_webhooks: false,
             },
         )]);
-        Egress::new(&strings(declared), &strings(approved), &secrets).unwrap()
+        Egress::new(
+            &strings(declared),
+            &strings(approved),
+            &secrets,
+            &Default::default(),
+        )
+        .unwrap()
     }
 
     fn request(url: &str) -> Request {

@@ -234,6 +234,11 @@ impl SledStore {
         updates: &[DeliveryUpdate],
         seen: &[Option<String>],
     ) -> Result<Option<(DeliveriesRecorded, Alerts)>, StoreError> {
+        // Held from reading an address's suppression to writing it.
+        let _suppressions = updates
+            .iter()
+            .any(|update| update.suppress.is_some())
+            .then(|| lock(&self.locks.suppressions));
         let mut writes = WriteSet::new(self);
         let mut recorded = DeliveriesRecorded::default();
         let mut alerts = Alerts::new();

@@ -18,7 +18,8 @@ use super::{
 use crate::model::{Contact, Event, Millis, Value};
 
 /// Who may write what at once. Taken in this order, each at most once per writer: `publish`,
-/// `identities`, `plugin_kv`, then partitions in ascending order, then event ids.
+/// `identities`, `plugin_kv`, then partitions in ascending order, then `suppressions`, then
+/// event ids.
 pub(super) struct Locks {
     /// Journey definitions and versions.
     pub publish: Mutex<()>,
@@ -29,6 +30,10 @@ pub(super) struct Locks {
     /// Everything of the contacts in a partition: the contact, its enrollments, timers,
     /// messages and inbox items, and the counters' shard of that number.
     pub partitions: Vec<Mutex<()>>,
+    /// The suppressed addresses: one address may be written for messages of several
+    /// contacts, so several partitions, at once (a bounce must not be replaced by a complaint
+    /// read before it was written).
+    pub suppressions: Mutex<()>,
     /// Recording an event id (and an enrollment request id), striped by its hash.
     pub ids: Vec<Mutex<()>>,
     /// The dead letters and the audit log.
@@ -42,6 +47,7 @@ impl Default for Locks {
             identities: Mutex::default(),
             plugin_kv: Mutex::default(),
             partitions: (0..PARTITIONS).map(|_| Mutex::default()).collect(),
+            suppressions: Mutex::default(),
             ids: (0..64).map(|_| Mutex::default()).collect(),
             operations: Mutex::default(),
         }

@@ -703,6 +703,39 @@ async fn a_channel_never_sends_faster_than_its_rate_and_keeps_the_order() {
     assert_eq!(order, sorted, "in the order they were sent");
 }
 
+/// The rate window is kept in the store: binding the channel again (as a restart binds it
+/// anew) does not forget the sends of the window, so a provider's limit holds across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_bound_again_remembers_the_sends_of_its_rate_window() {
+    let server = Server::start(true).await;
+    let (base, provider) = provider().await;
+    let rate = json!({"rate": {"messages": 2, "per": "1m"}});
+    bind(&server, "crm", &base, "/ok", rate.clone()).await;
+    template(&server, "news", json!({"channel": "crm", "text": "news"})).await;
+    journey(&server, "news", "registered", "crm", "news").await;
+    let contact = |i: usize| {
+        json!({"id": format!("w{i}"), "attributes": {"email": format!("w{i}@example.com")},
+               "consents": {"crm": "granted"}})
+    };
+    for i in 0..2 {
+        register(&server, contact(i), "registered", "free").await;
+        message_when(&server, &format!("w{i}"), "sent").await;
+    }
+    // Bound again, with the same rate: a new binding, made from what is stored.
+    bind(&server, "crm", &base, "/ok", rate).await;
+    register(&server, contact(2), "registered", "free").await;
+    let held = message_when(&server, "w2", "deferred").await;
+    assert!(last_detail(&held).contains("rate"), "{held:#}");
+    assert_eq!(
+        provider.lock().unwrap().accepted.len(),
+        2,
+        "two in the minute"
+    );
+    server.clock.advance(MINUTE + 1_000);
+    message_when(&server, "w2", "sent").await;
+    assert_eq!(provider.lock().unwrap().accepted.len(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journey_that_sends_through_an_unbound_channel_or_a_missing_template_is_not_published() {
     let server = Server::start(true).await;

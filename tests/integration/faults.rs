@@ -138,6 +138,13 @@ impl MessageStore for Faulty {
     fn suppression(&self, channel: &str, address: &str) -> Result<Option<Suppression>, StoreError> {
         self.store.suppression(channel, address)
     }
+    fn send_window(&self, channel: &str) -> Result<Option<SavedWindow>, StoreError> {
+        self.store.send_window(channel)
+    }
+    fn save_send_window(&self, channel: &str, window: &SavedWindow) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.save_send_window(channel, window)
+    }
 }
 
 impl JourneyStore for Faulty {

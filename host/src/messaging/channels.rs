@@ -14,7 +14,8 @@ use crate::registry::Registry;
 use crate::runtime::egress::{Egress, EgressError, SecretSetting, SecretValue};
 use crate::runtime::{Plugin, PluginKind, Runtime};
 use crate::store::{
-    Cap, CapScope, ChannelAlert, ChannelRecord, Rate, SealedSecret, SendHours, WhenCapped,
+    Cap, CapScope, ChannelAlert, ChannelRecord, Rate, SavedWindow, SealedSecret, SendHours,
+    WhenCapped,
 };
 
 /// Longest rate window, and most messages per window.
@@ -404,6 +405,7 @@ pub fn bind(
     key: &SealingKey,
     registry: &Registry,
     runtime: &Runtime,
+    window: Option<SavedWindow>,
     now: Millis,
 ) -> Result<Bound, String> {
     let plugin = registry.get(&record.plugin).ok_or_else(|| {
@@ -437,7 +439,7 @@ pub fn bind(
         }
     };
     let egress = Arc::new(egress_of(&record, &plugin, key)?);
-    let bucket = Mutex::new(SendWindow::new(record.rate, now));
+    let bucket = Mutex::new(SendWindow::restore(record.rate, window, now));
     Ok(Bound {
         record,
         plugin,

@@ -244,7 +244,19 @@ impl Messaging {
             return Err(why.clone());
         }
         let revision = record.revision;
-        let bound = match channels::bind(record, &self.key, &self.registry, &self.runtime, now) {
+        // The sends its rate window remembers, so a new binding or a restart forgets none.
+        let window = match record.rate {
+            Some(_) => self.store.send_window(name).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        let bound = match channels::bind(
+            record,
+            &self.key,
+            &self.registry,
+            &self.runtime,
+            window,
+            now,
+        ) {
             Ok(bound) => Arc::new(bound),
             Err(why) => {
                 let mut unbound = self.unbound.lock().expect("unbound lock");

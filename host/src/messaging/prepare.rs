@@ -21,6 +21,8 @@ struct Batch {
     /// Per contact and channel, the messages this batch is sending: `(at, journey, template)`,
     /// counted by the frequency caps with those sent before.
     going: HashMap<(String, String), Vec<rules::Going>>,
+    /// The channels whose rate window this batch took sends from, to be saved before they go.
+    windows: HashMap<String, Arc<Bound>>,
 }
 
 /// A message ready to hand to its channel plugin.
@@ -50,6 +52,26 @@ impl Messaging {
                     tracing::error!(message = %id, %error, "delivery: a step could not be recorded")
                 }
             }
+        }
+        // The rate windows reach the disk before their sends go: a crash or a new binding
+        // then remembers them (see `rate`). A channel whose window cannot be saved sends
+        // nothing of this batch; its messages stay due.
+        let mut unsaved = Vec::new();
+        for (channel, bound) in &batch.windows {
+            let window = bound.bucket.lock().expect("rate lock").saved();
+            if let Err(error) = self
+                .store
+                .save_send_window(channel, &window)
+                .and_then(|()| self.store.flush())
+            {
+                tracing::error!(%channel, %error, "delivery: saving the rate window failed");
+                unsaved.push(channel.as_str());
+            }
+        }
+        if !unsaved.is_empty() {
+            let before = ready.len();
+            ready.retain(|r| !unsaved.contains(&r.outbox.channel.as_str()));
+            failed += before - ready.len();
         }
         (ready, failed)
     }
@@ -189,6 +211,12 @@ impl Messaging {
         if let Err(next) = bound.bucket.lock().expect("rate lock").take(now) {
             batch.held.insert(message.channel.clone(), next);
             return self.hold(&message, next, rate_reason(&bound)).map(|_| None);
+        }
+        if bound.record.rate.is_some() {
+            batch
+                .windows
+                .entry(message.channel.clone())
+                .or_insert_with(|| bound.clone());
         }
         batch
             .going

@@ -60,6 +60,9 @@ pub(super) mod trees {
     pub const DELIVERIES: &str = "deliveries";
     /// `<channel>\0<address>` → why nothing more is sent there (a bounce, a complaint).
     pub const SUPPRESSIONS: &str = "suppressions";
+    /// channel name → the sends its rate window remembers (see `messaging::rate`), so a
+    /// restart or a new binding does not forget them.
+    pub const SEND_WINDOWS: &str = "send_windows";
 }
 
 /// The layout this version writes.
@@ -90,10 +93,11 @@ pub(super) enum TreeId {
     MessageIds = 18,
     Deliveries = 19,
     Suppressions = 20,
+    SendWindows = 21,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 21] = [
+    pub(super) const ALL: [TreeId; 22] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -115,6 +119,7 @@ impl TreeId {
         TreeId::MessageIds,
         TreeId::Deliveries,
         TreeId::Suppressions,
+        TreeId::SendWindows,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -144,6 +149,7 @@ impl TreeId {
             TreeId::MessageIds => trees::MESSAGE_IDS,
             TreeId::Deliveries => trees::DELIVERIES,
             TreeId::Suppressions => trees::SUPPRESSIONS,
+            TreeId::SendWindows => trees::SEND_WINDOWS,
         }
     }
 

@@ -432,6 +432,17 @@ pub trait MessageStore {
     fn queue_message(&self, message: &OutboxMessage) -> Result<(), StoreError>;
     /// Why nothing is sent to `address` on `channel`, if so.
     fn suppression(&self, channel: &str, address: &str) -> Result<Option<Suppression>, StoreError>;
+    /// The sends `channel`'s rate window remembered when it was last saved.
+    fn send_window(&self, channel: &str) -> Result<Option<SavedWindow>, StoreError>;
+    fn save_send_window(&self, channel: &str, window: &SavedWindow) -> Result<(), StoreError>;
+}
+
+/// A channel's recent sends, as its rate window saves them: counts per slice of the window,
+/// each slice by when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedWindow {
+    /// `(slice end, sends in the slice)`, oldest first.
+    pub slices: Vec<(Millis, u32)>,
 }
 
 #[cfg(test)]

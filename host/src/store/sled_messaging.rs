@@ -214,6 +214,20 @@ impl MessageStore for SledStore {
         writes.apply()
     }
 
+    fn send_window(&self, channel: &str) -> Result<Option<SavedWindow>, StoreError> {
+        self.send_windows
+            .get(channel.as_bytes())
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn save_send_window(&self, channel: &str, window: &SavedWindow) -> Result<(), StoreError> {
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::SendWindows, channel.as_bytes(), encode(window));
+        writes.apply()
+    }
+
     fn suppression(&self, channel: &str, address: &str) -> Result<Option<Suppression>, StoreError> {
         self.suppressions
             .get(pair_key(channel, address))

@@ -119,6 +119,7 @@ pub struct SledStore {
     pub(super) message_ids: sled::Tree,
     pub(super) deliveries: sled::Tree,
     pub(super) suppressions: sled::Tree,
+    pub(super) send_windows: sled::Tree,
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
     /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
@@ -198,6 +199,7 @@ impl SledStore {
             message_ids: tree(trees::MESSAGE_IDS)?,
             deliveries: tree(trees::DELIVERIES)?,
             suppressions: tree(trees::SUPPRESSIONS)?,
+            send_windows: tree(trees::SEND_WINDOWS)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
             broken: Default::default(),
@@ -247,6 +249,7 @@ impl SledStore {
             TreeId::MessageIds => &self.message_ids,
             TreeId::Deliveries => &self.deliveries,
             TreeId::Suppressions => &self.suppressions,
+            TreeId::SendWindows => &self.send_windows,
         }
     }
 }

@@ -201,23 +201,31 @@ async fn the_welcome_journey_sends_real_email_and_follows_the_open() {
     assert_eq!(sink.received().len(), 4, "nobody got anything twice");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_refusals_bounce_or_retry_and_an_unapproved_relay_is_never_reached() {
-    let sink = SmtpSink::start();
-    let server = Server::start(true).await;
-    bind_smtp(&server, &sink.relay(), &sink.relay()).await;
+/// A transactional `note` template on `email` and the `notes` journey that sends it on
+/// `noted`.
+async fn notes_journey(server: &Server) {
     template(
-        &server,
+        server,
         "note",
         json!({"channel": "email", "subject": "A note", "text": "Hello {{ first_name | default('you') }}",
                "transactional": true}),
     )
     .await;
-    crate::delivery::journey(&server, "notes", "noted", "email", "note").await;
-    let contact = |id: &str| {
-        json!({"id": id, "attributes": {"email": format!("{id}@example.com")},
-               "consents": {"email": "granted"}})
-    };
+    crate::delivery::journey(server, "notes", "noted", "email", "note").await;
+}
+
+/// A contact `id` at `<id>@example.com` who consented to email.
+fn contact(id: &str) -> Json {
+    json!({"id": id, "attributes": {"email": format!("{id}@example.com")},
+           "consents": {"email": "granted"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_refusals_bounce_or_retry_and_an_unapproved_relay_is_never_reached() {
+    let sink = SmtpSink::start();
+    let server = Server::start(true).await;
+    bind_smtp(&server, &sink.relay(), &sink.relay()).await;
+    notes_journey(&server).await;
 
     // A refused recipient bounces, and the address is suppressed.
     register(&server, contact("bounce-1"), "noted", "free").await;
@@ -331,18 +339,7 @@ async fn relays_over_starttls_and_smtps_get_mail_only_with_a_verified_certificat
     let impostor = tls("--starttls", &stranger);
     let roots = std::fs::read(trusted.join("ca.pem")).unwrap();
     let server = Server::start_trusting(TlsRoots::from_pem(&roots).unwrap()).await;
-    template(
-        &server,
-        "note",
-        json!({"channel": "email", "subject": "A note", "text": "Hello {{ first_name | default('you') }}",
-               "transactional": true}),
-    )
-    .await;
-    crate::delivery::journey(&server, "notes", "noted", "email", "note").await;
-    let contact = |id: &str| {
-        json!({"id": id, "attributes": {"email": format!("{id}@example.com")},
-               "consents": {"email": "granted"}})
-    };
+    notes_journey(&server).await;
 
     for (sink, scheme, who) in [(&starttls, "smtp", "ann"), (&smtps, "smtps", "bo")] {
         bind_smtp_login(

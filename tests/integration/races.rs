@@ -152,7 +152,8 @@ fn steps_recorded_together_are_each_taken_or_refused_as_if_written_in_turn() {
         .unwrap();
     let mut bounce = DeliveryUpdate::new("bounced", DeliveryStatus::Bounced, 31_000);
     bounce.suppress = Some(SuppressionKind::Bounced);
-    bounce.detail = "mailbox gone".into();
+    // A provider's long answer: the step is kept, cut, and does not fail the batch.
+    bounce.detail = format!("mailbox gone {}", "x".repeat(200_000));
     let mut complaint = DeliveryUpdate::new("bounced", DeliveryStatus::Delivered, 32_000);
     complaint.suppress = Some(SuppressionKind::Complaint);
     complaint.note_only = true;
@@ -173,9 +174,14 @@ fn steps_recorded_together_are_each_taken_or_refused_as_if_written_in_turn() {
         .map(|step| step.as_ref().map_or_else(|e| e.code(), |()| "ok"))
         .collect();
     assert_eq!(outcomes, ["conflict", "not_found", "ok", "ok", "ok", "ok"]);
-    // The refused claim changed nothing.
+    // The refused claim changed nothing: no `sending` step, not back on the queue.
     let settled = store.message("settled").unwrap().unwrap();
-    assert_eq!(settled.status, DeliveryStatus::Delivered);
+    let statuses: Vec<_> = settled.history.iter().map(|step| step.status).collect();
+    assert_eq!(
+        statuses,
+        [DeliveryStatus::Deferred, DeliveryStatus::Delivered]
+    );
+    assert_eq!(settled.due_at, None);
     // Both steps of `fresh` were made, in order, and it left the queue.
     let fresh = store.message("fresh").unwrap().unwrap();
     assert_eq!(fresh.status, DeliveryStatus::Sent);
@@ -200,7 +206,11 @@ fn steps_recorded_together_are_each_taken_or_refused_as_if_written_in_turn() {
         .unwrap()
         .unwrap();
     assert_eq!(suppression.kind, SuppressionKind::Bounced);
-    assert_eq!(suppression.reason, "mailbox gone");
+    assert!(suppression.reason.starts_with("mailbox gone"));
+    assert!(
+        suppression.reason.len() <= 512,
+        "cut as the history's detail is"
+    );
 }
 
 fn store_with(dir: &tempfile::TempDir, contacts: &[&str]) -> SledStore {

@@ -182,6 +182,8 @@ impl Messaging {
             Ok(steps) => steps,
             Err(error) => {
                 tracing::error!(%error, "delivery: recording `sending` failed");
+                // Nothing is sent, and nothing spins: the batch is read again in a second.
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 return Vec::new();
             }
         };

@@ -46,10 +46,14 @@ impl SendWindow {
             if at <= now - rate.per_ms {
                 continue;
             }
-            let room = limit - window.sent.len();
             window
                 .sent
-                .extend(std::iter::repeat_n(at, (count as usize).min(room)));
+                .extend(std::iter::repeat_n(at, (count as usize).min(limit)));
+        }
+        // The newest are kept: a binding with a lower rate than the one saved must count the
+        // sends that expire last.
+        while window.sent.len() > limit {
+            window.sent.pop_front();
         }
         window
     }
@@ -128,6 +132,24 @@ mod tests {
         }
         assert!(busiest_minute(&sent) <= 20, "{sent:?}");
         assert_eq!(sent.len(), 200, "the rate is used, not just respected");
+    }
+
+    /// Bound again with a lower rate, the window counts the newest of the saved sends, which
+    /// expire last.
+    #[test]
+    fn a_window_restored_under_a_lower_rate_counts_its_newest_sends() {
+        let per_minute = |messages| Rate {
+            messages,
+            per_ms: 60_000,
+        };
+        let mut window = SendWindow::new(Some(per_minute(20)));
+        for second in 0..20 {
+            window.take(second * 1_000).unwrap();
+        }
+        let mut lower = SendWindow::restore(Some(per_minute(10)), Some(window.saved()), 20_000);
+        // The sends of 0–9 s have left the minute; those of 10–19 s have not.
+        assert!(lower.take(61_000).is_err());
+        assert!(lower.take(81_000).is_ok());
     }
 
     /// A window saved and taken back at any moment (a restart, a new binding) never lets

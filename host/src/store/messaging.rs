@@ -81,6 +81,17 @@ pub struct DeliveryStep {
 pub const DELIVERY_STEPS_KEPT: usize = 24;
 /// Longest detail a step keeps.
 const DETAIL_KEPT: usize = 512;
+/// Longest provider id kept for a message.
+const PROVIDER_ID_KEPT: usize = 256;
+
+/// `text` cut to at most `limit` bytes, on a character boundary.
+fn cut(text: &str, limit: usize) -> String {
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
 
 /// A change to a message's delivery, applied to the stored message under its contact's lock.
 #[derive(Debug, Clone)]
@@ -141,6 +152,12 @@ impl DeliveryUpdate {
     /// timed out after the provider's webhook came) joins the history but neither changes the
     /// status nor puts the message back on the queue, so it is not sent again; of those, only
     /// "sent" is still true.
+    /// The detail as it is stored, in the history, a suppression or an alert: a plugin's
+    /// failure text can be long, and no record it goes into may grow past its bound.
+    pub(super) fn kept_detail(&self) -> String {
+        cut(&self.detail, DETAIL_KEPT)
+    }
+
     pub(super) fn apply_to(&self, message: &mut OutboxMessage) -> bool {
         let settled = !self.note_only
             && message.status.settled_by_provider()
@@ -166,20 +183,12 @@ impl DeliveryUpdate {
             message.template_version = Some(version);
         }
         if let Some(id) = &self.provider_id {
-            message.provider_id = Some(id.clone());
-        }
-        let mut detail = self.detail.clone();
-        if detail.len() > DETAIL_KEPT {
-            let mut end = DETAIL_KEPT;
-            while !detail.is_char_boundary(end) {
-                end -= 1;
-            }
-            detail.truncate(end);
+            message.provider_id = Some(cut(id, PROVIDER_ID_KEPT));
         }
         message.history.push(DeliveryStep {
             at: self.at,
             status: step_status,
-            detail,
+            detail: self.kept_detail(),
         });
         if message.history.len() > DELIVERY_STEPS_KEPT {
             message.history.remove(1);

@@ -186,9 +186,17 @@ impl MessageStore for SledStore {
             let mut partitions: Vec<u8> = seen.iter().flatten().map(|c| partition_of(c)).collect();
             partitions.sort_unstable();
             partitions.dedup();
-            let _contacts = self.locks.partitions(&partitions);
-            if let Some(done) = self.write_deliveries(updates, &seen)? {
-                break done;
+            let contacts = self.locks.partitions(&partitions);
+            match self.write_deliveries(updates, &seen) {
+                Ok(Some(done)) => break done,
+                Ok(None) => {}
+                // One step too large for its record (refused before anything was written)
+                // must not keep the others from being recorded: each on its own, then.
+                Err(StoreError::TooLarge { .. }) if updates.len() > 1 => {
+                    drop(contacts);
+                    return self.one_by_one(updates);
+                }
+                Err(error) => return Err(error),
             }
         };
         // Outside the contacts' locks: a channel's record is written under the operations
@@ -234,6 +242,25 @@ impl MessageStore for SledStore {
             .map_err(backend)?
             .map(|bytes| decode(&bytes))
             .transpose()
+    }
+}
+
+impl SledStore {
+    fn one_by_one(&self, updates: &[DeliveryUpdate]) -> Result<DeliveriesRecorded, StoreError> {
+        let mut recorded = DeliveriesRecorded::default();
+        for update in updates {
+            match self.record_deliveries(std::slice::from_ref(update)) {
+                Ok(mut one) => {
+                    recorded.steps.append(&mut one.steps);
+                    recorded.partitions.append(&mut one.partitions);
+                }
+                Err(error @ StoreError::TooLarge { .. }) => recorded.steps.push(Err(error)),
+                Err(error) => return Err(error),
+            }
+        }
+        recorded.partitions.sort_unstable();
+        recorded.partitions.dedup();
+        Ok(recorded)
     }
 }
 
@@ -283,7 +310,7 @@ impl SledStore {
                         let alert = ChannelAlert {
                             at: update.at,
                             message_id: update.message_id.clone(),
-                            reason: update.detail.clone(),
+                            reason: update.kept_detail(),
                         };
                         alerts.push((message.channel, alert));
                     }
@@ -368,7 +395,7 @@ impl SledStore {
                 channel: message.channel.clone(),
                 address: address.clone(),
                 kind,
-                reason: update.detail.clone(),
+                reason: update.kept_detail(),
                 message_id: message.id.clone(),
                 at: update.at,
             };

@@ -25,9 +25,12 @@ async fn every_route_refuses_a_caller_without_its_credentials_and_health_needs_n
             request(),
             request().bearer_auth("wrong-token-0123456789"),
             request().basic_auth("wrong-write-key", Some("")),
+            // The other kind of credential than the route takes: a write key is no token.
             match route.access {
-                Access::Token => request().basic_auth(WRITE_KEY, Some("")),
-                _ => request().bearer_auth(TOKEN),
+                Access::Needs(_) => request().basic_auth(WRITE_KEY, Some("")),
+                _ => request().bearer_auth(
+                    "wl_0000000000000000000000000000000000000000000000000000000000000000",
+                ),
             },
         ];
         for (n, attempt) in refused.into_iter().enumerate() {
@@ -429,11 +432,8 @@ async fn segment_ingest_needs_the_write_key_and_well_formed_messages() {
             .0,
         401
     );
-    // The API token is not a write key, and the write key is not an API token.
-    assert_eq!(
-        server.segment("/v1/track", TOKEN, track.clone()).await.0,
-        401
-    );
+    // The write key is not an API token (a token that may ingest is taken by Segment routes,
+    // which the role tests show).
     let with_write_key_as_bearer = server
         .client
         .get(format!("{}/v1/contacts/u-1", server.base))

@@ -549,23 +549,7 @@ async fn a_binding_is_checked_by_its_plugin_and_its_secrets_never_come_back_or_r
     );
 
     // At rest the secret is sealed: its bytes are nowhere in the store's files.
-    server.state.store.flush().unwrap();
-    let mut files = vec![server.data_dir().to_owned()];
-    let mut read = 0;
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        read += bytes.len();
-        assert!(
-            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-            "{} holds the secret in clear",
-            path.display()
-        );
-    }
-    assert!(read > 0);
+    server.assert_stored_nowhere(SECRET);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

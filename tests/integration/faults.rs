@@ -147,6 +147,16 @@ impl MessageStore for Faulty {
     }
 }
 
+impl AccessStore for Faulty {
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.store.tokens()
+    }
+    fn put_token(&self, record: &TokenRecord, audit: AuditEntry) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.put_token(record, audit)
+    }
+}
+
 impl JourneyStore for Faulty {
     fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError> {
         self.store.journey(id)

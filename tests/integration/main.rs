@@ -19,5 +19,6 @@ mod loading;
 mod plugins;
 mod races;
 mod reports;
+mod roles;
 mod segment;
 mod webhook;

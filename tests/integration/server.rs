@@ -145,6 +145,28 @@ impl Server {
         self._data.path()
     }
 
+    /// Flush the store and fail if `text` is anywhere in the bytes of its files: a secret or
+    /// token that must be kept sealed or hashed.
+    pub fn assert_stored_nowhere(&self, text: &str) {
+        self.state.store.flush().unwrap();
+        let mut files = vec![self.data_dir().to_owned()];
+        let mut read = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            read += bytes.len();
+            assert!(
+                !bytes.windows(text.len()).any(|w| w == text.as_bytes()),
+                "{} holds {text:?} in clear",
+                path.display()
+            );
+        }
+        assert!(read > 0, "the store wrote nothing");
+    }
+
     /// Wait until the journeys have done all the work queued and due by the clock.
     pub async fn settle(&self) {
         let scheduler = self.state.scheduler.clone();
@@ -168,10 +190,21 @@ impl Server {
         path: &str,
         body: Option<Json>,
     ) -> (u16, Json) {
+        self.send_as(TOKEN, method, path, body).await
+    }
+
+    /// A request with `token` as bearer token.
+    pub async fn send_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Json>,
+    ) -> (u16, Json) {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -9,38 +9,40 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::{Access, ApiError, ApiJson, ApiJsonOrList, ApiPath, AppState, Route, blocking};
+use crate::auth::Permission;
 use crate::model::{Attributes, Contact, Event, Millis, check_name};
 use crate::store::{
     ContactUpsert, MAX_RECORD_BYTES, OutboxMessage, Recorded, StateName, partition_of,
 };
 
 pub fn routes() -> Vec<Route> {
+    use Access::Needs;
     vec![
         Route::new(
             Method::POST,
             "/v1/contacts",
-            Access::Token,
+            Needs(Permission::WriteContacts),
             true,
             post(upsert_contact),
         ),
         Route::new(
             Method::GET,
             "/v1/contacts/{id}",
-            Access::Token,
+            Needs(Permission::ReadContacts),
             false,
             get(get_contact),
         ),
         Route::new(
             Method::GET,
             "/v1/contacts/{id}/messages",
-            Access::Token,
+            Needs(Permission::ReadContacts),
             false,
             get(contact_messages),
         ),
         Route::new(
             Method::POST,
             "/v1/events",
-            Access::Token,
+            Needs(Permission::Ingest),
             true,
             post(ingest_events),
         ),

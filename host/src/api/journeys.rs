@@ -8,89 +8,108 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 
 use super::{Access, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Route, blocking};
+use crate::auth::Permission;
 use crate::journeys::{Simulation, SimulationRequest};
 use crate::store::{Enrollment, JourneyRecord, JourneyStatus, JourneyVersion, partition_of};
 
 pub fn routes() -> Vec<Route> {
-    use Access::Token;
+    use Access::Needs;
     vec![
-        Route::new(Method::GET, "/v1/journeys", Token, false, get(list)),
-        Route::new(Method::POST, "/v1/journeys", Token, true, post(create)),
-        Route::new(Method::GET, "/v1/journeys/{id}", Token, false, get(read)),
+        Route::new(
+            Method::GET,
+            "/v1/journeys",
+            Needs(Permission::ReadReports),
+            false,
+            get(list),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/journeys",
+            Needs(Permission::EditContent),
+            true,
+            post(create),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/journeys/{id}",
+            Needs(Permission::ReadReports),
+            false,
+            get(read),
+        ),
         Route::new(
             Method::PUT,
             "/v1/journeys/{id}",
-            Token,
+            Needs(Permission::EditContent),
             true,
             put(save_draft),
         ),
         Route::new(
             Method::POST,
             "/v1/journeys/{id}/publish",
-            Token,
+            Needs(Permission::RunJourneys),
             false,
             post(publish),
         ),
         Route::new(
             Method::GET,
             "/v1/journeys/{id}/versions/{version}",
-            Token,
+            Needs(Permission::ReadReports),
             false,
             get(read_version),
         ),
         Route::new(
             Method::POST,
             "/v1/journeys/{id}/pause",
-            Token,
+            Needs(Permission::RunJourneys),
             false,
             post(pause),
         ),
         Route::new(
             Method::POST,
             "/v1/journeys/{id}/resume",
-            Token,
+            Needs(Permission::RunJourneys),
             false,
             post(resume),
         ),
         Route::new(
             Method::POST,
             "/v1/journeys/{id}/archive",
-            Token,
+            Needs(Permission::DeleteJourneys),
             false,
             post(archive),
         ),
         Route::new(
             Method::POST,
             "/v1/journeys/{id}/simulate",
-            Token,
+            Needs(Permission::EditContent),
             true,
             post(simulate),
         ),
         Route::new(
             Method::GET,
             "/v1/journeys/{id}/stats",
-            Token,
+            Needs(Permission::ReadReports),
             false,
             get(stats),
         ),
         Route::new(
             Method::POST,
             "/v1/journeys/{id}/enrollments",
-            Token,
+            Needs(Permission::RunJourneys),
             true,
             post(enroll),
         ),
         Route::new(
             Method::GET,
             "/v1/enrollments/{id}",
-            Token,
+            Needs(Permission::ReadContacts),
             false,
             get(read_enrollment),
         ),
         Route::new(
             Method::POST,
             "/v1/enrollments/{id}/retry",
-            Token,
+            Needs(Permission::RunJourneys),
             false,
             post(retry_enrollment),
         ),

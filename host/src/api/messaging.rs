@@ -1,88 +1,86 @@
 //! Channels, templates and messages: bind a channel name to a plugin, write templates (each
 //! change a new version), preview and test-send them, and follow a message's delivery.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
+use axum::{Extension, Json};
 use serde::Deserialize;
 
 use super::{Access, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Route, blocking};
+use crate::auth::{Permission, Principal};
 use crate::messaging::{ChannelRequest, MessagingError, TemplateDraft};
 use crate::model::Attributes;
 
 pub fn routes() -> Vec<Route> {
-    use Access::Token;
+    use Access::Needs;
     vec![
         Route::new(
             Method::GET,
             "/v1/channels",
-            Token,
+            Needs(Permission::ReadReports),
             false,
             get(list_channels),
         ),
         Route::new(
             Method::GET,
             "/v1/channels/{name}",
-            Token,
+            Needs(Permission::ReadReports),
             false,
             get(get_channel),
         ),
         Route::new(
             Method::PUT,
             "/v1/channels/{name}",
-            Token,
+            Needs(Permission::Admin),
             true,
             put(put_channel),
         ),
         Route::new(
             Method::GET,
             "/v1/templates",
-            Token,
+            Needs(Permission::ReadReports),
             false,
             get(list_templates),
         ),
         Route::new(
             Method::GET,
             "/v1/templates/{name}",
-            Token,
+            Needs(Permission::ReadReports),
             false,
             get(get_template),
         ),
         Route::new(
             Method::PUT,
             "/v1/templates/{name}",
-            Token,
+            Needs(Permission::EditContent),
             true,
             put(put_template),
         ),
         Route::new(
             Method::POST,
             "/v1/templates/{name}/preview",
-            Token,
+            Needs(Permission::EditContent),
             true,
             post(preview),
         ),
         Route::new(
             Method::POST,
             "/v1/templates/{name}/test-send",
-            Token,
+            Needs(Permission::EditContent),
             true,
             post(test_send),
         ),
         Route::new(
             Method::GET,
             "/v1/messages/{id}",
-            Token,
+            Needs(Permission::ReadContacts),
             false,
             get(get_message),
         ),
     ]
 }
-
-/// Who made a change through the API: the one credential there is until roles arrive.
-const ACTOR: &str = "api-token";
 
 impl From<MessagingError> for ApiError {
     fn from(error: MessagingError) -> Self {
@@ -133,12 +131,13 @@ async fn get_channel(
 
 async fn put_channel(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<ChannelRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let messaging = state.messaging.clone();
     let (view, created) =
-        blocking(move || Ok(messaging.put_channel(&name, request, ACTOR)?)).await?;
+        blocking(move || Ok(messaging.put_channel(&name, request, by.actor())?)).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -184,12 +183,13 @@ async fn get_template(
 
 async fn put_template(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
     ApiJson(draft): ApiJson<TemplateDraft>,
 ) -> Result<impl IntoResponse, ApiError> {
     let messaging = state.messaging.clone();
     let (template, unguarded) =
-        blocking(move || Ok(messaging.put_template(&name, draft, ACTOR)?)).await?;
+        blocking(move || Ok(messaging.put_template(&name, draft, by.actor())?)).await?;
     let warnings: Vec<String> = unguarded
         .iter()
         .map(|variable| {

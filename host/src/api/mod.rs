@@ -7,6 +7,7 @@
 //! for an unknown route, a wrong method, a bad path parameter, a timeout or an overload; every
 //! request is logged with its status and duration.
 
+mod access;
 mod contacts;
 mod error;
 mod extract;
@@ -14,6 +15,7 @@ mod journeys;
 mod messaging;
 mod operations;
 mod segment;
+mod tokens;
 mod tracking;
 mod webhooks;
 
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +40,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiJsonOrList, ApiPath, ApiQuery};
 
+use crate::auth::{Permission, Tokens};
 use crate::clock::SharedClock;
 use crate::journeys::Journeys;
 use crate::messaging::{Messaging, MessagingConfig};
@@ -71,11 +74,11 @@ impl Default for HttpEdges {
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone: the health check.
+    /// Anyone: the health check, tracking links, provider webhooks (which check signatures).
     Public,
-    /// The API token, as `Authorization: Bearer <token>`.
-    Token,
-    /// The Segment write key, as HTTP Basic user name.
+    /// A token, as `Authorization: Bearer <token>`, whose role or grants give this.
+    Needs(Permission),
+    /// Segment ingest: the write key as HTTP Basic user name, or a token that may ingest.
     WriteKey,
 }
 
@@ -115,7 +118,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(
             Method::GET,
             "/v1/plugins",
-            Access::Token,
+            Access::Needs(Permission::ReadReports),
             false,
             get(list_plugins),
         ),
@@ -125,6 +128,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(messaging::routes());
     routes.extend(operations::routes());
     routes.extend(segment::routes());
+    routes.extend(tokens::routes());
     routes.extend(tracking::routes());
     routes.extend(webhooks::routes());
     routes
@@ -137,8 +141,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
     pub clock: SharedClock,
-    /// Every `/v1` request must carry this bearer token (until roles and tokens arrive).
-    pub token: Arc<str>,
+    /// The API tokens, by hash: who a request is from and what it may do.
+    pub tokens: Arc<Tokens>,
     /// The write key Segment-style ingest (`/v1/identify`, `/v1/track`, …) authenticates with.
     pub write_key: Arc<str>,
     pub journeys: Arc<Journeys>,
@@ -151,7 +155,8 @@ pub struct AppState {
 
 impl AppState {
     /// Put the parts together and start the journey workers (`workers` threads) and the
-    /// delivery worker.
+    /// delivery worker. `token` is the admin token the server was started with: added to the
+    /// store's tokens unless a token with its hash is there (a revoked one stays revoked).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         runtime: Arc<Runtime>,
@@ -163,6 +168,13 @@ impl AppState {
         workers: usize,
         messaging: MessagingConfig,
     ) -> Result<AppState, StoreError> {
+        let tokens = Arc::new(Tokens::load(store.clone())?);
+        tokens
+            .ensure_admin(token, clock.now())
+            .map_err(|error| match error {
+                crate::auth::TokenError::Store(error) => error,
+                other => StoreError::Invalid(other.to_string()),
+            })?;
         let journeys = Arc::new(Journeys::new(
             store.clone(),
             runtime.clone(),
@@ -184,7 +196,7 @@ impl AppState {
             registry,
             store,
             clock,
-            token: token.into(),
+            tokens,
             write_key: write_key.into(),
             journeys,
             scheduler,
@@ -205,9 +217,10 @@ pub fn app(state: AppState) -> Router {
         }
         handler = match route.access {
             Access::Public => handler,
-            Access::Token => {
-                handler.route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-            }
+            Access::Needs(permission) => handler.route_layer(middleware::from_fn_with_state(
+                (state.clone(), permission),
+                access::require,
+            )),
             Access::WriteKey => handler.route_layer(middleware::from_fn_with_state(
                 state.clone(),
                 segment::require_write_key,
@@ -358,24 +371,6 @@ async fn list_plugins(State(state): State<AppState>) -> Result<Json<Vec<PluginVi
     })
     .await?;
     Ok(Json(plugins))
-}
-
-async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
-            Ok(next.run(request).await)
-        }
-        _ => Err(ApiError::unauthorized()),
-    }
 }
 
 /// Compare without leaking, through timing, how much of the token was right.

@@ -2,33 +2,46 @@
 //! their cause is fixed, or deleted; each change recorded in the audit log, which is listed
 //! newest first.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, post};
+use axum::{Extension, Json};
 
 use super::{Access, ApiError, ApiPath, ApiQuery, AppState, Route, blocking};
+use crate::auth::{Permission, Principal};
 use crate::store::{AuditEntry, DeadLetter, partition_of};
 
 pub fn routes() -> Vec<Route> {
-    use Access::Token;
+    use Access::Needs;
     vec![
-        Route::new(Method::GET, "/v1/dead-letters", Token, false, get(list)),
+        Route::new(
+            Method::GET,
+            "/v1/dead-letters",
+            Needs(Permission::Operate),
+            false,
+            get(list),
+        ),
         Route::new(
             Method::POST,
             "/v1/dead-letters/{id}/requeue",
-            Token,
+            Needs(Permission::Operate),
             false,
             post(requeue),
         ),
         Route::new(
             Method::DELETE,
             "/v1/dead-letters/{id}",
-            Token,
+            Needs(Permission::Operate),
             false,
             delete(remove),
         ),
-        Route::new(Method::GET, "/v1/audit", Token, false, get(audit)),
+        Route::new(
+            Method::GET,
+            "/v1/audit",
+            Needs(Permission::Operate),
+            false,
+            get(audit),
+        ),
     ]
 }
 
@@ -58,14 +71,11 @@ async fn list(
     Ok(Json(serde_json::json!({ "dead_letters": letters })))
 }
 
-/// Who made a change through the API: the one credential there is until roles arrive.
-const ACTOR: &str = "api-token";
-
-fn entry(state: &AppState, action: &str, id: &str) -> AuditEntry {
+fn entry(state: &AppState, by: &Principal, action: &str, id: &str) -> AuditEntry {
     AuditEntry {
         id: String::new(),
         at: state.clock.now(),
-        actor: ACTOR.into(),
+        actor: by.actor().into(),
         action: action.into(),
         object: id.into(),
         detail: serde_json::Value::Null,
@@ -87,11 +97,12 @@ fn dead_letter_error(error: crate::store::StoreError) -> ApiError {
 /// Put a dead letter back where it came from: journey work runs again, in its place.
 async fn requeue(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DeadLetter>), ApiError> {
     let (store, audit) = (
         state.store.clone(),
-        entry(&state, "dead_letter.requeue", &id),
+        entry(&state, &by, "dead_letter.requeue", &id),
     );
     let letter = blocking(move || {
         let letter = store
@@ -110,11 +121,12 @@ async fn requeue(
 /// Remove a dead letter for good, once looked at.
 async fn remove(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeadLetter>, ApiError> {
     let (store, audit) = (
         state.store.clone(),
-        entry(&state, "dead_letter.delete", &id),
+        entry(&state, &by, "dead_letter.delete", &id),
     );
     let letter = blocking(move || {
         let letter = store

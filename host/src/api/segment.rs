@@ -25,7 +25,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value as JsonValue};
 
 use super::contacts::{Ingest, check_event, record};
-use super::{Access, ApiError, ApiJson, AppState, Route, blocking, constant_time_eq};
+use super::{Access, ApiError, ApiJson, AppState, Route, access, blocking, constant_time_eq};
+use crate::auth::Permission;
 use crate::model::{Attributes, Event, Millis, Value, parse_timestamp};
 use crate::store::{ContactUpsert, Store, StoreError};
 
@@ -84,14 +85,26 @@ pub async fn require_write_key(
                 .split_once(':')
                 .map_or(user_pass.clone(), |(user, _)| user.to_owned())
         });
-    match presented {
-        Some(key) if constant_time_eq(key.as_bytes(), state.write_key.as_bytes()) => {
+    if let Some(key) = &presented
+        && constant_time_eq(key.as_bytes(), state.write_key.as_bytes())
+    {
+        return Ok(next.run(request).await);
+    }
+    // A token that may ingest works too: as the Basic user name (a Segment SDK configured
+    // with it as its write key) or as a bearer token.
+    let token = presented.as_deref().or_else(|| access::bearer(&request));
+    match token.map(|token| access::authenticate(&state, Some(token))) {
+        Some(Ok(principal)) => {
+            access::authorize(&principal, Permission::Ingest)?;
+            let mut request = request;
+            request.extensions_mut().insert(principal);
             Ok(next.run(request).await)
         }
+        Some(Err(error)) if error.code != "unauthorized" => Err(error),
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "send the write key as HTTP Basic user name, as Segment SDKs do",
+            "send the write key (or a token with the ingest role) as HTTP Basic user name, as Segment SDKs do",
         )),
     }
 }

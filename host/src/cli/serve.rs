@@ -45,8 +45,9 @@ pub struct ServeArgs {
     /// Journey worker threads; the number of cores when absent.
     #[arg(long)]
     workers: Option<usize>,
-    /// Bearer token every `/v1` request must carry. Without it, one is generated and written
-    /// to `DATA/api-token` (readable by the owner only).
+    /// An admin token to start with. The store keeps it (as a hash) as an admin token named
+    /// `bootstrap` unless it knows it already; a revoked one stays revoked. Without it, the
+    /// one in `DATA/api-token`, generated on first start (readable by the owner only).
     #[arg(long, env = "WAYLINE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Write key for Segment-style ingest (HTTP Basic user name). Without it, one is generated
@@ -93,8 +94,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => TlsRoots::default(),
     };
-    let token = secret_or_generated(args.token, &args.data, "api-token", "--token")?;
-    let write_key = secret_or_generated(args.write_key, &args.data, "write-key", "--write-key")?;
+    let (token, first) = secret_or_generated(args.token, &args.data, "api-token", "--token")?;
+    if first {
+        // On standard output, once, and never through the log.
+        println!(
+            "wayline: created the first admin token; it is also in {} (readable by you only). Make named tokens with POST /v1/admin/tokens and revoke this one.\n{token}",
+            args.data.join("api-token").display()
+        );
+    }
+    let (write_key, _) =
+        secret_or_generated(args.write_key, &args.data, "write-key", "--write-key")?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&args.data.join("store"))?);
     let clock: SharedClock = Arc::new(SystemClock);
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
@@ -234,28 +243,36 @@ fn load_journeys(journeys: &Journeys, dir: &std::path::Path) -> anyhow::Result<(
 }
 
 /// The secret given on the command line, else the one in `DATA/<file>`, created (mode 0600)
-/// on first start.
+/// on first start; and whether it was created now.
 fn secret_or_generated(
     given: Option<String>,
     data: &std::path::Path,
     file: &str,
     flag: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, bool)> {
     match given {
-        Some(secret) if secret.len() >= 16 => return Ok(secret),
+        Some(secret) if secret.len() >= 16 => return Ok((secret, false)),
         Some(_) => anyhow::bail!("{flag} must be at least 16 characters"),
         None => {}
     }
     let path = data.join(file);
     if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_owned());
+        let token = token.trim().to_owned();
+        if token.len() < 16 {
+            anyhow::bail!(
+                "{} holds {} characters; a secret must be at least 16 (delete the file to have one generated)",
+                path.display(),
+                token.len()
+            );
+        }
+        return Ok((token, false));
     }
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
     let token = hex::encode(bytes);
     write_private(&path, &token)?;
     tracing::info!(path = %path.display(), "generated {file}");
-    Ok(token)
+    Ok((token, true))
 }
 
 /// The key channel secrets are sealed with: given, read from its file, or generated into
@@ -281,13 +298,23 @@ fn sealing_key(args: &ServeArgs) -> anyhow::Result<SealingKey> {
     SealingKey::from_hex(&text).map_err(|e| anyhow::anyhow!("the secret key: {e}"))
 }
 
-/// Create `path` readable by the owner only, holding `text`.
+/// Create `path` readable by the owner only, holding `text`, whole or not at all: written
+/// beside it, synced and renamed into place, so a server killed in its first second never
+/// leaves an empty or half-written secret that the next start would refuse.
 fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let partial = path.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(path)?, text.as_bytes())?;
+    let mut file = options.open(&partial)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 

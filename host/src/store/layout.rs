@@ -63,6 +63,8 @@ pub(super) mod trees {
     /// channel name → the sends its rate window remembers (see `messaging::rate`), so a
     /// restart or a new binding does not forget them.
     pub const SEND_WINDOWS: &str = "send_windows";
+    /// token id → the token's record: its name, role, grants and hash (never the token).
+    pub const TOKENS: &str = "tokens";
 }
 
 /// The layout this version writes.
@@ -94,10 +96,11 @@ pub(super) enum TreeId {
     Deliveries = 19,
     Suppressions = 20,
     SendWindows = 21,
+    Tokens = 22,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 22] = [
+    pub(super) const ALL: [TreeId; 23] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -120,6 +123,7 @@ impl TreeId {
         TreeId::Deliveries,
         TreeId::Suppressions,
         TreeId::SendWindows,
+        TreeId::Tokens,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -150,6 +154,7 @@ impl TreeId {
             TreeId::Deliveries => trees::DELIVERIES,
             TreeId::Suppressions => trees::SUPPRESSIONS,
             TreeId::SendWindows => trees::SEND_WINDOWS,
+            TreeId::Tokens => trees::TOKENS,
         }
     }
 

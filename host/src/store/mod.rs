@@ -6,6 +6,7 @@
 //! implement [`Store`]; [`SledStore`] is the embedded default, and a shared SQL backend can be
 //! added beside it without touching callers.
 
+mod access;
 mod aside;
 mod codec;
 mod commit;
@@ -18,6 +19,7 @@ mod merge;
 mod messaging;
 mod open;
 mod records;
+mod sled_access;
 mod sled_journeys;
 mod sled_messaging;
 mod sled_store;
@@ -28,6 +30,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use access::{AccessStore, TokenRecord};
 pub(crate) use aside::truncated;
 pub use identity::{normalize_email, normalize_phone};
 pub use layout::{MAX_RECORD_BYTES, MAX_STORED_BYTES};
@@ -195,7 +198,7 @@ impl StoreError {
 }
 
 /// Durable contacts, events and journey state.
-pub trait Store: JourneyStore + MessageStore + Send + Sync + 'static {
+pub trait Store: JourneyStore + MessageStore + AccessStore + Send + Sync + 'static {
     /// The contact with this id.
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
     /// The contact a merged contact's id now belongs to, if it was merged into another.

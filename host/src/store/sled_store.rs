@@ -120,6 +120,7 @@ pub struct SledStore {
     pub(super) deliveries: sled::Tree,
     pub(super) suppressions: sled::Tree,
     pub(super) send_windows: sled::Tree,
+    pub(super) tokens: sled::Tree,
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
     /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
@@ -200,6 +201,7 @@ impl SledStore {
             deliveries: tree(trees::DELIVERIES)?,
             suppressions: tree(trees::SUPPRESSIONS)?,
             send_windows: tree(trees::SEND_WINDOWS)?,
+            tokens: tree(trees::TOKENS)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
             broken: Default::default(),
@@ -250,6 +252,7 @@ impl SledStore {
             TreeId::Deliveries => &self.deliveries,
             TreeId::Suppressions => &self.suppressions,
             TreeId::SendWindows => &self.send_windows,
+            TreeId::Tokens => &self.tokens,
         }
     }
 }

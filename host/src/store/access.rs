@@ -1,0 +1,41 @@
+//! Who may call the API: the tokens an admin created, kept only as hashes.
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use super::records::AuditEntry;
+use crate::model::Millis;
+
+/// An API token as stored: never the token itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// `tok_` and 16 hex digits; how the token is listed, revoked and named in the audit log.
+    pub id: String,
+    /// What the person or integration it was made for calls it.
+    pub name: String,
+    /// `admin`, `manager`, `operator`, `analyst` or `ingest`.
+    pub role: String,
+    /// Permissions beyond the role's, granted explicitly (`delete_journeys`, `edit_contacts`).
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    #[serde(with = "crate::model::timestamp_json")]
+    pub created_at: Millis,
+    /// The token that created it, or `start-up` for the first admin token.
+    pub created_by: String,
+    /// After this the token is refused.
+    #[serde(default, with = "crate::model::timestamp_json::option")]
+    pub expires_at: Option<Millis>,
+    /// When it was revoked; from then on it is refused.
+    #[serde(default, with = "crate::model::timestamp_json::option")]
+    pub revoked_at: Option<Millis>,
+}
+
+/// The tokens' durable part of the store.
+pub trait AccessStore {
+    /// Every token ever created, revoked ones included, by id.
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Create or replace a token record (revocation replaces it), and record the change.
+    fn put_token(&self, record: &TokenRecord, audit: AuditEntry) -> Result<(), StoreError>;
+}

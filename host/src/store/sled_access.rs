@@ -1,0 +1,27 @@
+//! [`AccessStore`] for the sled store.
+
+use super::StoreError;
+use super::access::{AccessStore, TokenRecord};
+use super::codec::{decode, encode};
+use super::layout::TreeId;
+use super::records::AuditEntry;
+use super::sled_store::{SledStore, backend, lock};
+use super::write_set::WriteSet;
+
+impl AccessStore for SledStore {
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.tokens
+            .iter()
+            .values()
+            .map(|bytes| decode(&bytes.map_err(backend)?))
+            .collect()
+    }
+
+    fn put_token(&self, record: &TokenRecord, audit: AuditEntry) -> Result<(), StoreError> {
+        let _operations = lock(&self.locks.operations);
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::Tokens, record.id.as_bytes(), encode(record));
+        self.audit_write(&mut writes, audit)?;
+        writes.apply()
+    }
+}

@@ -7,8 +7,8 @@
 //! `name@version` is refused, never swapped in. A plugin's key-value space is its installed
 //! name's.
 //!
-//! For now plugins come from a directory at start-up; uploads, activation and rollback arrive
-//! with the admin API and will add to this registry rather than replace it.
+//! Plugins come from a directory at start-up and from uploads through the admin API
+//! (`crate::uploads`), which add to this registry while the server runs.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -347,3 +347,71 @@ fn serve_refuses_tls_roots_that_hold_no_certificate() {
         "{log}"
     );
 }
+
+/// `wayline plugin push` and `plugin list` against a running server, with the server and
+/// token from the environment as an operator's shell has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_push_uploads_into_a_running_server_and_plugin_list_shows_it() {
+    let server = crate::server::Server::start(false).await;
+    let base = server.base.clone();
+    let run = move |args: Vec<std::ffi::OsString>, token: &'static str| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = Command::new(env!("CARGO_BIN_EXE_wayline"))
+                .args(&args)
+                .env("WAYLINE_SERVER", &base)
+                .env("WAYLINE_TOKEN", token)
+                .output()
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+            (output.status.code().unwrap(), json)
+        })
+    };
+    let push =
+        |file: std::path::PathBuf| vec!["plugin".into(), "push".into(), file.into_os_string()];
+    let file = support::plugin_dir().join("rule-scorer.wasm");
+    let (code, body) = run(push(file.clone()), crate::server::TOKEN).await.unwrap();
+    assert_eq!(
+        (code, &body["id"]),
+        (0, &serde_json::json!("rule-scorer@0.1.0")),
+        "{body}"
+    );
+
+    // Refused by the server: its error, exit code 1. A wrong token: the same.
+    let wrong = support::fixture_dir().join("wrong-world.wasm");
+    let (code, body) = run(push(wrong), crate::server::TOKEN).await.unwrap();
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (1, Some("plugin_wrong_world")),
+        "{body}"
+    );
+    let (code, body) = run(push(file), "not-the-token-0123456789").await.unwrap();
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (1, Some("unauthorized")),
+        "{body}"
+    );
+
+    // Limits as the operator asks for them.
+    let mut args = push(support::plugin_dir().join("update-contact.wasm"));
+    args.extend(["--limits".into(), r#"{"cpu_ms": 250}"#.into()]);
+    let (code, body) = run(args, crate::server::TOKEN).await.unwrap();
+    assert_eq!(
+        (code, &body["limits"]["cpu_ms"]),
+        (0, &serde_json::json!(250)),
+        "{body}"
+    );
+
+    let (code, list) = run(vec!["plugin".into(), "list".into()], crate::server::TOKEN)
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{list}");
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["rule-scorer@0.1.0", "update-contact@0.1.0"]);
+}

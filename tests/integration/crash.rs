@@ -630,3 +630,42 @@ async fn a_kill_9_during_smtp_delivery_loses_nothing_and_repeats_only_what_was_i
     after.server.kill().unwrap();
     after.server.wait().unwrap();
 }
+
+/// An upload acknowledged is durable: the server killed with SIGKILL right after its `201`
+/// installs the plugin again when it starts, with the same sha256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_acknowledged_just_before_a_kill_9_is_installed_again_at_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let journeys = tempfile::tempdir().unwrap();
+    let log = data.path().join("server.log");
+    let port = free_port(30);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(&data.path().join("data"), journeys.path(), port, &log);
+    wait_healthy(&client, &base, &mut server, &log).await;
+    let response = client
+        .put(format!("{base}/v1/admin/plugins/pricing-clicks"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/wasm")
+        .body(support::example_bytes("pricing-clicks"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let uploaded: Json = response.json().await.unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let mut server = start(&data.path().join("data"), journeys.path(), port, &log);
+    wait_healthy(&client, &base, &mut server, &log).await;
+    let plugins = get(&client, &format!("{base}/v1/plugins")).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let again = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "pricing-clicks@1.0.0")
+        .unwrap_or_else(|| panic!("not installed again: {plugins}"));
+    assert_eq!(again["sha256"], uploaded["sha256"]);
+}

@@ -157,6 +157,24 @@ impl AccessStore for Faulty {
     }
 }
 
+impl PluginStore for Faulty {
+    fn plugin_uploads(&self) -> Result<Vec<PluginUpload>, StoreError> {
+        self.store.plugin_uploads()
+    }
+    fn plugin_binary(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.plugin_binary(id)
+    }
+    fn put_plugin_upload(
+        &self,
+        upload: &PluginUpload,
+        binary: &[u8],
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.put_plugin_upload(upload, binary, audit)
+    }
+}
+
 impl JourneyStore for Faulty {
     fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError> {
         self.store.journey(id)

@@ -21,4 +21,5 @@ mod races;
 mod reports;
 mod roles;
 mod segment;
+mod uploads;
 mod webhook;

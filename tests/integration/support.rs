@@ -50,7 +50,11 @@ pub fn example_bytes(name: &str) -> Vec<u8> {
 
 /// A test fixture component.
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
-    read_built(built_dir("WAYLINE_FIXTURE_DIR", "target/fixtures"), name)
+    read_built(fixture_dir(), name)
+}
+
+pub fn fixture_dir() -> PathBuf {
+    built_dir("WAYLINE_FIXTURE_DIR", "target/fixtures")
 }
 
 /// A guest's raw core module, before componentization.

@@ -14,6 +14,7 @@ mod extract;
 mod journeys;
 mod messaging;
 mod operations;
+mod plugins;
 mod segment;
 mod tokens;
 mod tracking;
@@ -48,11 +49,10 @@ use crate::registry::{PluginSummary, Registry};
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreError};
+use crate::uploads::Uploads;
 
 /// Largest request body accepted (a batch of events included), once decompressed.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
-/// Largest request body accepted as sent (compressed, perhaps).
-const MAX_SENT_BYTES: usize = MAX_BODY_BYTES;
 /// The bounds every request is served within.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpEdges {
@@ -90,6 +90,9 @@ pub struct Route {
     pub access: Access,
     /// Whether it reads a request body; one that does not refuses a body sent to it.
     pub body: bool,
+    /// Whether it reads a body larger than [`MAX_BODY_BYTES`] (a plugin binary) and bounds it
+    /// itself.
+    bounds_own_body: bool,
     handler: MethodRouter<AppState>,
 }
 
@@ -106,8 +109,15 @@ impl Route {
             path,
             access,
             body,
+            bounds_own_body: false,
             handler,
         }
+    }
+
+    /// The route reads a body past [`MAX_BODY_BYTES`] and bounds it itself.
+    fn bounding_its_own_body(mut self) -> Self {
+        self.bounds_own_body = true;
+        self
     }
 }
 
@@ -127,6 +137,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(journeys::routes());
     routes.extend(messaging::routes());
     routes.extend(operations::routes());
+    routes.extend(plugins::routes());
     routes.extend(segment::routes());
     routes.extend(tokens::routes());
     routes.extend(tracking::routes());
@@ -150,12 +161,15 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     /// Channels, templates and the delivery worker.
     pub messaging: Arc<Messaging>,
+    /// Plugins uploaded through the admin API.
+    pub uploads: Arc<Uploads>,
     pub edges: HttpEdges,
 }
 
 impl AppState {
-    /// Put the parts together and start the journey workers (`workers` threads) and the
-    /// delivery worker. `token` is the admin token the server was started with: added to the
+    /// Put the parts together, install the plugins uploaded before (beside those already in
+    /// `registry`), and start the journey workers (`workers` threads) and the delivery worker.
+    /// `token` is the admin token the server was started with: added to the
     /// store's tokens unless a token with its hash is there (a revoked one stays revoked).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
@@ -175,6 +189,15 @@ impl AppState {
                 crate::auth::TokenError::Store(error) => error,
                 other => StoreError::Invalid(other.to_string()),
             })?;
+        // Before the journeys and channels, which may pin an uploaded plugin.
+        let uploads = Arc::new(Uploads::new(
+            runtime.clone(),
+            registry.clone(),
+            store.clone(),
+        ));
+        for plugin in uploads.restore()? {
+            tracing::info!(plugin = %plugin.id, kind = plugin.kind.as_str(), sha256 = %plugin.sha256, "uploaded plugin installed");
+        }
         let journeys = Arc::new(Journeys::new(
             store.clone(),
             runtime.clone(),
@@ -201,6 +224,7 @@ impl AppState {
             journeys,
             scheduler,
             messaging,
+            uploads,
             edges: HttpEdges::default(),
         })
     }
@@ -215,6 +239,14 @@ pub fn app(state: AppState) -> Router {
         if !route.body {
             handler = handler.route_layer(middleware::from_fn(refuse_body));
         }
+        // Bodies are bounded as they arrive (decompressed, if they were sent compressed).
+        handler = if route.bounds_own_body {
+            handler.layer::<_, std::convert::Infallible>(DefaultBodyLimit::disable())
+        } else {
+            handler
+                .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer::<_, std::convert::Infallible>(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        };
         handler = match route.access {
             Access::Public => handler,
             Access::Needs(permission) => handler.route_layer(middleware::from_fn_with_state(
@@ -231,13 +263,11 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             edges.timeout,
         ))
-        .layer(RequestBodyLimitLayer::new(MAX_SENT_BYTES))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {

@@ -1,6 +1,8 @@
-//! The `wayline` command line: run the server, and the tools plugin authors use without one.
+//! The `wayline` command line: run the server, the tools plugin authors use without one, and
+//! the commands operators send to a running server.
 
 mod plugin;
+mod remote;
 mod serve;
 
 use std::path::PathBuf;
@@ -34,6 +36,10 @@ enum PluginCommand {
     },
     /// Run one call of a plugin under the real limits and print the result, logs and duration.
     Call(plugin::CallArgs),
+    /// Upload a plugin version into a running server (`--server`, `--token`).
+    Push(remote::PushArgs),
+    /// List the plugins a running server has installed.
+    List(remote::ServerArgs),
 }
 
 /// Run the command line; the exit code says whether it worked.
@@ -42,5 +48,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(args).await,
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(&file),
         Command::Plugin(PluginCommand::Call(args)) => plugin::call(args).await,
+        Command::Plugin(PluginCommand::Push(args)) => remote::push(args).await,
+        Command::Plugin(PluginCommand::List(args)) => remote::list(args).await,
     }
 }

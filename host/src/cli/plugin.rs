@@ -40,14 +40,14 @@ struct CallInput {
     message: Option<Message>,
 }
 
-fn print(value: &serde_json::Value) {
+pub(super) fn print(value: &serde_json::Value) {
     use std::io::Write;
     let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
     // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
-fn fail(code: &str, message: impl std::fmt::Display, exit: u8) -> ExitCode {
+pub(super) fn fail(code: &str, message: impl std::fmt::Display, exit: u8) -> ExitCode {
     print(&json!({"error": {"code": code, "message": message.to_string()}}));
     ExitCode::from(exit)
 }

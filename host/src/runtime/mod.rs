@@ -27,7 +27,7 @@ pub use call::CallReport;
 pub use engine::Allocator;
 pub use error::{CallError, LoadError};
 pub use host::{KvSpace, LogRecord, MemoryKv};
-pub use limits::Limits;
+pub use limits::{Limits, MAX_MEMORY_BYTES};
 pub use load::{Plugin, PluginKind, PluginSettings, WitVersion, valid_name};
 #[doc(hidden)]
 pub use warm::{WarmScorer, to_wit};
@@ -137,6 +137,11 @@ impl Runtime {
     /// Which instance allocator is in use.
     pub fn allocator(&self) -> Allocator {
         self.allocator
+    }
+
+    /// The largest plugin binary it loads, in bytes.
+    pub fn max_binary_bytes(&self) -> usize {
+        self.max_binary_bytes
     }
 
     /// What the compile cache has done since start.

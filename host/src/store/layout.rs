@@ -65,6 +65,10 @@ pub(super) mod trees {
     pub const SEND_WINDOWS: &str = "send_windows";
     /// token id → the token's record: its name, role, grants and hash (never the token).
     pub const TOKENS: &str = "tokens";
+    /// `name@version` → an uploaded plugin's record (who uploaded it, when, its sha256).
+    pub const PLUGINS: &str = "plugins";
+    /// `name@version\0<chunk index, u32 BE>` → a piece of that plugin's binary.
+    pub const PLUGIN_BINARIES: &str = "plugin_binaries";
 }
 
 /// The layout this version writes.
@@ -97,10 +101,12 @@ pub(super) enum TreeId {
     Suppressions = 20,
     SendWindows = 21,
     Tokens = 22,
+    Plugins = 23,
+    PluginBinaries = 24,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 23] = [
+    pub(super) const ALL: [TreeId; 25] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -124,6 +130,8 @@ impl TreeId {
         TreeId::Suppressions,
         TreeId::SendWindows,
         TreeId::Tokens,
+        TreeId::Plugins,
+        TreeId::PluginBinaries,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -155,6 +163,8 @@ impl TreeId {
             TreeId::Suppressions => trees::SUPPRESSIONS,
             TreeId::SendWindows => trees::SEND_WINDOWS,
             TreeId::Tokens => trees::TOKENS,
+            TreeId::Plugins => trees::PLUGINS,
+            TreeId::PluginBinaries => trees::PLUGIN_BINARIES,
         }
     }
 

@@ -23,6 +23,8 @@ mod sled_access;
 mod sled_journeys;
 mod sled_messaging;
 mod sled_store;
+mod sled_uploads;
+mod uploads;
 mod write_set;
 
 use std::collections::BTreeMap;
@@ -38,6 +40,7 @@ pub use messaging::*;
 pub use open::Recovery;
 pub use records::*;
 pub use sled_store::SledStore;
+pub use uploads::{PluginStore, PluginUpload};
 pub use write_set::Replayed;
 
 use crate::model::{Attributes, ConsentState, Contact, Event, Millis};
@@ -198,7 +201,9 @@ impl StoreError {
 }
 
 /// Durable contacts, events and journey state.
-pub trait Store: JourneyStore + MessageStore + AccessStore + Send + Sync + 'static {
+pub trait Store:
+    JourneyStore + MessageStore + AccessStore + PluginStore + Send + Sync + 'static
+{
     /// The contact with this id.
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
     /// The contact a merged contact's id now belongs to, if it was merged into another.

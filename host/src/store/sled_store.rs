@@ -121,6 +121,8 @@ pub struct SledStore {
     pub(super) suppressions: sled::Tree,
     pub(super) send_windows: sled::Tree,
     pub(super) tokens: sled::Tree,
+    pub(super) plugins: sled::Tree,
+    pub(super) plugin_binaries: sled::Tree,
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
     /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
@@ -202,6 +204,8 @@ impl SledStore {
             suppressions: tree(trees::SUPPRESSIONS)?,
             send_windows: tree(trees::SEND_WINDOWS)?,
             tokens: tree(trees::TOKENS)?,
+            plugins: tree(trees::PLUGINS)?,
+            plugin_binaries: tree(trees::PLUGIN_BINARIES)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
             broken: Default::default(),
@@ -253,6 +257,8 @@ impl SledStore {
             TreeId::Suppressions => &self.suppressions,
             TreeId::SendWindows => &self.send_windows,
             TreeId::Tokens => &self.tokens,
+            TreeId::Plugins => &self.plugins,
+            TreeId::PluginBinaries => &self.plugin_binaries,
         }
     }
 }

@@ -1,0 +1,141 @@
+//! Plugin uploads over HTTP (admin only): `PUT /v1/admin/plugins/{name}` with the binary as
+//! the body and the limits it asks for in the query, and `GET /v1/admin/plugins` for what was
+//! uploaded, by whom and when.
+
+use axum::body::{Body, HttpBody};
+use axum::extract::State;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::routing::{get, put};
+use axum::{Extension, Json};
+
+use super::{Access, ApiError, ApiPath, ApiQuery, AppState, Route, blocking};
+use crate::auth::{Permission, Principal};
+use crate::runtime::Limits;
+use crate::uploads::UploadError;
+
+pub fn routes() -> Vec<Route> {
+    use Access::Needs;
+    vec![
+        Route::new(
+            Method::PUT,
+            "/v1/admin/plugins/{name}",
+            Needs(Permission::Admin),
+            true,
+            put(upload),
+        )
+        .bounding_its_own_body(),
+        Route::new(
+            Method::GET,
+            "/v1/admin/plugins",
+            Needs(Permission::Admin),
+            false,
+            get(list),
+        ),
+    ]
+}
+
+impl From<UploadError> for ApiError {
+    fn from(error: UploadError) -> Self {
+        let status = match error {
+            UploadError::Store(error) => return error.into(),
+            UploadError::Registry(crate::registry::RegistryError::VersionConflict { .. }) => {
+                StatusCode::CONFLICT
+            }
+            _ if error.code() == "plugin_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "plugin_too_large",
+        format!("a plugin binary may be at most {limit} bytes"),
+    )
+}
+
+/// The body, refused as soon as it passes `limit` bytes.
+async fn read_bounded(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let mut body = std::pin::pin!(body);
+    let mut bytes = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("reading the body: {error}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(too_large(limit));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+/// Check, store and install the plugin in the body under `name`: `201` with its description,
+/// or `200` when this very binary is installed already.
+async fn upload(
+    State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(limits): ApiQuery<Limits>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let wasm = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|mime| mime == "application/wasm" || mime == "application/octet-stream");
+    if !wasm {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the plugin binary with `Content-Type: application/wasm`",
+        ));
+    }
+    let binary = read_bounded(&headers, body, state.runtime.max_binary_bytes()).await?;
+    let now = state.clock.now();
+    let uploads = state.uploads.clone();
+    let installed =
+        blocking(move || Ok(uploads.install(&name, &binary, limits, &by, now)?)).await?;
+    let status = if installed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut body = serde_json::to_value(&installed.plugin).expect("a summary serializes");
+    if let Some(upload) = &installed.upload {
+        body["limits"] = serde_json::to_value(upload.limits).expect("limits serialize");
+        body["uploaded_by"] = upload.uploaded_by.clone().into();
+        body["uploaded_at"] = crate::model::format_timestamp(upload.uploaded_at).into();
+    }
+    body["installed"] = installed.created.into();
+    Ok((status, Json(body)))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let uploads = state.uploads.clone();
+    let list = blocking(move || Ok(uploads.list()?)).await?;
+    Ok(Json(serde_json::json!({ "uploads": list })))
+}

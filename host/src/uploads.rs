@@ -1,0 +1,275 @@
+//! Plugins an admin uploads into a running server. An upload is checked by loading it (its
+//! world and exports, its size, a `describe` bounded by its limits), must be installed under
+//! the name the plugin gives itself, and keeps its binary: another binary under a
+//! `name@version` is refused. A good one is stored with who uploaded it and when, then
+//! installed in the registry, with no restart; a refused one leaves nothing stored. At
+//! start-up every stored upload is installed again.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use crate::auth::Principal;
+use crate::model::Millis;
+use crate::registry::{PluginSummary, Registry, RegistryError};
+use crate::runtime::{Limits, LoadError, PluginSettings, Runtime, sha256_hex};
+use crate::store::{AuditEntry, PluginUpload, Store, StoreError};
+
+/// The highest limits an upload may ask for; the defaults are far below.
+const CEILING: Limits = Limits {
+    cpu_ms: 10_000,
+    memory_bytes: crate::runtime::MAX_MEMORY_BYTES,
+    table_elements: 1_000_000,
+    instances: 64,
+    tables: 64,
+    memories: 16,
+    output_bytes: 16 << 20,
+    wall_ms: 60_000,
+    log_lines: 10_000,
+    log_bytes: 1 << 20,
+    kv_write_bytes: 16 << 20,
+};
+
+/// Why an upload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// It did not load, or its `name@version` holds another binary already.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(
+        "the plugin calls itself `{declared}`; upload it as `{declared}` (a plugin is installed only under its own name)"
+    )]
+    NameMismatch { given: String, declared: String },
+    #[error("limit `{field}`: {message}")]
+    Limits {
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl UploadError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            UploadError::Registry(error) => error.code(),
+            UploadError::NameMismatch { .. } => "plugin_name_mismatch",
+            UploadError::Limits { .. } => "plugin_limits_invalid",
+            UploadError::Store(error) => error.code(),
+        }
+    }
+}
+
+/// What an upload did.
+pub struct Installed {
+    pub plugin: PluginSummary,
+    /// Its record; `None` for a plugin installed from the plugin directory, uploaded again
+    /// with the same bytes.
+    pub upload: Option<PluginUpload>,
+    /// Whether this upload installed it (not the same bytes again).
+    pub created: bool,
+}
+
+/// Uploaded plugins: checked, stored, installed.
+pub struct Uploads {
+    runtime: Arc<Runtime>,
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    /// One upload at a time between the conflict check and the registry, so two uploads of one
+    /// `name@version` cannot both be stored.
+    changes: Mutex<()>,
+}
+
+impl Uploads {
+    pub fn new(runtime: Arc<Runtime>, registry: Arc<Registry>, store: Arc<dyn Store>) -> Self {
+        Uploads {
+            runtime,
+            registry,
+            store,
+            changes: Mutex::new(()),
+        }
+    }
+
+    /// Install every stored upload again. One that no longer installs (its binary damaged, or
+    /// its `name@version` taken by the plugin directory with other bytes) is left stored and
+    /// logged as an error, and the rest carry on. What installed.
+    pub fn restore(&self) -> Result<Vec<PluginSummary>, StoreError> {
+        let mut installed = Vec::new();
+        for upload in self.store.plugin_uploads()? {
+            match self.reinstall(&upload) {
+                Ok(summary) => installed.push(summary),
+                Err(error) => {
+                    tracing::error!(plugin = %upload.id, %error, "an uploaded plugin did not install at start-up");
+                }
+            }
+        }
+        Ok(installed)
+    }
+
+    fn reinstall(&self, upload: &PluginUpload) -> Result<PluginSummary, String> {
+        let binary = self
+            .store
+            .plugin_binary(&upload.id)
+            .map_err(|e| e.to_string())?
+            .ok_or("its binary is not in the store")?;
+        if sha256_hex(&binary) != upload.sha256 {
+            return Err(format!(
+                "its stored binary does not have the sha256 it was uploaded with ({})",
+                upload.sha256
+            ));
+        }
+        let plugin = self
+            .runtime
+            .load(&binary, &settings(upload.limits))
+            .map_err(|e| e.to_string())?;
+        if plugin.id() != upload.id {
+            return Err(format!("the stored binary is `{}`", plugin.id()));
+        }
+        self.registry.insert(plugin).map_err(|e| e.to_string())
+    }
+
+    /// Check, store and install `binary` as the plugin `name`, uploaded by `by`.
+    pub fn install(
+        &self,
+        name: &str,
+        binary: &[u8],
+        limits: Limits,
+        by: &Principal,
+        now: Millis,
+    ) -> Result<Installed, UploadError> {
+        check_limits(&limits)?;
+        let load = |source: LoadError| RegistryError::Load {
+            path: format!("the upload of `{}`", name.escape_debug()),
+            source,
+        };
+        let plugin = self.runtime.load(binary, &settings(limits)).map_err(load)?;
+        if plugin.info.name != name {
+            return Err(UploadError::NameMismatch {
+                given: name.to_owned(),
+                declared: plugin.info.name.clone(),
+            });
+        }
+        let id = plugin.id().to_owned();
+        let _change = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let stored = self
+            .store
+            .plugin_uploads()?
+            .into_iter()
+            .find(|u| u.id == id);
+        let installed = self.registry.get(&id).map(|p| p.sha256.clone());
+        let known = installed.or_else(|| stored.as_ref().map(|u| u.sha256.clone()));
+        if let Some(sha256) = known {
+            if sha256 != plugin.sha256 {
+                return Err(RegistryError::VersionConflict {
+                    id,
+                    installed: sha256,
+                }
+                .into());
+            }
+            let summary = self.registry.insert(plugin)?;
+            return Ok(Installed {
+                plugin: summary,
+                upload: stored,
+                created: false,
+            });
+        }
+        let upload = PluginUpload {
+            id: id.clone(),
+            name: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+            kind: plugin.kind.as_str().to_owned(),
+            sha256: plugin.sha256.clone(),
+            size: binary.len(),
+            limits: plugin.limits,
+            uploaded_by: by.actor().to_owned(),
+            uploaded_at: now,
+        };
+        let audit = AuditEntry {
+            id: String::new(),
+            at: now,
+            actor: by.actor().to_owned(),
+            action: "plugin.upload".into(),
+            object: id,
+            detail: json!({
+                "kind": upload.kind,
+                "sha256": upload.sha256,
+                "size": upload.size,
+                "limits": upload.limits,
+            }),
+        };
+        self.store.put_plugin_upload(&upload, binary, audit)?;
+        self.store.flush()?;
+        let summary = self.registry.insert(plugin)?;
+        Ok(Installed {
+            plugin: summary,
+            upload: Some(upload),
+            created: true,
+        })
+    }
+
+    /// Every uploaded plugin version's record.
+    pub fn list(&self) -> Result<Vec<PluginUpload>, StoreError> {
+        self.store.plugin_uploads()
+    }
+}
+
+fn settings(limits: Limits) -> PluginSettings {
+    PluginSettings {
+        limits,
+        ..PluginSettings::default()
+    }
+}
+
+/// Refuse limits of zero, which would fail every call, and limits above [`CEILING`].
+fn check_limits(limits: &Limits) -> Result<(), UploadError> {
+    let fields: [(&'static str, u64, u64); 11] = [
+        ("cpu_ms", limits.cpu_ms, CEILING.cpu_ms),
+        (
+            "memory_bytes",
+            limits.memory_bytes as u64,
+            CEILING.memory_bytes as u64,
+        ),
+        (
+            "table_elements",
+            limits.table_elements as u64,
+            CEILING.table_elements as u64,
+        ),
+        (
+            "instances",
+            limits.instances as u64,
+            CEILING.instances as u64,
+        ),
+        ("tables", limits.tables as u64, CEILING.tables as u64),
+        ("memories", limits.memories as u64, CEILING.memories as u64),
+        (
+            "output_bytes",
+            limits.output_bytes as u64,
+            CEILING.output_bytes as u64,
+        ),
+        ("wall_ms", limits.wall_ms, CEILING.wall_ms),
+        (
+            "log_lines",
+            limits.log_lines as u64,
+            CEILING.log_lines as u64,
+        ),
+        (
+            "log_bytes",
+            limits.log_bytes as u64,
+            CEILING.log_bytes as u64,
+        ),
+        (
+            "kv_write_bytes",
+            limits.kv_write_bytes as u64,
+            CEILING.kv_write_bytes as u64,
+        ),
+    ];
+    for (field, value, ceiling) in fields {
+        if value == 0 || value > ceiling {
+            return Err(UploadError::Limits {
+                field,
+                message: format!("{value} is not between 1 and {ceiling}"),
+            });
+        }
+    }
+    Ok(())
+}

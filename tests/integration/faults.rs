@@ -78,8 +78,8 @@ impl Store for Faulty {
     fn delete_dead_letter(&self, id: &str, audit: AuditEntry) -> Result<DeadLetter, StoreError> {
         self.store.delete_dead_letter(id, audit)
     }
-    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.store.audit(limit)
+    fn audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        self.store.audit(query)
     }
 }
 

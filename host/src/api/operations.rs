@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 
 use super::{Access, ApiError, ApiPath, ApiQuery, AppState, Route, blocking};
 use crate::auth::{Permission, Principal};
-use crate::store::{AuditEntry, DeadLetter, partition_of};
+use crate::store::{AuditEntry, AuditPage, AuditQuery, DeadLetter, partition_of};
 
 pub fn routes() -> Vec<Route> {
     use Access::Needs;
@@ -139,12 +139,56 @@ async fn remove(
     Ok(Json(letter))
 }
 
-/// What operators changed, newest first.
+/// What `GET /v1/audit` may be asked.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditListing {
+    since: Option<String>,
+    until: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    object: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+fn timestamp(field: &str, text: Option<String>) -> Result<Option<crate::model::Millis>, ApiError> {
+    text.map(|text| {
+        crate::model::parse_timestamp(&text).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("`{field}` must be an RFC 3339 time (2026-12-01T09:00:00Z)"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// The audit log, newest first: in a time range, by actor (a token id), action
+/// (`token.create`) or object, a page at a time (`next` is the `before` of the next page).
 async fn audit(
     State(state): State<AppState>,
-    ApiQuery(listing): ApiQuery<Listing>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiQuery(listing): ApiQuery<AuditListing>,
+) -> Result<Json<AuditPage>, ApiError> {
+    if let Some(cursor) = &listing.before
+        && hex::decode(cursor).map_or(true, |key| key.len() != 16)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "`before` must be the `next` of an earlier page",
+        ));
+    }
+    let query = AuditQuery {
+        since: timestamp("since", listing.since)?,
+        until: timestamp("until", listing.until)?,
+        actor: listing.actor,
+        action: listing.action,
+        object: listing.object,
+        before: listing.before,
+        limit: listing.limit.unwrap_or(MAX_LISTED).clamp(1, MAX_LISTED),
+    };
     let store = state.store.clone();
-    let entries = blocking(move || Ok(store.audit(listing.limit())?)).await?;
-    Ok(Json(serde_json::json!({ "audit": entries })))
+    Ok(Json(blocking(move || Ok(store.audit(&query)?)).await?))
 }

@@ -5,7 +5,7 @@
 use super::StoreError;
 use super::codec::{decode, encode, record_and_rest};
 use super::layout::{MAX_RECORD_BYTES, TreeId, ordered_time};
-use super::records::{AuditEntry, DeadLetter, WorkItem};
+use super::records::{AuditEntry, AuditPage, AuditQuery, DeadLetter, WorkItem};
 use super::sled_store::{SledStore, backend, lock};
 use super::write_set::WriteSet;
 use crate::model::Millis;
@@ -215,12 +215,52 @@ pub(super) fn delete(
     Ok(letter)
 }
 
-pub(super) fn audit(store: &SledStore, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-    store
-        .audit
-        .iter()
-        .rev()
-        .take(limit)
-        .map(|entry| decode(&entry.map_err(backend)?.1))
-        .collect()
+/// Entries are keyed by time and then id, so a time range is a key range and the key of the
+/// last entry on a page is where the next page starts. Actor, action and object are matched
+/// as the range is read.
+pub(super) fn audit(store: &SledStore, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+    use std::ops::Bound;
+    let lower = match query.since {
+        Some(since) => Bound::Included(ordered_time(since).to_vec()),
+        None => Bound::Unbounded,
+    };
+    let upper = match (&query.before, query.until) {
+        (Some(cursor), _) => Bound::Excluded(
+            hex::decode(cursor)
+                .ok()
+                .filter(|key| key.len() == 16)
+                .ok_or_else(|| {
+                    StoreError::Invalid("`before` is not a cursor this server gave".into())
+                })?,
+        ),
+        (None, Some(until)) => {
+            let mut key = ordered_time(until).to_vec();
+            key.extend_from_slice(&[0xff; 8]);
+            Bound::Included(key)
+        }
+        (None, None) => Bound::Unbounded,
+    };
+    let wanted = |field: &Option<String>, value: &str| field.as_deref().is_none_or(|f| f == value);
+    let mut page = AuditPage {
+        audit: Vec::new(),
+        next: None,
+    };
+    let mut last_key = Vec::new();
+    for item in store.audit.range::<Vec<u8>, _>((lower, upper)).rev() {
+        let (key, value) = item.map_err(backend)?;
+        let entry: AuditEntry = decode(&value)?;
+        if !(wanted(&query.actor, &entry.actor)
+            && wanted(&query.action, &entry.action)
+            && wanted(&query.object, &entry.object))
+        {
+            continue;
+        }
+        if page.audit.len() == query.limit {
+            page.next = Some(hex::encode(&last_key));
+            break;
+        }
+        last_key = key.to_vec();
+        page.audit.push(entry);
+    }
+    Ok(page)
 }

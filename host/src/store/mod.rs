@@ -246,8 +246,8 @@ pub trait Store:
     fn requeue_dead_letter(&self, id: &str, audit: AuditEntry) -> Result<DeadLetter, StoreError>;
     /// Remove a dead letter for good, and record it.
     fn delete_dead_letter(&self, id: &str, audit: AuditEntry) -> Result<DeadLetter, StoreError>;
-    /// Up to `limit` audit entries, newest first.
-    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The audit entries `query` asks for, newest first.
+    fn audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
 }
 
 /// How much a plugin's key-value space holds, or may hold.

@@ -496,6 +496,29 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// Which audit entries to list: newest first, within a time range, by actor, action or object,
+/// a page at a time.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// From this time on (inclusive).
+    pub since: Option<Millis>,
+    /// Up to this time (inclusive).
+    pub until: Option<Millis>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub object: Option<String>,
+    /// The `next` of the page before: entries older than the last one it had.
+    pub before: Option<String>,
+    pub limit: usize,
+}
+
+/// A page of audit entries, and the cursor of the next page if there are more.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditPage {
+    pub audit: Vec<AuditEntry>,
+    pub next: Option<String>,
+}
+
 /// Where a work item sits in the inbox; opaque to callers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WorkKey(pub Vec<u8>);

@@ -504,8 +504,8 @@ impl Store for SledStore {
         super::aside::delete(self, id, audit)
     }
 
-    fn audit(&self, limit: usize) -> Result<Vec<super::AuditEntry>, StoreError> {
-        super::aside::audit(self, limit)
+    fn audit(&self, query: &super::AuditQuery) -> Result<super::AuditPage, StoreError> {
+        super::aside::audit(self, query)
     }
 
     fn plugin_kv_usage(&self, namespace: &str) -> Result<KvUsage, StoreError> {

@@ -537,7 +537,17 @@ mod tests {
         );
         store.delete_dead_letter(&letters[0].id, audit()).unwrap();
         assert!(store.dead_letters(10).unwrap().is_empty());
-        assert_eq!(store.audit(10).unwrap()[0].action, "test.delete");
+        assert_eq!(
+            store
+                .audit(&super::super::AuditQuery {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .unwrap()
+                .audit[0]
+                .action,
+            "test.delete"
+        );
     }
 
     fn audit() -> crate::store::AuditEntry {

@@ -153,6 +153,20 @@ impl Registry {
         Ok(summary)
     }
 
+    /// Take `name@version` out: it is resolved no more, while calls already holding it finish.
+    pub fn remove(&self, id: &str) -> Option<Arc<Plugin>> {
+        self.plugins.write().expect("registry lock").remove(id)
+    }
+
+    /// Put back a plugin [`Registry::remove`] took out.
+    pub fn restore(&self, plugin: Arc<Plugin>) {
+        let id = plugin.id().to_owned();
+        self.plugins
+            .write()
+            .expect("registry lock")
+            .insert(id, plugin);
+    }
+
     /// The plugin with this `name@version`.
     pub fn get(&self, id: &str) -> Option<Arc<Plugin>> {
         self.plugins.read().expect("registry lock").get(id).cloned()

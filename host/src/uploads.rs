@@ -13,7 +13,7 @@ use crate::auth::Principal;
 use crate::model::Millis;
 use crate::registry::{PluginSummary, Registry, RegistryError};
 use crate::runtime::{Limits, LoadError, PluginSettings, Runtime, sha256_hex};
-use crate::store::{AuditEntry, PluginUpload, Store, StoreError};
+use crate::store::{AuditEntry, JourneyStatus, PluginUpload, Store, StoreError};
 
 /// The highest limits an upload may ask for; the defaults are far below.
 const CEILING: Limits = Limits {
@@ -40,6 +40,12 @@ pub enum UploadError {
         "the plugin calls itself `{declared}`; upload it as `{declared}` (a plugin is installed only under its own name)"
     )]
     NameMismatch { given: String, declared: String },
+    #[error("no uploaded plugin `{0}`")]
+    NotFound(String),
+    #[error("`{0}` was installed from the plugin directory, not uploaded; remove its file there")]
+    NotUploaded(String),
+    #[error("`{id}` is in use by {}; move or archive those first", uses.join(", "))]
+    InUse { id: String, uses: Vec<String> },
     #[error("limit `{field}`: {message}")]
     Limits {
         field: &'static str,
@@ -55,6 +61,9 @@ impl UploadError {
             UploadError::Registry(error) => error.code(),
             UploadError::NameMismatch { .. } => "plugin_name_mismatch",
             UploadError::Limits { .. } => "plugin_limits_invalid",
+            UploadError::NotFound(_) => "plugin_not_found",
+            UploadError::NotUploaded(_) => "plugin_not_uploaded",
+            UploadError::InUse { .. } => "plugin_in_use",
             UploadError::Store(error) => error.code(),
         }
     }
@@ -96,6 +105,9 @@ impl Uploads {
     pub fn restore(&self) -> Result<Vec<PluginSummary>, StoreError> {
         let mut installed = Vec::new();
         for upload in self.store.plugin_uploads()? {
+            if upload.deleted_at.is_some() {
+                continue;
+            }
             match self.reinstall(&upload) {
                 Ok(summary) => installed.push(summary),
                 Err(error) => {
@@ -157,15 +169,19 @@ impl Uploads {
             .into_iter()
             .find(|u| u.id == id);
         let installed = self.registry.get(&id).map(|p| p.sha256.clone());
+        // A deleted version keeps its sha256: only its own bytes may come back.
         let known = installed.or_else(|| stored.as_ref().map(|u| u.sha256.clone()));
-        if let Some(sha256) = known {
-            if sha256 != plugin.sha256 {
-                return Err(RegistryError::VersionConflict {
-                    id,
-                    installed: sha256,
-                }
-                .into());
+        if let Some(sha256) = &known
+            && *sha256 != plugin.sha256
+        {
+            return Err(RegistryError::VersionConflict {
+                id,
+                installed: sha256.clone(),
             }
+            .into());
+        }
+        let deleted = stored.as_ref().is_some_and(|u| u.deleted_at.is_some());
+        if known.is_some() && !deleted {
             let summary = self.registry.insert(plugin)?;
             return Ok(Installed {
                 plugin: summary,
@@ -183,6 +199,7 @@ impl Uploads {
             limits: plugin.limits,
             uploaded_by: by.actor().to_owned(),
             uploaded_at: now,
+            deleted_at: None,
         };
         let audit = AuditEntry {
             id: String::new(),
@@ -205,6 +222,99 @@ impl Uploads {
             upload: Some(upload),
             created: true,
         })
+    }
+
+    /// Remove the uploaded version `id`, unless a journey that is not archived (any of its
+    /// published versions, where contacts may still be) or a channel binding uses it: those
+    /// are named in the error. Taken out of the registry first, so nothing can be published on
+    /// it while the uses are checked; put back if there are any.
+    pub fn delete(
+        &self,
+        id: &str,
+        by: &Principal,
+        now: Millis,
+    ) -> Result<PluginUpload, UploadError> {
+        let _change = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let upload = self
+            .store
+            .plugin_uploads()?
+            .into_iter()
+            .find(|u| u.id == id && u.deleted_at.is_none());
+        let Some(upload) = upload else {
+            return Err(match self.registry.get(id) {
+                Some(_) => UploadError::NotUploaded(id.to_owned()),
+                None => UploadError::NotFound(id.to_owned()),
+            });
+        };
+        let removed = self.registry.remove(id);
+        let uses = match self.uses(id) {
+            Ok(uses) => uses,
+            Err(error) => {
+                self.put_back(removed);
+                return Err(error.into());
+            }
+        };
+        if !uses.is_empty() {
+            self.put_back(removed);
+            return Err(UploadError::InUse {
+                id: id.to_owned(),
+                uses,
+            });
+        }
+        let audit = AuditEntry {
+            id: String::new(),
+            at: now,
+            actor: by.actor().to_owned(),
+            action: "plugin.delete".into(),
+            object: id.to_owned(),
+            detail: json!({"before": {"sha256": upload.sha256, "kind": upload.kind, "uploaded_by": upload.uploaded_by}}),
+        };
+        let tombstone = PluginUpload {
+            deleted_at: Some(now),
+            ..upload.clone()
+        };
+        if let Err(error) = self
+            .store
+            .delete_plugin_upload(&tombstone, audit)
+            .and_then(|()| self.store.flush())
+        {
+            self.put_back(removed);
+            return Err(error.into());
+        }
+        Ok(tombstone)
+    }
+
+    fn put_back(&self, removed: Option<Arc<crate::runtime::Plugin>>) {
+        if let Some(plugin) = removed {
+            self.registry.restore(plugin);
+        }
+    }
+
+    /// What uses the plugin `id`: `journey <id> v<N>` and `channel <name>`.
+    fn uses(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        let mut uses = Vec::new();
+        for journey in self.store.journeys()? {
+            if journey.status == JourneyStatus::Archived {
+                continue;
+            }
+            for version in 1..=journey.published_version {
+                let Some(published) = self.store.journey_version(&journey.id, version)? else {
+                    continue;
+                };
+                let pinned = published.definition["nodes"]
+                    .as_array()
+                    .is_some_and(|nodes| nodes.iter().any(|n| n["plugin"] == id));
+                if pinned {
+                    uses.push(format!("journey {} v{version}", journey.id));
+                }
+            }
+        }
+        for channel in self.store.channels()? {
+            if channel.plugin == id {
+                uses.push(format!("channel {}", channel.name));
+            }
+        }
+        Ok(uses)
     }
 
     /// Every uploaded plugin version's record.

@@ -173,6 +173,14 @@ impl PluginStore for Faulty {
         self.writable()?;
         self.store.put_plugin_upload(upload, binary, audit)
     }
+    fn delete_plugin_upload(
+        &self,
+        tombstone: &PluginUpload,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.delete_plugin_upload(tombstone, audit)
+    }
 }
 
 impl JourneyStore for Faulty {

@@ -90,6 +90,11 @@ fn expected() -> Vec<(Method, &'static str, Expect)> {
         (Method::DELETE, "/v1/admin/tokens/{id}", Roles(ADMIN)),
         (Method::PUT, "/v1/admin/plugins/{name}", Roles(ADMIN)),
         (Method::GET, "/v1/admin/plugins", Roles(ADMIN)),
+        (
+            Method::DELETE,
+            "/v1/admin/plugins/{name}/{version}",
+            Roles(ADMIN),
+        ),
         // Segment.
         segment("/v1/identify"),
         segment("/v1/track"),

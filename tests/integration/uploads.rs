@@ -303,3 +303,115 @@ async fn a_refused_upload_says_why_and_stores_nothing() {
         .count();
     assert_eq!(uploads, 1, "{audit}");
 }
+
+/// A version a live journey or a channel uses cannot be deleted, and the error names them; an
+/// unused one is deleted for good, and its `name@version` never returns as other bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_in_use_cannot_be_deleted_and_a_deleted_one_keeps_its_bytes() {
+    let server = Server::start(false).await;
+    for name in ["event-trigger", "update-contact"] {
+        assert_eq!(
+            upload(&server, name, support::plugin_bytes(name)).await.0,
+            201
+        );
+    }
+    let pricing = support::example_bytes("pricing-clicks");
+    assert_eq!(
+        upload(&server, "pricing-clicks", pricing.clone()).await.0,
+        201
+    );
+    let journey = json!({
+        "name": "Ping",
+        "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "ping"}},
+            {"id": "score", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 5, "reason": "ping"}}}
+        ],
+        "edges": [{"from": "in", "to": "score"}]
+    });
+    server.put("/v1/journeys/ping", journey).await;
+    assert_eq!(server.act("/v1/journeys/ping/publish").await.0, 201);
+    let delete = |path: &'static str| server.send(reqwest::Method::DELETE, path, None);
+    let installed = || async {
+        let list = server.get("/v1/plugins").await.1;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    let (status, body) = delete("/v1/admin/plugins/update-contact/0.1.0").await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, Some("plugin_in_use")),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["details"]["used_by"],
+        json!(["journey ping v1"])
+    );
+    assert!(
+        installed()
+            .await
+            .contains(&"update-contact@0.1.0".to_owned())
+    );
+
+    let (status, body) = delete("/v1/admin/plugins/pricing-clicks/1.0.0").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !installed()
+            .await
+            .contains(&"pricing-clicks@1.0.0".to_owned())
+    );
+    assert_eq!(
+        server
+            .state
+            .store
+            .plugin_binary("pricing-clicks@1.0.0")
+            .unwrap(),
+        None
+    );
+    let (status, body) = delete("/v1/admin/plugins/pricing-clicks/1.0.0").await;
+    assert_eq!(
+        (status, code(&body)),
+        (404, Some("plugin_not_found")),
+        "{body}"
+    );
+    // Other bytes under the deleted version are refused; its own bytes come back.
+    let (status, body) = upload(
+        &server,
+        "pricing-clicks",
+        support::core_module_bytes("pricing-clicks"),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, Some("plugin_version_conflict")),
+        "{body}"
+    );
+    assert_eq!(upload(&server, "pricing-clicks", pricing).await.0, 201);
+
+    // Once the journey is archived, nothing live uses the action.
+    assert_eq!(server.act("/v1/journeys/ping/archive").await.0, 200);
+    assert_eq!(
+        delete("/v1/admin/plugins/update-contact/0.1.0").await.0,
+        200
+    );
+    let audit = server.get("/v1/audit?action=plugin.delete").await.1;
+    assert_eq!(audit["audit"].as_array().unwrap().len(), 2, "{audit}");
+
+    // A plugin from the plugin directory is removed there, not through the API.
+    let with_directory = Server::start(true).await;
+    let (status, body) = with_directory
+        .send(
+            reqwest::Method::DELETE,
+            "/v1/admin/plugins/rule-scorer/0.1.0",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, Some("plugin_not_uploaded")),
+        "{body}"
+    );
+}

@@ -6,7 +6,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::State;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
 use axum::{Extension, Json};
 
 use super::{Access, ApiError, ApiPath, ApiQuery, AppState, Route, blocking};
@@ -26,6 +26,13 @@ pub fn routes() -> Vec<Route> {
         )
         .bounding_its_own_body(),
         Route::new(
+            Method::DELETE,
+            "/v1/admin/plugins/{name}/{version}",
+            Needs(Permission::Admin),
+            false,
+            delete(remove),
+        ),
+        Route::new(
             Method::GET,
             "/v1/admin/plugins",
             Needs(Permission::Admin),
@@ -43,9 +50,19 @@ impl From<UploadError> for ApiError {
                 StatusCode::CONFLICT
             }
             _ if error.code() == "plugin_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::NotFound(_) => StatusCode::NOT_FOUND,
+            UploadError::NotUploaded(_) | UploadError::InUse { .. } => StatusCode::CONFLICT,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
-        ApiError::new(status, error.code(), error.to_string())
+        let details = match &error {
+            UploadError::InUse { uses, .. } => Some(serde_json::json!({ "used_by": uses })),
+            _ => None,
+        };
+        let api = ApiError::new(status, error.code(), error.to_string());
+        match details {
+            Some(details) => api.with_details(details),
+            None => api,
+        }
     }
 }
 
@@ -138,4 +155,17 @@ async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
     let uploads = state.uploads.clone();
     let list = blocking(move || Ok(uploads.list()?)).await?;
     Ok(Json(serde_json::json!({ "uploads": list })))
+}
+
+/// Remove an uploaded version no journey or channel uses.
+async fn remove(
+    State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = state.clock.now();
+    let uploads = state.uploads.clone();
+    let id = format!("{name}@{version}");
+    let removed = blocking(move || Ok(uploads.delete(&id, &by, now)?)).await?;
+    Ok(Json(serde_json::json!({ "deleted": removed })))
 }

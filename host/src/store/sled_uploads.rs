@@ -56,4 +56,23 @@ impl PluginStore for SledStore {
         self.audit_write(&mut writes, audit)?;
         writes.apply()
     }
+
+    fn delete_plugin_upload(
+        &self,
+        tombstone: &PluginUpload,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        let _operations = lock(&self.locks.operations);
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::Plugins, tombstone.id.as_bytes(), encode(tombstone));
+        for entry in self
+            .plugin_binaries
+            .scan_prefix(chunk_prefix(&tombstone.id))
+            .keys()
+        {
+            writes.remove(TreeId::PluginBinaries, entry.map_err(backend)?.to_vec());
+        }
+        self.audit_write(&mut writes, audit)?;
+        writes.apply()
+    }
 }

@@ -26,11 +26,15 @@ pub struct PluginUpload {
     pub uploaded_by: String,
     #[serde(with = "crate::model::timestamp_json")]
     pub uploaded_at: Millis,
+    /// When an admin deleted it. Its record stays (without the binary), so the version can
+    /// never come back as other bytes.
+    #[serde(default, with = "crate::model::timestamp_json::option")]
+    pub deleted_at: Option<Millis>,
 }
 
 /// The uploaded plugins' durable part of the store.
 pub trait PluginStore {
-    /// Every uploaded plugin version, by id.
+    /// Every uploaded plugin version, by id, deleted ones included.
     fn plugin_uploads(&self) -> Result<Vec<PluginUpload>, StoreError>;
     /// The binary of the upload `id`, whole, or `None` if none is stored.
     fn plugin_binary(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -40,6 +44,13 @@ pub trait PluginStore {
         &self,
         upload: &PluginUpload,
         binary: &[u8],
+        audit: AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Keep `tombstone` (the upload's record, marked deleted) in place of the upload and its
+    /// binary, and record it, together.
+    fn delete_plugin_upload(
+        &self,
+        tombstone: &PluginUpload,
         audit: AuditEntry,
     ) -> Result<(), StoreError>;
 }

@@ -478,6 +478,7 @@ async fn a_slow_request_times_out_and_too_many_at_once_are_shed() {
     let server = Server::start_within(wayline::api::HttpEdges {
         timeout: std::time::Duration::from_millis(300),
         max_concurrent: 1,
+        ..Default::default()
     })
     .await;
     server

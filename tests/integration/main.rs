@@ -4,6 +4,7 @@
 mod server;
 mod support;
 
+mod admin;
 mod api;
 mod cache;
 mod cli;

@@ -8,6 +8,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::rate::{Class, Limited};
 use super::{ApiError, AppState};
 use crate::auth::{Permission, Principal, TokenError, mask_json};
 
@@ -78,6 +79,11 @@ pub(super) async fn require(
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, bearer(&request))?;
     authorize(&principal, permission)?;
+    if let Some(class) = Class::of(permission)
+        && let Err(limited) = limit(&state, class, &principal.id)
+    {
+        return Ok(limited.into_response());
+    }
     let masked = principal.masked();
     request.extensions_mut().insert(principal);
     let response = next.run(request).await;
@@ -85,6 +91,15 @@ pub(super) async fn require(
         return Ok(response);
     }
     mask_response(response).await
+}
+
+/// Take one request from `caller`'s rate for `class`, or the `429` that refuses it.
+pub(super) fn limit(state: &AppState, class: Class, caller: &str) -> Result<(), Limited> {
+    let rate = match class {
+        Class::Admin => state.edges.admin_rate,
+        Class::Ingest => state.edges.ingest_rate,
+    };
+    state.rates.take(class, caller, rate)
 }
 
 /// The response with every email address and phone number in its JSON masked.

@@ -15,6 +15,7 @@ mod journeys;
 mod messaging;
 mod operations;
 mod plugins;
+mod rate;
 mod segment;
 mod tokens;
 mod tracking;
@@ -40,6 +41,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiJsonOrList, ApiPath, ApiQuery};
+pub use rate::Rate;
 
 use crate::auth::{Permission, Tokens};
 use crate::clock::SharedClock;
@@ -60,6 +62,10 @@ pub struct HttpEdges {
     pub timeout: Duration,
     /// Most requests served at once; more are answered 503 `overloaded` at once.
     pub max_concurrent: usize,
+    /// How fast one token may call the admin routes.
+    pub admin_rate: Rate,
+    /// How fast one token (or the write key) may send contacts and events in.
+    pub ingest_rate: Rate,
 }
 
 impl Default for HttpEdges {
@@ -67,6 +73,14 @@ impl Default for HttpEdges {
         HttpEdges {
             timeout: Duration::from_secs(30),
             max_concurrent: 1024,
+            admin_rate: Rate {
+                per_second: 10.0,
+                burst: 100.0,
+            },
+            ingest_rate: Rate {
+                per_second: 5_000.0,
+                burst: 10_000.0,
+            },
         }
     }
 }
@@ -163,6 +177,8 @@ pub struct AppState {
     pub messaging: Arc<Messaging>,
     /// Plugins uploaded through the admin API.
     pub uploads: Arc<Uploads>,
+    /// Each caller's rate on the admin and ingest routes.
+    pub rates: Arc<rate::Buckets>,
     pub edges: HttpEdges,
 }
 
@@ -225,6 +241,7 @@ impl AppState {
             scheduler,
             messaging,
             uploads,
+            rates: Arc::default(),
             edges: HttpEdges::default(),
         })
     }

@@ -18,13 +18,14 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Map, Value as JsonValue};
 
 use super::contacts::{Ingest, check_event, record};
+use super::rate::Class;
 use super::{Access, ApiError, ApiJson, AppState, Route, access, blocking, constant_time_eq};
 use crate::auth::Permission;
 use crate::model::{Attributes, Event, Millis, Value, parse_timestamp};
@@ -88,6 +89,9 @@ pub async fn require_write_key(
     if let Some(key) = &presented
         && constant_time_eq(key.as_bytes(), state.write_key.as_bytes())
     {
+        if let Err(limited) = access::limit(&state, Class::Ingest, "write-key") {
+            return Ok(limited.into_response());
+        }
         return Ok(next.run(request).await);
     }
     // A token that may ingest works too: as the Basic user name (a Segment SDK configured
@@ -96,6 +100,9 @@ pub async fn require_write_key(
     match token.map(|token| access::authenticate(&state, Some(token))) {
         Some(Ok(principal)) => {
             access::authorize(&principal, Permission::Ingest)?;
+            if let Err(limited) = access::limit(&state, Class::Ingest, &principal.id) {
+                return Ok(limited.into_response());
+            }
             let mut request = request;
             request.extensions_mut().insert(principal);
             Ok(next.run(request).await)

@@ -115,6 +115,14 @@ impl MessageStore for Faulty {
         self.writable()?;
         self.store.add_template_version(template, audit)
     }
+    fn approve_template(
+        &self,
+        template: &TemplateVersion,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.approve_template(template, audit)
+    }
     fn message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError> {
         self.store.message(id)
     }
@@ -154,6 +162,13 @@ impl AccessStore for Faulty {
     fn put_token(&self, record: &TokenRecord, audit: AuditEntry) -> Result<(), StoreError> {
         self.writable()?;
         self.store.put_token(record, audit)
+    }
+    fn workspace(&self) -> Result<Workspace, StoreError> {
+        self.store.workspace()
+    }
+    fn put_workspace(&self, workspace: &Workspace, audit: AuditEntry) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.put_workspace(workspace, audit)
     }
 }
 

@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod api;
+mod approval;
 mod cache;
 mod cli;
 mod consent;

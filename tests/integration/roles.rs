@@ -75,7 +75,14 @@ fn expected() -> Vec<(Method, &'static str, Expect)> {
             "/v1/templates/{name}/test-send",
             Roles(EDITORS),
         ),
+        (
+            Method::POST,
+            "/v1/templates/{name}/versions/{version}/approve",
+            Roles(MANAGERS),
+        ),
         (Method::GET, "/v1/messages/{id}", Roles(READERS)),
+        (Method::GET, "/v1/settings", Roles(ALL)),
+        (Method::PUT, "/v1/settings", Roles(ADMIN)),
         // Operations.
         (Method::GET, "/v1/dead-letters", Roles(MANAGERS)),
         (

@@ -123,6 +123,12 @@ impl From<JourneyError> for ApiError {
             JourneyError::Archived(_) => {
                 ApiError::new(StatusCode::CONFLICT, "journey_archived", message)
             }
+            JourneyError::Unapproved(templates) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "content_not_approved",
+                message,
+            )
+            .with_details(serde_json::json!({ "templates": templates })),
             JourneyError::Exists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "journey_exists", message)
             }

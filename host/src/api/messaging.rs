@@ -12,6 +12,7 @@ use super::{Access, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Route, block
 use crate::auth::{Permission, Principal};
 use crate::messaging::{ChannelRequest, MessagingError, TemplateDraft};
 use crate::model::Attributes;
+use crate::store::TemplateVersion;
 
 pub fn routes() -> Vec<Route> {
     use Access::Needs;
@@ -71,6 +72,13 @@ pub fn routes() -> Vec<Route> {
             Needs(Permission::EditContent),
             true,
             post(test_send),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/templates/{name}/versions/{version}/approve",
+            Needs(Permission::ApproveContent),
+            false,
+            post(approve_template),
         ),
         Route::new(
             Method::GET,
@@ -262,4 +270,16 @@ async fn get_message(
     let messaging = state.messaging.clone();
     let message = blocking(move || Ok(messaging.message(&id)?)).await?;
     Ok(Json(message))
+}
+
+/// Approve a template version for sending (a manager who did not write it).
+async fn approve_template(
+    State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
+    ApiPath((name, version)): ApiPath<(String, u32)>,
+) -> Result<Json<TemplateVersion>, ApiError> {
+    let messaging = state.messaging.clone();
+    Ok(Json(
+        blocking(move || Ok(messaging.approve_template(&name, version, by.actor())?)).await?,
+    ))
 }

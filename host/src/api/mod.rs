@@ -17,6 +17,7 @@ mod operations;
 mod plugins;
 mod rate;
 mod segment;
+mod settings;
 mod tokens;
 mod tracking;
 mod webhooks;
@@ -153,6 +154,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(operations::routes());
     routes.extend(plugins::routes());
     routes.extend(segment::routes());
+    routes.extend(settings::routes());
     routes.extend(tokens::routes());
     routes.extend(tracking::routes());
     routes.extend(webhooks::routes());

@@ -98,6 +98,8 @@ pub enum Permission {
     EditContent,
     /// Publish, pause, resume, enroll, retry.
     RunJourneys,
+    /// Approve a template version for sending: admin and manager.
+    ApproveContent,
     /// Archive a journey: admin, or the `delete_journeys` grant.
     DeleteJourneys,
     /// Create and update contacts: admin, ingest, or the `edit_contacts` grant.
@@ -111,12 +113,13 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::Authenticated,
         Permission::ReadReports,
         Permission::ReadContacts,
         Permission::EditContent,
         Permission::RunJourneys,
+        Permission::ApproveContent,
         Permission::DeleteJourneys,
         Permission::WriteContacts,
         Permission::Ingest,
@@ -131,6 +134,7 @@ impl Permission {
             Permission::ReadContacts => "read_contacts",
             Permission::EditContent => "edit_content",
             Permission::RunJourneys => "run_journeys",
+            Permission::ApproveContent => "approve_content",
             Permission::DeleteJourneys => "delete_journeys",
             Permission::WriteContacts => "write_contacts",
             Permission::Ingest => "ingest",
@@ -150,7 +154,7 @@ impl Permission {
             Permission::EditContent | Permission::RunJourneys => &[Admin, Manager, Operator],
             Permission::DeleteJourneys => &[Admin],
             Permission::WriteContacts | Permission::Ingest => &[Admin, Ingest],
-            Permission::Operate => &[Admin, Manager],
+            Permission::Operate | Permission::ApproveContent => &[Admin, Manager],
             Permission::Admin => &[Admin],
         }
     }

@@ -51,6 +51,9 @@ pub enum JourneyError {
     Invalid(Vec<Problem>),
     #[error("journey `{0}` is archived")]
     Archived(String),
+    /// Content approval is on and these template versions it would send are not approved.
+    #[error("it sends content no manager has approved: {}; a manager approves each with POST /v1/templates/NAME/versions/N/approve", .0.join(", "))]
+    Unapproved(Vec<String>),
     #[error("journey `{0}` exists already")]
     Exists(String),
     #[error("journey `{0}` is not active: {1}")]
@@ -317,6 +320,8 @@ impl Journeys {
         let mut templates = std::collections::BTreeMap::new();
         let mut problems = Vec::new();
         let mut unguarded = Vec::new();
+        let approval = self.store.workspace()?.content_approval;
+        let mut unapproved = Vec::new();
         for (node, channel, name) in validate::sends_of(&checked.definition) {
             if self.store.channel(&channel)?.is_none() {
                 problems.push(Problem::at(
@@ -325,6 +330,12 @@ impl Journeys {
                 ));
             }
             match self.store.template(&name, None)? {
+                Some(template) if approval && template.approved_by.is_none() => {
+                    let named = format!("{name} v{}", template.version);
+                    if !unapproved.contains(&named) {
+                        unapproved.push(named);
+                    }
+                }
                 Some(template) => {
                     for variable in crate::messaging::templates::unguarded(&template) {
                         unguarded.push(Problem::at(
@@ -342,6 +353,9 @@ impl Journeys {
         }
         if !problems.is_empty() {
             return Err(JourneyError::Invalid(problems));
+        }
+        if !unapproved.is_empty() {
+            return Err(JourneyError::Unapproved(unapproved));
         }
         let version = JourneyVersion {
             journey_id: id.to_owned(),

@@ -300,6 +300,9 @@ impl Messaging {
             text: draft.text,
             transactional: draft.transactional,
             created_at: now,
+            created_by: Some(actor.to_owned()),
+            approved_by: None,
+            approved_at: None,
         };
         let audit = AuditEntry {
             id: String::new(),
@@ -312,6 +315,44 @@ impl Messaging {
         let stored = self.store.add_template_version(template, audit)?;
         let unguarded = templates::unguarded(&stored);
         Ok((stored, unguarded))
+    }
+
+    /// Approve template `name` v`version` for sending, as `approver` (a token id). Its author
+    /// cannot approve it; approving it again changes nothing.
+    pub fn approve_template(
+        &self,
+        name: &str,
+        version: u32,
+        approver: &str,
+    ) -> Result<TemplateVersion, MessagingError> {
+        let template = self.template(name, Some(version))?;
+        if template.approved_by.is_some() {
+            return Ok(template);
+        }
+        if template.created_by.as_deref() == Some(approver) {
+            return Err(MessagingError::Invalid(
+                "approval_by_author",
+                format!(
+                    "template `{name}` v{version} was written with this token; another manager approves it"
+                ),
+            ));
+        }
+        let now = self.clock.now();
+        let approved = TemplateVersion {
+            approved_by: Some(approver.to_owned()),
+            approved_at: Some(now),
+            ..template
+        };
+        let audit = AuditEntry {
+            id: String::new(),
+            at: now,
+            actor: approver.to_owned(),
+            action: "template.approve".into(),
+            object: format!("{name}@{version}"),
+            detail: serde_json::json!({"author": approved.created_by}),
+        };
+        self.store.approve_template(&approved, audit)?;
+        Ok(approved)
     }
 
     pub fn template(

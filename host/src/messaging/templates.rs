@@ -306,6 +306,9 @@ mod tests {
             text: Some(text.into()),
             transactional: false,
             created_at: 0,
+            created_by: None,
+            approved_by: None,
+            approved_at: None,
         }
     }
 

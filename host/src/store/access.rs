@@ -32,10 +32,24 @@ pub struct TokenRecord {
     pub revoked_at: Option<Millis>,
 }
 
-/// The tokens' durable part of the store.
+/// How the workspace governs its content, set by an admin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workspace {
+    /// A template version must be approved by a manager (not its author) before a journey
+    /// that sends it can be published.
+    #[serde(default)]
+    pub content_approval: bool,
+}
+
+/// The tokens' and the workspace settings' durable part of the store.
 pub trait AccessStore {
     /// Every token ever created, revoked ones included, by id.
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
     /// Create or replace a token record (revocation replaces it), and record the change.
     fn put_token(&self, record: &TokenRecord, audit: AuditEntry) -> Result<(), StoreError>;
+    /// The workspace settings; the defaults until an admin sets them.
+    fn workspace(&self) -> Result<Workspace, StoreError>;
+    /// Replace the workspace settings, and record the change.
+    fn put_workspace(&self, workspace: &Workspace, audit: AuditEntry) -> Result<(), StoreError>;
 }

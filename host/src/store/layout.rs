@@ -69,6 +69,8 @@ pub(super) mod trees {
     pub const PLUGINS: &str = "plugins";
     /// `name@version\0<chunk index, u32 BE>` → a piece of that plugin's binary.
     pub const PLUGIN_BINARIES: &str = "plugin_binaries";
+    /// `workspace` → the workspace settings (content approval).
+    pub const SETTINGS: &str = "settings";
 }
 
 /// The layout this version writes.
@@ -103,10 +105,11 @@ pub(super) enum TreeId {
     Tokens = 22,
     Plugins = 23,
     PluginBinaries = 24,
+    Settings = 25,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 25] = [
+    pub(super) const ALL: [TreeId; 26] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -132,6 +135,7 @@ impl TreeId {
         TreeId::Tokens,
         TreeId::Plugins,
         TreeId::PluginBinaries,
+        TreeId::Settings,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -165,6 +169,7 @@ impl TreeId {
             TreeId::Tokens => trees::TOKENS,
             TreeId::Plugins => trees::PLUGINS,
             TreeId::PluginBinaries => trees::PLUGIN_BINARIES,
+            TreeId::Settings => trees::SETTINGS,
         }
     }
 

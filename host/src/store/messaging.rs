@@ -337,6 +337,15 @@ pub struct TemplateVersion {
     pub transactional: bool,
     #[serde(with = "crate::model::timestamp_json")]
     pub created_at: Millis,
+    /// The token that wrote it (`start-up` for the example templates); none for versions
+    /// written before authors were kept.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// The manager's token that approved it for sending, where content approval is on.
+    #[serde(default)]
+    pub approved_by: Option<String>,
+    #[serde(default, with = "crate::model::timestamp_json::option")]
+    pub approved_at: Option<Millis>,
 }
 
 /// An address on a channel that no more is sent to, and why.
@@ -416,6 +425,12 @@ pub trait MessageStore {
         template: TemplateVersion,
         audit: AuditEntry,
     ) -> Result<TemplateVersion, StoreError>;
+    /// Mark a stored template version approved (its content unchanged), and record it.
+    fn approve_template(
+        &self,
+        template: &TemplateVersion,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError>;
 
     /// A message by id.
     fn message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError>;

@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use access::{AccessStore, TokenRecord};
+pub use access::{AccessStore, TokenRecord, Workspace};
 pub(crate) use aside::truncated;
 pub use identity::{normalize_email, normalize_phone};
 pub use layout::{MAX_RECORD_BYTES, MAX_STORED_BYTES};

@@ -1,7 +1,7 @@
 //! [`AccessStore`] for the sled store.
 
 use super::StoreError;
-use super::access::{AccessStore, TokenRecord};
+use super::access::{AccessStore, TokenRecord, Workspace};
 use super::codec::{decode, encode};
 use super::layout::TreeId;
 use super::records::AuditEntry;
@@ -24,4 +24,22 @@ impl AccessStore for SledStore {
         self.audit_write(&mut writes, audit)?;
         writes.apply()
     }
+
+    fn workspace(&self) -> Result<Workspace, StoreError> {
+        match self.settings.get(WORKSPACE).map_err(backend)? {
+            Some(bytes) => decode(&bytes),
+            None => Ok(Workspace::default()),
+        }
+    }
+
+    fn put_workspace(&self, workspace: &Workspace, audit: AuditEntry) -> Result<(), StoreError> {
+        let _operations = lock(&self.locks.operations);
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::Settings, WORKSPACE, encode(workspace));
+        self.audit_write(&mut writes, audit)?;
+        writes.apply()
+    }
 }
+
+/// The settings key of the workspace settings.
+const WORKSPACE: &[u8] = b"workspace";

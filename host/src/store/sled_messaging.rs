@@ -121,6 +121,25 @@ impl MessageStore for SledStore {
         Ok(template)
     }
 
+    fn approve_template(
+        &self,
+        template: &TemplateVersion,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        let _operations = lock(&self.locks.operations);
+        let key = template_key(&template.name, template.version);
+        if self.templates.get(&key).map_err(backend)?.is_none() {
+            return Err(StoreError::NotFound(format!(
+                "template `{}` has no version {}",
+                template.name, template.version
+            )));
+        }
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::Templates, key, encode(template));
+        self.audit_write(&mut writes, audit)?;
+        writes.apply()
+    }
+
     fn message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError> {
         Ok(self.located(id)?.map(|(_, message)| message))
     }

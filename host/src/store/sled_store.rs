@@ -123,6 +123,7 @@ pub struct SledStore {
     pub(super) tokens: sled::Tree,
     pub(super) plugins: sled::Tree,
     pub(super) plugin_binaries: sled::Tree,
+    pub(super) settings: sled::Tree,
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
     /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
@@ -206,6 +207,7 @@ impl SledStore {
             tokens: tree(trees::TOKENS)?,
             plugins: tree(trees::PLUGINS)?,
             plugin_binaries: tree(trees::PLUGIN_BINARIES)?,
+            settings: tree(trees::SETTINGS)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
             broken: Default::default(),
@@ -259,6 +261,7 @@ impl SledStore {
             TreeId::Tokens => &self.tokens,
             TreeId::Plugins => &self.plugins,
             TreeId::PluginBinaries => &self.plugin_binaries,
+            TreeId::Settings => &self.settings,
         }
     }
 }

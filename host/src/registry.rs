@@ -31,6 +31,8 @@ pub struct PluginSummary {
     pub sha256: String,
     pub size: usize,
     pub outbound_hosts: Vec<String>,
+    /// What its calls did since the server started.
+    pub calls: crate::runtime::CallStatsView,
 }
 
 impl From<&Plugin> for PluginSummary {
@@ -45,6 +47,7 @@ impl From<&Plugin> for PluginSummary {
             sha256: plugin.sha256.clone(),
             size: plugin.size,
             outbound_hosts: plugin.info.outbound_hosts.clone(),
+            calls: plugin.stats.view(),
         }
     }
 }

@@ -502,3 +502,33 @@ fn a_plugin_is_known_by_the_name_the_host_installs_it_under_and_keeps_its_binary
         .unwrap();
     assert_eq!(error.code(), "plugin_bad_name");
 }
+
+/// Each plugin version counts its calls: failures by code, limit hits, and the latencies an
+/// operator reads in `GET /v1/plugins` (the prepare step of each call is a call too).
+#[test]
+fn a_plugin_version_counts_its_calls_errors_and_limit_hits() {
+    let (runtime, plugin) = hostile();
+    assert_eq!(
+        wayline::registry::PluginSummary::from(&plugin).calls.calls,
+        0
+    );
+    call(&runtime, &plugin, "spin").unwrap_err();
+    call(&runtime, &plugin, "panic").unwrap_err();
+    for _ in 0..3 {
+        assert_next_call_succeeds(&runtime, &plugin);
+    }
+    let calls = wayline::registry::PluginSummary::from(&plugin).calls;
+    // Five scoring calls, each after the validate-config that prepares its config.
+    assert_eq!(calls.calls, 10, "{calls:?}");
+    assert_eq!(calls.limit_hits, 1, "{calls:?}");
+    assert_eq!(
+        calls.errors,
+        [("plugin_cpu_limit", 1), ("plugin_panicked", 1)]
+            .into_iter()
+            .collect(),
+        "{calls:?}"
+    );
+    // The spin ran to its 100 ms CPU budget: the slowest call, the p99.
+    assert!(calls.p99_us >= 90_000, "{calls:?}");
+    assert!(calls.p50_us < calls.p99_us, "{calls:?}");
+}

@@ -106,6 +106,16 @@ async fn an_admin_uploads_a_plugin_of_each_kind_and_a_journey_runs_on_them_at_on
     server.settle().await;
     let contact = server.get("/v1/contacts/u-1").await.1;
     assert_eq!(contact["score"], 5.0, "{contact}");
+    // The action's version counts its calls: the config check at publish and the step.
+    let plugins = server.get("/v1/plugins").await.1;
+    let action = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "update-contact@0.1.0")
+        .unwrap();
+    assert_eq!(action["calls"]["calls"], 2, "{action}");
+    assert_eq!(action["calls"]["errors"], json!({}), "{action}");
 
     let uploads = server.get("/v1/admin/plugins").await.1;
     assert_eq!(uploads["uploads"].as_array().unwrap().len(), 6, "{uploads}");

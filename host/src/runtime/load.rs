@@ -246,6 +246,8 @@ pub struct Plugin {
     pub exports: Vec<String>,
     pub limits: Limits,
     pub(crate) id: Arc<str>,
+    /// What its calls did since it was loaded.
+    pub stats: Arc<super::CallStats>,
     pub(crate) pre: Pre,
     /// Where [`PluginKind::function`] is among the component's exports, found once here so a
     /// call looks it up by index rather than by name.
@@ -332,6 +334,7 @@ impl Runtime {
             exports,
             limits,
             id: Arc::from("(loading)"),
+            stats: Arc::default(),
             pre,
             entry,
             http: None,
@@ -341,6 +344,8 @@ impl Runtime {
         check_identity(&info)?;
         self.check_entry(&plugin)?;
         plugin.id = Arc::from(info.id().as_str());
+        // The checks above are not the plugin's calls.
+        plugin.stats = Arc::default();
         if kind == PluginKind::Channel {
             plugin.http = Some(Arc::new(http_policy(&info, settings, &plugin.tls_roots)?));
         }

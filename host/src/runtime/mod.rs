@@ -17,6 +17,7 @@ mod load;
 mod lower;
 mod output;
 mod run;
+mod stats;
 mod warm;
 
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub use error::{CallError, LoadError};
 pub use host::{KvSpace, LogRecord, MemoryKv};
 pub use limits::{Limits, MAX_MEMORY_BYTES};
 pub use load::{Plugin, PluginKind, PluginSettings, WitVersion, valid_name};
+pub use stats::{CallStats, CallStatsView};
 #[doc(hidden)]
 pub use warm::{WarmScorer, to_wit};
 

@@ -45,6 +45,7 @@ impl Runtime {
     ) -> Store<HostState> {
         let context = CallContext {
             plugin_id: plugin.id.clone(),
+            stats: plugin.stats.clone(),
             kv: self.kv.clone(),
             kv_namespace: Arc::from(plugin.info.name.as_str()),
             clock: self.clock.clone(),
@@ -155,6 +156,7 @@ fn finish<T: OutputSize, E: Into<CallError>>(
     if let Err(error) = &result {
         tracing::debug!(plugin = %store.data().plugin_id, code = error.code(), %error, "plugin call failed");
     }
+    store.data().stats.record(elapsed, result.as_ref().err());
     CallReport {
         result,
         logs,

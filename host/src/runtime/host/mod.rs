@@ -34,6 +34,8 @@ pub struct LogRecord {
 pub struct HostState {
     pub(crate) limiter: CallLimiter,
     pub(crate) plugin_id: Arc<str>,
+    /// Where the call's outcome and time are counted.
+    pub(crate) stats: Arc<crate::runtime::CallStats>,
     pub(crate) kv: Arc<dyn KvSpace>,
     pub(crate) kv_namespace: Arc<str>,
     pub(crate) clock: SharedClock,
@@ -129,6 +131,7 @@ impl crate::runtime::bindings::wit::Host for HostState {}
 /// What a call needs from its caller to build its [`HostState`].
 pub(crate) struct CallContext {
     pub(crate) plugin_id: Arc<str>,
+    pub(crate) stats: Arc<crate::runtime::CallStats>,
     pub(crate) kv: Arc<dyn KvSpace>,
     pub(crate) kv_namespace: Arc<str>,
     pub(crate) clock: SharedClock,
@@ -143,6 +146,7 @@ impl HostState {
         HostState {
             limiter: CallLimiter::new(*limits),
             plugin_id: context.plugin_id,
+            stats: context.stats,
             kv: context.kv,
             kv_namespace: context.kv_namespace,
             clock: context.clock,

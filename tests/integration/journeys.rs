@@ -14,7 +14,7 @@ fn welcome_journey() -> Json {
 }
 
 /// Save `definition` as journey `id` and publish it.
-async fn publish(server: &Server, id: &str, definition: Json) {
+pub(crate) async fn publish(server: &Server, id: &str, definition: Json) {
     let (status, body) = server.put(&format!("/v1/journeys/{id}"), definition).await;
     assert!(status == 201 || status == 200, "{status} {body}");
     let (status, body) = server.act(&format!("/v1/journeys/{id}/publish")).await;

@@ -24,4 +24,5 @@ mod reports;
 mod roles;
 mod segment;
 mod uploads;
+mod versions;
 mod webhook;

@@ -55,6 +55,7 @@ fn expected() -> Vec<(Method, &'static str, Expect)> {
         (Method::POST, "/v1/journeys/{id}/archive", Roles(ADMIN)),
         (Method::POST, "/v1/journeys/{id}/simulate", Roles(EDITORS)),
         (Method::GET, "/v1/journeys/{id}/stats", Roles(READERS)),
+        (Method::GET, "/v1/journeys/{id}/diff", Roles(READERS)),
         (
             Method::POST,
             "/v1/journeys/{id}/enrollments",

@@ -87,6 +87,13 @@ pub fn routes() -> Vec<Route> {
         ),
         Route::new(
             Method::GET,
+            "/v1/journeys/{id}/diff",
+            Needs(Permission::ReadReports),
+            false,
+            get(diff),
+        ),
+        Route::new(
+            Method::GET,
             "/v1/journeys/{id}/stats",
             Needs(Permission::ReadReports),
             false,
@@ -116,9 +123,21 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Vec<JourneyRecord>>, ApiError> {
+/// Every journey with its status and its counts over all its versions.
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let journeys = state.journeys.clone();
-    Ok(Json(blocking(move || Ok(journeys.list()?)).await?))
+    let listed = blocking(move || {
+        let mut listed = Vec::new();
+        for record in journeys.list()? {
+            let mut entry = serde_json::to_value(&record).expect("a journey serializes");
+            entry["counts"] =
+                serde_json::to_value(journeys.totals(&record)?).expect("counts serialize");
+            listed.push(entry);
+        }
+        Ok(listed)
+    })
+    .await?;
+    Ok(Json(listed))
 }
 
 /// The body is the draft definition; an `id` in it names the journey.
@@ -343,4 +362,23 @@ async fn retry_enrollment(
         .scheduler
         .notify(&[partition_of(&enrollment.contact_id)]);
     Ok((StatusCode::ACCEPTED, Json(enrollment)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffQuery {
+    from: u32,
+    to: u32,
+}
+
+/// What changed between two published versions: `?from=1&to=2`.
+async fn diff(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DiffQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let journeys = state.journeys.clone();
+    Ok(Json(
+        blocking(move || Ok(journeys.diff(&id, query.from, query.to)?)).await?,
+    ))
 }

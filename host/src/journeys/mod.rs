@@ -6,6 +6,8 @@
 
 mod compiled;
 pub mod definition;
+mod diff;
+mod reports;
 mod simulate;
 mod step;
 mod validate;
@@ -15,11 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use serde::Serialize;
 use thiserror::Error;
 
 pub use compiled::CompiledJourney;
 pub use definition::Definition;
+pub use reports::{JourneyTotals, NodeStats};
 pub use simulate::{ScriptStep, Simulation, SimulationRequest};
 pub use step::{MAX_ATTEMPTS, TraceStep, split_path};
 pub use validate::{Problem, parse};
@@ -179,13 +181,6 @@ pub struct Journeys {
     /// Held by every change to a journey's record (create, draft, publish, status), from its
     /// read to its write and the catalog's update, so none is lost or undone by another.
     changes: Mutex<()>,
-}
-
-/// Per-node counts of one version.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeStats {
-    pub node: String,
-    pub counts: BTreeMap<String, i64>,
 }
 
 impl Journeys {
@@ -462,36 +457,6 @@ impl Journeys {
             enrollment_id: enrollment_id.to_owned(),
         })?;
         Ok(enrollment)
-    }
-
-    /// Per-node counts of a version (the latest when `None`).
-    pub fn stats(
-        &self,
-        id: &str,
-        version: Option<u32>,
-    ) -> Result<(u32, Vec<NodeStats>), JourneyError> {
-        let record = self.get(id)?;
-        let version = version.unwrap_or(record.published_version);
-        let mut nodes: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-        if version > 0 {
-            let published = self.version(id, version)?;
-            let definition = parse(&published.definition)?;
-            for node in &definition.nodes {
-                nodes.entry(node.id.clone()).or_default();
-            }
-        }
-        for (key, count) in self.store.counters(id)? {
-            if key.version == version {
-                nodes.entry(key.node).or_default().insert(key.metric, count);
-            }
-        }
-        Ok((
-            version,
-            nodes
-                .into_iter()
-                .map(|(node, counts)| NodeStats { node, counts })
-                .collect(),
-        ))
     }
 
     /// Run a batch of inbox items and commit what they did; the partitions that got new work

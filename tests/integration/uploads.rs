@@ -43,6 +43,18 @@ async fn announce_a_body_of(server: &Server, name: &str, length: usize) -> Strin
     String::from_utf8_lossy(&answer[..read]).into_owned()
 }
 
+/// A journey on the uploaded trigger and action: each `ping` scores 5.
+fn ping_journey() -> Json {
+    json!({
+        "name": "Ping",
+        "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "ping"}},
+            {"id": "score", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 5, "reason": "ping"}}}
+        ],
+        "edges": [{"from": "in", "to": "score"}]
+    })
+}
+
 fn code(body: &Json) -> Option<&str> {
     body["error"]["code"].as_str()
 }
@@ -84,14 +96,7 @@ async fn an_admin_uploads_a_plugin_of_each_kind_and_a_journey_runs_on_them_at_on
     .await;
     assert_eq!((status, &body["installed"]), (200, &json!(false)), "{body}");
 
-    let journey = json!({
-        "name": "Ping",
-        "nodes": [
-            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "ping"}},
-            {"id": "score", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 5, "reason": "ping"}}}
-        ],
-        "edges": [{"from": "in", "to": "score"}]
-    });
+    let journey = ping_journey();
     let (status, body) = server.put("/v1/journeys/ping", journey).await;
     assert!(status == 200 || status == 201, "{body}");
     let (status, body) = server.act("/v1/journeys/ping/publish").await;
@@ -330,14 +335,7 @@ async fn a_version_in_use_cannot_be_deleted_and_a_deleted_one_keeps_its_bytes() 
         upload(&server, "pricing-clicks", pricing.clone()).await.0,
         201
     );
-    let journey = json!({
-        "name": "Ping",
-        "nodes": [
-            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "ping"}},
-            {"id": "score", "type": "action", "plugin": "update-contact", "config": {"score": {"delta": 5, "reason": "ping"}}}
-        ],
-        "edges": [{"from": "in", "to": "score"}]
-    });
+    let journey = ping_journey();
     server.put("/v1/journeys/ping", journey).await;
     assert_eq!(server.act("/v1/journeys/ping/publish").await.0, 201);
     let delete = |path: &'static str| server.send(reqwest::Method::DELETE, path, None);

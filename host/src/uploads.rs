@@ -226,8 +226,10 @@ impl Uploads {
 
     /// Remove the uploaded version `id`, unless a journey that is not archived (any of its
     /// published versions, where contacts may still be) or a channel binding uses it: those
-    /// are named in the error. Taken out of the registry first, so nothing can be published on
-    /// it while the uses are checked; put back if there are any.
+    /// are named in the error. An unused version is taken out of the registry, so nothing new
+    /// can be published on it, and its uses are checked again: one that appeared meanwhile
+    /// puts it back. (A publish that resolved it before and stores after the second check can
+    /// still pin it; publishing and deleting do not share a lock yet.)
     pub fn delete(
         &self,
         id: &str,
@@ -246,6 +248,14 @@ impl Uploads {
                 None => UploadError::NotFound(id.to_owned()),
             });
         };
+        let in_use = |uses: Vec<String>| UploadError::InUse {
+            id: id.to_owned(),
+            uses,
+        };
+        let uses = self.uses(id)?;
+        if !uses.is_empty() {
+            return Err(in_use(uses));
+        }
         let removed = self.registry.remove(id);
         let uses = match self.uses(id) {
             Ok(uses) => uses,
@@ -256,10 +266,7 @@ impl Uploads {
         };
         if !uses.is_empty() {
             self.put_back(removed);
-            return Err(UploadError::InUse {
-                id: id.to_owned(),
-                uses,
-            });
+            return Err(in_use(uses));
         }
         let audit = AuditEntry {
             id: String::new(),

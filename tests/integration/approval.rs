@@ -149,3 +149,79 @@ async fn with_approval_on_only_content_a_manager_approved_can_be_published() {
     let settings = server.get("/v1/audit?action=settings.update").await.1;
     assert_eq!(settings["audit"].as_array().unwrap().len(), 1, "{settings}");
 }
+
+/// A template the journey did not pin at publish (a plugin chose it at run time) is sent only
+/// at its newest approved version: held while none is approved, then sent at that one, not
+/// at a newer unapproved one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_not_pinned_at_publish_is_sent_only_at_an_approved_version() {
+    use crate::delivery::{MINUTE, bind, last_detail, message_when, provider};
+    let server = Server::start(true).await;
+    let (base, provider) = provider().await;
+    bind(&server, "crm", &base, "/ok", json!({})).await;
+    for text in ["first draft", "second draft"] {
+        let (status, body) = server
+            .put(
+                "/v1/templates/note",
+                json!({"channel": "crm", "text": text}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    server
+        .put("/v1/settings", json!({"content_approval": true}))
+        .await;
+    let (status, body) = server
+        .post(
+            "/v1/contacts",
+            json!({"id": "u-1", "attributes": {"email": "u1@example.com"}, "consents": {"crm": "granted"}}),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+    let now = wayline::clock::Clock::now(&server.clock);
+    let message = wayline::store::OutboxMessage {
+        id: "m-chosen".into(),
+        contact_id: "u-1".into(),
+        channel: "crm".into(),
+        template: "note".into(),
+        variables: Default::default(),
+        journey_id: "chosen".into(),
+        version: 1,
+        node: "send".into(),
+        enrollment_id: "en-1".into(),
+        created_at: now,
+        status: wayline::store::DeliveryStatus::Queued,
+        template_version: None,
+        attempts: 0,
+        due_at: Some(now),
+        recipient: None,
+        provider_id: None,
+        history: Vec::new(),
+        test: false,
+    };
+    server.state.store.queue_message(&message).unwrap();
+    let held = message_when(&server, "u-1", "deferred").await;
+    assert!(last_detail(&held).contains("no approved version"), "{held}");
+    assert!(provider.lock().unwrap().requests.is_empty());
+
+    let (reviewer, _) = token(&server, "reviewer", "manager", &[]).await;
+    let (status, body) = server
+        .send_as(
+            &reviewer,
+            Method::POST,
+            "/v1/templates/note/versions/1/approve",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.advance(30 * MINUTE).await;
+    let sent = message_when(&server, "u-1", "sent").await;
+    assert_eq!(sent["template_version"], 1, "{sent}");
+    let requests = &provider.lock().unwrap().requests;
+    assert_eq!(requests.len(), 1);
+    let body = requests[0].body.to_string();
+    assert!(
+        body.contains("first draft") && !body.contains("second draft"),
+        "{body}"
+    );
+}

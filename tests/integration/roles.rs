@@ -398,7 +398,7 @@ async fn a_token_is_shown_once_kept_hashed_and_refused_once_expired_or_revoked()
     assert!(!audit.to_string().contains(&expiring), "{audit}");
 }
 
-/// The server is never left without a working admin token.
+/// The server is never left without a working admin token, now or once the others expire.
 #[tokio::test]
 async fn the_last_admin_token_cannot_be_revoked() {
     let server = Server::start(false).await;
@@ -411,6 +411,20 @@ async fn the_last_admin_token_cannot_be_revoked() {
         "{body}"
     );
     assert_eq!(server.get("/v1/whoami").await.0, 200);
+    // An admin token that expires tomorrow does not stand in for one that never does.
+    let (status, body) = server
+        .post(
+            "/v1/admin/tokens",
+            json!({"name": "temp admin", "role": "admin", "expires_in_days": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server.send(Method::DELETE, &own, None).await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, Some("last_admin_token")),
+        "{body}"
+    );
 
     let (second, _) = token(&server, "second admin", "admin", &[]).await;
     assert_eq!(server.send(Method::DELETE, &own, None).await.0, 200);

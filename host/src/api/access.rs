@@ -109,9 +109,6 @@ async fn mask_response(response: Response) -> Result<Response, ApiError> {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !is_json {
-        return Ok(response);
-    }
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_MASKED_BYTES)
         .await
@@ -122,7 +119,17 @@ async fn mask_response(response: Response) -> Result<Response, ApiError> {
                 "a response too large to mask for an analyst",
             )
         })?;
-    // Never sent unmasked: a JSON body that does not parse is refused.
+    if bytes.is_empty() {
+        return Ok((parts, bytes).into_response());
+    }
+    // Never sent unmasked: a body that is not JSON, or JSON that does not parse, is refused.
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "a response that is not JSON cannot be masked, so it is not sent to an analyst",
+        ));
+    }
     let mut value = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|error| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

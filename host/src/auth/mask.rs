@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-/// Mask every email address and phone number in the strings of `value`.
+/// Mask every email address and phone number in the strings of `value`, and any number
+/// under a key that names a phone (`phone`, `mobile`, `msisdn`): a phone stored as a number.
 pub fn mask_json(value: &mut Value) {
     match value {
         Value::String(text) => {
@@ -13,9 +14,28 @@ pub fn mask_json(value: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(mask_json),
-        Value::Object(fields) => fields.values_mut().for_each(mask_json),
+        Value::Object(fields) => {
+            for (key, field) in fields.iter_mut() {
+                if let Value::Number(number) = field
+                    && names_a_phone(key)
+                {
+                    let digits = number.to_string();
+                    *field = Value::String(mask_phone(&digits).unwrap_or_else(|| "***".into()));
+                    continue;
+                }
+                mask_json(field);
+            }
+        }
         _ => {}
     }
+}
+
+fn names_a_phone(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["phone", "mobile", "msisdn", "cell"]
+        .iter()
+        .any(|name| key.contains(name))
+        || key == "tel"
 }
 
 /// `text` with its email addresses and phone numbers masked; `None` when it has none.
@@ -23,63 +43,97 @@ pub fn mask_text(text: &str) -> Option<String> {
     if let Some(phone) = mask_phone(text) {
         return Some(phone);
     }
-    if !text.contains('@') && !has_long_digit_run(text) {
+    let emails = mask_emails(text);
+    let phones = mask_phones(emails.as_deref().unwrap_or(text));
+    phones.or(emails)
+}
+
+/// Every `local@domain.tld` inside `text`, wherever it stands (in a list, in markup, in a
+/// query string), as `l***@domain.tld`.
+fn mask_emails(text: &str) -> Option<String> {
+    if !text.contains('@') {
         return None;
     }
-    // Within longer text: each whitespace-separated word that is an address or a number.
+    let local = |c: char| c.is_alphanumeric() || "._%+-".contains(c);
+    let domain = |c: char| c.is_alphanumeric() || c == '.' || c == '-';
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut changed = false;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let start = rest
-            .find(|c: char| !c.is_whitespace())
-            .unwrap_or(rest.len());
-        out.push_str(&rest[..start]);
-        rest = &rest[start..];
-        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let word = &rest[..end];
-        let core = word.trim_matches(|c: char| "<>()[]{},;:\"'`.!?".contains(c));
-        let masked = mask_email(core).or_else(|| mask_phone(core));
-        match masked {
-            Some(masked) => {
-                let at = word.find(core).unwrap_or(0);
-                out.push_str(&word[..at]);
-                out.push_str(&masked);
-                out.push_str(&word[at + core.len()..]);
-                changed = true;
-            }
-            None => out.push_str(word),
+    let mut copied = 0;
+    for at in 0..chars.len() {
+        if chars[at] != '@' || at < copied {
+            continue;
         }
-        rest = &rest[end..];
-    }
-    changed.then_some(out)
-}
-
-fn has_long_digit_run(text: &str) -> bool {
-    let mut run = 0;
-    for c in text.chars() {
-        run = if c.is_ascii_digit() { run + 1 } else { 0 };
-        if run >= 7 {
-            return true;
+        let mut start = at;
+        while start > copied && local(chars[start - 1]) {
+            start -= 1;
         }
+        let mut end = at + 1;
+        while end < chars.len() && domain(chars[end]) {
+            end += 1;
+        }
+        while end > at + 1 && matches!(chars[end - 1], '.' | '-') {
+            end -= 1;
+        }
+        let host: String = chars[at + 1..end].iter().collect();
+        if start == at || !host.contains('.') || host.starts_with('.') {
+            continue;
+        }
+        out.extend(&chars[copied..start]);
+        out.push(chars[start]);
+        out.push_str("***@");
+        out.push_str(&host);
+        copied = end;
     }
-    false
-}
-
-/// `l***@example.com` for `lei@example.com`: the first character of the local part only.
-fn mask_email(text: &str) -> Option<String> {
-    let (local, domain) = text.rsplit_once('@')?;
-    let first = local.chars().next()?;
-    let valid_domain = domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && domain
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
-    if !valid_domain || local.chars().any(|c| c.is_whitespace() || c == '@') {
+    if copied == 0 {
         return None;
     }
-    Some(format!("{first}***@{domain}"))
+    out.extend(&chars[copied..]);
+    Some(out)
+}
+
+/// Every phone number inside `text`: a run of digits, spaces, `+`, `-`, `.` and parentheses
+/// with 7 to 15 digits that stands on its own (not inside an id like `msg_13812345678` or a
+/// UUID, not a date).
+fn mask_phones(text: &str) -> Option<String> {
+    if text.chars().filter(char::is_ascii_digit).count() < 7 {
+        return None;
+    }
+    let phone = |c: char| c.is_ascii_digit() || " +-().".contains(c);
+    let opens = |c: char| c.is_whitespace() || "(<[{\"'=:,;".contains(c);
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut i) = (0, 0);
+    while i < chars.len() {
+        let starts =
+            (chars[i].is_ascii_digit() || chars[i] == '+') && (i == 0 || opens(chars[i - 1]));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut end = i;
+        while end < chars.len() && phone(chars[end]) {
+            end += 1;
+        }
+        let mut stop = end;
+        while stop > i && !chars[stop - 1].is_ascii_digit() {
+            stop -= 1;
+        }
+        let stands_alone = chars
+            .get(stop)
+            .is_none_or(|c| !c.is_alphanumeric() && *c != '_');
+        let run: String = chars[i..stop].iter().collect();
+        if let Some(masked) = mask_phone(&run).filter(|_| stands_alone) {
+            out.extend(&chars[copied..i]);
+            out.push_str(&masked);
+            copied = stop;
+        }
+        i = end.max(i + 1);
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.extend(&chars[copied..]);
+    Some(out)
 }
 
 /// `138****5678` for `13812345678`: a whole string that is a phone number (7 to 15 digits,
@@ -150,12 +204,39 @@ mod tests {
     }
 
     #[test]
+    fn masks_what_stands_next_to_other_text() {
+        for (text, masked) in [
+            ("a@x.com,b@y.com", "a***@x.com,b***@y.com"),
+            ("<p>lei@example.com</p>", "<p>l***@example.com</p>"),
+            ("to=lei@example.com&x=1", "to=l***@example.com&x=1"),
+            ("call 138-1234-5678 today", "call 138****5678 today"),
+            ("+86 138 1234 5678 (mobile)", "+861******5678 (mobile)"),
+            (
+                "phones: 13812345678, 13912345678",
+                "phones: 138****5678, 139****5678",
+            ),
+        ] {
+            assert_eq!(mask_text(text).as_deref(), Some(masked), "{text}");
+        }
+        for plain in [
+            "550e8400-e29b-41d4-a716-446655440000",
+            "msg_13812345678",
+            "5fb655e44143f195594a8cc4832cacb7bfd9e43f3e60ba1bab1484f402ff627d",
+            "2026-11-22T09:00:00.000Z",
+            "12345678abc",
+        ] {
+            assert_eq!(mask_text(plain), None, "{plain}");
+        }
+    }
+
+    #[test]
     fn walks_the_whole_document() {
         let mut value = serde_json::json!({
             "id": "c_1",
             "attributes": {"email": "ann@example.org", "phone": "13912345678", "plan": "pro"},
             "messages": [{"to": "ann@example.org"}],
             "count": 13912345678_u64,
+            "mobile": 13812345678_u64,
         });
         mask_json(&mut value);
         assert_eq!(value["attributes"]["email"], "a***@example.org");
@@ -163,5 +244,8 @@ mod tests {
         assert_eq!(value["attributes"]["plan"], "pro");
         assert_eq!(value["messages"][0]["to"], "a***@example.org");
         assert_eq!(value["id"], "c_1");
+        // A count is a count; a number under a phone's name is a phone.
+        assert_eq!(value["count"], 13912345678_u64);
+        assert_eq!(value["mobile"], "138****5678");
     }
 }

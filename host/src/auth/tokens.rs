@@ -50,7 +50,7 @@ pub enum TokenError {
     #[error("no token `{0}`")]
     NotFound(String),
     #[error(
-        "`{0}` is the last admin token that works; create another admin token before revoking it"
+        "`{0}` is the last admin token that works and does not expire; create another such admin token before revoking it"
     )]
     LastAdmin(String),
     #[error(transparent)]
@@ -240,13 +240,21 @@ impl Tokens {
                 .find(|r| r.id == id)
                 .cloned()
                 .ok_or_else(|| TokenError::NotFound(id.to_owned()))?;
-            let working_admins = map
+            // The server must keep an admin token that works and will go on working: one
+            // that never expires is not revoked while every other working admin token expires.
+            let others: Vec<&TokenRecord> = map
                 .values()
-                .filter(|r| r.role == Role::Admin.as_str() && status(r, now) == "active")
-                .count();
+                .filter(|r| {
+                    r.id != before.id
+                        && r.role == Role::Admin.as_str()
+                        && status(r, now) == "active"
+                })
+                .collect();
             let last_admin = before.role == Role::Admin.as_str()
                 && status(&before, now) == "active"
-                && working_admins == 1;
+                && (others.is_empty()
+                    || (before.expires_at.is_none()
+                        && others.iter().all(|r| r.expires_at.is_some())));
             (before, last_admin)
         };
         if before.revoked_at.is_some() {
@@ -318,7 +326,7 @@ impl Tokens {
         self.write(record, action, by, before, now)
     }
 
-    /// Store the record and its audit entry durably, then let requests see it.
+    /// Store the record and its audit entry, let requests see it, then make it durable.
     fn write(
         &self,
         record: &TokenRecord,
@@ -337,13 +345,16 @@ impl Tokens {
             detail: serde_json::json!({"before": before.and_then(view), "after": view(record)}),
         };
         self.store.put_token(record, audit)?;
-        self.store.flush()?;
+        // What the store holds is what requests see, even if making it durable fails below:
+        // a revocation then refuses the token at once, and a creation the caller never saw
+        // the secret of lets nobody in.
         let mut key = [0u8; 32];
         key.copy_from_slice(&hex::decode(&record.hash).expect("hashes are written as hex"));
         self.by_hash
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, record.clone());
+        self.store.flush()?;
         Ok(())
     }
 }

@@ -96,14 +96,29 @@ impl Messaging {
                 )
                 .map(|_| None);
         };
-        let template = match self
-            .store
-            .template(&message.template, message.template_version)?
-        {
+        // A send its journey did not pin at publish (a plugin chose the template) takes the
+        // newest version, and where content approval is on, the newest approved one.
+        let approval =
+            message.template_version.is_none() && self.store.workspace()?.content_approval;
+        let template = if approval {
+            self.store
+                .template_versions(&message.template)?
+                .into_iter()
+                .filter(|t| t.approved_by.is_some())
+                .max_by_key(|t| t.version)
+        } else {
+            self.store
+                .template(&message.template, message.template_version)?
+        };
+        let template = match template {
             Some(template) => template,
             None => {
                 let reason = match message.template_version {
                     Some(v) => format!("template `{}` has no version {v}", message.template),
+                    None if approval => format!(
+                        "template `{}` has no approved version; a manager approves one with POST /v1/templates/{}/versions/N/approve",
+                        message.template, message.template
+                    ),
                     None => format!(
                         "no template `{}`; create it with PUT /v1/templates/{}",
                         message.template, message.template

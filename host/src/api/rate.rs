@@ -53,6 +53,9 @@ const MAX_CALLERS: usize = 20_000;
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// The rate it was last taken at: its class's, so forgetting full buckets refills each
+    /// at its own.
+    rate: Rate,
 }
 
 /// Every caller's buckets.
@@ -68,15 +71,17 @@ impl Buckets {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_CALLERS {
             buckets.retain(|_, bucket| {
-                refill(bucket, now, rate);
-                bucket.tokens < rate.burst
+                refill(bucket, now);
+                bucket.tokens < bucket.rate.burst
             });
         }
         let bucket = buckets.entry((class, caller.to_owned())).or_insert(Bucket {
             tokens: rate.burst,
             at: now,
+            rate,
         });
-        refill(bucket, now, rate);
+        bucket.rate = rate;
+        refill(bucket, now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             return Ok(());
@@ -125,8 +130,36 @@ impl IntoResponse for Limited {
     }
 }
 
-fn refill(bucket: &mut Bucket, now: Instant, rate: Rate) {
+fn refill(bucket: &mut Bucket, now: Instant) {
     let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-    bucket.tokens = (bucket.tokens + elapsed * rate.per_second).min(rate.burst);
+    bucket.tokens = (bucket.tokens + elapsed * bucket.rate.per_second).min(bucket.rate.burst);
     bucket.at = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forgetting full buckets, when many callers are remembered, refills each at its own
+    /// class's rate: a token that used up its slow admin rate stays refused however fast
+    /// the ingest rate of the request that triggered the clean-up.
+    #[test]
+    fn a_clean_up_keeps_each_bucket_at_its_own_rate() {
+        let buckets = Buckets::default();
+        let slow = Rate {
+            per_second: 0.001,
+            burst: 3.0,
+        };
+        let fast = Rate {
+            per_second: 1_000_000.0,
+            burst: 10.0,
+        };
+        for _ in 0..3 {
+            assert!(buckets.take(Class::Admin, "tok_a", slow).is_ok());
+        }
+        for n in 0..MAX_CALLERS {
+            let _ = buckets.take(Class::Ingest, &format!("tok_{n}"), fast);
+        }
+        assert!(buckets.take(Class::Admin, "tok_a", slow).is_err());
+    }
 }

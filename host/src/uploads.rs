@@ -163,11 +163,7 @@ impl Uploads {
         }
         let id = plugin.id().to_owned();
         let _change = self.changes.lock().unwrap_or_else(|e| e.into_inner());
-        let stored = self
-            .store
-            .plugin_uploads()?
-            .into_iter()
-            .find(|u| u.id == id);
+        let stored = self.store.plugin_upload(&id)?;
         let installed = self.registry.get(&id).map(|p| p.sha256.clone());
         // A deleted version keeps its sha256: only its own bytes may come back.
         let known = installed.or_else(|| stored.as_ref().map(|u| u.sha256.clone()));
@@ -201,19 +197,13 @@ impl Uploads {
             uploaded_at: now,
             deleted_at: None,
         };
-        let audit = AuditEntry {
-            id: String::new(),
-            at: now,
-            actor: by.actor().to_owned(),
-            action: "plugin.upload".into(),
-            object: id,
-            detail: json!({
-                "kind": upload.kind,
-                "sha256": upload.sha256,
-                "size": upload.size,
-                "limits": upload.limits,
-            }),
-        };
+        let detail = json!({
+            "kind": upload.kind,
+            "sha256": upload.sha256,
+            "size": upload.size,
+            "limits": upload.limits,
+        });
+        let audit = AuditEntry::new(now, by.actor(), "plugin.upload", &id, detail);
         self.store.put_plugin_upload(&upload, binary, audit)?;
         self.store.flush()?;
         let summary = self.registry.insert(plugin)?;
@@ -239,9 +229,8 @@ impl Uploads {
         let _change = self.changes.lock().unwrap_or_else(|e| e.into_inner());
         let upload = self
             .store
-            .plugin_uploads()?
-            .into_iter()
-            .find(|u| u.id == id && u.deleted_at.is_none());
+            .plugin_upload(id)?
+            .filter(|u| u.deleted_at.is_none());
         let Some(upload) = upload else {
             return Err(match self.registry.get(id) {
                 Some(_) => UploadError::NotUploaded(id.to_owned()),
@@ -268,14 +257,8 @@ impl Uploads {
             self.put_back(removed);
             return Err(in_use(uses));
         }
-        let audit = AuditEntry {
-            id: String::new(),
-            at: now,
-            actor: by.actor().to_owned(),
-            action: "plugin.delete".into(),
-            object: id.to_owned(),
-            detail: json!({"before": {"sha256": upload.sha256, "kind": upload.kind, "uploaded_by": upload.uploaded_by}}),
-        };
+        let detail = json!({"before": {"sha256": upload.sha256, "kind": upload.kind, "uploaded_by": upload.uploaded_by}});
+        let audit = AuditEntry::new(now, by.actor(), "plugin.delete", id, detail);
         let tombstone = PluginUpload {
             deleted_at: Some(now),
             ..upload.clone()

@@ -176,6 +176,9 @@ impl PluginStore for Faulty {
     fn plugin_uploads(&self) -> Result<Vec<PluginUpload>, StoreError> {
         self.store.plugin_uploads()
     }
+    fn plugin_upload(&self, id: &str) -> Result<Option<PluginUpload>, StoreError> {
+        self.store.plugin_upload(id)
+    }
     fn plugin_binary(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.store.plugin_binary(id)
     }

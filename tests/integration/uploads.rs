@@ -181,7 +181,7 @@ async fn a_refused_upload_says_why_and_stores_nothing() {
             support::fixture_bytes("wrong-world"),
             422,
             "plugin_wrong_world",
-            "",
+            "wayline:plugin/scorer@0.2.0",
         ),
         (
             "another name",

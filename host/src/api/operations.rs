@@ -72,14 +72,13 @@ async fn list(
 }
 
 fn entry(state: &AppState, by: &Principal, action: &str, id: &str) -> AuditEntry {
-    AuditEntry {
-        id: String::new(),
-        at: state.clock.now(),
-        actor: by.actor().into(),
-        action: action.into(),
-        object: id.into(),
-        detail: serde_json::Value::Null,
-    }
+    AuditEntry::new(
+        state.clock.now(),
+        by.actor(),
+        action,
+        id,
+        serde_json::Value::Null,
+    )
 }
 
 fn dead_letter_error(error: crate::store::StoreError) -> ApiError {

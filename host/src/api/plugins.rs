@@ -49,7 +49,10 @@ impl From<UploadError> for ApiError {
             UploadError::Registry(crate::registry::RegistryError::VersionConflict { .. }) => {
                 StatusCode::CONFLICT
             }
-            _ if error.code() == "plugin_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::Registry(crate::registry::RegistryError::Load {
+                source: crate::runtime::LoadError::TooLarge { .. },
+                ..
+            }) => StatusCode::PAYLOAD_TOO_LARGE,
             UploadError::NotFound(_) => StatusCode::NOT_FOUND,
             UploadError::NotUploaded(_) | UploadError::InUse { .. } => StatusCode::CONFLICT,
             _ => StatusCode::UNPROCESSABLE_ENTITY,

@@ -44,14 +44,8 @@ async fn replace(
     let now = state.clock.now();
     let saved = blocking(move || {
         let before = store.workspace()?;
-        let audit = AuditEntry {
-            id: String::new(),
-            at: now,
-            actor: by.actor().to_owned(),
-            action: "settings.update".into(),
-            object: "workspace".into(),
-            detail: serde_json::json!({"before": before, "after": workspace}),
-        };
+        let detail = serde_json::json!({"before": before, "after": workspace});
+        let audit = AuditEntry::new(now, by.actor(), "settings.update", "workspace", detail);
         store.put_workspace(&workspace, audit)?;
         Ok(workspace)
     })

@@ -336,14 +336,8 @@ impl Tokens {
         now: Millis,
     ) -> Result<(), TokenError> {
         let view = |r: &TokenRecord| serde_json::to_value(TokenView::of(r, now)).ok();
-        let audit = AuditEntry {
-            id: String::new(),
-            at: now,
-            actor: by.actor().to_owned(),
-            action: action.into(),
-            object: record.id.clone(),
-            detail: serde_json::json!({"before": before.and_then(view), "after": view(record)}),
-        };
+        let detail = serde_json::json!({"before": before.and_then(view), "after": view(record)});
+        let audit = AuditEntry::new(now, by.actor(), action, &record.id, detail);
         self.store.put_token(record, audit)?;
         // What the store holds is what requests see, even if making it durable fails below:
         // a revocation then refuses the token at once, and a creation the caller never saw

@@ -180,24 +180,19 @@ impl Messaging {
             now,
         )
         .map_err(MessagingError::BadChannel)?;
-        let audit = AuditEntry {
-            id: String::new(),
-            at: now,
-            actor: actor.to_owned(),
-            action: if previous.is_some() {
-                "channel.update".into()
-            } else {
-                "channel.create".into()
-            },
-            object: name.to_owned(),
-            // Secret names and hosts only: their values are never written anywhere readable.
-            detail: serde_json::json!({
-                "plugin": record.plugin,
-                "revision": record.revision,
-                "secrets": record.secrets.keys().collect::<Vec<_>>(),
-                "approved_hosts": record.approved_hosts,
-            }),
+        let action = if previous.is_some() {
+            "channel.update"
+        } else {
+            "channel.create"
         };
+        // Secret names and hosts only: their values are never written anywhere readable.
+        let detail = serde_json::json!({
+            "plugin": record.plugin,
+            "revision": record.revision,
+            "secrets": record.secrets.keys().collect::<Vec<_>>(),
+            "approved_hosts": record.approved_hosts,
+        });
+        let audit = AuditEntry::new(now, actor, action, name, detail);
         self.store.put_channel(&record, audit)?;
         self.bound.write().expect("bound lock").remove(name);
         Ok((channels::view(&record, None), previous.is_none()))
@@ -304,14 +299,8 @@ impl Messaging {
             approved_by: None,
             approved_at: None,
         };
-        let audit = AuditEntry {
-            id: String::new(),
-            at: now,
-            actor: actor.to_owned(),
-            action: "template.version".into(),
-            object: name.to_owned(),
-            detail: serde_json::json!({"channel": template.channel}),
-        };
+        let detail = serde_json::json!({"channel": template.channel});
+        let audit = AuditEntry::new(now, actor, "template.version", name, detail);
         let stored = self.store.add_template_version(template, audit)?;
         let unguarded = templates::unguarded(&stored);
         Ok((stored, unguarded))
@@ -343,14 +332,14 @@ impl Messaging {
             approved_at: Some(now),
             ..template
         };
-        let audit = AuditEntry {
-            id: String::new(),
-            at: now,
-            actor: approver.to_owned(),
-            action: "template.approve".into(),
-            object: format!("{name}@{version}"),
-            detail: serde_json::json!({"author": approved.created_by}),
-        };
+        let detail = serde_json::json!({"author": approved.created_by});
+        let audit = AuditEntry::new(
+            now,
+            approver,
+            "template.approve",
+            &format!("{name}@{version}"),
+            detail,
+        );
         self.store.approve_template(&approved, audit)?;
         Ok(approved)
     }

@@ -271,14 +271,13 @@ mod tests {
         store
             .requeue_dead_letter(
                 &letters[0].id,
-                crate::store::AuditEntry {
-                    id: String::new(),
-                    at: 1,
-                    actor: "test".into(),
-                    action: "dead_letter.requeue".into(),
-                    object: letters[0].id.clone(),
-                    detail: serde_json::Value::Null,
-                },
+                crate::store::AuditEntry::new(
+                    1,
+                    "test",
+                    "dead_letter.requeue",
+                    &letters[0].id,
+                    serde_json::Value::Null,
+                ),
             )
             .unwrap();
         assert_eq!(

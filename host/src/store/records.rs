@@ -496,6 +496,26 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+impl AuditEntry {
+    /// An entry for the store to record; its id is given when it is written.
+    pub fn new(
+        at: Millis,
+        actor: &str,
+        action: &str,
+        object: &str,
+        detail: serde_json::Value,
+    ) -> AuditEntry {
+        AuditEntry {
+            id: String::new(),
+            at,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            object: object.to_owned(),
+            detail,
+        }
+    }
+}
+
 /// Which audit entries to list: newest first, within a time range, by actor, action or object,
 /// a page at a time.
 #[derive(Debug, Clone, Default)]

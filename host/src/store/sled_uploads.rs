@@ -28,6 +28,14 @@ impl PluginStore for SledStore {
             .collect()
     }
 
+    fn plugin_upload(&self, id: &str) -> Result<Option<PluginUpload>, StoreError> {
+        self.plugins
+            .get(id.as_bytes())
+            .map_err(backend)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
     fn plugin_binary(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut binary = Vec::new();
         let mut chunks = 0;

@@ -36,6 +36,8 @@ pub struct PluginUpload {
 pub trait PluginStore {
     /// Every uploaded plugin version, by id, deleted ones included.
     fn plugin_uploads(&self) -> Result<Vec<PluginUpload>, StoreError>;
+    /// The upload `id`'s record, deleted or not.
+    fn plugin_upload(&self, id: &str) -> Result<Option<PluginUpload>, StoreError>;
     /// The binary of the upload `id`, whole, or `None` if none is stored.
     fn plugin_binary(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Store an upload, its binary and the audit entry together: after a crash all are there

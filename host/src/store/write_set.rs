@@ -551,14 +551,7 @@ mod tests {
     }
 
     fn audit() -> crate::store::AuditEntry {
-        crate::store::AuditEntry {
-            id: String::new(),
-            at: 5,
-            actor: "test".into(),
-            action: "test.delete".into(),
-            object: "x".into(),
-            detail: serde_json::Value::Null,
-        }
+        crate::store::AuditEntry::new(5, "test", "test.delete", "x", serde_json::Value::Null)
     }
 
     #[test]

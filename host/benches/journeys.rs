@@ -107,9 +107,9 @@ async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>, sink: Option<&
     }
     state
         .journeys
-        .create(Some("load".into()), load_journey(sink.is_some()))
+        .create(Some("load".into()), load_journey(sink.is_some()), "bench")
         .unwrap();
-    state.journeys.publish("load").unwrap();
+    state.journeys.publish("load", "bench").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = app(state.clone());
@@ -398,9 +398,10 @@ fn pending_waits(runtime: &Arc<Runtime>, registry: &Arc<Registry>, waits: usize)
             json!({"name": "Hold", "reentry": "concurrent", "nodes": [
                 {"id": "in", "type": "entry"}, {"id": "wait", "type": "wait", "delay": "1h"}],
                 "edges": [{"from": "in", "to": "wait"}]}),
+            "bench",
         )
         .unwrap();
-    journeys.publish("hold").unwrap();
+    journeys.publish("hold", "bench").unwrap();
     let rss_before = rss_mib();
     let now = clock.now();
     // The last tenth of the waits falls due over 20 s starting 10 s after they are written;

@@ -280,20 +280,28 @@ impl Uploads {
         }
     }
 
-    /// What uses the plugin `id`: `journey <id> v<N>` and `channel <name>`.
+    /// What uses the plugin `id`: `journey <id> v<N>` and `channel <name>`. A journey moved to
+    /// another version of the plugin runs that one, whatever its versions pin.
     fn uses(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        let name = id.split('@').next().unwrap_or_default();
         let mut uses = Vec::new();
         for journey in self.store.journeys()? {
             if journey.status == JourneyStatus::Archived {
                 continue;
             }
+            let runs = |pinned: &str| match journey.plugin_versions.get(name) {
+                Some(moved) => moved.id == id && pinned.split('@').next() == Some(name),
+                None => pinned == id,
+            };
             for version in 1..=journey.published_version {
                 let Some(published) = self.store.journey_version(&journey.id, version)? else {
                     continue;
                 };
                 let pinned = published.definition["nodes"]
                     .as_array()
-                    .is_some_and(|nodes| nodes.iter().any(|n| n["plugin"] == id));
+                    .is_some_and(|nodes| {
+                        nodes.iter().any(|n| n["plugin"].as_str().is_some_and(runs))
+                    });
                 if pinned {
                     uses.push(format!("journey {} v{version}", journey.id));
                 }

@@ -166,3 +166,67 @@ async fn a_token_past_its_rate_is_refused_and_no_other_is() {
         .await;
     assert_eq!((status, code(&body)), (429, Some("rate_limited")), "{body}");
 }
+
+/// Every change to a journey — created, draft saved, published, paused, resumed, archived — is
+/// in the audit log, named by the token that made it, with what it was before and after.
+#[tokio::test]
+async fn every_journey_change_is_in_the_audit_log_with_who_did_it() {
+    let server = Server::start(true).await;
+    let (manager, manager_id) = token(&server, "mia", "manager", &["delete_journeys"]).await;
+    let draft = |name: &str| {
+        json!({"name": name, "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "ping"}},
+            {"id": "out", "type": "exit"}],
+            "edges": [{"from": "in", "to": "out"}]})
+    };
+    let steps = [
+        (Method::PUT, "/v1/journeys/watched", Some(draft("First"))),
+        (Method::PUT, "/v1/journeys/watched", Some(draft("Second"))),
+        (Method::POST, "/v1/journeys/watched/publish", None),
+        (Method::POST, "/v1/journeys/watched/pause", None),
+        (Method::POST, "/v1/journeys/watched/resume", None),
+        (Method::POST, "/v1/journeys/watched/archive", None),
+    ];
+    for (method, path, body) in steps {
+        let (status, answer) = server.send_as(&manager, method, path, body).await;
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+    }
+    let audit = server.get("/v1/audit?object=watched").await.1;
+    let entries: Vec<&Json> = audit["audit"].as_array().unwrap().iter().rev().collect();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "journey.create",
+            "journey.draft",
+            "journey.publish",
+            "journey.pause",
+            "journey.resume",
+            "journey.archive"
+        ],
+        "{audit}"
+    );
+    assert!(
+        entries.iter().all(|e| e["actor"] == manager_id.as_str()),
+        "{audit}"
+    );
+    let saved = &entries[1]["detail"];
+    assert_eq!(
+        (
+            &saved["before"]["draft"]["name"],
+            &saved["after"]["draft"]["name"]
+        ),
+        (&json!("First"), &json!("Second")),
+        "{saved}"
+    );
+    let paused = &entries[3]["detail"];
+    assert_eq!(
+        (&paused["before"]["status"], &paused["after"]["status"]),
+        (&json!("active"), &json!("paused")),
+        "{paused}"
+    );
+    assert_eq!(entries[2]["detail"]["version"], 1, "{audit}");
+}

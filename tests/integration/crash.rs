@@ -669,3 +669,78 @@ async fn an_upload_acknowledged_just_before_a_kill_9_is_installed_again_at_resta
         .unwrap_or_else(|| panic!("not installed again: {plugins}"));
     assert_eq!(again["sha256"], uploaded["sha256"]);
 }
+
+/// A plugin move acknowledged is durable: killed with SIGKILL right after it, the server starts
+/// on the version the journey was moved to, and runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_move_acknowledged_just_before_a_kill_9_holds_after_restart() {
+    use crate::activation::stamp_at;
+    let data = tempfile::tempdir().unwrap();
+    let journeys = tempfile::tempdir().unwrap();
+    let log = data.path().join("server.log");
+    let port = free_port(31);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(&data.path().join("data"), journeys.path(), port, &log);
+    wait_healthy(&client, &base, &mut server, &log).await;
+    for version in ["1.0.0", "2.0.0"] {
+        let response = client
+            .put(format!("{base}/v1/admin/plugins/stamp-action"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/wasm")
+            .body(stamp_at(version))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let journey = json!({
+        "name": "Stamped",
+        "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "ping"}},
+            {"id": "first", "type": "action", "plugin": "stamp-action@1.0.0",
+             "config": {"attribute": "first"}}
+        ],
+        "edges": [{"from": "in", "to": "first"}]
+    });
+    let put = reqwest::Method::PUT;
+    call(
+        &client,
+        put,
+        &format!("{base}/v1/journeys/stamped"),
+        journey,
+    )
+    .await;
+    let post = reqwest::Method::POST;
+    let url = format!("{base}/v1/journeys/stamped/publish");
+    call(&client, post.clone(), &url, Json::Null).await;
+    let url = format!("{base}/v1/journeys/stamped/plugins");
+    let moved = json!({"plugin": "stamp-action@2.0.0"});
+    call(&client, post.clone(), &url, moved).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let mut server = start(&data.path().join("data"), journeys.path(), port, &log);
+    wait_healthy(&client, &base, &mut server, &log).await;
+    let event = json!({"id": "e-1", "contact_id": "c-1", "name": "ping",
+                       "timestamp": "2026-11-22T09:00:00Z"});
+    call(&client, post, &format!("{base}/v1/events"), event).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stamp = loop {
+        let contact = client
+            .get(format!("{base}/v1/contacts/c-1"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let contact: Json = contact.json().await.unwrap_or_default();
+        if let Some(stamp) = contact["attributes"]["first"].as_str() {
+            break stamp.to_owned();
+        }
+        assert!(Instant::now() < deadline, "never stamped: {contact}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(stamp, "2.0.0");
+}

@@ -208,15 +208,16 @@ impl JourneyStore for Faulty {
     fn journeys(&self) -> Result<Vec<JourneyRecord>, StoreError> {
         self.store.journeys()
     }
-    fn put_journey(&self, record: &JourneyRecord) -> Result<(), StoreError> {
-        self.store.put_journey(record)
+    fn put_journey(&self, record: &JourneyRecord, audit: AuditEntry) -> Result<(), StoreError> {
+        self.store.put_journey(record, audit)
     }
     fn publish_journey(
         &self,
         record: &JourneyRecord,
         version: &JourneyVersion,
+        audit: AuditEntry,
     ) -> Result<(), StoreError> {
-        self.store.publish_journey(record, version)
+        self.store.publish_journey(record, version, audit)
     }
     fn journey_version(
         &self,

@@ -4,6 +4,7 @@
 mod server;
 mod support;
 
+mod activation;
 mod admin;
 mod api;
 mod approval;

@@ -45,6 +45,7 @@ fn expected() -> Vec<(Method, &'static str, Expect)> {
         (Method::GET, "/v1/journeys/{id}", Roles(READERS)),
         (Method::PUT, "/v1/journeys/{id}", Roles(EDITORS)),
         (Method::POST, "/v1/journeys/{id}/publish", Roles(EDITORS)),
+        (Method::POST, "/v1/journeys/{id}/plugins", Roles(EDITORS)),
         (
             Method::GET,
             "/v1/journeys/{id}/versions/{version}",

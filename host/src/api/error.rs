@@ -135,6 +135,20 @@ impl From<JourneyError> for ApiError {
             JourneyError::NotActive(..) => {
                 ApiError::new(StatusCode::CONFLICT, "journey_not_active", message)
             }
+            JourneyError::PluginNotLoaded(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "plugin_not_loaded",
+                message,
+            ),
+            JourneyError::PluginNotUsed(..) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_not_used", message)
+            }
+            JourneyError::MoveRefused(_, problems) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "plugin_refused_config",
+                message,
+            )
+            .with_details(serde_json::json!({ "problems": problems })),
             JourneyError::Store(error) => error.into(),
         }
     }

@@ -1,15 +1,15 @@
 //! Journeys over HTTP: drafts, publishing, pause/resume/archive, simulation, per-node stats,
 //! enrollment by API call, and reading an enrollment.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::routing::{get, post, put};
+use axum::{Extension, Json};
 use serde::Deserialize;
 
 use super::{Access, ApiError, ApiJson, ApiPath, ApiQuery, AppState, Route, blocking};
-use crate::auth::Permission;
-use crate::journeys::{Simulation, SimulationRequest};
+use crate::auth::{Permission, Principal};
+use crate::journeys::{Moved, Simulation, SimulationRequest};
 use crate::store::{Enrollment, JourneyRecord, JourneyStatus, JourneyVersion, partition_of};
 
 pub fn routes() -> Vec<Route> {
@@ -49,6 +49,13 @@ pub fn routes() -> Vec<Route> {
             Needs(Permission::RunJourneys),
             false,
             post(publish),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/journeys/{id}/plugins",
+            Needs(Permission::RunJourneys),
+            true,
+            post(move_plugin),
         ),
         Route::new(
             Method::GET,
@@ -143,6 +150,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<serde_json::Valu
 /// The body is the draft definition; an `id` in it names the journey.
 async fn create(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiJson(mut body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<JourneyRecord>), ApiError> {
     let id = match body.as_object_mut().and_then(|o| o.remove("id")) {
@@ -157,7 +165,7 @@ async fn create(
         }
     };
     let journeys = state.journeys.clone();
-    let record = blocking(move || Ok(journeys.create(id, body)?)).await?;
+    let record = blocking(move || Ok(journeys.create(id, body, by.actor())?)).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -171,11 +179,13 @@ async fn read(
 
 async fn save_draft(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
     ApiJson(draft): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<JourneyRecord>), ApiError> {
     let journeys = state.journeys.clone();
-    let (record, created) = blocking(move || Ok(journeys.save_draft(id, draft)?)).await?;
+    let (record, created) =
+        blocking(move || Ok(journeys.save_draft(id, draft, by.actor())?)).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -187,11 +197,12 @@ async fn save_draft(
 /// The new version, with `warnings` about what deserves a look but did not stop it.
 async fn publish(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let journeys = state.journeys.clone();
     let (version, warnings) = blocking(move || {
-        let published = journeys.publish(&id)?;
+        let published = journeys.publish(&id, by.actor())?;
         journeys.store.flush()?;
         Ok(published)
     })
@@ -199,6 +210,31 @@ async fn publish(
     let mut body = serde_json::to_value(version).expect("versions serialize");
     body["warnings"] = serde_json::to_value(warnings).expect("problems serialize");
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveRequest {
+    /// The version to run, `name@version`.
+    plugin: String,
+}
+
+/// Move the journey, every version and every contact in it, onto another version of one of
+/// its plugins: activation of a new version, or rollback to an old one.
+async fn move_plugin(
+    State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<MoveRequest>,
+) -> Result<Json<Moved>, ApiError> {
+    let journeys = state.journeys.clone();
+    let moved = blocking(move || {
+        let moved = journeys.move_plugin(&id, &request.plugin, by.actor())?;
+        journeys.store.flush()?;
+        Ok(moved)
+    })
+    .await?;
+    Ok(Json(moved))
 }
 
 async fn read_version(
@@ -213,12 +249,13 @@ async fn read_version(
 
 async fn set_status(
     state: AppState,
+    by: Principal,
     id: String,
     status: JourneyStatus,
 ) -> Result<Json<JourneyRecord>, ApiError> {
     let journeys = state.journeys.clone();
     let record = blocking(move || {
-        let record = journeys.set_status(&id, status)?;
+        let record = journeys.set_status(&id, status, by.actor())?;
         journeys.store.flush()?;
         Ok(record)
     })
@@ -228,23 +265,26 @@ async fn set_status(
 
 async fn pause(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JourneyRecord>, ApiError> {
-    set_status(state, id, JourneyStatus::Paused).await
+    set_status(state, by, id, JourneyStatus::Paused).await
 }
 
 async fn resume(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JourneyRecord>, ApiError> {
-    set_status(state, id, JourneyStatus::Active).await
+    set_status(state, by, id, JourneyStatus::Active).await
 }
 
 async fn archive(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JourneyRecord>, ApiError> {
-    set_status(state, id, JourneyStatus::Archived).await
+    set_status(state, by, id, JourneyStatus::Archived).await
 }
 
 async fn simulate(

@@ -12,6 +12,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use mask::{mask_json, mask_text};
+
+/// Who the audit log names for what the server makes from its own files at start-up
+/// (example journeys, channels, templates).
+pub const STARTUP_ACTOR: &str = "start-up";
 pub use tokens::{NewToken, TokenError, Tokens};
 
 /// What a token is for.

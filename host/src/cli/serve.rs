@@ -218,10 +218,10 @@ fn load_journeys(journeys: &Journeys, dir: &std::path::Path) -> anyhow::Result<(
                 continue;
             }
             None => {
-                journeys.create(Some(id.clone()), draft)?;
+                journeys.create(Some(id.clone()), draft, crate::auth::STARTUP_ACTOR)?;
             }
         }
-        match journeys.publish(&id) {
+        match journeys.publish(&id, crate::auth::STARTUP_ACTOR) {
             Ok((version, warnings)) => {
                 tracing::info!(journey = %id, version = version.version, "journey published");
                 for warning in warnings {

@@ -10,7 +10,7 @@ use super::windows::Window;
 use crate::model::PreparedConfig;
 use crate::registry::Registry;
 use crate::runtime::{Plugin, Runtime};
-use crate::store::JourneyVersion;
+use crate::store::{JourneyVersion, PluginPin};
 
 /// A plugin and the config a node gives it, as the plugin prepared it in `validate-config`.
 pub struct NodePlugin {
@@ -36,20 +36,23 @@ impl CompiledJourney {
     /// prepared by the plugin's own `validate-config` (prepared bytes belong to the plugin
     /// binary that made them, so they are made again in every process). Fails when a pinned
     /// plugin is not loaded, is another binary than the one pinned, or now refuses its config.
+    /// `moved` are the plugin versions the journey was moved to, which replace its pins.
     pub fn build(
         version: &JourneyVersion,
+        moved: &Moves,
         registry: &Registry,
         runtime: &Runtime,
     ) -> Result<Self, String> {
         let mut definition: Definition = serde_json::from_value(version.definition.clone())
             .map_err(|e| format!("stored definition does not parse: {e}"))?;
-        let plugins = prepare_plugins(&mut definition, registry, runtime).map_err(|problems| {
-            problems
-                .iter()
-                .map(|p| format!("node `{}`: {}", p.node.as_deref().unwrap_or("?"), p.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let plugins =
+            prepare_plugins(&mut definition, moved, registry, runtime).map_err(|problems| {
+                problems
+                    .iter()
+                    .map(|p| format!("node `{}`: {}", p.node.as_deref().unwrap_or("?"), p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
         Self::new(
             &version.journey_id,
             version.version,
@@ -88,11 +91,16 @@ impl CompiledJourney {
     }
 }
 
+/// The plugin versions a journey was moved to, by plugin name.
+pub type Moves = BTreeMap<String, PluginPin>;
+
 /// Resolve each node's plugin and have it prepare its config. A name without a version
 /// resolves to the newest loaded; names are then pinned to `name@version` and the binary's
-/// sha256, and a pinned node accepts only that very binary. Every problem is named by its node.
+/// sha256, and a pinned node accepts only that very binary. A plugin the journey was moved to
+/// (`moved`, by name) replaces the node's own pin. Every problem is named by its node.
 pub fn prepare_plugins(
     definition: &mut Definition,
+    moved: &Moves,
     registry: &Registry,
     runtime: &Runtime,
 ) -> Result<HashMap<String, NodePlugin>, Vec<Problem>> {
@@ -109,6 +117,12 @@ pub fn prepare_plugins(
         else {
             continue;
         };
+        let name = plugin.split('@').next().unwrap_or_default();
+        if let Some(pin) = moved.get(name) {
+            // The journey runs the version it was moved to, whatever this version pinned.
+            *plugin = pin.id.clone();
+            *sha256 = Some(pin.sha256.clone());
+        }
         let Some(loaded) = registry.resolve(plugin) else {
             problems.push(Problem::at(&id, format!("plugin `{plugin}` is not loaded")));
             continue;

@@ -304,6 +304,19 @@ pub struct PluginRef<'a> {
 }
 
 impl Node {
+    /// The plugin this node names (`name` or `name@version`), if it runs one.
+    pub fn plugin_name(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Entry {
+                plugin: Some(plugin),
+                ..
+            }
+            | NodeKind::Condition { plugin, .. }
+            | NodeKind::Action { plugin, .. } => Some(plugin),
+            _ => None,
+        }
+    }
+
     /// The plugin this node runs, if it runs one.
     pub fn plugin_mut(&mut self) -> Option<PluginRef<'_>> {
         use crate::runtime::PluginKind;

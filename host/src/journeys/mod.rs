@@ -4,6 +4,7 @@
 //!
 //! Calls plugins through the runtime and writes through the store; knows nothing of HTTP.
 
+mod activation;
 mod compiled;
 pub mod definition;
 mod diff;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use thiserror::Error;
 
+pub use activation::Moved;
 pub use compiled::CompiledJourney;
 pub use definition::Definition;
 pub use reports::{JourneyTotals, NodeStats};
@@ -30,8 +32,8 @@ use crate::clock::SharedClock;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::store::{
-    Enrollment, JourneyRecord, JourneyStatus, JourneyVersion, State, Store, StoreError, WorkItem,
-    WorkKey,
+    AuditEntry, Enrollment, JourneyRecord, JourneyStatus, JourneyVersion, State, Store, StoreError,
+    WorkItem, WorkKey,
 };
 
 /// Why a journey operation was refused.
@@ -60,6 +62,15 @@ pub enum JourneyError {
     Exists(String),
     #[error("journey `{0}` is not active: {1}")]
     NotActive(String, &'static str),
+    /// A move to a plugin version that is not installed.
+    #[error("plugin `{0}` is not loaded; upload it with PUT /v1/admin/plugins/NAME")]
+    PluginNotLoaded(String),
+    /// A move of a plugin that no published version of the journey runs.
+    #[error("no published version of journey `{0}` runs plugin `{1}`")]
+    PluginNotUsed(String, String),
+    /// A move the new plugin version refuses: it does not accept a config the journey gives it.
+    #[error("the journey cannot move to plugin `{0}`: its versions' configs do not pass it")]
+    MoveRefused(String, Vec<Problem>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -115,16 +126,27 @@ impl Catalog {
             .journey_version(journey_id, version)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("journey `{journey_id}` has no version {version}"))?;
+        let moved = self
+            .store
+            .journey(journey_id)
+            .map_err(|e| e.to_string())?
+            .map(|record| record.plugin_versions)
+            .unwrap_or_default();
         let built = Arc::new(CompiledJourney::build(
             &stored,
+            &moved,
             &self.registry,
             &self.runtime,
         )?);
-        self.versions
+        // A version installed meanwhile (by a plugin move) is newer than one built from the
+        // record read before it: keep it.
+        Ok(self
+            .versions
             .write()
             .expect("catalog lock")
-            .insert(key, built.clone());
-        Ok(built)
+            .entry(key)
+            .or_insert(built)
+            .clone())
     }
 
     /// The active journey with this id.
@@ -219,15 +241,17 @@ impl Journeys {
         &self,
         id: Option<String>,
         draft: serde_json::Value,
+        actor: &str,
     ) -> Result<JourneyRecord, JourneyError> {
         let _changing = self.changing();
-        self.create_locked(id, draft)
+        self.create_locked(id, draft, actor)
     }
 
     fn create_locked(
         &self,
         id: Option<String>,
         draft: serde_json::Value,
+        actor: &str,
     ) -> Result<JourneyRecord, JourneyError> {
         parse(&draft)?;
         let id = match id {
@@ -243,10 +267,13 @@ impl Journeys {
             status: JourneyStatus::Draft,
             draft,
             published_version: 0,
+            plugin_versions: Default::default(),
             created_at: now,
             updated_at: now,
         };
-        self.store.put_journey(&record)?;
+        let detail = serde_json::json!({"after": {"draft": record.draft}});
+        let audit = AuditEntry::new(now, actor, "journey.create", &record.id, detail);
+        self.store.put_journey(&record, audit)?;
         Ok(record)
     }
 
@@ -256,19 +283,24 @@ impl Journeys {
         &self,
         id: String,
         draft: serde_json::Value,
+        actor: &str,
     ) -> Result<(JourneyRecord, bool), JourneyError> {
         parse(&draft)?;
         let id = check_id(id)?;
         let _changing = self.changing();
         match self.store.journey(&id)? {
-            None => self.create_locked(Some(id), draft).map(|r| (r, true)),
+            None => self
+                .create_locked(Some(id), draft, actor)
+                .map(|r| (r, true)),
             Some(record) if record.status == JourneyStatus::Archived => {
                 Err(JourneyError::Archived(id))
             }
             Some(mut record) => {
-                record.draft = draft;
+                let before = std::mem::replace(&mut record.draft, draft);
                 record.updated_at = self.clock.now();
-                self.store.put_journey(&record)?;
+                let detail = serde_json::json!({"before": {"draft": before}, "after": {"draft": record.draft}});
+                let audit = AuditEntry::new(record.updated_at, actor, "journey.draft", &id, detail);
+                self.store.put_journey(&record, audit)?;
                 Ok((record, false))
             }
         }
@@ -294,7 +326,11 @@ impl Journeys {
     /// version, which new enrollments use from now on; what deserves a look comes back as
     /// warnings. Contacts already in the journey stay on their version. All or nothing: the
     /// version is built (each plugin preparing its config) before anything is written.
-    pub fn publish(&self, id: &str) -> Result<(JourneyVersion, Vec<Problem>), JourneyError> {
+    pub fn publish(
+        &self,
+        id: &str,
+        actor: &str,
+    ) -> Result<(JourneyVersion, Vec<Problem>), JourneyError> {
         let _changing = self.changing();
         let mut record = self.get(id)?;
         if record.status == JourneyStatus::Archived {
@@ -304,6 +340,7 @@ impl Journeys {
         let checked = validate::validate(
             id,
             &definition,
+            &record.plugin_versions,
             &self.catalog.active(),
             &self.registry,
             &self.runtime,
@@ -368,12 +405,20 @@ impl Journeys {
         )
         .map(Arc::new)
         .map_err(JourneyError::Malformed)?;
+        let before = record.status;
         record.published_version = version.version;
         if record.status == JourneyStatus::Draft {
             record.status = JourneyStatus::Active;
         }
         record.updated_at = now;
-        self.store.publish_journey(&record, &version)?;
+        let detail = serde_json::json!({
+            "version": version.version,
+            "before": {"status": before},
+            "after": {"status": record.status},
+            "templates": version.templates,
+        });
+        let audit = AuditEntry::new(now, actor, "journey.publish", id, detail);
+        self.store.publish_journey(&record, &version, audit)?;
         self.catalog.install(built);
         self.catalog
             .refresh(&record)
@@ -388,6 +433,7 @@ impl Journeys {
         &self,
         id: &str,
         status: JourneyStatus,
+        actor: &str,
     ) -> Result<JourneyRecord, JourneyError> {
         let _changing = self.changing();
         let mut record = self.get(id)?;
@@ -397,7 +443,7 @@ impl Journeys {
         if status != JourneyStatus::Archived && record.published_version == 0 {
             return Err(JourneyError::NotActive(id.to_owned(), "publish it first"));
         }
-        record.status = status;
+        let before = std::mem::replace(&mut record.status, status);
         record.updated_at = self.clock.now();
         // Resuming enrolls on the latest version again: it must still build.
         if status == JourneyStatus::Active {
@@ -405,7 +451,15 @@ impl Journeys {
                 .version(id, record.published_version)
                 .map_err(JourneyError::Malformed)?;
         }
-        self.store.put_journey(&record)?;
+        let action = match status {
+            JourneyStatus::Active => "journey.resume",
+            JourneyStatus::Paused => "journey.pause",
+            JourneyStatus::Archived => "journey.archive",
+            JourneyStatus::Draft => "journey.status",
+        };
+        let detail = serde_json::json!({"before": {"status": before}, "after": {"status": status}});
+        let audit = AuditEntry::new(record.updated_at, actor, action, id, detail);
+        self.store.put_journey(&record, audit)?;
         self.catalog
             .refresh(&record)
             .map_err(JourneyError::Malformed)?;

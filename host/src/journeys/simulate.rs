@@ -11,8 +11,8 @@ use super::{JourneyError, Journeys, TraceStep, parse, validate};
 use crate::clock::{Clock, VirtualClock};
 use crate::model::{Attributes, Contact, Event, Millis};
 use crate::store::{
-    ContactUpsert, Enrollment, JourneyRecord, JourneyStatus, JourneyVersion, OutboxMessage,
-    SledStore, Store, StoreError,
+    AuditEntry, ContactUpsert, Enrollment, JourneyRecord, JourneyStatus, JourneyVersion,
+    OutboxMessage, SledStore, Store, StoreError,
 };
 
 /// Most script steps one simulation runs.
@@ -150,8 +150,15 @@ impl Journeys {
             Some(number) => (number, self.version(id, number)?.definition),
             None => {
                 let draft = parse(&record.draft)?;
-                let checked = validate::validate(id, &draft, &[], &self.registry, &self.runtime)
-                    .map_err(JourneyError::Invalid)?;
+                let checked = validate::validate(
+                    id,
+                    &draft,
+                    &record.plugin_versions,
+                    &[],
+                    &self.registry,
+                    &self.runtime,
+                )
+                .map_err(JourneyError::Invalid)?;
                 (
                     1,
                     serde_json::to_value(checked.definition).expect("definitions serialize"),
@@ -175,6 +182,13 @@ impl Journeys {
                 published_at: start,
                 templates: Default::default(),
             },
+            AuditEntry::new(
+                start,
+                "simulation",
+                "journey.publish",
+                id,
+                serde_json::Value::Null,
+            ),
         )?;
         let sandbox = Journeys::new(
             store.clone(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::JourneyError;
-use super::compiled::{CompiledJourney, NodePlugin, prepare_plugins};
+use super::compiled::{CompiledJourney, Moves, NodePlugin, prepare_plugins};
 use super::definition::{Definition, Node, NodeKind, Reentry};
 use super::windows::Window;
 use crate::model::Millis;
@@ -24,6 +24,9 @@ pub struct Problem {
     /// The node it is in; `None` for the journey as a whole.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The published version it is in, when it is about one rather than the draft.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     pub message: String,
 }
 
@@ -31,6 +34,7 @@ impl Problem {
     pub(super) fn at(node: &str, message: impl Into<String>) -> Self {
         Problem {
             node: Some(node.to_owned()),
+            version: None,
             message: message.into(),
         }
     }
@@ -38,6 +42,7 @@ impl Problem {
     fn journey(message: impl Into<String>) -> Self {
         Problem {
             node: None,
+            version: None,
             message: message.into(),
         }
     }
@@ -76,10 +81,12 @@ pub struct Checked {
     pub warnings: Vec<Problem>,
 }
 
-/// Check `definition` of journey `id` for publishing, beside the journeys that enroll now.
+/// Check `definition` of journey `id` for publishing, beside the journeys that enroll now, on
+/// the plugin versions the journey was moved to (`moved`).
 pub fn validate(
     id: &str,
     definition: &Definition,
+    moved: &Moves,
     active: &[Arc<CompiledJourney>],
     registry: &Registry,
     runtime: &Runtime,
@@ -87,7 +94,7 @@ pub fn validate(
     let mut problems = Vec::new();
     check_graph(definition, &mut problems);
     let mut pinned = definition.clone();
-    let plugins = prepare_plugins(&mut pinned, registry, runtime)
+    let plugins = prepare_plugins(&mut pinned, moved, registry, runtime)
         .map_err(|refused| problems.extend(refused))
         .unwrap_or_default();
     let mut warnings = Vec::new();

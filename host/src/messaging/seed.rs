@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{ChannelRequest, Messaging, TemplateDraft};
 
-/// Who the audit log says made these.
-const ACTOR: &str = "start-up";
+use crate::auth::STARTUP_ACTOR as ACTOR;
 
 fn json_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)

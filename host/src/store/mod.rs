@@ -271,13 +271,14 @@ pub trait JourneyStore {
     fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError>;
     /// Every journey, by id.
     fn journeys(&self) -> Result<Vec<JourneyRecord>, StoreError>;
-    /// Create or replace a journey record.
-    fn put_journey(&self, record: &JourneyRecord) -> Result<(), StoreError>;
-    /// Write the record and its new version together.
+    /// Create or replace a journey record, with the audit entry that says who and why.
+    fn put_journey(&self, record: &JourneyRecord, audit: AuditEntry) -> Result<(), StoreError>;
+    /// Write the record, its new version and the audit entry together.
     fn publish_journey(
         &self,
         record: &JourneyRecord,
         version: &JourneyVersion,
+        audit: AuditEntry,
     ) -> Result<(), StoreError>;
     /// A published version.
     fn journey_version(&self, id: &str, version: u32)

@@ -32,10 +32,26 @@ pub struct JourneyRecord {
     pub draft: serde_json::Value,
     /// The latest published version, 0 when never published.
     pub published_version: u32,
+    /// Plugins this journey was moved to, by plugin name: every version of the journey runs
+    /// the named plugin at this version, whatever version its definition pins, so contacts
+    /// already in it take their next step on it too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_versions: BTreeMap<String, PluginPin>,
     #[serde(with = "crate::model::timestamp_json")]
     pub created_at: Millis,
     #[serde(with = "crate::model::timestamp_json")]
     pub updated_at: Millis,
+}
+
+/// A plugin version a journey was moved to, and when and by whom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginPin {
+    /// `name@version`.
+    pub id: String,
+    pub sha256: String,
+    #[serde(with = "crate::model::timestamp_json")]
+    pub moved_at: Millis,
+    pub moved_by: String,
 }
 
 /// A published, immutable version of a journey. Contacts stay on the version they entered.

@@ -36,12 +36,13 @@ impl JourneyStore for SledStore {
         Ok(journeys)
     }
 
-    fn put_journey(&self, record: &JourneyRecord) -> Result<(), StoreError> {
+    fn put_journey(&self, record: &JourneyRecord, audit: AuditEntry) -> Result<(), StoreError> {
         let value = encode(record);
         check_record(|| format!("journey `{}`", record.id), &value)?;
         let _publish = lock(&self.locks.publish);
         let mut writes = WriteSet::new(self);
         writes.put(TreeId::Journeys, record.id.as_bytes(), value);
+        self.audit_write(&mut writes, audit)?;
         writes.apply()
     }
 
@@ -49,6 +50,7 @@ impl JourneyStore for SledStore {
         &self,
         record: &JourneyRecord,
         version: &JourneyVersion,
+        audit: AuditEntry,
     ) -> Result<(), StoreError> {
         let key = version_key(&version.journey_id, version.version);
         let _publish = lock(&self.locks.publish);
@@ -72,6 +74,7 @@ impl JourneyStore for SledStore {
         let mut writes = WriteSet::new(self);
         writes.put(TreeId::JourneyVersions, key, version_value);
         writes.put(TreeId::Journeys, record.id.as_bytes(), record_value);
+        self.audit_write(&mut writes, audit)?;
         writes.apply()
     }
 

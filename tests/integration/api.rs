@@ -165,7 +165,7 @@ async fn every_mistake_is_answered_in_one_shape_with_a_stable_code() {
         );
         assert!(!response["error"]["message"].as_str().unwrap().is_empty());
     }
-    let (_, _, allow) = raw(Method::DELETE, "/v1/contacts", None).await;
+    let (_, _, allow) = raw(Method::DELETE, "/v1/events", None).await;
     assert_eq!(
         allow.as_deref(),
         Some("POST"),

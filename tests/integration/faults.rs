@@ -37,6 +37,23 @@ impl Store for Faulty {
     fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
         self.store.event(id)
     }
+    fn contact_events(
+        &self,
+        contact_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<wayline::store::EventPage, StoreError> {
+        self.store.contact_events(contact_id, before, limit)
+    }
+    fn search_contacts(
+        &self,
+        query: &wayline::store::ContactQuery,
+    ) -> Result<wayline::store::ContactPage, StoreError> {
+        self.store.search_contacts(query)
+    }
+    fn trees_holding(&self, needle: &[u8]) -> Result<Vec<&'static str>, StoreError> {
+        self.store.trees_holding(needle)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.store.flush()
     }

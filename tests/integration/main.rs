@@ -11,6 +11,7 @@ mod approval;
 mod cache;
 mod cli;
 mod consent;
+mod contacts;
 mod crash;
 mod delivery;
 mod email;

@@ -2,17 +2,20 @@
 //!
 //! Every write is flushed before the response, so a 2xx means the data survives a crash.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::{Access, ApiError, ApiJson, ApiJsonOrList, ApiPath, AppState, Route, blocking};
-use crate::auth::Permission;
+use super::{
+    Access, ApiError, ApiJson, ApiJsonOrList, ApiPath, ApiQuery, AppState, Route, blocking,
+};
+use crate::auth::{Permission, Principal};
 use crate::model::{Attributes, Contact, Event, Millis, check_name};
 use crate::store::{
-    ContactUpsert, MAX_RECORD_BYTES, OutboxMessage, Recorded, StateName, partition_of,
+    ContactPage, ContactQuery, ContactUpsert, EventPage, MAX_RECORD_BYTES, OutboxMessage, Recorded,
+    StateName, partition_of,
 };
 
 pub fn routes() -> Vec<Route> {
@@ -27,10 +30,24 @@ pub fn routes() -> Vec<Route> {
         ),
         Route::new(
             Method::GET,
+            "/v1/contacts",
+            Needs(Permission::ReadContacts),
+            false,
+            get(search),
+        ),
+        Route::new(
+            Method::GET,
             "/v1/contacts/{id}",
             Needs(Permission::ReadContacts),
             false,
             get(get_contact),
+        ),
+        Route::new(
+            Method::DELETE,
+            "/v1/contacts/{id}",
+            Needs(Permission::DeleteContacts),
+            false,
+            delete(erase),
         ),
         Route::new(
             Method::GET,
@@ -38,6 +55,13 @@ pub fn routes() -> Vec<Route> {
             Needs(Permission::ReadContacts),
             false,
             get(contact_messages),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/contacts/{id}/events",
+            Needs(Permission::ReadContacts),
+            false,
+            get(contact_events),
         ),
         Route::new(
             Method::POST,
@@ -155,6 +179,142 @@ async fn contact_messages(
     })
     .await?;
     Ok(Json(messages))
+}
+
+/// How long an erasure request waits for the contact's worker to have done it before it
+/// answers `202` (it is queued durably, and done in order after the contact's earlier work).
+const ERASURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Erase the contact (the right to erasure): it, its events, enrollments and every record
+/// that names it, its messages anonymised; recorded in the audit log under a hash of its id.
+/// An id merged into another contact erases that contact.
+async fn erase(
+    State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let now = state.clock.now();
+    let store = state.store.clone();
+    let (owner, partition) = blocking(move || {
+        let owner = match store.contact_exists(&id)? {
+            true => id.clone(),
+            false => store.alias(&id)?.ok_or_else(|| no_contact(&id))?,
+        };
+        store.enqueue(&crate::store::WorkItem::Erase {
+            contact_id: owner.clone(),
+            actor: by.actor().to_owned(),
+            requested_at: now,
+        })?;
+        store.flush()?;
+        let partition = partition_of(&owner);
+        Ok((owner, partition))
+    })
+    .await?;
+    state.scheduler.notify(&[partition]);
+    let erased = crate::store::erased_name(&owner);
+    let deadline = tokio::time::Instant::now() + ERASURE_WAIT;
+    loop {
+        let (store, owner) = (state.store.clone(), owner.clone());
+        if !blocking(move || Ok(store.contact_exists(&owner)?)).await? {
+            return Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({"status": "erased", "audit_object": erased})),
+            ));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({"status": "queued", "audit_object": erased})),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// What `GET /v1/contacts` may be asked: every filter given must hold.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Search {
+    email: Option<String>,
+    phone: Option<String>,
+    tag: Option<String>,
+    /// With `value`: contacts whose attribute has that value.
+    attribute: Option<String>,
+    value: Option<String>,
+    /// The `next` of the page before.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Contacts by email, phone, tag or attribute value, in id order, a page at a time. A search
+/// by tag or attribute looks at up to `MAX_SCANNED` contacts a page: a page may then hold
+/// fewer than `limit`, with `next` to go on.
+async fn search(
+    State(state): State<AppState>,
+    ApiQuery(search): ApiQuery<Search>,
+) -> Result<Json<ContactPage>, ApiError> {
+    let attribute = match (search.attribute, search.value) {
+        (Some(name), Some(value)) => Some((name, value)),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "`attribute` and `value` go together: ?attribute=plan&value=pro",
+            ));
+        }
+    };
+    let query = ContactQuery {
+        email: search.email,
+        phone: search.phone,
+        tag: search.tag,
+        attribute,
+        after: search.after,
+        limit: search.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let store = state.store.clone();
+    Ok(Json(
+        blocking(move || Ok(store.search_contacts(&query)?)).await?,
+    ))
+}
+
+/// What `GET /v1/contacts/{id}/events` may be asked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventListing {
+    /// The `next` of the page before.
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most events one page lists.
+const MAX_EVENTS_LISTED: usize = 1000;
+
+/// The events the journeys processed for the contact, newest first, a page at a time.
+async fn contact_events(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(listing): ApiQuery<EventListing>,
+) -> Result<Json<EventPage>, ApiError> {
+    if let Some(cursor) = &listing.before
+        && hex::decode(cursor).map_or(true, |key| key.len() <= 8)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "`before` must be the `next` of an earlier page",
+        ));
+    }
+    let limit = listing.limit.unwrap_or(100).clamp(1, MAX_EVENTS_LISTED);
+    let store = state.store.clone();
+    let page = blocking(move || {
+        if !store.contact_exists(&id)? {
+            return Err(no_contact(&id));
+        }
+        Ok(store.contact_events(&id, listing.before.as_deref(), limit)?)
+    })
+    .await?;
+    Ok(Json(page))
 }
 
 /// An event as a client sends it.

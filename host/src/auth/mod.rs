@@ -72,15 +72,22 @@ pub enum Grant {
     DeleteJourneys,
     /// Create and change contacts' data.
     EditContacts,
+    /// Erase contacts (the right to erasure).
+    DeleteContacts,
 }
 
 impl Grant {
-    pub const ALL: [Grant; 2] = [Grant::DeleteJourneys, Grant::EditContacts];
+    pub const ALL: [Grant; 3] = [
+        Grant::DeleteJourneys,
+        Grant::EditContacts,
+        Grant::DeleteContacts,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Grant::DeleteJourneys => "delete_journeys",
             Grant::EditContacts => "edit_contacts",
+            Grant::DeleteContacts => "delete_contacts",
         }
     }
 
@@ -108,6 +115,8 @@ pub enum Permission {
     DeleteJourneys,
     /// Create and update contacts: admin, ingest, or the `edit_contacts` grant.
     WriteContacts,
+    /// Erase a contact: admin, or the `delete_contacts` grant.
+    DeleteContacts,
     /// Send events in: admin and ingest.
     Ingest,
     /// Dead letters and the audit log: admin and manager.
@@ -117,7 +126,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::Authenticated,
         Permission::ReadReports,
         Permission::ReadContacts,
@@ -126,6 +135,7 @@ impl Permission {
         Permission::ApproveContent,
         Permission::DeleteJourneys,
         Permission::WriteContacts,
+        Permission::DeleteContacts,
         Permission::Ingest,
         Permission::Operate,
         Permission::Admin,
@@ -141,6 +151,7 @@ impl Permission {
             Permission::ApproveContent => "approve_content",
             Permission::DeleteJourneys => "delete_journeys",
             Permission::WriteContacts => "write_contacts",
+            Permission::DeleteContacts => "delete_contacts",
             Permission::Ingest => "ingest",
             Permission::Operate => "operate",
             Permission::Admin => "admin",
@@ -156,7 +167,7 @@ impl Permission {
                 &[Admin, Manager, Operator, Analyst]
             }
             Permission::EditContent | Permission::RunJourneys => &[Admin, Manager, Operator],
-            Permission::DeleteJourneys => &[Admin],
+            Permission::DeleteJourneys | Permission::DeleteContacts => &[Admin],
             Permission::WriteContacts | Permission::Ingest => &[Admin, Ingest],
             Permission::Operate | Permission::ApproveContent => &[Admin, Manager],
             Permission::Admin => &[Admin],
@@ -168,6 +179,7 @@ impl Permission {
         match self {
             Permission::DeleteJourneys => Some(Grant::DeleteJourneys),
             Permission::WriteContacts => Some(Grant::EditContacts),
+            Permission::DeleteContacts => Some(Grant::DeleteContacts),
             _ => None,
         }
     }

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::codec::{contact_and_journeys, contact_value, encode, event_value, merge_journeys};
 use super::layout::{
-    TreeId, counter_key, identity_key, inbox_sequence, prefix, read_count, timer_key,
+    TreeId, contact_event_key, counter_key, identity_key, inbox_sequence, prefix, read_count,
+    timer_key,
 };
 use super::records::*;
 use super::sled_store::{SledStore, backend, identities_in, kv_write, lock};
@@ -36,6 +37,9 @@ pub(super) fn load<'v>(
 }
 
 pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, StoreError> {
+    if !commit.erasures.is_empty() {
+        drop_erased(&mut commit);
+    }
     // The batch's own partitions (its items' and its contacts') are locked for the whole
     // write, so nobody else writes these contacts, their journey state or the counters'
     // shard of the lowest partition until the write set has been applied.
@@ -51,6 +55,8 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         .chain(commit.messages.iter().map(|m| m.contact_id.as_str()))
         .chain(commit.events.iter().map(|e| e.contact_id.as_str()))
         .chain(commit.forwards.iter().map(|item| item.contact_id()))
+        .chain(commit.seen.iter().map(|(id, ..)| id.as_str()))
+        .chain(commit.erasures.iter().map(|e| e.contact_id.as_str()))
         .chain(
             commit
                 .merges
@@ -65,6 +71,7 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
     let partitions: Vec<u8> = partitions.into_iter().collect();
     let shard = partitions[0];
     let changes_identity = !commit.merges.is_empty()
+        || !commit.erasures.is_empty()
         || commit
             .contact_effects
             .iter()
@@ -110,6 +117,8 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
             changed.insert(record.contact_id.clone());
         }
     }
+    // An event seen for a contact this batch merges away is the one it merges into's.
+    let merged_into: BTreeMap<String, String> = commit.merges.iter().cloned().collect();
     for (from, into) in std::mem::take(&mut commit.merges) {
         merge::merge(store, &mut writes, &mut values, &mut commit, &from, &into)?;
         changed.extend([from, into]);
@@ -153,6 +162,9 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         writes.queue(partition, encode(item))?;
         queued.push(partition);
     }
+    for erasure in &commit.erasures {
+        super::erasure::erase(store, &mut writes, &mut commit.counters, erasure, now)?;
+    }
     for (key, delta) in commit.counters.iter().filter(|(_, delta)| **delta != 0) {
         let key = counter_key(key, shard);
         let count = writes
@@ -174,11 +186,43 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
             KvUsage::UNLIMITED,
         )?;
     }
+    for (contact_id, at, event_id) in &commit.seen {
+        let owner = merged_into.get(contact_id).unwrap_or(contact_id);
+        writes.put(
+            TreeId::ContactEvents,
+            contact_event_key(owner, *at, event_id),
+            Vec::new(),
+        );
+    }
     for WorkKey(key) in &commit.done {
         writes.remove(TreeId::Inbox, key.clone());
     }
     writes.apply()?;
     Ok(queued)
+}
+
+/// Leave out of the commit everything it would write for a contact it erases: the erasure
+/// replaces the batch's other work for them.
+fn drop_erased(commit: &mut Commit) {
+    let erased: BTreeSet<String> = commit
+        .erasures
+        .iter()
+        .map(|e| e.contact_id.clone())
+        .collect();
+    let kept = |id: &String| !erased.contains(id);
+    commit.contact_effects.retain(|(id, _)| kept(id));
+    commit.enrollments.retain(|e| kept(&e.contact_id));
+    commit.contact_journeys.retain(|cj| kept(&cj.contact_id));
+    commit.timers_set.retain(|(.., id)| kept(id));
+    commit.messages.retain(|m| kept(&m.contact_id));
+    commit.events.retain(|e| kept(&e.contact_id));
+    commit.seen.retain(|(id, ..)| kept(id));
+    commit
+        .merges
+        .retain(|(from, into)| kept(from) && kept(into));
+    commit
+        .forwards
+        .retain(|item| kept(&item.contact_id().to_owned()));
 }
 
 pub(super) const IDENTITY_FIELDS: [&str; 2] = ["email", "phone"];

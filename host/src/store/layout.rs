@@ -71,6 +71,9 @@ pub(super) mod trees {
     pub const PLUGIN_BINARIES: &str = "plugin_binaries";
     /// `workspace` → the workspace settings (content approval).
     pub const SETTINGS: &str = "settings";
+    /// `<contact id>\0<timestamp, ordered u64 BE><event id>` → nothing: each contact's events
+    /// in time order, written when the event is processed.
+    pub const CONTACT_EVENTS: &str = "contact_events";
 }
 
 /// The layout this version writes.
@@ -106,10 +109,11 @@ pub(super) enum TreeId {
     Plugins = 23,
     PluginBinaries = 24,
     Settings = 25,
+    ContactEvents = 26,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 26] = [
+    pub(super) const ALL: [TreeId; 27] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -136,6 +140,7 @@ impl TreeId {
         TreeId::Plugins,
         TreeId::PluginBinaries,
         TreeId::Settings,
+        TreeId::ContactEvents,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -170,6 +175,7 @@ impl TreeId {
             TreeId::Plugins => trees::PLUGINS,
             TreeId::PluginBinaries => trees::PLUGIN_BINARIES,
             TreeId::Settings => trees::SETTINGS,
+            TreeId::ContactEvents => trees::CONTACT_EVENTS,
         }
     }
 
@@ -266,6 +272,15 @@ pub(super) fn kv_usage_value(keys: u64, bytes: u64) -> Vec<u8> {
 }
 
 /// Times sort as unsigned big-endian: flip the sign bit so negative times order first.
+/// A contact's key in `contact_events` for an event at `at`: the contact's [`prefix`], then
+/// the cursor a page of its events continues from.
+pub(super) fn contact_event_key(contact_id: &str, at: Millis, event_id: &str) -> Vec<u8> {
+    let mut key = prefix(contact_id);
+    key.extend_from_slice(&ordered_time(at));
+    key.extend_from_slice(event_id.as_bytes());
+    key
+}
+
 pub(super) fn ordered_time(at: Millis) -> [u8; 8] {
     ((at as u64) ^ (1 << 63)).to_be_bytes()
 }

@@ -59,6 +59,15 @@ pub(super) fn merge(
     for (name, value) in gone.attributes {
         kept.attributes.entry(name).or_insert(value);
     }
+    // Its events are the identified contact's now.
+    let gone_prefix = prefix(from);
+    for entry in store.contact_events.scan_prefix(&gone_prefix) {
+        let (key, _) = entry.map_err(backend)?;
+        let mut moved = prefix(into);
+        moved.extend_from_slice(&key[gone_prefix.len()..]);
+        writes.put(TreeId::ContactEvents, moved, Vec::new());
+        writes.remove(TreeId::ContactEvents, key.to_vec());
+    }
     for tag in gone.tags {
         if !kept.tags.contains(&tag) {
             kept.tags.push(tag);

@@ -10,7 +10,10 @@ mod access;
 mod aside;
 mod codec;
 mod commit;
+mod contact_events;
+mod contact_search;
 mod durability;
+mod erasure;
 mod failpoint;
 mod identity;
 mod layout;
@@ -34,6 +37,9 @@ use thiserror::Error;
 
 pub use access::{AccessStore, TokenRecord, Workspace};
 pub(crate) use aside::truncated;
+pub use contact_events::EventPage;
+pub use contact_search::{ContactPage, ContactQuery, MAX_SCANNED};
+pub use erasure::erased_name;
 pub use identity::{normalize_email, normalize_phone};
 pub use layout::{MAX_RECORD_BYTES, MAX_STORED_BYTES};
 pub use messaging::*;
@@ -217,6 +223,18 @@ pub trait Store:
     fn record_events(&self, events: &[Event]) -> Result<Vec<Recorded>, StoreError>;
     /// The event with this id.
     fn event(&self, id: &str) -> Result<Option<Event>, StoreError>;
+    /// A contact's processed events, newest first: at most `limit` before the cursor `before`
+    /// (the `next` of the page before), and the cursor of the next page if there is one.
+    fn contact_events(
+        &self,
+        contact_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<EventPage, StoreError>;
+    /// Contacts that match `query`, in id order, a page at a time.
+    fn search_contacts(&self, query: &ContactQuery) -> Result<ContactPage, StoreError>;
+    /// The trees with `needle` in a key or value: what checks that an erasure left nothing.
+    fn trees_holding(&self, needle: &[u8]) -> Result<Vec<&'static str>, StoreError>;
     /// Make everything written so far durable. Concurrent callers share one flush (group
     /// commit), so durability does not cost a disk sync per request.
     fn flush(&self) -> Result<(), StoreError>;

@@ -122,6 +122,7 @@ impl SledStore {
         let mut store = SledStore::over(db)?;
         store.check_layout()?;
         store.recover(converted)?;
+        store.index_contact_events()?;
         Ok(store)
     }
 

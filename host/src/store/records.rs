@@ -437,6 +437,15 @@ pub enum WorkItem {
         #[serde(with = "crate::model::timestamp_json")]
         due_at: Millis,
     },
+    /// Erase the contact (the right to erasure), after the work queued for it before: done by
+    /// the worker that owns its partition, so no other step for it runs meanwhile.
+    Erase {
+        contact_id: String,
+        /// Who asked, for the audit log.
+        actor: String,
+        #[serde(with = "crate::model::timestamp_json")]
+        requested_at: Millis,
+    },
 }
 
 impl WorkItem {
@@ -446,7 +455,8 @@ impl WorkItem {
             | WorkItem::Enroll { contact_id, .. }
             | WorkItem::Retry { contact_id, .. }
             | WorkItem::Merge { contact_id, .. }
-            | WorkItem::Wake { contact_id, .. } => contact_id,
+            | WorkItem::Wake { contact_id, .. }
+            | WorkItem::Erase { contact_id, .. } => contact_id,
         }
     }
 
@@ -465,7 +475,8 @@ impl WorkItem {
             WorkItem::Enroll { contact_id, .. }
             | WorkItem::Retry { contact_id, .. }
             | WorkItem::Merge { contact_id, .. }
-            | WorkItem::Wake { contact_id, .. } => *contact_id = into.to_owned(),
+            | WorkItem::Wake { contact_id, .. }
+            | WorkItem::Erase { contact_id, .. } => *contact_id = into.to_owned(),
         }
         item
     }
@@ -623,6 +634,14 @@ pub struct CounterKey {
     pub metric: String,
 }
 
+/// A contact to erase and who asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Erasure {
+    pub contact_id: String,
+    pub actor: String,
+    pub requested_at: Millis,
+}
+
 /// One change to a plugin's key-value space, made during a step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvWrite {
@@ -656,6 +675,10 @@ pub struct Commit {
     pub merges: Vec<(String, String)>,
     /// Work for contacts merged into others, queued again for the contact it now belongs to.
     pub forwards: Vec<WorkItem>,
+    /// Events processed for a contact, `(contact id, event time, event id)`: its event list.
+    pub seen: Vec<(String, Millis, String)>,
+    /// Contacts to erase, after (and instead of) the batch's other changes to them.
+    pub erasures: Vec<Erasure>,
     pub now: Millis,
 }
 

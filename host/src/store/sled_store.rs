@@ -124,6 +124,7 @@ pub struct SledStore {
     pub(super) plugins: sled::Tree,
     pub(super) plugin_binaries: sled::Tree,
     pub(super) settings: sled::Tree,
+    pub(super) contact_events: sled::Tree,
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
     /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
@@ -208,6 +209,7 @@ impl SledStore {
             plugins: tree(trees::PLUGINS)?,
             plugin_binaries: tree(trees::PLUGIN_BINARIES)?,
             settings: tree(trees::SETTINGS)?,
+            contact_events: tree(trees::CONTACT_EVENTS)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
             broken: Default::default(),
@@ -262,6 +264,7 @@ impl SledStore {
             TreeId::Plugins => &self.plugins,
             TreeId::PluginBinaries => &self.plugin_binaries,
             TreeId::Settings => &self.settings,
+            TreeId::ContactEvents => &self.contact_events,
         }
     }
 }
@@ -442,6 +445,26 @@ impl Store for SledStore {
 
     fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
         read(&self.events, id)
+    }
+
+    fn contact_events(
+        &self,
+        contact_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<super::EventPage, StoreError> {
+        self.events_of(contact_id, before, limit)
+    }
+
+    fn search_contacts(
+        &self,
+        query: &super::ContactQuery,
+    ) -> Result<super::ContactPage, StoreError> {
+        self.find_contacts(query)
+    }
+
+    fn trees_holding(&self, needle: &[u8]) -> Result<Vec<&'static str>, StoreError> {
+        self.holding(needle)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

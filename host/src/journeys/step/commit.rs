@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::super::compiled::CompiledJourney;
 use crate::model::{Effect, Event, Millis};
-use crate::store::{Commit, ContactJourney, Enrollment, KvWrite, OutboxMessage, WorkKey};
+use crate::store::{Commit, ContactJourney, Enrollment, Erasure, KvWrite, OutboxMessage, WorkKey};
 
 /// The batch's changes other than the records it read (those are in `Reads`).
 pub(in crate::journeys) struct Changes {
@@ -76,6 +76,18 @@ impl Changes {
     }
 
     /// The inbox item is consumed when the batch commits.
+    /// List `event` among the contact's events.
+    pub(super) fn saw(&mut self, contact_id: &str, event: &Event) {
+        self.commit
+            .seen
+            .push((contact_id.to_owned(), event.timestamp, event.id.clone()));
+    }
+
+    /// Erase the contact when the batch commits, whatever else the batch did for it.
+    pub(super) fn erase(&mut self, erasure: Erasure) {
+        self.commit.erasures.push(erasure);
+    }
+
     pub(super) fn done(&mut self, key: WorkKey) {
         self.commit.done.push(key);
     }

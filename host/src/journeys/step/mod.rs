@@ -25,7 +25,7 @@ use super::Journeys;
 use crate::model::Millis;
 use crate::plugin_kv::StepKv;
 use crate::runtime::Runtime;
-use crate::store::{Commit, State, StoreError, WorkItem, WorkKey};
+use crate::store::{Commit, Erasure, State, StoreError, WorkItem, WorkKey};
 use commit::Changes;
 use lifecycle::Start;
 use reads::Reads;
@@ -93,6 +93,15 @@ impl<'a> Batch<'a> {
                 ..
             } => self.on_wake(enrollment_id, *due_at)?,
             WorkItem::Retry { enrollment_id, .. } => self.on_retry(enrollment_id)?,
+            WorkItem::Erase {
+                contact_id,
+                actor,
+                requested_at,
+            } => self.changes.erase(Erasure {
+                contact_id: contact_id.clone(),
+                actor: actor.clone(),
+                requested_at: *requested_at,
+            }),
             // Merged at commit, after the batch's other work for the contact.
             WorkItem::Merge { contact_id, into } => {
                 if contact_id != into && self.reads.contact(contact_id)?.is_some() {
@@ -120,6 +129,7 @@ impl<'a> Batch<'a> {
         else {
             return Ok(());
         };
+        self.changes.saw(contact_id, &event);
         let active: Vec<String> = self
             .reads
             .journeys_of(contact_id)?

@@ -1,0 +1,298 @@
+//! What an operator reads about one contact: the events that arrived for it, newest first, a
+//! page at a time.
+
+use serde_json::{Value as Json, json};
+
+use crate::server::Server;
+
+fn ids(page: &Json) -> Vec<&str> {
+    page["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events: {page}"))
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect()
+}
+
+/// Events sent out of order come back newest first by their time, in pages that follow each
+/// other without a gap or a repeat; another contact's events are not among them.
+#[tokio::test]
+async fn a_contacts_events_are_listed_newest_first_a_page_at_a_time() {
+    let server = Server::start(true).await;
+    let (status, body) = server
+        .post(
+            "/v1/contacts",
+            json!({"id": "ana", "attributes": {"email": "ana@example.com"}}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{body}");
+    // Times out of order; one event for someone else.
+    let events: Vec<Json> = [3, 1, 4, 5, 9, 2, 6]
+        .iter()
+        .map(|minute| {
+            json!({"id": format!("ev-{minute}"), "contact_id": "ana", "name": "page_viewed",
+                   "properties": {"minute": minute},
+                   "timestamp": format!("2026-11-22T09:0{minute}:00Z")})
+        })
+        .chain([
+            json!({"id": "other", "contact_id": "ben", "name": "page_viewed",
+                       "timestamp": "2026-11-22T09:07:00Z"}),
+        ])
+        .collect();
+    let (status, body) = server.post("/v1/events", json!(events)).await;
+    assert!(status == 200 || status == 202, "{body}");
+    server.settle().await;
+
+    let (status, first) = server.get("/v1/contacts/ana/events?limit=3").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(ids(&first), ["ev-9", "ev-6", "ev-5"], "{first}");
+    assert_eq!(first["events"][0]["properties"]["minute"], 9, "{first}");
+    let next = first["next"].as_str().unwrap();
+    let second = server
+        .get(&format!("/v1/contacts/ana/events?limit=3&before={next}"))
+        .await
+        .1;
+    assert_eq!(ids(&second), ["ev-4", "ev-3", "ev-2"], "{second}");
+    let next = second["next"].as_str().unwrap();
+    let last = server
+        .get(&format!("/v1/contacts/ana/events?limit=3&before={next}"))
+        .await
+        .1;
+    assert_eq!(ids(&last), ["ev-1"], "{last}");
+    assert!(
+        last.get("next").is_none(),
+        "the last page has no next: {last}"
+    );
+    let all = server.get("/v1/contacts/ana/events").await.1;
+    assert_eq!(ids(&all).len(), 7, "{all}");
+
+    let (status, body) = server.get("/v1/contacts/nobody/events").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("contact_not_found"))
+    );
+    for bad in ["before=zz", "before=00", "limit=ten", "since=yesterday"] {
+        let (status, body) = server.get(&format!("/v1/contacts/ana/events?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
+
+/// Every page of a search by tag, followed by its `next`, together holds exactly the tagged
+/// contacts, each once; email and phone find a contact however they are written; filters
+/// combine; an analyst's results are masked.
+#[tokio::test]
+async fn contacts_are_found_by_email_phone_tag_and_attribute_a_page_at_a_time() {
+    let server = Server::start(false).await;
+    for n in 0..30 {
+        let mut tags = vec![];
+        if n % 3 == 0 {
+            tags.push("vip");
+        }
+        let plan = if n % 2 == 0 { "pro" } else { "free" };
+        let contact = json!({"id": format!("c{n:02}"), "tags": tags,
+            "attributes": {"email": format!("Person.{n}@Example.com"), "plan": plan,
+                           "phone": format!("+86 138-0000-{n:04}"), "seats": n}});
+        let (status, body) = server.post("/v1/contacts", contact).await;
+        assert!(status == 200 || status == 201, "{body}");
+    }
+    let ids = |page: &Json| -> Vec<String> {
+        page["contacts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{page}"))
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut found = Vec::new();
+    let mut path = "/v1/contacts?tag=vip&limit=3".to_owned();
+    loop {
+        let (status, page) = server.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        found.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/contacts?tag=vip&limit=3&after={next}"),
+            None => break,
+        }
+    }
+    let vips: Vec<String> = (0..30).step_by(3).map(|n| format!("c{n:02}")).collect();
+    assert_eq!(found, vips);
+
+    let page = server
+        .get("/v1/contacts?email=person.7@example.COM")
+        .await
+        .1;
+    assert_eq!(ids(&page), ["c07"], "{page}");
+    let page = server.get("/v1/contacts?phone=%2B8613800000012").await.1;
+    assert_eq!(ids(&page), ["c12"], "{page}");
+    let page = server
+        .get("/v1/contacts?tag=vip&attribute=plan&value=pro")
+        .await
+        .1;
+    assert_eq!(ids(&page), ["c00", "c06", "c12", "c18", "c24"], "{page}");
+    let page = server.get("/v1/contacts?attribute=seats&value=29").await.1;
+    assert_eq!(ids(&page), ["c29"], "{page}");
+    let page = server.get("/v1/contacts?email=nobody@example.com").await.1;
+    assert_eq!(ids(&page), Vec::<String>::new(), "{page}");
+    let page = server
+        .get("/v1/contacts?email=person.7@example.com&tag=vip")
+        .await
+        .1;
+    assert_eq!(ids(&page), Vec::<String>::new(), "c07 is not a vip: {page}");
+    for bad in ["attribute=plan", "value=pro", "limit=-1", "colour=red"] {
+        let (status, body) = server.get(&format!("/v1/contacts?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    let (analyst, _) = crate::roles::token(&server, "ada", "analyst", &[]).await;
+    let (status, page) = server
+        .send_as(
+            &analyst,
+            reqwest::Method::GET,
+            "/v1/contacts?tag=vip&limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let email = page["contacts"][0]["attributes"]["email"].as_str().unwrap();
+    assert!(
+        email.contains("***") && !email.to_lowercase().contains("person.0"),
+        "{email}"
+    );
+}
+
+fn welcome_journey() -> Json {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/journeys/welcome.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A contact who registered, got the welcome email and waits in the journey is erased: no tree
+/// of the store holds its id, address, phone or any attribute value any more; its message is
+/// kept anonymised and will not be sent; someone else's data is untouched; the erasure is in
+/// the audit log under a hash of the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_contact_leaves_no_trace_in_any_tree() {
+    let server = Server::start(true).await;
+    crate::journeys::publish(&server, "welcome", welcome_journey()).await;
+    let secrets = [
+        "zelda-x1",
+        "zelda.erasable@example.com",
+        "+86 139 1234 5678",
+        "+8613912345678",
+        "Zeldanna",
+        "ZX-SPECTRUM-9931",
+    ];
+    for (id, email, phone, name, code) in [
+        ("zelda-x1", secrets[1], secrets[2], secrets[4], secrets[5]),
+        (
+            "kept-k2",
+            "kept@example.com",
+            "+86 139 0000 0002",
+            "Keeper",
+            "KEEP-0002",
+        ),
+    ] {
+        let contact = json!({"id": id, "attributes": {"email": email, "phone": phone,
+            "first_name": name, "code": code}, "consents": {"email": "granted"}});
+        let (status, body) = server.post("/v1/contacts", contact).await;
+        assert!(status == 200 || status == 201, "{body}");
+        let event = json!({"id": format!("reg-{id}"), "contact_id": id, "name": "registered",
+                           "properties": {"code": code}, "timestamp": "2026-11-22T09:00:00Z"});
+        let (status, body) = server.post("/v1/events", event).await;
+        assert!(status == 200 || status == 202, "{body}");
+    }
+    server.settle().await;
+    let messages = server.get("/v1/contacts/zelda-x1/messages").await.1;
+    assert_eq!(messages.as_array().map(Vec::len), Some(1), "{messages}");
+    let stored: Vec<&'static str> = server
+        .state
+        .store
+        .trees_holding(b"ZX-SPECTRUM-9931")
+        .unwrap();
+    assert!(
+        stored.contains(&"contacts") && stored.contains(&"events"),
+        "{stored:?}"
+    );
+
+    let (status, erased) = server
+        .send(reqwest::Method::DELETE, "/v1/contacts/zelda-x1", None)
+        .await;
+    assert_eq!(
+        (status, &erased["status"]),
+        (200, &json!("erased")),
+        "{erased}"
+    );
+    for secret in secrets {
+        let holding = server.state.store.trees_holding(secret.as_bytes()).unwrap();
+        assert!(holding.is_empty(), "`{secret}` is still in {holding:?}");
+    }
+    let (status, _) = server.get("/v1/contacts/zelda-x1").await;
+    assert_eq!(status, 404);
+    let found = server
+        .get("/v1/contacts?email=zelda.erasable@example.com")
+        .await
+        .1;
+    assert_eq!(found["contacts"], json!([]), "{found}");
+    let (status, body) = server
+        .send(reqwest::Method::DELETE, "/v1/contacts/zelda-x1", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("contact_not_found"))
+    );
+
+    // The other contact is whole.
+    let kept = server.get("/v1/contacts/kept-k2").await.1;
+    assert_eq!(kept["attributes"]["code"], "KEEP-0002", "{kept}");
+    let events = server.get("/v1/contacts/kept-k2/events").await.1;
+    assert_eq!(events["events"][0]["id"], "reg-kept-k2", "{events}");
+    assert_eq!(
+        server
+            .get("/v1/contacts/kept-k2/messages")
+            .await
+            .1
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    // The journey's numbers still count the erased contact's entry.
+    let stats = server.get("/v1/journeys/welcome/stats").await.1;
+    let counts = |node: &str| {
+        stats["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == node)
+            .map(|n| n["counts"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(counts("registered")["entered"], 2, "{stats}");
+    // It no longer waits: it left the journey where it was.
+    let waiting = counts("opened-welcome");
+    assert_eq!(
+        (&waiting["waiting"], &waiting["exited"]),
+        (&json!(1), &json!(1)),
+        "{stats}"
+    );
+    // A day on, the wait of the erased contact does not fire (nothing of it is left to run).
+    server.advance(25 * 3_600_000).await;
+    assert!(
+        server
+            .state
+            .store
+            .trees_holding(b"zelda-x1")
+            .unwrap()
+            .is_empty()
+    );
+
+    let audit = server.get("/v1/audit?action=contact.erase").await.1;
+    let entry = &audit["audit"][0];
+    assert_eq!(entry["object"], erased["audit_object"], "{audit}");
+    assert!(
+        entry["object"].as_str().unwrap().starts_with("contact:"),
+        "{audit}"
+    );
+    assert_eq!(entry["detail"]["enrollments"], 1, "{audit}");
+    assert_eq!(entry["detail"]["messages_anonymised"], 1, "{audit}");
+    assert!(entry["detail"]["events"].as_u64() >= Some(1), "{audit}");
+}

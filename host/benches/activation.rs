@@ -19,12 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use wayline::api::{AppState, app};
-use wayline::clock::{Clock, SharedClock, SystemClock};
-use wayline::plugin_kv::StoredKv;
+use wayline::clock::{Clock, SystemClock};
 use wayline::registry::Registry;
 use wayline::runtime::{Runtime, RuntimeConfig};
-use wayline::store::{SledStore, Store};
 
 const TOKEN: &str = "activation-bench-token-01";
 const WINDOW: Duration = Duration::from_millis(100);
@@ -67,43 +64,6 @@ fn stamp(version: &str, size: usize) -> Vec<u8> {
     }
     bytes.extend_from_slice(&section);
     bytes
-}
-
-struct Server {
-    base: String,
-    state: AppState,
-    _data: tempfile::TempDir,
-}
-
-async fn server(registry: Arc<Registry>, runtime: Arc<Runtime>) -> Server {
-    let data = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.path().join("store")).unwrap());
-    let clock: SharedClock = Arc::new(SystemClock);
-    let runtime = Arc::new(runtime.with_env(clock.clone(), Arc::new(StoredKv(store.clone()))));
-    let state = AppState::start(
-        runtime,
-        registry,
-        store,
-        clock,
-        TOKEN,
-        "write-key-0123456789",
-        2,
-        wayline::messaging::MessagingConfig {
-            sealing_key: wayline::messaging::SealingKey::from_hex(&"00".repeat(32)).unwrap(),
-            public_url: "http://127.0.0.1:8080".into(),
-            delivery: Default::default(),
-        },
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = app(state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    Server {
-        base,
-        state,
-        _data: data,
-    }
 }
 
 async fn send(
@@ -165,7 +125,7 @@ struct Run {
 }
 
 async fn run(registry: Arc<Registry>, runtime: Arc<Runtime>, rate: usize, seconds: usize) -> Run {
-    let server = server(registry.clone(), runtime).await;
+    let server = common::server(registry.clone(), runtime, TOKEN).await;
     let client = reqwest::Client::new();
     let upload_url = format!("{}/v1/admin/plugins/stamp-action", server.base);
     let wasm = "application/wasm";

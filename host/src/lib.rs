@@ -12,6 +12,7 @@ pub mod registry;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod transfer;
 pub mod uploads;
 
 /// mimalloc for every binary built on this crate: the server, its tests and benches. glibc's

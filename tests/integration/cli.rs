@@ -415,3 +415,98 @@ async fn plugin_push_uploads_into_a_running_server_and_plugin_list_shows_it() {
         .collect();
     assert_eq!(ids, ["rule-scorer@0.1.0", "update-contact@0.1.0"]);
 }
+
+/// `wayline contacts import`, `contacts export` and `journey publish` against a running
+/// server: the import's counts on stdout, the export in a file that holds every contact, a
+/// journey published from its file (and its problems when it cannot be).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_import_export_and_journey_publish_speak_to_a_running_server() {
+    let server = crate::server::Server::start(true).await;
+    let base = server.base.clone();
+    let run = move |args: Vec<String>| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = Command::new(env!("CARGO_BIN_EXE_wayline"))
+                .args(&args)
+                .env("WAYLINE_SERVER", &base)
+                .env("WAYLINE_TOKEN", crate::server::TOKEN)
+                .output()
+                .unwrap();
+            (output.status.code().unwrap(), output.stdout)
+        })
+    };
+    let files = tempfile::tempdir().unwrap();
+    let csv = files.path().join("people.csv");
+    std::fs::write(
+        &csv,
+        "id,email,plan\nann,ann@example.com,pro\nbo,bo@example.com,free\ncy,not-an-address,free\n",
+    )
+    .unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (code, out) = run(vec!["contacts".into(), "import".into(), path(&csv)])
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (
+            code,
+            &report["created"],
+            &report["bad_rows"],
+            &report["errors"][0]["line"]
+        ),
+        (
+            0,
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(4)
+        ),
+        "{report}"
+    );
+
+    let exported = files.path().join("out.csv");
+    let args = [
+        "contacts",
+        "export",
+        "--format",
+        "csv",
+        "--output",
+        exported.to_str().unwrap(),
+    ];
+    let (code, _) = run(args.map(str::to_owned).to_vec()).await.unwrap();
+    assert_eq!(code, 0);
+    let text = std::fs::read_to_string(&exported).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert!(
+        rows[0].starts_with("id,email,phone") && rows[1].starts_with("ann,ann@example.com"),
+        "{text}"
+    );
+
+    let journey = files.path().join("welcome-again.json");
+    let definition =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/journeys/welcome.json");
+    std::fs::copy(definition, &journey).unwrap();
+    let (code, out) = run(vec!["journey".into(), "publish".into(), path(&journey)])
+        .await
+        .unwrap();
+    let published: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (code, &published["journey_id"], &published["version"]),
+        (
+            0,
+            &serde_json::json!("welcome-again"),
+            &serde_json::json!(1)
+        ),
+        "{published}"
+    );
+    std::fs::write(&journey, r#"{"name": "Broken", "nodes": [], "edges": []}"#).unwrap();
+    let (code, out) = run(vec!["journey".into(), "publish".into(), path(&journey)])
+        .await
+        .unwrap();
+    let refused: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (code, refused["error"]["code"].as_str()),
+        (1, Some("invalid_journey")),
+        "{refused}"
+    );
+}

@@ -45,6 +45,13 @@ impl Store for Faulty {
     ) -> Result<wayline::store::EventPage, StoreError> {
         self.store.contact_events(contact_id, before, limit)
     }
+    fn upsert_contacts(
+        &self,
+        upserts: Vec<wayline::store::ContactUpsert>,
+        now: wayline::model::Millis,
+    ) -> Result<Vec<Result<wayline::store::Upserted, StoreError>>, StoreError> {
+        self.store.upsert_contacts(upserts, now)
+    }
     fn search_contacts(
         &self,
         query: &wayline::store::ContactQuery,
@@ -186,6 +193,10 @@ impl AccessStore for Faulty {
     fn put_workspace(&self, workspace: &Workspace, audit: AuditEntry) -> Result<(), StoreError> {
         self.writable()?;
         self.store.put_workspace(workspace, audit)
+    }
+    fn record_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.record_audit(audit)
     }
 }
 

@@ -25,6 +25,7 @@ mod races;
 mod reports;
 mod roles;
 mod segment;
+mod transfer;
 mod uploads;
 mod versions;
 mod webhook;

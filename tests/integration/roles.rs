@@ -41,6 +41,8 @@ fn expected() -> Vec<(Method, &'static str, Expect)> {
         (Method::GET, "/v1/contacts/{id}/events", Roles(READERS)),
         (Method::GET, "/v1/contacts", Roles(READERS)),
         (Method::DELETE, "/v1/contacts/{id}", Roles(ADMIN)),
+        (Method::POST, "/v1/imports/contacts", Roles(INGEST)),
+        (Method::GET, "/v1/exports/contacts", Roles(EDITORS)),
         (Method::POST, "/v1/events", Roles(INGEST)),
         // Journeys: reports for readers, editing and running for editors, deleting for admin.
         (Method::GET, "/v1/journeys", Roles(READERS)),

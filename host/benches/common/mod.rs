@@ -3,6 +3,14 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use wayline::api::{AppState, app};
+use wayline::clock::{SharedClock, SystemClock};
+use wayline::plugin_kv::StoredKv;
+use wayline::registry::Registry;
+use wayline::runtime::Runtime;
+use wayline::store::{SledStore, Store};
 
 /// The CPU model, as /proc/cpuinfo names it.
 pub fn machine() -> String {
@@ -65,4 +73,43 @@ pub async fn http_sink() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsi
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (base, count)
+}
+
+/// A server on 127.0.0.1 on real sled in a temporary directory, with the system clock and two
+/// journey workers, its admin token `token`.
+pub struct Server {
+    pub base: String,
+    pub state: AppState,
+    pub _data: tempfile::TempDir,
+}
+
+pub async fn server(registry: Arc<Registry>, runtime: Arc<Runtime>, token: &str) -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.path().join("store")).unwrap());
+    let clock: SharedClock = Arc::new(SystemClock);
+    let runtime = Arc::new(runtime.with_env(clock.clone(), Arc::new(StoredKv(store.clone()))));
+    let state = AppState::start(
+        runtime,
+        registry,
+        store,
+        clock,
+        token,
+        "write-key-0123456789",
+        2,
+        wayline::messaging::MessagingConfig {
+            sealing_key: wayline::messaging::SealingKey::from_hex(&"00".repeat(32)).unwrap(),
+            public_url: "http://127.0.0.1:8080".into(),
+            delivery: Default::default(),
+        },
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Server {
+        base,
+        state,
+        _data: data,
+    }
 }

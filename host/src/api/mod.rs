@@ -8,6 +8,7 @@
 //! request is logged with its status and duration.
 
 mod access;
+mod bounded;
 mod contacts;
 mod error;
 mod extract;
@@ -20,6 +21,7 @@ mod segment;
 mod settings;
 mod tokens;
 mod tracking;
+mod transfer;
 mod webhooks;
 
 use std::sync::Arc;
@@ -108,6 +110,8 @@ pub struct Route {
     /// Whether it reads a body larger than [`MAX_BODY_BYTES`] (a plugin binary) and bounds it
     /// itself.
     bounds_own_body: bool,
+    /// Whether it may take longer than [`HttpEdges::timeout`] (an import of a million rows).
+    unhurried: bool,
     handler: MethodRouter<AppState>,
 }
 
@@ -125,8 +129,15 @@ impl Route {
             access,
             body,
             bounds_own_body: false,
+            unhurried: false,
             handler,
         }
+    }
+
+    /// The route's work grows with what it is sent: no time limit.
+    fn unhurried(mut self) -> Self {
+        self.unhurried = true;
+        self
     }
 
     /// The route reads a body past [`MAX_BODY_BYTES`] and bounds it itself.
@@ -157,6 +168,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(settings::routes());
     routes.extend(tokens::routes());
     routes.extend(tracking::routes());
+    routes.extend(transfer::routes());
     routes.extend(webhooks::routes());
     routes
 }
@@ -277,16 +289,18 @@ pub fn app(state: AppState) -> Router {
                 segment::require_write_key,
             )),
         };
+        if !route.unhurried {
+            handler = handler.layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                edges.timeout,
+            ));
+        }
         router = router.route(route.path, handler);
     }
     router
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(RequestDecompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            edges.timeout,
-        ))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {

@@ -2,13 +2,14 @@
 //! the body and the limits it asks for in the query, and `GET /v1/admin/plugins` for what was
 //! uploaded, by whom and when.
 
-use axum::body::{Body, HttpBody};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::{delete, get, put};
 use axum::{Extension, Json};
 
+use super::bounded::read_bounded;
 use super::{Access, ApiError, ApiPath, ApiQuery, AppState, Route, blocking};
 use crate::auth::{Permission, Principal};
 use crate::runtime::Limits;
@@ -77,35 +78,6 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// The body, refused as soon as it passes `limit` bytes.
-async fn read_bounded(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let mut body = std::pin::pin!(body);
-    let mut bytes = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(|error| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("reading the body: {error}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > limit {
-                return Err(too_large(limit));
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    Ok(bytes)
-}
-
 /// Check, store and install the plugin in the body under `name`: `201` with its description,
 /// or `200` when this very binary is installed already.
 async fn upload(
@@ -134,7 +106,8 @@ async fn upload(
             "send the plugin binary with `Content-Type: application/wasm`",
         ));
     }
-    let binary = read_bounded(&headers, body, state.runtime.max_binary_bytes()).await?;
+    let limit = state.runtime.max_binary_bytes();
+    let binary = read_bounded(&headers, body, limit, too_large).await?;
     let now = state.clock.now();
     let uploads = state.uploads.clone();
     let installed =

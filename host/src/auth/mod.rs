@@ -105,6 +105,8 @@ pub enum Permission {
     ReadReports,
     /// A contact, its messages and enrollments (masked for analysts).
     ReadContacts,
+    /// Every contact in full, in bulk (an export): not masked, so not an analyst's.
+    ExportContacts,
     /// Journey drafts, templates, previews, test sends, simulations.
     EditContent,
     /// Publish, pause, resume, enroll, retry.
@@ -126,10 +128,11 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 13] = [
         Permission::Authenticated,
         Permission::ReadReports,
         Permission::ReadContacts,
+        Permission::ExportContacts,
         Permission::EditContent,
         Permission::RunJourneys,
         Permission::ApproveContent,
@@ -146,6 +149,7 @@ impl Permission {
             Permission::Authenticated => "authenticated",
             Permission::ReadReports => "read_reports",
             Permission::ReadContacts => "read_contacts",
+            Permission::ExportContacts => "export_contacts",
             Permission::EditContent => "edit_content",
             Permission::RunJourneys => "run_journeys",
             Permission::ApproveContent => "approve_content",
@@ -166,7 +170,9 @@ impl Permission {
             Permission::ReadReports | Permission::ReadContacts => {
                 &[Admin, Manager, Operator, Analyst]
             }
-            Permission::EditContent | Permission::RunJourneys => &[Admin, Manager, Operator],
+            Permission::EditContent | Permission::RunJourneys | Permission::ExportContacts => {
+                &[Admin, Manager, Operator]
+            }
             Permission::DeleteJourneys | Permission::DeleteContacts => &[Admin],
             Permission::WriteContacts | Permission::Ingest => &[Admin, Ingest],
             Permission::Operate | Permission::ApproveContent => &[Admin, Manager],

@@ -1,6 +1,7 @@
 //! The `wayline` command line: run the server, the tools plugin authors use without one, and
 //! the commands operators send to a running server.
 
+mod contacts;
 mod plugin;
 mod remote;
 mod serve;
@@ -25,6 +26,26 @@ enum Command {
     /// Inspect and try out plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Import and export a running server's contacts.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Publish journeys to a running server.
+    #[command(subcommand)]
+    Journey(JourneyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ContactsCommand {
+    /// Import a CSV or NDJSON file (checked whole first; bad rows reported by line).
+    Import(contacts::ImportArgs),
+    /// Export every contact as NDJSON or CSV.
+    Export(contacts::ExportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum JourneyCommand {
+    /// Save a journey file as the journey's draft and publish it.
+    Publish(contacts::PublishArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,5 +71,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plugin(PluginCommand::Call(args)) => plugin::call(args).await,
         Command::Plugin(PluginCommand::Push(args)) => remote::push(args).await,
         Command::Plugin(PluginCommand::List(args)) => remote::list(args).await,
+        Command::Contacts(ContactsCommand::Import(args)) => contacts::import(args).await,
+        Command::Contacts(ContactsCommand::Export(args)) => contacts::export(args).await,
+        Command::Journey(JourneyCommand::Publish(args)) => contacts::publish(args).await,
     }
 }

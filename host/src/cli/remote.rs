@@ -15,10 +15,10 @@ use super::plugin::{fail, print};
 pub struct ServerArgs {
     /// The server's base URL.
     #[arg(long, env = "WAYLINE_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
+    pub(super) server: String,
     /// An API token with the role the command needs (admin to push plugins).
     #[arg(long, env = "WAYLINE_TOKEN", hide_env_values = true)]
-    token: String,
+    pub(super) token: String,
 }
 
 #[derive(Debug, Args)]
@@ -38,7 +38,7 @@ pub struct PushArgs {
 }
 
 /// Send a request and print what the server answered.
-async fn send(request: reqwest::RequestBuilder) -> ExitCode {
+pub(super) async fn send(request: reqwest::RequestBuilder) -> ExitCode {
     let response = match request.send().await {
         Ok(response) => response,
         Err(error) => return fail("server_unreachable", error, 2),
@@ -56,7 +56,7 @@ async fn send(request: reqwest::RequestBuilder) -> ExitCode {
     }
 }
 
-fn url(server: &ServerArgs, path: &str) -> String {
+pub(super) fn url(server: &ServerArgs, path: &str) -> String {
     format!("{}{path}", server.server.trim_end_matches('/'))
 }
 

@@ -52,4 +52,6 @@ pub trait AccessStore {
     fn workspace(&self) -> Result<Workspace, StoreError>;
     /// Replace the workspace settings, and record the change.
     fn put_workspace(&self, workspace: &Workspace, audit: AuditEntry) -> Result<(), StoreError>;
+    /// Record a change made of many writes of its own (an import's rows): after them.
+    fn record_audit(&self, audit: AuditEntry) -> Result<(), StoreError>;
 }

@@ -12,6 +12,7 @@ mod codec;
 mod commit;
 mod contact_events;
 mod contact_search;
+mod contact_upsert;
 mod durability;
 mod erasure;
 mod failpoint;
@@ -76,6 +77,18 @@ pub struct ContactUpsert {
 }
 
 impl ContactUpsert {
+    /// What names the contact, normalised: `id:…`, `email:…`, `phone:…` (the same person in
+    /// two rows of an import shares one). Refused like [`ContactUpsert::check`], and for an
+    /// email or phone that is not one.
+    pub fn identities(&self) -> Result<Vec<String>, StoreError> {
+        self.check()?;
+        let (email, phone) = sled_store::identities_in(&self.attributes)?;
+        Ok((self.id.iter().map(|id| format!("id:{id}")))
+            .chain(email.map(|e| format!("email:{e}")))
+            .chain(phone.map(|p| format!("phone:{p}")))
+            .collect())
+    }
+
     /// Refuse what no contact may hold, naming the field: an id outside 1 to 256 characters,
     /// an attribute, tag or consent channel without a name, a time zone that is not an IANA
     /// name, an empty lifecycle stage.
@@ -218,6 +231,14 @@ pub trait Store:
     fn contact_exists(&self, id: &str) -> Result<bool, StoreError>;
     /// Create or update a contact, de-duplicating by normalised email and phone.
     fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError>;
+    /// Like [`Store::upsert_contact`] for many at once, in one write: each gets its own answer
+    /// (a later one naming a contact an earlier one did updates it); `Err` only when the write
+    /// failed.
+    fn upsert_contacts(
+        &self,
+        upserts: Vec<ContactUpsert>,
+        now: Millis,
+    ) -> Result<Vec<Result<Upserted, StoreError>>, StoreError>;
     /// Record events by id and queue each new one for the journeys, in one write per event; an
     /// id seen before is reported as a duplicate and not stored or queued again.
     fn record_events(&self, events: &[Event]) -> Result<Vec<Recorded>, StoreError>;

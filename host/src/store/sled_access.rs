@@ -39,6 +39,12 @@ impl AccessStore for SledStore {
         self.audit_write(&mut writes, audit)?;
         writes.apply()
     }
+
+    fn record_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
+        let mut writes = WriteSet::new(self);
+        self.audit_write(&mut writes, audit)?;
+        writes.apply()
+    }
 }
 
 /// The settings key of the workspace settings.

@@ -5,10 +5,10 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use super::codec::{contact_and_journeys, contact_value, decode, event_value};
+use super::codec::{decode, event_value};
 use super::durability::GroupCommit;
 use super::identity::{normalize_email, normalize_phone};
-use super::layout::{MAX_RECORD_BYTES, TreeId, identity_key, kv_key, kv_usage, kv_usage_value};
+use super::layout::{MAX_RECORD_BYTES, TreeId, kv_key, kv_usage, kv_usage_value};
 use super::open::Recovery;
 use super::write_set::{Unsettled, WriteSet};
 use super::{
@@ -169,7 +169,7 @@ pub(super) fn identities_in(
     ))
 }
 
-fn new_contact_id() -> String {
+pub(super) fn new_contact_id() -> String {
     let mut bytes = [0u8; 12];
     getrandom::fill(&mut bytes).expect("the OS provides randomness");
     format!("c_{}", hex::encode(bytes))
@@ -308,82 +308,17 @@ impl Store for SledStore {
     }
 
     fn upsert_contact(&self, upsert: ContactUpsert, now: Millis) -> Result<Upserted, StoreError> {
-        upsert.check()?;
-        let (email, phone) = identities_in(&upsert.attributes)?;
-        let _identities =
-            (email.is_some() || phone.is_some()).then(|| lock(&self.locks.identities));
-        let owner = |field: &str, value: &Option<String>| -> Result<Option<String>, StoreError> {
-            Ok(match value {
-                Some(value) => self
-                    .identities
-                    .get(identity_key(field, value))
-                    .map_err(backend)?
-                    .map(|id| String::from_utf8_lossy(&id).into_owned()),
-                None => None,
-            })
-        };
-        let (email_owner, phone_owner) = (owner("email", &email)?, owner("phone", &phone)?);
-        let id = match (&upsert.id, &email_owner, &phone_owner) {
-            (Some(id), _, _) => id.clone(),
-            (None, Some(by_email), Some(by_phone)) if by_email != by_phone => {
-                return Err(StoreError::IdentityConflict {
-                    field: "phone",
-                    value: phone.clone().unwrap_or_default(),
-                    owner: by_phone.clone(),
-                });
-            }
-            (None, Some(found), _) | (None, None, Some(found)) => found.clone(),
-            (None, None, None) => new_contact_id(),
-        };
-        for (field, value, found) in [
-            ("email", &email, &email_owner),
-            ("phone", &phone, &phone_owner),
-        ] {
-            if let (Some(value), Some(found)) = (value, found)
-                && *found != id
-            {
-                return Err(StoreError::IdentityConflict {
-                    field,
-                    value: value.clone(),
-                    owner: found.clone(),
-                });
-            }
-        }
-        let _contact = self.locks.partition(partition_of(&id));
-        let existing = self.contacts.get(&id).map_err(backend)?;
-        let created = existing.is_none();
-        let (mut contact, journeys) = match existing {
-            Some(bytes) => contact_and_journeys(&bytes)?,
-            None => {
-                let mut contact = Contact::new(id.clone(), now);
-                contact.anonymous = upsert.anonymous;
-                (contact, Vec::new())
-            }
-        };
-        let (old_email, old_phone) = identities_in(&contact.attributes).unwrap_or_default();
-        upsert.apply(&mut contact, now);
-        let value = contact_value(&contact, &journeys);
-        check_record(|| format!("contact `{id}`"), &value)?;
-        let mut writes = WriteSet::new(self);
-        // Identity keys follow the contact: a changed email releases the old one.
-        for (field, old, new) in [("email", &old_email, &email), ("phone", &old_phone, &phone)] {
-            if let Some(old) = old
-                && new.is_some()
-                && Some(old) != new.as_ref()
-            {
-                writes.remove(TreeId::Identities, identity_key(field, old));
-            }
-            if let Some(new) = new {
-                writes.put(
-                    TreeId::Identities,
-                    identity_key(field, new),
-                    id.clone().into_bytes(),
-                );
-            }
-        }
-        writes.put(TreeId::Contacts, id.as_bytes(), value);
-        writes.apply()?;
-        Ok(Upserted { contact, created })
+        self.upsert_many(vec![upsert], now)?
+            .pop()
+            .expect("one answer per upsert")
+    }
+
+    fn upsert_contacts(
+        &self,
+        upserts: Vec<ContactUpsert>,
+        now: Millis,
+    ) -> Result<Vec<Result<Upserted, StoreError>>, StoreError> {
+        self.upsert_many(upserts, now)
     }
 
     fn record_events(&self, events: &[Event]) -> Result<Vec<Recorded>, StoreError> {

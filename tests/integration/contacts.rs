@@ -293,6 +293,10 @@ async fn an_erased_contact_leaves_no_trace_in_any_tree() {
         "{audit}"
     );
     assert_eq!(entry["detail"]["enrollments"], 1, "{audit}");
+    assert_eq!(
+        entry["detail"]["queued_work"], 0,
+        "the erasure's own item is not counted: {audit}"
+    );
     assert_eq!(entry["detail"]["messages_anonymised"], 1, "{audit}");
     assert!(entry["detail"]["events"].as_u64() >= Some(1), "{audit}");
 }

@@ -163,7 +163,14 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         queued.push(partition);
     }
     for erasure in &commit.erasures {
-        super::erasure::erase(store, &mut writes, &mut commit.counters, erasure, now)?;
+        super::erasure::erase(
+            store,
+            &mut writes,
+            &mut commit.counters,
+            erasure,
+            &commit.done,
+            now,
+        )?;
     }
     for (key, delta) in commit.counters.iter().filter(|(_, delta)| **delta != 0) {
         let key = counter_key(key, shard);

@@ -49,6 +49,7 @@ pub(super) fn erase(
     writes: &mut WriteSet<'_>,
     counters: &mut std::collections::BTreeMap<CounterKey, i64>,
     erasure: &Erasure,
+    done: &[WorkKey],
     now: crate::model::Millis,
 ) -> Result<(), StoreError> {
     let id = erasure.contact_id.as_str();
@@ -121,7 +122,8 @@ pub(super) fn erase(
         let Ok(item) = decode::<WorkItem>(&value) else {
             continue;
         };
-        if item.contact_id() == id {
+        // This batch's own items (the erasure among them) are consumed with it.
+        if item.contact_id() == id && !done.iter().any(|WorkKey(k)| k[..] == key[..]) {
             if let WorkItem::Event { event_id, .. } = &item {
                 writes.remove(TreeId::Events, event_id.as_bytes());
             }

@@ -2,7 +2,7 @@
 //! with the route's own error as soon as it passes the bound, before it is all read.
 
 use axum::body::{Body, HttpBody};
-use axum::http::header::CONTENT_LENGTH;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 
 use super::ApiError;
@@ -40,4 +40,18 @@ pub(super) async fn read_bounded(
         }
     }
     Ok(bytes)
+}
+
+/// The body's media type as Content-Type names it, lower-cased, without parameters.
+pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
 }

@@ -4,12 +4,11 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::{delete, get, put};
 use axum::{Extension, Json};
 
-use super::bounded::read_bounded;
+use super::bounded::{media_type, read_bounded};
 use super::{Access, ApiError, ApiPath, ApiQuery, AppState, Route, blocking};
 use crate::auth::{Permission, Principal};
 use crate::runtime::Limits;
@@ -88,16 +87,7 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let wasm = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+    let wasm = media_type(&headers)
         .is_some_and(|mime| mime == "application/wasm" || mime == "application/octet-stream");
     if !wasm {
         return Err(ApiError::new(

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use super::bounded::read_bounded;
+use super::bounded::{media_type, read_bounded};
 use super::{Access, ApiError, ApiQuery, AppState, Route, blocking};
 use crate::auth::{Permission, Principal};
 use crate::store::AuditEntry;
@@ -75,16 +75,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 fn import_format(query: &ImportQuery, headers: &HeaderMap) -> Result<Format, ApiError> {
-    let mime = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
+    let mime = media_type(headers);
     let named = query.format.as_deref().or(match mime.as_deref() {
         Some("text/csv") => Some("csv"),
         Some("application/x-ndjson" | "application/ndjson") => Some("ndjson"),

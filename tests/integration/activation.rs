@@ -143,6 +143,9 @@ async fn a_new_version_is_activated_and_rolled_back_while_events_flow() {
     assert!(all(&stamps(&server, &early, "first").await, "1.0.0"));
 
     let (status, moved) = move_to(&server, "stamped", "stamp-action@2.0.0").await;
+    // Flow contacts from this one on were sent after the move answered (a batch of 10 may
+    // have been on its way).
+    let after_move = sent.load(Ordering::Relaxed) + 10;
     assert_eq!(status, 200, "{moved}");
     assert_eq!(
         (
@@ -176,6 +179,14 @@ async fn a_new_version_is_activated_and_rolled_back_while_events_flow() {
     ping(&server, &waiting).await;
     assert!(all(&stamps(&server, &waiting, "first").await, "2.0.0"));
 
+    // Every flow contact sent after the move answered ran the new version (waited for before
+    // the rollback, so none of them can have run after it).
+    let between: Vec<String> = (after_move..sent.load(Ordering::Relaxed))
+        .map(|n| format!("flow-{n}"))
+        .collect();
+    assert!(!between.is_empty(), "the flow ran between the moves");
+    let stamped = stamps(&server, &between, "first").await;
+    assert!(all(&stamped, "2.0.0"), "flow after the move: {stamped:?}");
     let (status, back) = move_to(&server, "stamped", "stamp-action@1.0.0").await;
     assert_eq!(
         (status, &back["from"]),
@@ -217,6 +228,16 @@ async fn a_new_version_is_activated_and_rolled_back_while_events_flow() {
         .iter()
         .find(|j| j["id"] == "stamped")
         .unwrap()["counts"];
+    let stats = server.get("/v1/journeys/stamped/stats").await.1;
+    let retried: i64 = stats["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["counts"]["retried"].as_i64())
+        .sum();
+    assert_eq!(retried, 0, "no step was retried: {stats}");
+    let letters = server.get("/v1/dead-letters").await.1;
+    assert_eq!(letters["dead_letters"], json!([]), "{letters}");
     let everyone = (flowed.len() + early.len() + middle.len() + waiting.len() + late.len()) as i64;
     assert_eq!(
         (&counts["failed"], &counts["completed"]),

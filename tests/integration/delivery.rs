@@ -652,7 +652,9 @@ async fn a_channel_never_sends_faster_than_its_rate_and_keeps_the_order() {
             "free",
         )
         .await;
-        // A second apart, so the queue's order is theirs.
+        // A second apart, each step run before the clock moves, so the queue's order is theirs
+        // (a step run late would queue its message at a later time).
+        server.settle().await;
         server.clock.advance(1_000);
     }
     let sent_count = || provider.lock().unwrap().accepted.len();

@@ -68,7 +68,7 @@ async fn an_import_of_100000_rows_counts_duplicates_and_bad_rows_exactly() {
             // 3 in 50 repeat the person 10 rows before them, in capitals, now on `pro`.
             20..=22 => {
                 csv.push_str(&format!(
-                    "P{}@EXAMPLE.COM,Again,pro,9,repeat,granted\n",
+                    "P{}@EXAMPLE.COM,Again,pro,9,repeat,revoked\n",
                     n - 10
                 ));
             }
@@ -127,7 +127,10 @@ async fn an_import_of_100000_rows_counts_duplicates_and_bad_rows_exactly() {
         person["attributes"]["seats"], 9,
         "read as a number: {found}"
     );
-    assert_eq!(person["consents"]["email"], "granted", "{found}");
+    assert_eq!(
+        person["consents"]["email"], "revoked",
+        "the later row's: {found}"
+    );
     let audit = server.get("/v1/audit?action=contacts.import").await.1;
     assert_eq!(audit["audit"][0]["detail"]["created"], 90_000, "{audit}");
 }
@@ -150,7 +153,15 @@ async fn a_file_that_cannot_be_read_imports_nothing_and_a_dry_run_writes_nothing
     // An unterminated quote runs to the end of the file.
     let quoted = "id,first_name\nc1,\"Ann\nc2,Bo\n";
     let (status, body) = import(&server, "text/csv", "", quoted.into()).await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        (
+            status,
+            body["error"]["code"].as_str(),
+            &body["error"]["details"]["line"]
+        ),
+        (422, Some("import_malformed"), &json!(2)),
+        "{body}"
+    );
     // Bytes that are not UTF-8 on line 2.
     let mut ndjson = b"{\"id\": \"n1\"}\n{\"id\": \"n2\", \"attributes\": {\"name\": \"".to_vec();
     ndjson.extend_from_slice(&[0xff, 0xfe]);
@@ -208,6 +219,7 @@ async fn an_export_imports_into_another_server_as_the_same_contacts() {
                "timezone": "Asia/Shanghai", "lifecycle_stage": "mql"}),
         json!({"id": "b", "attributes": {"phone": "+86 138 0013 8000"}}),
         json!({"id": "c,with comma"}),
+        json!({"id": "=HYPERLINK(\"http://evil.example\")", "tags": ["-x"]}),
     ];
     for person in people {
         let (status, body) = source.post("/v1/contacts", person).await;
@@ -222,7 +234,12 @@ async fn an_export_imports_into_another_server_as_the_same_contacts() {
         contacts
     };
     let exported = strip(contacts(&source).await);
-    assert_eq!(exported.len(), 3);
+    assert_eq!(exported.len(), 4);
+    let csv = export(&source, "csv").await;
+    assert!(
+        csv.contains("\"'=HYPERLINK(") && !csv.contains(",=HYPERLINK") && csv.contains(",'-x,"),
+        "cells a spreadsheet would run are guarded: {csv}"
+    );
     for format in ["csv", "ndjson"] {
         let file = export(&source, format).await;
         let target = Server::start(false).await;
@@ -234,9 +251,50 @@ async fn an_export_imports_into_another_server_as_the_same_contacts() {
         let (status, report) = import(&target, content_type, "", file.into_bytes()).await;
         assert_eq!(
             (status, &report["created"], &report["bad_rows"]),
-            (200, &json!(3), &json!(0)),
+            (200, &json!(4), &json!(0)),
             "{format}: {report}"
         );
         assert_eq!(strip(contacts(&target).await), exported, "{format}");
     }
+}
+
+/// Rows written together resolve as rows written one by one: a contact that moves to a new
+/// address frees its old one for the row after it, which is then someone new.
+#[tokio::test]
+async fn an_address_a_row_gives_up_is_free_for_the_rows_after_it() {
+    let server = Server::start(false).await;
+    let (status, body) = server
+        .post(
+            "/v1/contacts",
+            json!({"id": "amy", "attributes": {"email": "old@example.com"}}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{body}");
+    let file = "id,email,first_name\namy,new@example.com,Amy\n,old@example.com,Bob\n";
+    let (status, report) = import(&server, "text/csv", "", file.into()).await;
+    assert_eq!(
+        (
+            status,
+            &report["created"],
+            &report["updated"],
+            &report["bad_rows"]
+        ),
+        (200, &json!(1), &json!(1), &json!(0)),
+        "{report}"
+    );
+    let amy = server.get("/v1/contacts/amy").await.1;
+    assert_eq!(
+        (
+            &amy["attributes"]["email"],
+            &amy["attributes"]["first_name"]
+        ),
+        (&json!("new@example.com"), &json!("Amy")),
+        "{amy}"
+    );
+    let bob = server.get("/v1/contacts?email=old@example.com").await.1;
+    let bob = &bob["contacts"][0];
+    assert!(
+        bob["id"] != "amy" && bob["attributes"]["first_name"] == "Bob",
+        "{bob}"
+    );
 }

@@ -195,6 +195,8 @@ async fn erase(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let now = state.clock.now();
     let store = state.store.clone();
+    let erased = crate::store::erasure_reference();
+    let reference = erased.clone();
     let (owner, partition) = blocking(move || {
         let owner = match store.contact_exists(&id)? {
             true => id.clone(),
@@ -203,6 +205,7 @@ async fn erase(
         store.enqueue(&crate::store::WorkItem::Erase {
             contact_id: owner.clone(),
             actor: by.actor().to_owned(),
+            reference: reference.clone(),
             requested_at: now,
         })?;
         store.flush()?;
@@ -211,7 +214,6 @@ async fn erase(
     })
     .await?;
     state.scheduler.notify(&[partition]);
-    let erased = crate::store::erased_name(&owner);
     let deadline = tokio::time::Instant::now() + ERASURE_WAIT;
     loop {
         let (store, owner) = (state.store.clone(), owner.clone());
@@ -251,8 +253,23 @@ struct Search {
 /// fewer than `limit`, with `next` to go on.
 async fn search(
     State(state): State<AppState>,
+    Extension(by): Extension<Principal>,
     ApiQuery(search): ApiQuery<Search>,
 ) -> Result<Json<ContactPage>, ApiError> {
+    // Whoever reads addresses masked may not find a contact by one: that would unmask it.
+    let by_identity = search.email.is_some()
+        || search.phone.is_some()
+        || search
+            .attribute
+            .as_deref()
+            .is_some_and(|name| name.contains("email") || name.contains("phone"));
+    if by.masked() && by_identity {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "contact data is masked for this token: search by tag or attribute, not by email or phone",
+        ));
+    }
     let attribute = match (search.attribute, search.value) {
         (Some(name), Some(value)) => Some((name, value)),
         (None, None) => None,

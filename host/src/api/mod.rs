@@ -40,7 +40,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiJsonOrList, ApiPath, ApiQuery};
@@ -320,7 +320,11 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(error::errors_as_json))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                // The path only: a query may hold an address searched for, which the log
+                // must not keep.
+                .make_span_with(|request: &Request| {
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                })
                 .on_request(())
                 .on_response(
                     DefaultOnResponse::new()

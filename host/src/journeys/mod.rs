@@ -516,7 +516,30 @@ impl Journeys {
     /// Run a batch of inbox items and commit what they did; the partitions that got new work
     /// from it. The caller must own the items' partitions: no other batch may be running for
     /// the same contacts.
+    /// An erasure is a batch of its own: what came before it is committed first, so it finds
+    /// everything of the contact on disk (events listed, enrollments and counts as they are).
     pub fn process(&self, items: &[(WorkKey, WorkItem)]) -> Result<Vec<u8>, StoreError> {
+        let mut partitions = Vec::new();
+        let mut rest = items;
+        while !rest.is_empty() {
+            let erasure = rest
+                .iter()
+                .position(|(_, item)| matches!(item, WorkItem::Erase { .. }));
+            let length = match erasure {
+                Some(0) => 1,
+                Some(at) => at,
+                None => rest.len(),
+            };
+            let (now, later) = rest.split_at(length);
+            partitions.extend(self.process_one(now)?);
+            rest = later;
+        }
+        partitions.sort_unstable();
+        partitions.dedup();
+        Ok(partitions)
+    }
+
+    fn process_one(&self, items: &[(WorkKey, WorkItem)]) -> Result<Vec<u8>, StoreError> {
         let mut batch = step::Batch::new(self, false);
         for (key, item) in items {
             batch.handle(key, item)?;

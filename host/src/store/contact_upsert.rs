@@ -13,6 +13,15 @@ use super::write_set::WriteSet;
 use super::{ContactUpsert, StoreError, Upserted};
 use crate::model::{Contact, Millis};
 
+/// What the upserts planned so far did to the identity index: an identity key given to a
+/// contact (`Some`) or released by one that changed its email or phone (`None`), and each
+/// planned contact's email and phone as they will be.
+#[derive(Default)]
+struct Claims {
+    keys: HashMap<Vec<u8>, Option<String>>,
+    identities: HashMap<String, (Option<String>, Option<String>)>,
+}
+
 /// An upsert with the contact it goes to.
 struct Planned {
     id: String,
@@ -32,8 +41,8 @@ impl SledStore {
             upsert.attributes.contains_key("email") || upsert.attributes.contains_key("phone")
         });
         let _identities = identified.then(|| lock(&self.locks.identities));
-        // Which contact each goes to; identities given to a contact by an earlier one count.
-        let mut claimed: HashMap<Vec<u8>, String> = HashMap::new();
+        // Which contact each goes to, as if the earlier ones were written already.
+        let mut claimed = Claims::default();
         let plans: Vec<Result<Planned, StoreError>> = upserts
             .into_iter()
             .map(|upsert| self.plan(upsert, &mut claimed))
@@ -72,7 +81,7 @@ impl SledStore {
     fn plan(
         &self,
         upsert: ContactUpsert,
-        claimed: &mut HashMap<Vec<u8>, String>,
+        claimed: &mut Claims,
     ) -> Result<Result<Planned, StoreError>, StoreError> {
         let checked = upsert
             .check()
@@ -84,8 +93,8 @@ impl SledStore {
         let owner = |field: &str, value: &Option<String>| -> Result<Option<String>, StoreError> {
             let Some(value) = value else { return Ok(None) };
             let key = identity_key(field, value);
-            if let Some(id) = claimed.get(&key) {
-                return Ok(Some(id.clone()));
+            if let Some(planned) = claimed.keys.get(&key) {
+                return Ok(planned.clone());
             }
             Ok(self
                 .identities
@@ -120,11 +129,42 @@ impl SledStore {
                 }));
             }
         }
-        for (field, value) in [("email", &email), ("phone", &phone)] {
-            if let Some(value) = value {
-                claimed.insert(identity_key(field, value), id.clone());
+        // The identities it will hold; one it changes is free for the ones after it. (Read
+        // here for its email and phone only, which the identities lock holds still.)
+        if email.is_none() && phone.is_none() {
+            return Ok(Ok(Planned {
+                id,
+                upsert,
+                email,
+                phone,
+            }));
+        }
+        let (old_email, old_phone) = match claimed.identities.get(&id) {
+            Some(planned) => planned.clone(),
+            None => match self.contacts.get(&id).map_err(backend)? {
+                Some(bytes) => {
+                    let (contact, _) = contact_and_journeys(&bytes)?;
+                    identities_in(&contact.attributes).unwrap_or_default()
+                }
+                None => (None, None),
+            },
+        };
+        for (field, old, new) in [("email", &old_email, &email), ("phone", &old_phone, &phone)] {
+            if let (Some(old), Some(new)) = (old, new)
+                && old != new
+            {
+                claimed.keys.insert(identity_key(field, old), None);
+            }
+            if let Some(new) = new {
+                claimed
+                    .keys
+                    .insert(identity_key(field, new), Some(id.clone()));
             }
         }
+        claimed.identities.insert(
+            id.clone(),
+            (email.clone().or(old_email), phone.clone().or(old_phone)),
+        );
         Ok(Ok(Planned {
             id,
             upsert,

@@ -4,14 +4,12 @@
 //! aliases that lead to it, suppressions of its addresses and dead letters holding it. Its
 //! messages stay for the channel's numbers, anonymised: no contact, address, variables or
 //! provider text, and nothing more is sent. One audit entry says it happened, naming the
-//! contact only by a hash.
+//! erasure by a random reference, never the contact.
 //!
 //! Enrollments are found by reading them all (they are keyed by a random id): an erasure costs
 //! a pass over the enrollments tree, under the lock of the contact's partition.
 
 use std::collections::BTreeSet;
-
-use sha2::{Digest, Sha256};
 
 use super::StoreError;
 use super::codec::{contact_and_journeys, decode, encode};
@@ -36,10 +34,12 @@ struct Erased {
     dead_letters: usize,
 }
 
-/// The contact's id as the audit log names it: not the id, which may be an address.
-pub fn erased_name(contact_id: &str) -> String {
-    let digest = Sha256::digest(contact_id.as_bytes());
-    format!("contact:{}", hex::encode(&digest[..8]))
+/// A reference for an erasure, which the audit log names it by: random, so that nothing in
+/// the log (not even a hash, which a guess of an address would match) leads to the contact.
+pub fn erasure_reference() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    format!("erasure:{}", hex::encode(bytes))
 }
 
 /// Queue the removal of everything of `erasure.contact_id` into `writes`. The caller holds the
@@ -183,7 +183,7 @@ pub(super) fn erase(
         erasure.requested_at,
         &erasure.actor,
         "contact.erase",
-        &erased_name(id),
+        &erasure.reference,
         detail,
     );
     store.audit_write(writes, audit)

@@ -40,7 +40,7 @@ pub use access::{AccessStore, TokenRecord, Workspace};
 pub(crate) use aside::truncated;
 pub use contact_events::EventPage;
 pub use contact_search::{ContactPage, ContactQuery, MAX_SCANNED};
-pub use erasure::erased_name;
+pub use erasure::erasure_reference;
 pub use identity::{normalize_email, normalize_phone};
 pub use layout::{MAX_RECORD_BYTES, MAX_STORED_BYTES};
 pub use messaging::*;

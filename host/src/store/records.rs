@@ -443,6 +443,8 @@ pub enum WorkItem {
         contact_id: String,
         /// Who asked, for the audit log.
         actor: String,
+        /// What the audit log names the erasure by: random, so it says nothing of whom.
+        reference: String,
         #[serde(with = "crate::model::timestamp_json")]
         requested_at: Millis,
     },
@@ -639,6 +641,7 @@ pub struct CounterKey {
 pub struct Erasure {
     pub contact_id: String,
     pub actor: String,
+    pub reference: String,
     pub requested_at: Millis,
 }
 

@@ -80,18 +80,34 @@ fn csv_fields(contact: &Contact) -> [String; 11] {
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     [
-        contact.id.clone(),
-        text("email"),
-        text("phone"),
-        contact.tags.join(";"),
-        contact.lifecycle_stage.clone(),
-        contact.timezone.clone(),
+        guarded(&contact.id, false),
+        guarded(&text("email"), false),
+        guarded(&text("phone"), true),
+        guarded(&contact.tags.join(";"), false),
+        guarded(&contact.lifecycle_stage, false),
+        guarded(&contact.timezone, false),
         contact.score.to_string(),
         crate::model::format_timestamp(contact.created_at),
         crate::model::format_timestamp(contact.updated_at),
         serde_json::to_string(&contact.consents).expect("consents serialize"),
         serde_json::to_string(&rest).expect("attributes serialize"),
     ]
+}
+
+/// A text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or a carriage
+/// return first) behind a `'`, which import takes off again. A phone's leading `+` is a
+/// phone's, and stays.
+fn guarded(cell: &str, phone: bool) -> String {
+    let risky = match cell.as_bytes().first() {
+        Some(b'=' | b'@' | b'\t' | b'\r') => true,
+        Some(b'+' | b'-') => !phone,
+        _ => false,
+    };
+    if risky {
+        format!("'{cell}")
+    } else {
+        cell.to_owned()
+    }
 }
 
 fn csv_lines(rows: impl IntoIterator<Item = [String; 11]>) -> Vec<u8> {

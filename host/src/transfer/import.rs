@@ -72,6 +72,7 @@ pub fn import(
     };
     let mut seen: HashSet<String> = HashSet::new();
     let mut bad: HashSet<u64> = HashSet::new();
+    let mut repeats: HashSet<u64> = HashSet::new();
     each_row(format, bytes, |line, row| {
         checked.rows += 1;
         match row.and_then(|upsert| upsert.identities().map_err(|e| e.to_string())) {
@@ -90,6 +91,7 @@ pub fn import(
                 let repeated = names.iter().any(|name| seen.contains(name));
                 if repeated {
                     checked.duplicates += 1;
+                    repeats.insert(line);
                 }
                 seen.extend(names);
             }
@@ -117,7 +119,7 @@ pub fn import(
         chunk.push((line, upsert));
         if chunk.len() == CHUNK {
             let rows = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-            if let Err(error) = write(store, rows, now, &mut report) {
+            if let Err(error) = write(store, rows, &repeats, now, &mut report) {
                 failure = Some(error);
             }
         }
@@ -125,7 +127,7 @@ pub fn import(
     if let Some(error) = failure {
         return Err(error.into());
     }
-    write(store, chunk, now, &mut report)?;
+    write(store, chunk, &repeats, now, &mut report)?;
     report.errors.sort_by_key(|row| row.line);
     report.errors.dedup();
     report.errors.truncate(LISTED);
@@ -136,10 +138,12 @@ pub fn import(
 /// Rows written in one write set.
 const CHUNK: usize = 100;
 
-/// Write `rows` (with their lines) in one write, counting each in `report`.
+/// Write `rows` (with their lines) in one write, counting each in `report`; a repeat (in
+/// `repeats`) the store refuses is a bad row, no longer a duplicate.
 fn write(
     store: &dyn Store,
     rows: Vec<(u64, ContactUpsert)>,
+    repeats: &HashSet<u64>,
     now: Millis,
     report: &mut ImportReport,
 ) -> Result<(), StoreError> {
@@ -148,10 +152,15 @@ fn write(
         match answer {
             Ok(done) if done.created => report.created += 1,
             Ok(_) => report.updated += 1,
-            Err(refused) => report.bad(BadRow {
-                line,
-                message: refused.to_string(),
-            }),
+            Err(refused) => {
+                if repeats.contains(&line) {
+                    report.duplicates -= 1;
+                }
+                report.bad(BadRow {
+                    line,
+                    message: refused.to_string(),
+                });
+            }
         }
     }
     Ok(())
@@ -282,7 +291,7 @@ fn csv_rows(
 fn csv_contact(columns: &[Column], record: &csv::StringRecord) -> Result<ContactUpsert, String> {
     let mut upsert = ContactUpsert::default();
     for (column, cell) in columns.iter().zip(record) {
-        let cell = cell.trim();
+        let cell = unguarded(cell.trim());
         if cell.is_empty() {
             continue;
         }
@@ -328,6 +337,14 @@ fn csv_contact(columns: &[Column], record: &csv::StringRecord) -> Result<Contact
         }
     }
     Ok(upsert)
+}
+
+/// A cell export guarded against running as a spreadsheet formula, as it was.
+fn unguarded(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
+    }
 }
 
 fn consent(cell: &str) -> Option<ConsentState> {

@@ -96,10 +96,12 @@ impl<'a> Batch<'a> {
             WorkItem::Erase {
                 contact_id,
                 actor,
+                reference,
                 requested_at,
             } => self.changes.erase(Erasure {
                 contact_id: contact_id.clone(),
                 actor: actor.clone(),
+                reference: reference.clone(),
                 requested_at: *requested_at,
             }),
             // Merged at commit, after the batch's other work for the contact.

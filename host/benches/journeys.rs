@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use wayline::api::{AppState, app};
+use wayline::api::AppState;
 use wayline::clock::{Clock, SharedClock, SystemClock};
 use wayline::plugin_kv::StoredKv;
 use wayline::registry::Registry;
@@ -110,10 +110,7 @@ async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>, sink: Option<&
         .create(Some("load".into()), load_journey(sink.is_some()), "bench")
         .unwrap();
     state.journeys.publish("load", "bench").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = app(state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let base = common::serve(&state).await;
     Server {
         base,
         state,

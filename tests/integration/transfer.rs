@@ -7,17 +7,8 @@ use serde_json::{Value as Json, json};
 use crate::server::{Server, TOKEN};
 
 async fn import(server: &Server, content_type: &str, query: &str, body: Vec<u8>) -> (u16, Json) {
-    let response = server
-        .client
-        .post(format!("{}/v1/imports/contacts{query}", server.base))
-        .bearer_auth(TOKEN)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Json::Null))
+    let path = format!("/v1/imports/contacts{query}");
+    server.raw(&path, content_type, body).await
 }
 
 async fn export(server: &Server, format: &str) -> String {

@@ -103,13 +103,19 @@ pub async fn server(registry: Arc<Registry>, runtime: Arc<Runtime>, token: &str)
         },
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = app(state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let base = serve(&state).await;
     Server {
         base,
         state,
         _data: data,
     }
+}
+
+/// Serve the API of `state` on 127.0.0.1, on a port of its own; its base URL.
+pub async fn serve(state: &AppState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
 }

@@ -64,6 +64,12 @@ impl Store for Faulty {
     fn flush(&self) -> Result<(), StoreError> {
         self.store.flush()
     }
+    fn backup(
+        &self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<wayline::store::BackupSummary, StoreError> {
+        self.store.backup(out)
+    }
     fn recovery(&self) -> Recovery {
         self.store.recovery()
     }

@@ -8,6 +8,7 @@ mod activation;
 mod admin;
 mod api;
 mod approval;
+mod backup;
 mod cache;
 mod cli;
 mod consent;

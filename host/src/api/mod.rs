@@ -8,6 +8,7 @@
 //! request is logged with its status and duration.
 
 mod access;
+mod backup;
 mod bounded;
 mod contacts;
 mod error;
@@ -159,6 +160,7 @@ pub fn routes() -> Vec<Route> {
             get(list_plugins),
         ),
     ];
+    routes.extend(backup::routes());
     routes.extend(contacts::routes());
     routes.extend(journeys::routes());
     routes.extend(messaging::routes());

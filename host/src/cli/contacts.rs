@@ -48,7 +48,7 @@ pub struct PublishArgs {
     server: ServerArgs,
 }
 
-fn bar(length: Option<u64>, message: &'static str) -> ProgressBar {
+pub(super) fn bar(length: Option<u64>, message: &'static str) -> ProgressBar {
     let bar = match length {
         Some(length) => ProgressBar::new(length).with_style(
             ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec})")
@@ -152,7 +152,7 @@ pub async fn export(args: ExportArgs) -> ExitCode {
     }
 }
 
-async fn send_failed(response: reqwest::Response) -> ExitCode {
+pub(super) async fn send_failed(response: reqwest::Response) -> ExitCode {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     let value = serde_json::from_str(&body).unwrap_or_else(|_| {

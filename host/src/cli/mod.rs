@@ -1,6 +1,8 @@
 //! The `wayline` command line: run the server, the tools plugin authors use without one, and
 //! the commands operators send to a running server.
 
+mod backup;
+mod config;
 mod contacts;
 mod plugin;
 mod remote;
@@ -22,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Inspect and try out plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -32,6 +34,10 @@ enum Command {
     /// Publish journeys to a running server.
     #[command(subcommand)]
     Journey(JourneyCommand),
+    /// Write a backup of a running server's whole store (`--server`, `--token`, admin).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data directory (no server running on it).
+    Restore(backup::RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,7 +72,7 @@ enum PluginCommand {
 /// Run the command line; the exit code says whether it worked.
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(&file),
         Command::Plugin(PluginCommand::Call(args)) => plugin::call(args).await,
         Command::Plugin(PluginCommand::Push(args)) => remote::push(args).await,
@@ -74,5 +80,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Contacts(ContactsCommand::Import(args)) => contacts::import(args).await,
         Command::Contacts(ContactsCommand::Export(args)) => contacts::export(args).await,
         Command::Journey(JourneyCommand::Publish(args)) => contacts::publish(args).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args),
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::api::{AppState, app};
+use super::config::{FileConfig, LimitSettings};
+use crate::api::{AppState, HttpEdges, app};
 use crate::clock::{SharedClock, SystemClock};
 use crate::journeys::{JourneyError, Journeys};
 use crate::messaging::{DeliverySettings, MessagingConfig, SealingKey, seed};
@@ -19,31 +20,35 @@ use crate::store::{SledStore, Store};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Data directory (store, compile cache).
-    #[arg(long, default_value = "wayline-data")]
-    data: PathBuf,
+    /// A TOML file of these settings (the flags' names, `_` for `-`; limits under
+    /// `[limits]`). The environment overrides it, and flags override both.
+    #[arg(long, env = "WAYLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "WAYLINE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory (store, compile cache) [default: wayline-data].
+    #[arg(long, env = "WAYLINE_DATA")]
+    data: Option<PathBuf>,
     /// Directory of plugin binaries to load at start-up.
-    #[arg(long)]
+    #[arg(long, env = "WAYLINE_PLUGINS")]
     plugins: Option<PathBuf>,
     /// Directory of journey definitions (`ID.json`) to create and publish at start-up; a
     /// journey that exists already is left as it is.
-    #[arg(long)]
+    #[arg(long, env = "WAYLINE_JOURNEYS")]
     journeys: Option<PathBuf>,
     /// Directory of channel bindings (`NAME.json`, the body of `PUT /v1/channels/NAME`) to bind
     /// at start-up; a channel bound already is left as it is. Without it, `channels/` beside
     /// the `--journeys` directory, if there is one (the journeys send through them).
-    #[arg(long)]
+    #[arg(long, env = "WAYLINE_CHANNELS")]
     channels: Option<PathBuf>,
     /// Directory of templates (`NAME.json`, the body of `PUT /v1/templates/NAME`) to store at
     /// start-up; a template that has a version already is left as it is. Without it,
     /// `templates/` beside the `--journeys` directory, if there is one.
-    #[arg(long)]
+    #[arg(long, env = "WAYLINE_TEMPLATES")]
     templates: Option<PathBuf>,
     /// Journey worker threads; the number of cores when absent.
-    #[arg(long)]
+    #[arg(long, env = "WAYLINE_WORKERS")]
     workers: Option<usize>,
     /// An admin token to start with. The store keeps it (as a hash) as an admin token named
     /// `bootstrap` unless it knows it already; a revoked one stays revoked. Without it, the
@@ -64,12 +69,81 @@ pub struct ServeArgs {
     #[arg(long, env = "WAYLINE_PUBLIC_URL")]
     public_url: Option<String>,
     /// A file holding the sealing key (64 hex digits), e.g. a mounted secret.
-    #[arg(long, env = "WAYLINE_SECRET_KEY_FILE", conflicts_with = "secret_key")]
+    #[arg(long, env = "WAYLINE_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
     /// A PEM file of CA certificates that channels' outbound TLS (HTTPS, SMTP STARTTLS and
     /// SMTPS) trusts besides the public roots: a company relay's or API's own CA.
     #[arg(long, env = "WAYLINE_TLS_ROOTS")]
     tls_roots: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitSettings,
+}
+
+/// What the server runs with once the layers are put together.
+struct Settings {
+    listen: SocketAddr,
+    data: PathBuf,
+    plugins: Option<PathBuf>,
+    journeys: Option<PathBuf>,
+    channels: Option<PathBuf>,
+    templates: Option<PathBuf>,
+    workers: Option<usize>,
+    token: Option<String>,
+    write_key: Option<String>,
+    secret_key: Option<String>,
+    secret_key_file: Option<PathBuf>,
+    public_url: Option<String>,
+    tls_roots: Option<PathBuf>,
+    edges: HttpEdges,
+    max_plugin_bytes: usize,
+}
+
+impl Settings {
+    /// Flags and environment (which clap has already layered) over the config file.
+    fn layered(args: ServeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        let limits = args.limits.over(file.limits);
+        let (secret_key, secret_key_file) = match (args.secret_key, args.secret_key_file) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("give the secret key or its file (--secret-key-file), not both")
+            }
+            // A key given above the file's layer replaces the file's key or key file.
+            (Some(key), None) => (Some(key), None),
+            (None, Some(path)) => (None, Some(path)),
+            (None, None) => match (file.secret_key, file.secret_key_file) {
+                (Some(_), Some(_)) => {
+                    anyhow::bail!("config file: give `secret_key` or `secret_key_file`, not both")
+                }
+                pair => pair,
+            },
+        };
+        Ok(Settings {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data: args
+                .data
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("wayline-data")),
+            plugins: args.plugins.or(file.plugins),
+            journeys: args.journeys.or(file.journeys),
+            channels: args.channels.or(file.channels),
+            templates: args.templates.or(file.templates),
+            workers: args.workers.or(file.workers),
+            token: args.token.or(file.token),
+            write_key: args.write_key.or(file.write_key),
+            secret_key,
+            secret_key_file,
+            public_url: args.public_url.or(file.public_url),
+            tls_roots: args.tls_roots.or(file.tls_roots),
+            edges: limits.edges()?,
+            max_plugin_bytes: limits.max_plugin_bytes(RuntimeConfig::default().max_binary_bytes)?,
+        })
+    }
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
@@ -83,6 +157,10 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let args = Settings::layered(args)?;
+    if args.workers == Some(0) {
+        anyhow::bail!("workers: must be at least 1");
+    }
     std::fs::create_dir_all(&args.data)?;
     let sealing_key = sealing_key(&args)?;
     let tls_roots = match &args.tls_roots {
@@ -111,6 +189,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clock: clock.clone(),
         kv: Arc::new(StoredKv(store.clone())),
         tls_roots,
+        max_binary_bytes: args.max_plugin_bytes,
         ..RuntimeConfig::default()
     })?);
     let registry = Arc::new(Registry::default());
@@ -128,7 +207,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let state = AppState::start(
+    let mut state = AppState::start(
         runtime,
         registry,
         store,
@@ -145,6 +224,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             delivery: DeliverySettings::default(),
         },
     )?;
+    state.edges = args.edges;
     // Channels and templates first: publishing a journey checks that what it sends exists.
     let beside_journeys = |name: &str| {
         args.journeys
@@ -277,7 +357,7 @@ fn secret_or_generated(
 
 /// The key channel secrets are sealed with: given, read from its file, or generated into
 /// `DATA/secret-key` on first start.
-fn sealing_key(args: &ServeArgs) -> anyhow::Result<SealingKey> {
+fn sealing_key(args: &Settings) -> anyhow::Result<SealingKey> {
     let text = match (&args.secret_key, &args.secret_key_file) {
         (Some(key), _) => key.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)

@@ -8,6 +8,7 @@
 
 mod access;
 mod aside;
+mod backup;
 mod codec;
 mod commit;
 mod contact_events;
@@ -38,6 +39,7 @@ use thiserror::Error;
 
 pub use access::{AccessStore, TokenRecord, Workspace};
 pub(crate) use aside::truncated;
+pub use backup::{BackupSummary, RestoreSummary, restore, verify};
 pub use contact_events::EventPage;
 pub use contact_search::{ContactPage, ContactQuery, MAX_SCANNED};
 pub use erasure::erasure_reference;
@@ -259,6 +261,9 @@ pub trait Store:
     /// Make everything written so far durable. Concurrent callers share one flush (group
     /// commit), so durability does not cost a disk sync per request.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Write a backup of the whole store to `out` while it keeps taking writes: the store as
+    /// it was at one moment, restored by [`restore`].
+    fn backup(&self, out: &mut dyn std::io::Write) -> Result<BackupSummary, StoreError>;
     /// What opening the store found and repaired.
     fn recovery(&self) -> Recovery;
     /// `Err` while the store refuses writes (a write failed part-way; restart to finish it).

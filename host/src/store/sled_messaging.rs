@@ -164,7 +164,11 @@ impl MessageStore for SledStore {
                         .located(&id)?
                         .is_none_or(|(_, now)| now.due_at != Some(time_from_ordered(&key)));
                     if stale {
+                        let gate = self.write_gate();
                         self.deliveries.remove(&key).map_err(backend)?;
+                        if let Some(tap) = gate.as_ref() {
+                            tap.note(TreeId::Deliveries, &key, None);
+                        }
                     }
                 }
                 // No message behind it: nothing writes one that way (see

@@ -132,6 +132,8 @@ pub struct SledStore {
     /// What opening the store repaired.
     pub(super) recovery: Recovery,
     group_commit: GroupCommit,
+    /// Every write passes here (read side); a running backup's tap is in it (`backup`).
+    pub(super) tap: std::sync::RwLock<Option<std::sync::Arc<super::backup::Tap>>>,
 }
 
 pub(super) fn backend(error: impl std::fmt::Display) -> StoreError {
@@ -215,6 +217,7 @@ impl SledStore {
             broken: Default::default(),
             recovery: Recovery::default(),
             group_commit: GroupCommit::default(),
+            tap: Default::default(),
             db,
         })
     }
@@ -354,17 +357,24 @@ impl Store for SledStore {
                 .unsettled
                 .reserve(&self.db, partition_of(&event.contact_id))?;
             let sequence = super::layout::inbox_sequence(&key);
-            let outcome = self.inbox.insert(&key[..], item).and_then(|_| {
+            let value = event_value(event, Some(sequence));
+            let gate = self.write_gate();
+            let outcome = self.inbox.insert(&key[..], item.as_slice()).and_then(|_| {
                 super::failpoint::reached("ingest.queued", &self.db);
                 match self.events.compare_and_swap(
                     event.id.as_bytes(),
                     None::<&[u8]>,
-                    Some(event_value(event, Some(sequence))),
+                    Some(value.as_slice()),
                 )? {
                     Ok(()) => Ok(Recorded::New),
                     Err(_taken) => self.inbox.remove(&key[..]).map(|_| Recorded::Duplicate),
                 }
             });
+            if let (Ok(Recorded::New), Some(tap)) = (&outcome, gate.as_ref()) {
+                tap.note(TreeId::Inbox, &key, Some(&item));
+                tap.note(TreeId::Events, event.id.as_bytes(), Some(&value));
+            }
+            drop(gate);
             match outcome {
                 Ok(outcome) => recorded.push(outcome),
                 Err(error) => {
@@ -406,6 +416,10 @@ impl Store for SledStore {
         self.group_commit
             .sync(|| self.db.flush().map(drop).map_err(|e| e.to_string()))
             .map_err(StoreError::Backend)
+    }
+
+    fn backup(&self, out: &mut dyn std::io::Write) -> Result<super::BackupSummary, StoreError> {
+        self.write_backup(out)
     }
 
     fn recovery(&self) -> Recovery {

@@ -105,6 +105,8 @@ impl<'a> WriteSet<'a> {
             check_size(op.tree, &op.key, op.value.as_deref().unwrap_or_default())?;
         }
         let reserved = std::mem::take(&mut self.reserved);
+        // A backup's tap goes on and off only between whole sets.
+        let gate = store.write_gate();
         // From here a failure, or a panic, may leave the set half made: only a replay can
         // finish it, and a replay later than other writes could undo them. So the queued
         // items stay unsettled and the store takes no more writes until it is reopened.
@@ -115,6 +117,12 @@ impl<'a> WriteSet<'a> {
             ops => store.apply_recorded(ops),
         };
         std::mem::forget(part_way);
+        if let (Ok(()), Some(tap)) = (&result, gate.as_ref()) {
+            for op in &self.ops {
+                tap.note(op.tree, &op.key, op.value.as_deref());
+            }
+        }
+        drop(gate);
         match &result {
             Ok(()) => store.unsettled.release(&reserved),
             Err(error) => store.break_writes(error),

@@ -21,6 +21,7 @@ mod gateways;
 mod hostile;
 mod journeys;
 mod loading;
+mod openapi;
 mod plugins;
 mod races;
 mod reports;

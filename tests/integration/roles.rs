@@ -31,6 +31,7 @@ fn expected() -> Vec<(Method, &'static str, Expect)> {
     let segment = |path| (Method::POST, path, WriteKey(INGEST));
     vec![
         (Method::GET, "/healthz", Public),
+        (Method::GET, "/openapi.json", Public),
         (Method::GET, "/v1/admin/backup", Roles(ADMIN)),
         (Method::GET, "/v1/whoami", Roles(ALL)),
         (Method::GET, "/v1/plugins", Roles(READERS)),

@@ -195,11 +195,14 @@ fn run(mut command: Command, what: &str) -> Result<()> {
 }
 
 /// The real peers the tests talk to the server with (tests/clients/requirements.txt): the
-/// Segment client and the aiosmtpd SMTP server from PyPI, installed for python3 when they are
-/// not there yet.
+/// Segment client, the aiosmtpd SMTP server, and schemathesis with an OpenAPI validator for
+/// the served API document, from PyPI, installed for python3 when they are not there yet.
 fn test_clients(root: &Path) -> Result<()> {
     let present = Command::new("python3")
-        .args(["-c", "import segment.analytics, aiosmtpd"])
+        .args([
+            "-c",
+            "import segment.analytics, aiosmtpd, schemathesis, openapi_spec_validator",
+        ])
         .stderr(std::process::Stdio::null())
         .status()
         .context("starting python3 (the Segment client and SMTP server tests need it)")?;

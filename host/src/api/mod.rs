@@ -15,6 +15,7 @@ mod error;
 mod extract;
 mod journeys;
 mod messaging;
+mod openapi;
 mod operations;
 mod plugins;
 mod rate;
@@ -152,6 +153,7 @@ impl Route {
 pub fn routes() -> Vec<Route> {
     let mut routes = vec![
         Route::new(Method::GET, "/healthz", Access::Public, false, get(healthz)),
+        openapi::route(),
         Route::new(
             Method::GET,
             "/v1/plugins",

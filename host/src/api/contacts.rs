@@ -186,7 +186,7 @@ async fn contact_messages(
 const ERASURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Erase the contact (the right to erasure): it, its events, enrollments and every record
-/// that names it, its messages anonymised; recorded in the audit log under a hash of its id.
+/// that names it, its messages anonymised; recorded in the audit log under a random reference.
 /// An id merged into another contact erases that contact.
 async fn erase(
     State(state): State<AppState>,
@@ -197,6 +197,8 @@ async fn erase(
     let store = state.store.clone();
     let erased = crate::store::erasure_reference();
     let reference = erased.clone();
+    // Subscribed before the erasure is queued, so the commit that does it is not missed.
+    let mut commits = state.scheduler.commits();
     let (owner, partition) = blocking(move || {
         let owner = match store.contact_exists(&id)? {
             true => id.clone(),
@@ -214,22 +216,29 @@ async fn erase(
     })
     .await?;
     state.scheduler.notify(&[partition]);
-    let deadline = tokio::time::Instant::now() + ERASURE_WAIT;
-    loop {
-        let (store, owner) = (state.store.clone(), owner.clone());
-        if !blocking(move || Ok(store.contact_exists(&owner)?)).await? {
-            return Ok((
-                StatusCode::OK,
-                Json(serde_json::json!({"status": "erased", "audit_object": erased})),
-            ));
+    // Looked at again after each batch the workers commit, until the erasure's has.
+    let done = async {
+        loop {
+            commits.borrow_and_update();
+            let (store, owner) = (state.store.clone(), owner.clone());
+            if !blocking(move || Ok(store.contact_exists(&owner)?)).await? {
+                return Ok::<bool, ApiError>(true);
+            }
+            if commits.changed().await.is_err() {
+                return Ok(false);
+            }
         }
-        if tokio::time::Instant::now() > deadline {
-            return Ok((
-                StatusCode::ACCEPTED,
-                Json(serde_json::json!({"status": "queued", "audit_object": erased})),
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    match tokio::time::timeout(ERASURE_WAIT, done).await {
+        Ok(Ok(true)) => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({"status": "erased", "audit_object": erased})),
+        )),
+        Ok(Err(error)) => Err(error),
+        Ok(Ok(false)) | Err(_) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"status": "queued", "audit_object": erased})),
+        )),
     }
 }
 

@@ -79,6 +79,9 @@ pub struct Scheduler {
     stop: Arc<AtomicBool>,
     halt: Halt,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Counts the batches the workers have committed (or set aside), for whoever waits on
+    /// journey work being done: see [`Scheduler::commits`].
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Scheduler {
@@ -91,6 +94,7 @@ impl Scheduler {
             stop: Arc::default(),
             halt: Halt::default(),
             threads: Mutex::default(),
+            committed: tokio::sync::watch::Sender::new(0),
         });
         let mut threads = Vec::new();
         for worker in 0..workers {
@@ -123,6 +127,17 @@ impl Scheduler {
                 self.doorbells[worker].ring();
             }
         }
+    }
+
+    /// Changes each time a worker has committed a batch or set an item aside: a request that
+    /// queued work waits on it, looking after each change whether its work is done, rather
+    /// than polling the store. Take it before queueing, so no commit is missed.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    fn committed(&self) {
+        self.committed.send_modify(|count| *count += 1);
     }
 
     /// Wake every worker.
@@ -250,6 +265,7 @@ impl Scheduler {
                         failures.remove(key);
                     }
                 }
+                self.committed();
                 self.notify(&partitions);
             }
             Err(error) => {
@@ -277,6 +293,7 @@ impl Scheduler {
             match caught(|| self.journeys.process(std::slice::from_ref(entry))) {
                 Ok(partitions) => {
                     failures.remove(key);
+                    self.committed();
                     self.notify(&partitions);
                     progressed = true;
                 }
@@ -297,6 +314,7 @@ impl Scheduler {
                     match self.journeys.store.set_aside(key, &message, now) {
                         Ok(()) => {
                             failures.remove(key);
+                            self.committed();
                             progressed = true;
                         }
                         Err(error) => {

@@ -372,3 +372,42 @@ async fn an_erasure_right_behind_the_contacts_events_leaves_nothing_either() {
         "no one waits: {stats}"
     );
 }
+
+/// A visitor identified as a known contact: their merge is queued, and the known contact asks
+/// to be erased before it runs. The merge must not bring the erased contact back (not its id,
+/// not a new record under it); the visitor stays as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_queued_before_an_erasure_does_not_bring_the_contact_back() {
+    let server = Server::start(false).await;
+    for contact in [
+        json!({"id": "known-9", "attributes": {"email": "known.nine@example.com", "plan": "pro"}}),
+        json!({"id": "visitor-3", "attributes": {"utm_source": "ads"}}),
+    ] {
+        let (status, body) = server.post("/v1/contacts", contact).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = server
+        .send(reqwest::Method::DELETE, "/v1/contacts/known-9", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // As if queued by an identify call just before the erasure, in the visitor's partition.
+    server
+        .state
+        .store
+        .enqueue(&wayline::store::WorkItem::Merge {
+            contact_id: "visitor-3".into(),
+            into: "known-9".into(),
+        })
+        .unwrap();
+    server.state.scheduler.notify_all();
+    server.settle().await;
+
+    let (status, body) = server.get("/v1/contacts/known-9").await;
+    assert_eq!(status, 404, "the erased contact came back: {body}");
+    let (status, visitor) = server.get("/v1/contacts/visitor-3").await;
+    assert_eq!(status, 200, "{visitor}");
+    assert_eq!(visitor["id"], "visitor-3", "{visitor}");
+    assert_eq!(visitor["attributes"]["utm_source"], "ads");
+    let holding = server.state.store.trees_holding(b"known-9").unwrap();
+    assert!(holding.is_empty(), "{holding:?}");
+}

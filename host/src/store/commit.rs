@@ -120,8 +120,9 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
     // An event seen for a contact this batch merges away is the one it merges into's.
     let merged_into: BTreeMap<String, String> = commit.merges.iter().cloned().collect();
     for (from, into) in std::mem::take(&mut commit.merges) {
-        merge::merge(store, &mut writes, &mut values, &mut commit, &from, &into)?;
-        changed.extend([from, into]);
+        if merge::merge(store, &mut writes, &mut values, &mut commit, &from, &into)? {
+            changed.extend([from, into]);
+        }
     }
     for contact_id in changed {
         match &values[&contact_id] {

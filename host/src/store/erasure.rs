@@ -70,6 +70,7 @@ pub(super) fn erase(
             }
         }
         writes.remove(TreeId::Contacts, id.as_bytes());
+        writes.put(TreeId::Erased, store.erased_key(id), Vec::new());
     }
 
     let own = prefix(id);

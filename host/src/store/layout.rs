@@ -74,6 +74,12 @@ pub(super) mod trees {
     /// `<contact id>\0<timestamp, ordered u64 BE><event id>` → nothing: each contact's events
     /// in time order, written when the event is processed.
     pub const CONTACT_EVENTS: &str = "contact_events";
+    /// SHA-256 of the store's erasure salt and an erased contact's id → nothing: so that a
+    /// merge queued before the erasure does not bring the contact back. Never the id itself.
+    pub const ERASED: &str = "erased";
+    /// In `meta`: 16 random bytes the `erased` keys are made with, so that they match no
+    /// hash of a guessed id made elsewhere.
+    pub const ERASURE_SALT: &str = "erasure_salt";
 }
 
 /// The layout this version writes.
@@ -110,10 +116,11 @@ pub(super) enum TreeId {
     PluginBinaries = 24,
     Settings = 25,
     ContactEvents = 26,
+    Erased = 27,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 27] = [
+    pub(super) const ALL: [TreeId; 28] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -141,6 +148,7 @@ impl TreeId {
         TreeId::PluginBinaries,
         TreeId::Settings,
         TreeId::ContactEvents,
+        TreeId::Erased,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -176,6 +184,7 @@ impl TreeId {
             TreeId::PluginBinaries => trees::PLUGIN_BINARIES,
             TreeId::Settings => trees::SETTINGS,
             TreeId::ContactEvents => trees::CONTACT_EVENTS,
+            TreeId::Erased => trees::ERASED,
         }
     }
 

@@ -19,6 +19,7 @@ use super::sled_store::{SledStore, backend, identities_in};
 use super::write_set::WriteSet;
 use crate::model::{ConsentState, Contact};
 
+/// Merge `from` into `into`; whether it did (and so changed both contacts' values).
 pub(super) fn merge(
     store: &SledStore,
     writes: &mut WriteSet<'_>,
@@ -26,11 +27,19 @@ pub(super) fn merge(
     commit: &mut Commit,
     from: &str,
     into: &str,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let now = commit.now;
+    // A merge queued before the contact it goes into was erased: nothing of that contact may
+    // come back, so the merge is dropped and the other contact stays as it is.
+    if load(store, values, into)?.is_none() && store.was_erased(into)? {
+        tracing::warn!(
+            "a merge into an erased contact was dropped; the contact merged from stays as it was"
+        );
+        return Ok(false);
+    }
     writes.put(TreeId::Aliases, from.as_bytes(), into.as_bytes().to_vec());
     let Some((gone, gone_journeys)) = load(store, values, from)?.take() else {
-        return Ok(());
+        return Ok(false);
     };
     let (mut kept, mut journeys) = match load(store, values, into)?.take() {
         Some(value) => value,
@@ -149,7 +158,7 @@ pub(super) fn merge(
         writes.remove(TreeId::Outbox, key.to_vec());
     }
     values.insert(into.to_owned(), Some((kept, journeys)));
-    Ok(())
+    Ok(true)
 }
 
 /// One person's two records of the same journey as one.

@@ -125,6 +125,9 @@ pub struct SledStore {
     pub(super) plugin_binaries: sled::Tree,
     pub(super) settings: sled::Tree,
     pub(super) contact_events: sled::Tree,
+    pub(super) erased: sled::Tree,
+    /// What the `erased` tree's keys are made with (see `layout::trees::ERASURE_SALT`).
+    pub(super) erasure_salt: [u8; 16],
     pub(super) locks: Locks,
     pub(super) unsettled: Unsettled,
     /// Set when a write of several keys failed part-way (see [`SledStore::check_writable`]).
@@ -212,6 +215,8 @@ impl SledStore {
             plugin_binaries: tree(trees::PLUGIN_BINARIES)?,
             settings: tree(trees::SETTINGS)?,
             contact_events: tree(trees::CONTACT_EVENTS)?,
+            erased: tree(trees::ERASED)?,
+            erasure_salt: erasure_salt(&tree(trees::META)?)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
             broken: Default::default(),
@@ -268,7 +273,40 @@ impl SledStore {
             TreeId::PluginBinaries => &self.plugin_binaries,
             TreeId::Settings => &self.settings,
             TreeId::ContactEvents => &self.contact_events,
+            TreeId::Erased => &self.erased,
         }
+    }
+}
+
+/// The store's erasure salt, made on first use.
+fn erasure_salt(meta: &sled::Tree) -> Result<[u8; 16], StoreError> {
+    use super::layout::trees::ERASURE_SALT;
+    if let Some(salt) = meta.get(ERASURE_SALT).map_err(backend)?
+        && let Ok(salt) = <[u8; 16]>::try_from(salt.as_ref())
+    {
+        return Ok(salt);
+    }
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS provides randomness");
+    meta.insert(ERASURE_SALT, &salt).map_err(backend)?;
+    Ok(salt)
+}
+
+impl SledStore {
+    /// The `erased` tree's key for a contact id.
+    pub(super) fn erased_key(&self, contact_id: &str) -> Vec<u8> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(self.erasure_salt);
+        hash.update(contact_id.as_bytes());
+        hash.finalize().to_vec()
+    }
+
+    /// Whether a contact with this id was erased.
+    pub(super) fn was_erased(&self, contact_id: &str) -> Result<bool, StoreError> {
+        self.erased
+            .contains_key(self.erased_key(contact_id))
+            .map_err(backend)
     }
 }
 

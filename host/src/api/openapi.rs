@@ -19,8 +19,9 @@ pub struct Doc {
     pub summary: &'static str,
     /// The statuses it answers when it did what was asked.
     pub success: &'static [u16],
-    /// Errors of its own (a conflict, a refusal), beside those every route of its kind has.
-    pub errors: &'static [u16],
+    /// Errors of its own (a conflict, a refusal) by status and code, beside those every route
+    /// of its kind has.
+    pub errors: &'static [(u16, &'static str)],
 }
 
 const fn doc(
@@ -28,7 +29,7 @@ const fn doc(
     path: &'static str,
     summary: &'static str,
     success: &'static [u16],
-    errors: &'static [u16],
+    errors: &'static [(u16, &'static str)],
 ) -> Doc {
     Doc {
         method,
@@ -42,98 +43,128 @@ const fn doc(
 /// A summary, the success statuses and the route's own errors, for every route.
 #[rustfmt::skip]
 pub const DOCS: &[Doc] = &[
-    doc(Method::GET, "/healthz", "Whether the store takes writes and every worker runs", &[200, 503], &[]),
+    doc(Method::GET, "/healthz", "Whether the store takes writes and every worker runs", &[200], &[(503, "unhealthy")]),
     doc(Method::GET, "/openapi.json", "This document", &[200], &[]),
     doc(Method::GET, "/v1/plugins", "Installed plugins with their calls, errors and latency", &[200], &[]),
-    doc(Method::GET, "/v1/admin/backup", "The whole store as a backup file, consistent at one moment", &[200], &[409]),
-    doc(Method::POST, "/v1/contacts", "Create or update a contact (same email or phone, same contact)", &[200, 201], &[409, 422]),
-    doc(Method::GET, "/v1/contacts", "Find contacts by email, phone, tag or attribute", &[200], &[403]),
-    doc(Method::GET, "/v1/contacts/{id}", "A contact with its journeys", &[200], &[]),
-    doc(Method::DELETE, "/v1/contacts/{id}", "Erase a contact (right to erasure)", &[200, 202], &[]),
-    doc(Method::GET, "/v1/contacts/{id}/messages", "A contact's messages and their delivery", &[200], &[]),
-    doc(Method::GET, "/v1/contacts/{id}/events", "A contact's processed events, newest first", &[200], &[]),
-    doc(Method::POST, "/v1/events", "Send events in (one or a list)", &[200, 202], &[409, 422]),
+    doc(Method::GET, "/v1/admin/backup", "The whole store as a backup file, consistent at one moment", &[200], &[(409, "backup_running")]),
+    doc(Method::POST, "/v1/contacts", "Create or update a contact (same email or phone, same contact)", &[200, 201], &[(409, "contact_identity_conflict"), (422, "invalid_contact"), (422, "too_large")]),
+    doc(Method::GET, "/v1/contacts", "Find contacts by email, phone, tag or attribute", &[200], &[(403, "forbidden")]),
+    doc(Method::GET, "/v1/contacts/{id}", "A contact with its journeys", &[200], &[(404, "contact_not_found")]),
+    doc(Method::DELETE, "/v1/contacts/{id}", "Erase a contact (right to erasure)", &[200, 202], &[(404, "contact_not_found")]),
+    doc(Method::GET, "/v1/contacts/{id}/messages", "A contact's messages and their delivery", &[200], &[(404, "contact_not_found")]),
+    doc(Method::GET, "/v1/contacts/{id}/events", "A contact's processed events, newest first", &[200], &[(404, "contact_not_found")]),
+    doc(Method::POST, "/v1/events", "Send events in (one or a list)", &[200, 202], &[(422, "invalid_event"), (422, "invalid_batch"), (409, "conflict")]),
     doc(Method::GET, "/v1/journeys", "Journeys with their status and counts", &[200], &[]),
-    doc(Method::POST, "/v1/journeys", "Create a journey's draft", &[200, 201], &[409, 422]),
-    doc(Method::GET, "/v1/journeys/{id}", "A journey: draft, versions, plugin versions", &[200], &[]),
-    doc(Method::PUT, "/v1/journeys/{id}", "Create or replace a journey's draft", &[200, 201], &[409, 422]),
-    doc(Method::POST, "/v1/journeys/{id}/publish", "Check and publish the draft as the next version", &[200, 201], &[409, 422]),
-    doc(Method::POST, "/v1/journeys/{id}/plugins", "Move the journey onto another version of one of its plugins", &[200], &[409, 422]),
-    doc(Method::GET, "/v1/journeys/{id}/versions/{version}", "One published version", &[200], &[]),
-    doc(Method::POST, "/v1/journeys/{id}/pause", "Stop enrolling", &[200], &[409, 422]),
-    doc(Method::POST, "/v1/journeys/{id}/resume", "Enroll again", &[200], &[409, 422]),
-    doc(Method::POST, "/v1/journeys/{id}/archive", "Retire the journey", &[200], &[409, 422]),
-    doc(Method::POST, "/v1/journeys/{id}/simulate", "Run the journey for a test contact and a script", &[200], &[409, 422]),
-    doc(Method::GET, "/v1/journeys/{id}/diff", "What changed between two published versions", &[200], &[422]),
-    doc(Method::GET, "/v1/journeys/{id}/stats", "Per-node counts", &[200], &[]),
-    doc(Method::POST, "/v1/journeys/{id}/enrollments", "Enroll a contact now", &[200, 201, 202], &[409, 422]),
-    doc(Method::GET, "/v1/enrollments/{id}", "One contact's path through one journey", &[200], &[]),
-    doc(Method::POST, "/v1/enrollments/{id}/retry", "Run a parked enrollment's node again", &[200, 202], &[409, 422]),
+    doc(Method::POST, "/v1/journeys", "Create a journey's draft", &[200, 201], &[(409, "journey_exists"), (422, "invalid_journey")]),
+    doc(Method::GET, "/v1/journeys/{id}", "A journey: draft, versions, plugin versions", &[200], &[JOURNEY]),
+    doc(Method::PUT, "/v1/journeys/{id}", "Create or replace a journey's draft", &[200, 201], &[(409, "journey_archived"), (422, "invalid_journey")]),
+    doc(Method::POST, "/v1/journeys/{id}/publish", "Check and publish the draft as the next version", &[200, 201], &[JOURNEY, (409, "journey_archived"), (422, "invalid_journey"), (422, "content_not_approved")]),
+    doc(Method::POST, "/v1/journeys/{id}/plugins", "Move the journey onto another version of one of its plugins", &[200], &[JOURNEY, (422, "plugin_not_loaded"), (422, "plugin_not_used"), (422, "plugin_refused_config")]),
+    doc(Method::GET, "/v1/journeys/{id}/versions/{version}", "One published version", &[200], &[JOURNEY, (404, "journey_version_not_found")]),
+    doc(Method::POST, "/v1/journeys/{id}/pause", "Stop enrolling", &[200], &[JOURNEY, (409, "journey_not_active"), (409, "journey_archived")]),
+    doc(Method::POST, "/v1/journeys/{id}/resume", "Enroll again", &[200], &[JOURNEY, (409, "journey_not_active"), (409, "journey_archived")]),
+    doc(Method::POST, "/v1/journeys/{id}/archive", "Retire the journey", &[200], &[JOURNEY, (409, "journey_archived")]),
+    doc(Method::POST, "/v1/journeys/{id}/simulate", "Run the journey for a test contact and a script", &[200], &[JOURNEY, (422, "invalid_simulation"), (422, "invalid_journey")]),
+    doc(Method::GET, "/v1/journeys/{id}/diff", "What changed between two published versions", &[200], &[JOURNEY, (404, "journey_version_not_found")]),
+    doc(Method::GET, "/v1/journeys/{id}/stats", "Per-node counts", &[200], &[JOURNEY, (404, "journey_version_not_found")]),
+    doc(Method::POST, "/v1/journeys/{id}/enrollments", "Enroll a contact now", &[200, 201, 202], &[JOURNEY, (404, "contact_not_found"), (409, "journey_not_active"), (409, "journey_archived")]),
+    doc(Method::GET, "/v1/enrollments/{id}", "One contact's path through one journey", &[200], &[(404, "enrollment_not_found")]),
+    doc(Method::POST, "/v1/enrollments/{id}/retry", "Run a parked enrollment's node again", &[200, 202], &[(404, "enrollment_not_found"), (409, "enrollment_not_parked")]),
     doc(Method::GET, "/v1/channels", "Bound channels", &[200], &[]),
-    doc(Method::GET, "/v1/channels/{name}", "One channel's binding (secrets never shown)", &[200], &[]),
-    doc(Method::PUT, "/v1/channels/{name}", "Bind a channel: plugin, config, approved hosts, secrets, rate", &[200, 201], &[409, 422]),
+    doc(Method::GET, "/v1/channels/{name}", "One channel's binding (secrets never shown)", &[200], &[(404, "channel_not_found")]),
+    doc(Method::PUT, "/v1/channels/{name}", "Bind a channel: plugin, config, approved hosts, secrets, rate", &[200, 201], &[(422, "invalid_channel"), (409, "conflict")]),
     doc(Method::GET, "/v1/templates", "Templates and their versions", &[200], &[]),
-    doc(Method::GET, "/v1/templates/{name}", "One template's versions", &[200], &[]),
-    doc(Method::PUT, "/v1/templates/{name}", "Store a new version of a template", &[200, 201], &[409, 422]),
-    doc(Method::POST, "/v1/templates/{name}/preview", "Render a template for a contact", &[200], &[422]),
-    doc(Method::POST, "/v1/templates/{name}/test-send", "Send a rendered template to a test address", &[200, 202], &[409, 422]),
-    doc(Method::POST, "/v1/templates/{name}/versions/{version}/approve", "Approve a template version for sending", &[200], &[409, 422]),
-    doc(Method::GET, "/v1/messages/{id}", "One message and its delivery history", &[200], &[]),
+    doc(Method::GET, "/v1/templates/{name}", "One template's versions", &[200], &[(404, "template_not_found")]),
+    doc(Method::PUT, "/v1/templates/{name}", "Store a new version of a template", &[200, 201], &[(422, "invalid_template"), (409, "conflict")]),
+    doc(Method::POST, "/v1/templates/{name}/preview", "Render a template for a contact", &[200], &[(404, "template_not_found"), (404, "contact_not_found"), (422, "render_failed")]),
+    doc(Method::POST, "/v1/templates/{name}/test-send", "Send a rendered template to a test address", &[200, 202], &[(404, "template_not_found"), (404, "channel_not_found"), (422, "render_failed"), (409, "conflict")]),
+    doc(Method::POST, "/v1/templates/{name}/versions/{version}/approve", "Approve a template version for sending", &[200], &[(404, "template_not_found"), (422, "approval_by_author"), (409, "conflict")]),
+    doc(Method::GET, "/v1/messages/{id}", "One message and its delivery history", &[200], &[(404, "message_not_found")]),
     doc(Method::GET, "/v1/dead-letters", "Records set aside so the rest could run", &[200], &[]),
-    doc(Method::POST, "/v1/dead-letters/{id}/requeue", "Put a dead letter back where it came from", &[200], &[409, 422]),
-    doc(Method::DELETE, "/v1/dead-letters/{id}", "Remove a dead letter", &[200], &[409]),
+    doc(Method::POST, "/v1/dead-letters/{id}/requeue", "Put a dead letter back where it came from", &[200], &[(404, "dead_letter_not_found"), (409, "dead_letter_not_requeued"), (422, "invalid_contact")]),
+    doc(Method::DELETE, "/v1/dead-letters/{id}", "Remove a dead letter", &[200], &[(404, "dead_letter_not_found"), (409, "conflict")]),
     doc(Method::GET, "/v1/audit", "The audit log, newest first", &[200], &[]),
-    doc(Method::PUT, "/v1/admin/plugins/{name}", "Upload a plugin version", &[201], &[409, 422]),
-    doc(Method::DELETE, "/v1/admin/plugins/{name}/{version}", "Delete an uploaded plugin version no journey or channel uses", &[200], &[409]),
+    doc(Method::PUT, "/v1/admin/plugins/{name}", "Upload a plugin version", &[200, 201], &[(413, "plugin_too_large"), (422, "plugin_not_wasm"), (422, "plugin_invalid_wasm"), (422, "plugin_wrong_world"), (422, "plugin_describe_failed"), (422, "plugin_name_mismatch"), (422, "plugin_limits_invalid"), (409, "plugin_version_conflict")]),
+    doc(Method::DELETE, "/v1/admin/plugins/{name}/{version}", "Delete an uploaded plugin version no journey or channel uses", &[200], &[(404, "plugin_not_found"), (409, "plugin_in_use"), (409, "plugin_not_uploaded")]),
     doc(Method::GET, "/v1/admin/plugins", "Uploaded plugin versions", &[200], &[]),
-    doc(Method::POST, "/v1/admin/tokens", "Create a token (shown once)", &[201], &[409, 422]),
+    doc(Method::POST, "/v1/admin/tokens", "Create a token (shown once)", &[201], &[(422, "invalid_token")]),
     doc(Method::GET, "/v1/admin/tokens", "Tokens, without their secrets", &[200], &[]),
-    doc(Method::DELETE, "/v1/admin/tokens/{id}", "Revoke a token", &[200], &[409]),
+    doc(Method::DELETE, "/v1/admin/tokens/{id}", "Revoke a token", &[200], &[(404, "token_not_found"), (409, "last_admin_token")]),
     doc(Method::GET, "/v1/whoami", "The calling token's name, role and grants", &[200], &[]),
     doc(Method::GET, "/v1/settings", "Workspace settings", &[200], &[]),
-    doc(Method::PUT, "/v1/settings", "Replace the workspace settings", &[200], &[422]),
-    doc(Method::POST, "/v1/imports/contacts", "Import a CSV or NDJSON file of contacts", &[200], &[422]),
+    doc(Method::PUT, "/v1/settings", "Replace the workspace settings", &[200], &[]),
+    doc(Method::POST, "/v1/imports/contacts", "Import a CSV or NDJSON file of contacts", &[200], &[(413, "import_too_large"), (422, "import_malformed")]),
     doc(Method::GET, "/v1/exports/contacts", "Every contact, streamed as NDJSON or CSV", &[200], &[]),
-    doc(Method::POST, "/v1/webhooks/{channel}", "A provider's delivery report (signature checked)", &[200, 204], &[422]),
-    doc(Method::GET, "/t/open/{token}", "Open pixel", &[200], &[]),
-    doc(Method::GET, "/t/click/{token}", "Tracked link: redirect to its target", &[302, 303, 307], &[]),
-    doc(Method::GET, "/unsubscribe/{token}", "Unsubscribe confirmation page", &[200], &[]),
-    doc(Method::POST, "/unsubscribe/{token}", "One-click unsubscribe (RFC 8058)", &[200], &[]),
-    doc(Method::POST, "/v1/batch", "Segment: a batch of calls", &[200], &[422]),
-    doc(Method::POST, "/v1/identify", "Segment: identify", &[200], &[422]),
-    doc(Method::POST, "/v1/track", "Segment: track", &[200], &[422]),
-    doc(Method::POST, "/v1/page", "Segment: page", &[200], &[422]),
-    doc(Method::POST, "/v1/screen", "Segment: screen", &[200], &[422]),
-    doc(Method::POST, "/v1/group", "Segment: group", &[200], &[422]),
-    doc(Method::POST, "/v1/alias", "Segment: alias", &[200], &[422]),
+    doc(Method::POST, "/v1/webhooks/{channel}", "A provider's delivery report (signature checked)", &[200, 204], &[(401, "webhook_unauthenticated"), (404, "channel_not_found"), (422, "webhook_malformed")]),
+    doc(Method::GET, "/t/open/{token}", "Open pixel", &[200], &[(404, "invalid_link")]),
+    doc(Method::GET, "/t/click/{token}", "Tracked link: redirect to its target", &[302, 303, 307], &[(404, "invalid_link")]),
+    doc(Method::GET, "/unsubscribe/{token}", "Unsubscribe confirmation page", &[200], &[(404, "invalid_link")]),
+    doc(Method::POST, "/unsubscribe/{token}", "One-click unsubscribe (RFC 8058)", &[200], &[(404, "invalid_link")]),
+    doc(Method::POST, "/v1/batch", "Segment: a batch of calls", &[200], &[(400, "invalid_batch"), (400, "invalid_message")]),
+    doc(Method::POST, "/v1/identify", "Segment: identify", &[200], &[(400, "invalid_message")]),
+    doc(Method::POST, "/v1/track", "Segment: track", &[200], &[(400, "invalid_message")]),
+    doc(Method::POST, "/v1/page", "Segment: page", &[200], &[(400, "invalid_message")]),
+    doc(Method::POST, "/v1/screen", "Segment: screen", &[200], &[(400, "invalid_message")]),
+    doc(Method::POST, "/v1/group", "Segment: group", &[200], &[(400, "invalid_message")]),
+    doc(Method::POST, "/v1/alias", "Segment: alias", &[200], &[(400, "invalid_message")]),
 ];
+
+/// A journey named in the path that does not exist.
+const JOURNEY: (u16, &str) = (404, "journey_not_found");
 
 fn doc_for(route: &Route) -> Option<&'static Doc> {
     DOCS.iter()
         .find(|doc| doc.method == route.method && doc.path == route.path)
 }
 
-/// Why a status is answered, for every route that may answer it.
-fn reason(status: u16) -> &'static str {
+/// Why a status is answered, and the codes any route of its kind answers it with.
+fn reason(status: u16) -> (&'static str, &'static [&'static str]) {
     match status {
-        400 => {
-            "A path parameter, query or body the route cannot read (`invalid_json`, `invalid_query`, …)"
-        }
-        401 => {
-            "No token, or one that is unknown, expired or revoked (`unauthorized`, `token_expired`, `token_revoked`)"
-        }
-        403 => "The token's role and grants do not give this permission (`forbidden`)",
-        404 => "What the path names does not exist",
-        405 => "The path does not take this method (`method_not_allowed`)",
-        409 => "It conflicts with what is stored",
-        413 => "The body is larger than the route takes (`body_too_large`)",
-        415 => "The body's media type is not one the route reads",
-        422 => "The request is well-formed but refused; `error.details` says why",
-        429 => "Too many requests from this token (`rate_limited`); see `Retry-After`",
-        503 => {
-            "The server is overloaded, timed out, or its store takes no writes (`overloaded`, `timeout`, `store_unavailable`)"
-        }
-        _ => "",
+        400 => (
+            "A path parameter, query or body the route cannot read",
+            &[
+                "malformed_json",
+                "invalid_path",
+                "invalid_query",
+                "unexpected_body",
+                "bad_request",
+            ],
+        ),
+        401 => (
+            "No token, or one that is unknown, expired or revoked",
+            &["unauthorized", "token_expired", "token_revoked"],
+        ),
+        403 => (
+            "The token's role and grants do not give this permission; `details` names the roles and grant that do",
+            &["forbidden"],
+        ),
+        404 => ("What the path names does not exist", &["route_not_found"]),
+        405 => (
+            "The path does not take this method",
+            &["method_not_allowed"],
+        ),
+        409 => ("It conflicts with what is stored", &[]),
+        413 => (
+            "The body is larger than the route takes",
+            &["payload_too_large"],
+        ),
+        415 => (
+            "The body's media type is not one the route reads",
+            &["unsupported_media_type"],
+        ),
+        422 => (
+            "The request is well-formed but refused; `error.details` says why where there is more to say",
+            &["invalid_request"],
+        ),
+        429 => (
+            "Too many requests from this token; see `Retry-After`",
+            &["rate_limited"],
+        ),
+        503 => (
+            "The server is overloaded or the request timed out",
+            &["overloaded", "timeout"],
+        ),
+        _ => ("", &[]),
     }
 }
 
@@ -164,17 +195,32 @@ fn operation(route: &Route, doc: &Doc) -> Json_ {
         Access::Public => {}
         Access::Needs(_) | Access::WriteKey => statuses.extend([401, 403, 429]),
     }
-    statuses.extend(doc.errors);
+    statuses.extend(doc.errors.iter().map(|(status, _)| *status));
     statuses.sort_unstable();
     statuses.dedup();
     let mut responses = serde_json::Map::new();
     for status in statuses {
-        let response = if doc.success.contains(&status) && status != 503 {
+        let response = if doc.success.contains(&status) {
             json!({"description": "Done", "content": {"*/*": {"schema": {}}}})
         } else {
+            let (why, common) = reason(status);
+            let codes: Vec<&str> = common
+                .iter()
+                .copied()
+                .chain(
+                    doc.errors
+                        .iter()
+                        .filter(|(s, _)| *s == status)
+                        .map(|(_, code)| *code),
+                )
+                .collect();
+            let listed: Vec<String> = codes.iter().map(|code| format!("`{code}`")).collect();
             json!({
-                "description": reason(status),
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                "description": format!("{why}. Codes: {}", listed.join(", ")),
+                "content": {"application/json": {"schema": {"allOf": [
+                    {"$ref": "#/components/schemas/Error"},
+                    {"properties": {"error": {"properties": {"code": {"enum": codes}}}}},
+                ]}}},
             })
         };
         responses.insert(status.to_string(), response);
@@ -414,6 +460,10 @@ mod tests {
         );
         assert_eq!(erase["parameters"][0]["name"], "id");
         assert!(erase["responses"]["403"].is_object());
+        let revoke = &document["paths"]["/v1/admin/tokens/{id}"]["delete"]["responses"]["409"];
+        let codes = &revoke["content"]["application/json"]["schema"]["allOf"][1]["properties"]["error"]
+            ["properties"]["code"]["enum"];
+        assert_eq!(codes, &json!(["last_admin_token"]), "{revoke}");
         let health = &document["paths"]["/healthz"]["get"];
         assert_eq!(health["security"], json!([]));
         assert!(health["responses"]["401"].is_null());

@@ -90,9 +90,20 @@ impl RegistryError {
 #[derive(Default)]
 pub struct Registry {
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+    /// See [`Registry::pinning`].
+    pins: std::sync::Mutex<()>,
 }
 
 impl Registry {
+    /// Held from resolving a plugin version to storing a record that pins it (publishing or
+    /// changing a journey, binding a channel), and by deleting an uploaded version from its
+    /// check that nothing pins it to its removal: so no record can pin a version as it goes.
+    pub fn pinning(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.pins
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Load every `*.wasm` file in `dir` with default settings.
     pub fn load_dir(
         &self,

@@ -227,6 +227,8 @@ impl Uploads {
         now: Millis,
     ) -> Result<PluginUpload, UploadError> {
         let _change = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        // No journey or channel can pin it between the check below and its removal.
+        let _pins = self.registry.pinning();
         let upload = self
             .store
             .plugin_upload(id)?

@@ -16,7 +16,7 @@ pub mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, MutexGuard, RwLock};
 
 use thiserror::Error;
 
@@ -200,9 +200,6 @@ pub struct Journeys {
     pub catalog: Catalog,
     /// Inbox items run and committed since the service started.
     committed: AtomicU64,
-    /// Held by every change to a journey's record (create, draft, publish, status), from its
-    /// read to its write and the catalog's update, so none is lost or undone by another.
-    changes: Mutex<()>,
 }
 
 impl Journeys {
@@ -220,7 +217,6 @@ impl Journeys {
             registry,
             clock,
             committed: AtomicU64::new(0),
-            changes: Mutex::new(()),
         };
         for record in journeys.store.journeys()? {
             if let Err(error) = journeys.catalog.refresh(&record) {
@@ -230,10 +226,12 @@ impl Journeys {
         Ok(journeys)
     }
 
+    /// Held by every change to a journey's record (create, draft, publish, status, plugin
+    /// move), from its read to its write and the catalog's update, so none is lost or undone
+    /// by another; it is the registry's pinning lock, so a plugin version a change pins cannot
+    /// be deleted meanwhile.
     fn changing(&self) -> MutexGuard<'_, ()> {
-        self.changes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.registry.pinning()
     }
 
     /// Create a journey with a draft. `id` defaults to a new one.

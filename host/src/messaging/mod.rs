@@ -168,6 +168,8 @@ impl Messaging {
         request: ChannelRequest,
         actor: &str,
     ) -> Result<(ChannelView, bool), MessagingError> {
+        // The plugin it binds cannot be deleted until the binding is stored.
+        let _pins = self.registry.pinning();
         let previous = self.store.channel(name)?;
         let now = self.clock.now();
         let record = channels::record_from(

@@ -184,30 +184,25 @@ async fn a_backup_under_load_restores_into_a_server_that_carries_on() {
 
     // Restored into a new data directory, named by a flag over the file's `data`.
     let restored = dir.path().join("restored");
-    let (code, summary) = wayline(
-        &[
-            "restore".as_ref(),
-            file.as_os_str(),
-            "--data".as_ref(),
-            restored.as_os_str(),
-        ],
-        &[],
-    );
+    let restore = || {
+        wayline(
+            &[
+                "restore".as_ref(),
+                file.as_os_str(),
+                "--data".as_ref(),
+                restored.as_os_str(),
+            ],
+            &[],
+        )
+    };
+    let (code, summary) = restore();
     assert_eq!(
         (code, &summary["sha256"]),
         (0, &backup.1["sha256"]),
         "{summary}"
     );
     // Not twice into the same place.
-    let (code, refused) = wayline(
-        &[
-            "restore".as_ref(),
-            file.as_os_str(),
-            "--data".as_ref(),
-            restored.as_os_str(),
-        ],
-        &[],
-    );
+    let (code, refused) = restore();
     assert_eq!(
         (code, &refused["error"]["code"]),
         (1, &json!("data_not_empty")),

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 
-use super::contacts::{bar, send_failed};
+use super::contacts::{bar, streamed};
 use super::plugin::{fail, print};
 use super::remote::{ServerArgs, url};
 
@@ -36,18 +36,13 @@ pub struct RestoreArgs {
 
 /// `wayline backup --output FILE`: the running server's whole store, consistent at one moment.
 pub async fn backup(args: BackupArgs) -> ExitCode {
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .get(url(&args.server, "/v1/admin/backup"))
-        .bearer_auth(&args.server.token)
-        .send()
-        .await;
-    let mut response = match response {
+        .bearer_auth(&args.server.token);
+    let mut response = match streamed(request).await {
         Ok(response) => response,
-        Err(error) => return fail("server_unreachable", error, 2),
+        Err(exit) => return exit,
     };
-    if !response.status().is_success() {
-        return send_failed(response).await;
-    }
     let partial = args.output.with_extension("partial");
     let file = match std::fs::File::create(&partial) {
         Ok(file) => file,

@@ -108,19 +108,14 @@ pub async fn import(args: ImportArgs) -> ExitCode {
 
 /// `wayline contacts export`: stream every contact to a file or stdout, with a progress count.
 pub async fn export(args: ExportArgs) -> ExitCode {
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .get(url(&args.server, "/v1/exports/contacts"))
         .query(&[("format", &args.format)])
-        .bearer_auth(&args.server.token)
-        .send()
-        .await;
-    let mut response = match response {
+        .bearer_auth(&args.server.token);
+    let mut response = match streamed(request).await {
         Ok(response) => response,
-        Err(error) => return fail("server_unreachable", error, 2),
+        Err(exit) => return exit,
     };
-    if !response.status().is_success() {
-        return send_failed(response).await;
-    }
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => match std::fs::File::create(path) {
             Ok(file) => Box::new(std::io::BufWriter::new(file)),
@@ -150,6 +145,21 @@ pub async fn export(args: ExportArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail("file_unwritable", e, 2),
     }
+}
+
+/// Send a request whose answer is streamed: the response once the server said yes, else the
+/// exit code after printing why not.
+pub(super) async fn streamed(
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ExitCode> {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => return Err(fail("server_unreachable", error, 2)),
+    };
+    if !response.status().is_success() {
+        return Err(send_failed(response).await);
+    }
+    Ok(response)
 }
 
 pub(super) async fn send_failed(response: reqwest::Response) -> ExitCode {

@@ -218,8 +218,8 @@ impl Uploads {
     /// published versions, where contacts may still be) or a channel binding uses it: those
     /// are named in the error. An unused version is taken out of the registry, so nothing new
     /// can be published on it, and its uses are checked again: one that appeared meanwhile
-    /// puts it back. (A publish that resolved it before and stores after the second check can
-    /// still pin it; publishing and deleting do not share a lock yet.)
+    /// puts it back. The registry's pinning lock is held throughout, so no publish or channel
+    /// binding can pin it in between.
     pub fn delete(
         &self,
         id: &str,

@@ -390,7 +390,12 @@ async fn a_merge_queued_before_an_erasure_does_not_bring_the_contact_back() {
         .send(reqwest::Method::DELETE, "/v1/contacts/known-9", None)
         .await;
     assert_eq!(status, 200, "{body}");
-    // As if queued by an identify call just before the erasure, in the visitor's partition.
+    // As if queued by an identify call just before the erasure, in the visitor's partition,
+    // behind one of the visitor's events: the same batch takes both.
+    let event: wayline::model::Event = serde_json::from_value(json!({"id": "visit-1",
+        "contact_id": "visitor-3", "name": "page_viewed", "timestamp": "2026-11-22T09:00:00Z"}))
+    .unwrap();
+    server.state.store.record_events(&[event]).unwrap();
     server
         .state
         .store
@@ -408,6 +413,35 @@ async fn a_merge_queued_before_an_erasure_does_not_bring_the_contact_back() {
     assert_eq!(status, 200, "{visitor}");
     assert_eq!(visitor["id"], "visitor-3", "{visitor}");
     assert_eq!(visitor["attributes"]["utm_source"], "ads");
+    // The visitor's event is listed under the visitor, not under the erased id.
+    let events = server.get("/v1/contacts/visitor-3/events").await.1;
+    assert_eq!(events["events"][0]["id"], "visit-1", "{events}");
     let holding = server.state.store.trees_holding(b"known-9").unwrap();
     assert!(holding.is_empty(), "{holding:?}");
+
+    // Made again under that id (a new sign-up), it is a contact like any: merges go ahead.
+    let (status, body) = server
+        .post(
+            "/v1/contacts",
+            json!({"id": "known-9", "attributes": {"plan": "team"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    server
+        .state
+        .store
+        .enqueue(&wayline::store::WorkItem::Merge {
+            contact_id: "visitor-3".into(),
+            into: "known-9".into(),
+        })
+        .unwrap();
+    server.state.scheduler.notify_all();
+    server.settle().await;
+    let (status, merged) = server.get("/v1/contacts/visitor-3").await;
+    assert_eq!(
+        (status, &merged["id"]),
+        (200, &json!("known-9")),
+        "{merged}"
+    );
+    assert_eq!(merged["attributes"]["utm_source"], "ads", "{merged}");
 }

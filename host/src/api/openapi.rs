@@ -203,7 +203,11 @@ fn operation(route: &Route, doc: &Doc) -> Json_ {
         let response = if doc.success.contains(&status) {
             json!({"description": "Done", "content": {"*/*": {"schema": {}}}})
         } else {
-            let (why, common) = reason(status);
+            let (why, mut common) = reason(status);
+            // A route without a time limit is never answered `timeout`.
+            if status == 503 && route.unhurried {
+                common = &["overloaded"];
+            }
             let codes: Vec<&str> = common
                 .iter()
                 .copied()

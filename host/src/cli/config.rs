@@ -87,7 +87,7 @@ impl FileConfig {
         let mut config: FileConfig =
             toml::from_str(&text).map_err(|error| ConfigError::Invalid {
                 path: path.to_owned(),
-                message: error.to_string().trim_end().replace('\n', " "),
+                message: described(&text, &error),
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for dir in [
@@ -108,6 +108,25 @@ impl FileConfig {
         }
         Ok(config)
     }
+}
+
+/// What is wrong with the file, where, without quoting it: the line may hold a secret.
+fn described(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return error.message().to_owned();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or_default().trim_start();
+    let secret = ["token", "write_key", "secret_key"]
+        .iter()
+        .any(|key| line_text.starts_with(key) && !line_text.starts_with("secret_key_file"));
+    let message = match secret {
+        true => "this setting's value is not valid (not shown: it is a secret)",
+        false => error.message(),
+    };
+    format!("line {line}, column {column}: {message}")
 }
 
 impl LimitSettings {
@@ -207,6 +226,15 @@ mod tests {
         assert!(error.contains("unknown field `workrs`"), "{error}");
         let error = parse("[limits]\nadmin_rat = 5\n").unwrap_err().to_string();
         assert!(error.contains("unknown field `admin_rat`"), "{error}");
+    }
+
+    #[test]
+    fn an_error_on_a_secret_line_does_not_show_the_secret() {
+        let error = parse("listen = \"127.0.0.1:9000\"\nsecret_key = 0123456789\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 2"), "{error}");
+        assert!(!error.contains("0123456789"), "{error}");
     }
 
     #[test]

@@ -106,7 +106,19 @@ impl Settings {
             None => FileConfig::default(),
         };
         let limits = args.limits.over(file.limits);
+        // clap has merged flags over the environment for each of the two; between them, one
+        // given as a flag wins over the other from the environment.
+        let from_env = |name: &str, given: Option<&str>| {
+            given.is_some() && std::env::var(name).ok().as_deref() == given
+        };
+        let key_from_env = from_env("WAYLINE_SECRET_KEY", args.secret_key.as_deref());
+        let file_from_env = from_env(
+            "WAYLINE_SECRET_KEY_FILE",
+            args.secret_key_file.as_ref().and_then(|p| p.to_str()),
+        );
         let (secret_key, secret_key_file) = match (args.secret_key, args.secret_key_file) {
+            (Some(key), Some(_)) if file_from_env && !key_from_env => (Some(key), None),
+            (Some(_), Some(file)) if key_from_env && !file_from_env => (None, Some(file)),
             (Some(_), Some(_)) => {
                 anyhow::bail!("give the secret key or its file (--secret-key-file), not both")
             }

@@ -8,7 +8,10 @@
 //! only between whole writes (writers hold the gate's read side for a whole write), so copy
 //! plus log, applied in order, is the store exactly as it was when the tap came off: every key
 //! the copy read before it changed is put right by the log, and no write set is in it by half.
-//! The log waits in a temporary file until the copy is done.
+//! While the tap is on, each write holds the log from before it applies to after it is noted,
+//! so the log's order is the order the writes were made, also for two writers of one key that
+//! share no other lock (ingest and an erasure of an unsettled inbox item). The log waits in a
+//! temporary file beside the store until the copy is done.
 //!
 //! The file: `WAYLINE-BACKUP`, a format byte, the layout, the tree names; then records
 //! (`1` put or `2` removal, the tree's index, the key, the value); then `0`, the next id sled
@@ -65,9 +68,20 @@ struct TapLog {
 }
 
 impl Tap {
-    /// Log a write just made, in the order of the writes to its key.
-    pub(super) fn note(&self, tree: TreeId, key: &[u8], value: Option<&[u8]>) {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+    /// Hold the log for one whole write: taken before the write is applied and dropped after
+    /// it is noted, so no other write comes between.
+    pub(super) fn hold(&self) -> Held<'_> {
+        Held(self.log.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The log, held by one write.
+pub(super) struct Held<'a>(std::sync::MutexGuard<'a, TapLog>);
+
+impl Held<'_> {
+    /// Log a write just made.
+    pub(super) fn note(&mut self, tree: TreeId, key: &[u8], value: Option<&[u8]>) {
+        let log = &mut *self.0;
         if log.failed.is_some() {
             return;
         }
@@ -141,7 +155,11 @@ impl SledStore {
         // A write that failed part-way is finished only by reopening; a copy now would hold
         // it by half.
         self.check_writable()?;
-        let spill = tempfile::tempfile().map_err(io)?;
+        let spill = match &self.dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        }
+        .map_err(io)?;
         let tap = Arc::new(Tap {
             log: Mutex::new(TapLog {
                 file: BufWriter::with_capacity(256 << 10, spill),
@@ -268,7 +286,16 @@ pub struct RestoreSummary {
 /// it and moved into place only once the whole backup has been read and its checksum holds, so
 /// a damaged or cut-off backup leaves nothing behind.
 pub fn restore(input: &mut dyn Read, store_dir: &Path) -> Result<RestoreSummary, StoreError> {
-    let occupied = std::fs::read_dir(store_dir).is_ok_and(|mut entries| entries.next().is_some());
+    let occupied = match std::fs::read_dir(store_dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+        Err(error) => {
+            return Err(StoreError::Backend(format!(
+                "{}: {error}",
+                store_dir.display()
+            )));
+        }
+    };
     if occupied {
         return Err(StoreError::Conflict(format!(
             "{} holds a store already; restore into a new data directory",
@@ -279,25 +306,22 @@ pub fn restore(input: &mut dyn Read, store_dir: &Path) -> Result<RestoreSummary,
     if building.exists() {
         std::fs::remove_dir_all(&building).map_err(io)?;
     }
-    let result = restore_into(input, &building);
-    match result {
-        Ok(summary) => {
-            if store_dir.exists() {
-                std::fs::remove_dir(store_dir).map_err(io)?;
-            }
-            std::fs::rename(&building, store_dir).map_err(io)?;
-            if let Some(parent) = store_dir.parent() {
-                std::fs::File::open(parent)
-                    .and_then(|dir| dir.sync_all())
-                    .map_err(io)?;
-            }
-            Ok(summary)
+    let result = restore_into(input, &building).and_then(|summary| {
+        if store_dir.exists() {
+            std::fs::remove_dir(store_dir).map_err(io)?;
         }
-        Err(error) => {
-            let _ = std::fs::remove_dir_all(&building);
-            Err(error)
+        std::fs::rename(&building, store_dir).map_err(io)?;
+        if let Some(parent) = store_dir.parent() {
+            std::fs::File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io)?;
         }
+        Ok(summary)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&building);
     }
+    result
 }
 
 fn restore_into(input: &mut dyn Read, dir: &Path) -> Result<RestoreSummary, StoreError> {

@@ -117,10 +117,12 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
             changed.insert(record.contact_id.clone());
         }
     }
-    // An event seen for a contact this batch merges away is the one it merges into's.
-    let merged_into: BTreeMap<String, String> = commit.merges.iter().cloned().collect();
+    // An event seen for a contact this batch merges away is the one it merges into's (only
+    // for merges done: one dropped, into an erased contact, must not list events under it).
+    let mut merged_into: BTreeMap<String, String> = BTreeMap::new();
     for (from, into) in std::mem::take(&mut commit.merges) {
         if merge::merge(store, &mut writes, &mut values, &mut commit, &from, &into)? {
+            merged_into.insert(from.clone(), into.clone());
             changed.extend([from, into]);
         }
     }

@@ -195,6 +195,10 @@ impl SledStore {
             },
         };
         let created = current.is_none();
+        // An id erased once and now made again is a contact again: merges into it go ahead.
+        if created && !self.erased.is_empty() && self.was_erased(&id)? {
+            writes.remove(TreeId::Erased, self.erased_key(&id));
+        }
         let (mut contact, journeys) = current.unwrap_or_else(|| {
             let mut contact = Contact::new(id.clone(), now);
             contact.anonymous = upsert.anonymous;

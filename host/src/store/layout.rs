@@ -75,7 +75,8 @@ pub(super) mod trees {
     /// in time order, written when the event is processed.
     pub const CONTACT_EVENTS: &str = "contact_events";
     /// SHA-256 of the store's erasure salt and an erased contact's id → nothing: so that a
-    /// merge queued before the erasure does not bring the contact back. Never the id itself.
+    /// merge queued before the erasure does not bring the contact back; removed when a
+    /// contact is made again under that id. Never the id itself.
     pub const ERASED: &str = "erased";
     /// In `meta`: 16 random bytes the `erased` keys are made with, so that they match no
     /// hash of a guessed id made elsewhere.

@@ -29,9 +29,12 @@ pub(super) fn merge(
     into: &str,
 ) -> Result<bool, StoreError> {
     let now = commit.now;
-    // A merge queued before the contact it goes into was erased: nothing of that contact may
-    // come back, so the merge is dropped and the other contact stays as it is.
-    if load(store, values, into)?.is_none() && store.was_erased(into)? {
+    // A merge into (or from) a contact erased since it was queued: nothing of that contact
+    // may come back, not even its id as an alias, so the merge is dropped and the other
+    // contact stays as it is. (A contact made again under an erased id is no longer erased.)
+    if load(store, values, into)?.is_none() && store.was_erased(into)?
+        || load(store, values, from)?.is_none() && store.was_erased(from)?
+    {
         tracing::warn!(
             "a merge into an erased contact was dropped; the contact merged from stays as it was"
         );

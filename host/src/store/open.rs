@@ -120,6 +120,7 @@ impl SledStore {
         }
         let db = tuned(v2_config(&current)).open().map_err(backend)?;
         let mut store = SledStore::over(db)?;
+        store.dir = Some(dir.to_owned());
         store.check_layout()?;
         store.recover(converted)?;
         store.index_contact_events()?;

@@ -165,9 +165,10 @@ impl MessageStore for SledStore {
                         .is_none_or(|(_, now)| now.due_at != Some(time_from_ordered(&key)));
                     if stale {
                         let gate = self.write_gate();
+                        let mut log = gate.as_ref().map(|tap| tap.hold());
                         self.deliveries.remove(&key).map_err(backend)?;
-                        if let Some(tap) = gate.as_ref() {
-                            tap.note(TreeId::Deliveries, &key, None);
+                        if let Some(log) = log.as_mut() {
+                            log.note(TreeId::Deliveries, &key, None);
                         }
                     }
                 }

@@ -137,6 +137,9 @@ pub struct SledStore {
     group_commit: GroupCommit,
     /// Every write passes here (read side); a running backup's tap is in it (`backup`).
     pub(super) tap: std::sync::RwLock<Option<std::sync::Arc<super::backup::Tap>>>,
+    /// The directory the store lives in, where a backup keeps its log of writes (none for a
+    /// temporary store).
+    pub(super) dir: Option<std::path::PathBuf>,
 }
 
 pub(super) fn backend(error: impl std::fmt::Display) -> StoreError {
@@ -223,6 +226,7 @@ impl SledStore {
             recovery: Recovery::default(),
             group_commit: GroupCommit::default(),
             tap: Default::default(),
+            dir: None,
             db,
         })
     }
@@ -384,9 +388,9 @@ impl Store for SledStore {
         // item it queued. Workers leave the item alone until that is settled, so nothing they
         // do can be durable while the event is not. Should the process die in between, opening
         // the store records the event of an item queued but not recorded, and drops an item
-        // whose event names another item's sequence (see `open`). These are the store's only
-        // writes outside a write set: each is one key, and the id lock keeps the pair apart
-        // from every other writer of the id.
+        // whose event names another item's sequence (see `open`). Each write is one key, and
+        // the id lock keeps the pair apart from every other writer of the id; a backup's tap
+        // holds its log across the pair, as across a write set.
         self.check_writable()?;
         let mut recorded = Vec::with_capacity(events.len());
         for (event, item) in events.iter().zip(items) {
@@ -397,6 +401,7 @@ impl Store for SledStore {
             let sequence = super::layout::inbox_sequence(&key);
             let value = event_value(event, Some(sequence));
             let gate = self.write_gate();
+            let mut log = gate.as_ref().map(|tap| tap.hold());
             let outcome = self.inbox.insert(&key[..], item.as_slice()).and_then(|_| {
                 super::failpoint::reached("ingest.queued", &self.db);
                 match self.events.compare_and_swap(
@@ -408,10 +413,16 @@ impl Store for SledStore {
                     Err(_taken) => self.inbox.remove(&key[..]).map(|_| Recorded::Duplicate),
                 }
             });
-            if let (Ok(Recorded::New), Some(tap)) = (&outcome, gate.as_ref()) {
-                tap.note(TreeId::Inbox, &key, Some(&item));
-                tap.note(TreeId::Events, event.id.as_bytes(), Some(&value));
+            match (&outcome, log.as_mut()) {
+                (Ok(Recorded::New), Some(log)) => {
+                    log.note(TreeId::Inbox, &key, Some(&item));
+                    log.note(TreeId::Events, event.id.as_bytes(), Some(&value));
+                }
+                // The copy may have read the item between its insert and its removal.
+                (Ok(Recorded::Duplicate), Some(log)) => log.note(TreeId::Inbox, &key, None),
+                _ => {}
             }
+            drop(log);
             drop(gate);
             match outcome {
                 Ok(outcome) => recorded.push(outcome),

@@ -105,8 +105,10 @@ impl<'a> WriteSet<'a> {
             check_size(op.tree, &op.key, op.value.as_deref().unwrap_or_default())?;
         }
         let reserved = std::mem::take(&mut self.reserved);
-        // A backup's tap goes on and off only between whole sets.
+        // A backup's tap goes on and off only between whole sets, and holds its log across
+        // this one while it is on.
         let gate = store.write_gate();
+        let mut log = gate.as_ref().map(|tap| tap.hold());
         // From here a failure, or a panic, may leave the set half made: only a replay can
         // finish it, and a replay later than other writes could undo them. So the queued
         // items stay unsettled and the store takes no more writes until it is reopened.
@@ -117,11 +119,12 @@ impl<'a> WriteSet<'a> {
             ops => store.apply_recorded(ops),
         };
         std::mem::forget(part_way);
-        if let (Ok(()), Some(tap)) = (&result, gate.as_ref()) {
+        if let (Ok(()), Some(log)) = (&result, log.as_mut()) {
             for op in &self.ops {
-                tap.note(op.tree, &op.key, op.value.as_deref());
+                log.note(op.tree, &op.key, op.value.as_deref());
             }
         }
+        drop(log);
         drop(gate);
         match &result {
             Ok(()) => store.unsettled.release(&reserved),

@@ -137,7 +137,8 @@ async fn a_backup_under_load_restores_into_a_server_that_carries_on() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Contacts keep arriving while the backup runs.
+    // Contacts keep arriving while the backup runs: it starts once 20 are in.
+    let (flowing, mut arriving) = tokio::sync::mpsc::channel::<()>(1);
     let writer = {
         let (client, base) = (client.clone(), base.clone());
         tokio::spawn(async move {
@@ -147,11 +148,14 @@ async fn a_backup_under_load_restores_into_a_server_that_carries_on() {
                 if post(&client, &base, "/v1/contacts", contact).await.0 == 201 {
                     acknowledged += 1;
                 }
+                if acknowledged == 20 {
+                    let _ = flowing.try_send(());
+                }
             }
             acknowledged
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    arriving.recv().await.expect("contacts are being written");
     let file = dir.path().join("wayline.backup");
     let args: Vec<std::ffi::OsString> =
         vec!["backup".into(), "--output".into(), file.clone().into()];

@@ -373,6 +373,20 @@ async fn an_erasure_right_behind_the_contacts_events_leaves_nothing_either() {
     );
 }
 
+/// Queue a merge as an identify call does, and let it run.
+async fn merge_now(server: &Server, from: &str, into: &str) {
+    server
+        .state
+        .store
+        .enqueue(&wayline::store::WorkItem::Merge {
+            contact_id: from.into(),
+            into: into.into(),
+        })
+        .unwrap();
+    server.state.scheduler.notify_all();
+    server.settle().await;
+}
+
 /// A visitor identified as a known contact: their merge is queued, and the known contact asks
 /// to be erased before it runs. The merge must not bring the erased contact back (not its id,
 /// not a new record under it); the visitor stays as they were.
@@ -396,16 +410,7 @@ async fn a_merge_queued_before_an_erasure_does_not_bring_the_contact_back() {
         "contact_id": "visitor-3", "name": "page_viewed", "timestamp": "2026-11-22T09:00:00Z"}))
     .unwrap();
     server.state.store.record_events(&[event]).unwrap();
-    server
-        .state
-        .store
-        .enqueue(&wayline::store::WorkItem::Merge {
-            contact_id: "visitor-3".into(),
-            into: "known-9".into(),
-        })
-        .unwrap();
-    server.state.scheduler.notify_all();
-    server.settle().await;
+    merge_now(&server, "visitor-3", "known-9").await;
 
     let (status, body) = server.get("/v1/contacts/known-9").await;
     assert_eq!(status, 404, "the erased contact came back: {body}");
@@ -427,16 +432,7 @@ async fn a_merge_queued_before_an_erasure_does_not_bring_the_contact_back() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    server
-        .state
-        .store
-        .enqueue(&wayline::store::WorkItem::Merge {
-            contact_id: "visitor-3".into(),
-            into: "known-9".into(),
-        })
-        .unwrap();
-    server.state.scheduler.notify_all();
-    server.settle().await;
+    merge_now(&server, "visitor-3", "known-9").await;
     let (status, merged) = server.get("/v1/contacts/visitor-3").await;
     assert_eq!(
         (status, &merged["id"]),

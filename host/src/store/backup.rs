@@ -475,8 +475,13 @@ mod tests {
     use super::*;
     use crate::store::write_set::WriteSet;
 
-    /// Write sets of two keys holding the same number, one after another, until stopped.
-    fn writer(store: Arc<SledStore>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    /// Write sets of two keys holding the same number, one after another, until stopped;
+    /// `started` hears of the first.
+    fn writer(
+        store: Arc<SledStore>,
+        stop: Arc<AtomicBool>,
+        started: std::sync::mpsc::Sender<()>,
+    ) -> std::thread::JoinHandle<u64> {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
@@ -486,6 +491,9 @@ mod tests {
                 writes.put(TreeId::Enrollments, format!("b{n:08}"), value);
                 writes.remove(TreeId::Contacts, format!("a{:08}", n.wrapping_sub(100)));
                 writes.apply().unwrap();
+                if n == 0 {
+                    let _ = started.send(());
+                }
                 n += 1;
             }
             n
@@ -512,8 +520,9 @@ mod tests {
         }
         writes.apply().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let running = writer(store.clone(), stop.clone());
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (started, writing) = std::sync::mpsc::channel();
+        let running = writer(store.clone(), stop.clone(), started);
+        writing.recv().unwrap();
         let mut file = Vec::new();
         let summary = store.write_backup(&mut file).unwrap();
         stop.store(true, Ordering::SeqCst);

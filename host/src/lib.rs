@@ -11,6 +11,7 @@ pub mod plugin_kv;
 pub mod registry;
 pub mod runtime;
 pub mod scheduler;
+pub mod scoring;
 pub mod store;
 pub mod transfer;
 pub mod uploads;

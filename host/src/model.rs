@@ -266,8 +266,12 @@ pub struct Contact {
     pub attributes: Attributes,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// What journeys' actions added (`adjust-score`): the score plugins see.
     #[serde(default)]
     pub score: f64,
+    /// The contact's score in each scoring model, by model name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scores: BTreeMap<String, ModelScore>,
     #[serde(default = "default_stage")]
     pub lifecycle_stage: String,
     /// Per channel ("email", "sms", "wecom", …).
@@ -293,6 +297,7 @@ impl Contact {
             attributes: Attributes::new(),
             tags: Vec::new(),
             score: 0.0,
+            scores: BTreeMap::new(),
             lifecycle_stage: default_stage(),
             consents: BTreeMap::new(),
             timezone: default_timezone(),
@@ -355,6 +360,28 @@ pub struct Event {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// A contact's points in one scoring model. With decay the points shrink from `at` on; what
+/// they come to at a moment is `crate::scoring::Decay::value`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModelScore {
+    /// The points as they were at `at`.
+    pub points: f64,
+    #[serde(with = "timestamp_json")]
+    pub at: Millis,
+    /// How many of the model's thresholds the score had reached when last looked at: a
+    /// crossing is a change of this number, so each is announced once.
+    #[serde(default)]
+    pub level: u32,
+    /// When the model's decay next takes the score across a threshold (its timer), if ever.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "timestamp_json::option"
+    )]
+    pub timer_at: Option<Millis>,
 }
 
 /// One explained movement of a score.

@@ -282,7 +282,8 @@ impl Uploads {
         }
     }
 
-    /// What uses the plugin `id`: `journey <id> v<N>` and `channel <name>`. A journey moved to
+    /// What uses the plugin `id`: `journey <id> v<N>`, `channel <name>` and
+    /// `scoring model <name>`. A journey moved to
     /// another version of the plugin runs that one, whatever its versions pin.
     fn uses(&self, id: &str) -> Result<Vec<String>, StoreError> {
         let name = id.split('@').next().unwrap_or_default();
@@ -312,6 +313,11 @@ impl Uploads {
         for channel in self.store.channels()? {
             if channel.plugin == id {
                 uses.push(format!("channel {}", channel.name));
+            }
+        }
+        for model in self.store.scoring_models()? {
+            if model.plugin == id {
+                uses.push(format!("scoring model {}", model.name));
             }
         }
         Ok(uses)

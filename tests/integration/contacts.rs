@@ -194,6 +194,11 @@ fn welcome_journey() -> Json {
 async fn an_erased_contact_leaves_no_trace_in_any_tree() {
     let server = Server::start(true).await;
     crate::journeys::publish(&server, "welcome", welcome_journey()).await;
+    // A decaying score above a threshold: a history entry and a decay timer name the contact.
+    let model = json!({"plugin": "rule-scorer", "config": {"rules": [{"event": "registered", "points": 50}]},
+                       "events": ["registered"], "half_life": "30d", "thresholds": [40]});
+    let (status, body) = server.put("/v1/scoring/models/lead", model).await;
+    assert_eq!(status, 201, "{body}");
     let secrets = [
         "zelda-x1",
         "zelda.erasable@example.com",
@@ -233,6 +238,11 @@ async fn an_erased_contact_leaves_no_trace_in_any_tree() {
         stored.contains(&"contacts") && stored.contains(&"events"),
         "{stored:?}"
     );
+    let named = server.state.store.trees_holding(b"zelda-x1").unwrap();
+    assert!(
+        named.contains(&"score_history") && named.contains(&"timers"),
+        "{named:?}"
+    );
 
     let (status, erased) = server
         .send(reqwest::Method::DELETE, "/v1/contacts/zelda-x1", None)
@@ -265,7 +275,10 @@ async fn an_erased_contact_leaves_no_trace_in_any_tree() {
     let kept = server.get("/v1/contacts/kept-k2").await.1;
     assert_eq!(kept["attributes"]["code"], "KEEP-0002", "{kept}");
     let events = server.get("/v1/contacts/kept-k2/events").await.1;
-    assert_eq!(events["events"][0]["id"], "reg-kept-k2", "{events}");
+    let listed: Vec<&str> = (events["events"].as_array().unwrap().iter())
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["reg-kept-k2:lead:crossed:0", "reg-kept-k2"]);
     assert_eq!(
         server
             .get("/v1/contacts/kept-k2/messages")
@@ -318,6 +331,7 @@ async fn an_erased_contact_leaves_no_trace_in_any_tree() {
         "the erasure's own item is not counted: {audit}"
     );
     assert_eq!(entry["detail"]["messages_anonymised"], 1, "{audit}");
+    assert_eq!(entry["detail"]["score_changes"], 1, "{audit}");
     assert!(entry["detail"]["events"].as_u64() >= Some(1), "{audit}");
 }
 

@@ -235,6 +235,32 @@ impl PluginStore for Faulty {
     }
 }
 
+impl ScoringStore for Faulty {
+    fn scoring_models(&self) -> Result<Vec<ScoringModelRecord>, StoreError> {
+        self.store.scoring_models()
+    }
+    fn put_scoring_model(
+        &self,
+        record: &ScoringModelRecord,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.put_scoring_model(record, audit)
+    }
+    fn delete_scoring_model(&self, name: &str, audit: AuditEntry) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.delete_scoring_model(name, audit)
+    }
+    fn score_history(
+        &self,
+        contact_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<ScorePage, StoreError> {
+        self.store.score_history(contact_id, before, limit)
+    }
+}
+
 impl JourneyStore for Faulty {
     fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError> {
         self.store.journey(id)

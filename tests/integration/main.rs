@@ -26,6 +26,7 @@ mod plugins;
 mod races;
 mod reports;
 mod roles;
+mod scoring;
 mod segment;
 mod transfer;
 mod uploads;

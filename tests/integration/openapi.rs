@@ -113,7 +113,11 @@ async fn the_served_document_is_valid_and_the_live_server_keeps_to_it() {
     server.kill().unwrap();
     server.wait().unwrap();
     let said = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "schemathesis found problems:\n{said}");
+    assert!(
+        run.status.success(),
+        "schemathesis found problems:\n{said}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     // Every operation tested (schemathesis leaves out the document's own route).
     let number = |label: &str| -> usize {
         let at = said

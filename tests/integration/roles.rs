@@ -90,6 +90,16 @@ fn expected() -> Vec<(Method, &'static str, Expect)> {
             Roles(MANAGERS),
         ),
         (Method::GET, "/v1/messages/{id}", Roles(READERS)),
+        // Scoring: models move every contact's score, so changing one is a manager's.
+        (Method::GET, "/v1/scoring/models", Roles(READERS)),
+        (Method::GET, "/v1/scoring/models/{name}", Roles(READERS)),
+        (Method::PUT, "/v1/scoring/models/{name}", Roles(MANAGERS)),
+        (Method::DELETE, "/v1/scoring/models/{name}", Roles(MANAGERS)),
+        (
+            Method::GET,
+            "/v1/contacts/{id}/score-history",
+            Roles(READERS),
+        ),
         (Method::GET, "/v1/settings", Roles(ALL)),
         (Method::PUT, "/v1/settings", Roles(ADMIN)),
         // Operations.

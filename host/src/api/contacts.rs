@@ -124,6 +124,8 @@ async fn get_contact(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ContactView>, ApiError> {
     let store = state.store.clone();
+    let scoring = state.journeys.scoring.clone();
+    let now = state.clock.now();
     let found = blocking(move || {
         // An id merged into another contact is that contact's.
         let found = match store.contact_with_journeys(&id)? {
@@ -133,7 +135,13 @@ async fn get_contact(
                 None => None,
             },
         };
-        let (contact, journeys) = found.ok_or_else(|| no_contact(&id))?;
+        let (mut contact, journeys) = found.ok_or_else(|| no_contact(&id))?;
+        // Scores as they stand now, decay included.
+        for (model, score) in contact.scores.iter_mut() {
+            let half_life = scoring.model(model).and_then(|m| m.half_life);
+            score.points = crate::scoring::points::value(score, now, half_life);
+            score.at = now;
+        }
         let mut enrollments = Vec::new();
         for record in journeys {
             for enrollment_id in record.recent.iter().rev() {

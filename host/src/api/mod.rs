@@ -19,6 +19,7 @@ mod openapi;
 mod operations;
 mod plugins;
 mod rate;
+mod scoring;
 mod segment;
 mod settings;
 mod tokens;
@@ -168,6 +169,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(messaging::routes());
     routes.extend(operations::routes());
     routes.extend(plugins::routes());
+    routes.extend(scoring::routes());
     routes.extend(segment::routes());
     routes.extend(settings::routes());
     routes.extend(tokens::routes());

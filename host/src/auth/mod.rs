@@ -121,7 +121,7 @@ pub enum Permission {
     DeleteContacts,
     /// Send events in: admin and ingest.
     Ingest,
-    /// Dead letters and the audit log: admin and manager.
+    /// Dead letters, the audit log, scoring models: admin and manager.
     Operate,
     /// Channels, secrets, tokens, plugins: admin only.
     Admin,

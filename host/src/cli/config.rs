@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub journeys: Option<PathBuf>,
     pub channels: Option<PathBuf>,
     pub templates: Option<PathBuf>,
+    pub scoring: Option<PathBuf>,
     pub workers: Option<usize>,
     pub token: Option<String>,
     pub write_key: Option<String>,
@@ -96,6 +97,7 @@ impl FileConfig {
             &mut config.journeys,
             &mut config.channels,
             &mut config.templates,
+            &mut config.scoring,
             &mut config.secret_key_file,
             &mut config.tls_roots,
         ]

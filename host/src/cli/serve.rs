@@ -47,6 +47,11 @@ pub struct ServeArgs {
     /// `templates/` beside the `--journeys` directory, if there is one.
     #[arg(long, env = "WAYLINE_TEMPLATES")]
     templates: Option<PathBuf>,
+    /// Directory of scoring models (`NAME.json`, the body of `PUT /v1/scoring/models/NAME`)
+    /// to create at start-up; a model that exists already is left as it is. Without it,
+    /// `scoring/` beside the `--journeys` directory, if there is one.
+    #[arg(long, env = "WAYLINE_SCORING")]
+    scoring: Option<PathBuf>,
     /// Journey worker threads; the number of cores when absent.
     #[arg(long, env = "WAYLINE_WORKERS")]
     workers: Option<usize>,
@@ -87,6 +92,7 @@ struct Settings {
     journeys: Option<PathBuf>,
     channels: Option<PathBuf>,
     templates: Option<PathBuf>,
+    scoring: Option<PathBuf>,
     workers: Option<usize>,
     token: Option<String>,
     write_key: Option<String>,
@@ -145,6 +151,7 @@ impl Settings {
             journeys: args.journeys.or(file.journeys),
             channels: args.channels.or(file.channels),
             templates: args.templates.or(file.templates),
+            scoring: args.scoring.or(file.scoring),
             workers: args.workers.or(file.workers),
             token: args.token.or(file.token),
             write_key: args.write_key.or(file.write_key),
@@ -245,6 +252,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|parent| parent.join(name))
             .filter(|dir| dir.is_dir())
     };
+    let (scoring, models) = (
+        state.journeys.scoring.clone(),
+        args.scoring.clone().or_else(|| beside_journeys("scoring")),
+    );
     let (messaging, channels, templates) = (
         state.messaging.clone(),
         args.channels
@@ -263,6 +274,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(dir) = templates {
             for name in seed::templates(&messaging, &dir)? {
                 tracing::info!(template = %name, "template stored");
+            }
+        }
+        if let Some(dir) = models {
+            for name in crate::scoring::seed(&scoring, &dir)? {
+                tracing::info!(model = %name, "scoring model created");
             }
         }
         Ok(())

@@ -198,6 +198,8 @@ pub struct Journeys {
     pub registry: Arc<Registry>,
     pub clock: SharedClock,
     pub catalog: Catalog,
+    /// The scoring models, run on each event in the event's batch.
+    pub scoring: Arc<crate::scoring::Scoring>,
     /// Inbox items run and committed since the service started.
     committed: AtomicU64,
 }
@@ -210,8 +212,15 @@ impl Journeys {
         registry: Arc<Registry>,
         clock: SharedClock,
     ) -> Result<Self, StoreError> {
+        let scoring = crate::scoring::Scoring::load(
+            store.clone(),
+            registry.clone(),
+            runtime.clone(),
+            clock.clone(),
+        )?;
         let journeys = Journeys {
             catalog: Catalog::new(store.clone(), registry.clone(), runtime.clone()),
+            scoring: Arc::new(scoring),
             store,
             runtime,
             registry,

@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::codec::{contact_and_journeys, contact_value, encode, event_value, merge_journeys};
 use super::layout::{
     TreeId, contact_event_key, counter_key, identity_key, inbox_sequence, prefix, read_count,
-    timer_key,
+    score_key, timer_key,
 };
 use super::records::*;
 use super::sled_store::{SledStore, backend, identities_in, kv_write, lock};
 use super::write_set::WriteSet;
-use super::{KvUsage, StoreError, merge};
-use crate::model::{Contact, Effect, Event};
+use super::{KvUsage, ModelScoreWrite, StoreError, merge};
+use crate::model::{Contact, Effect, Event, Millis, ModelScore};
 
 /// A contact's value as it will be written: the contact and its journeys, or `None` once it
 /// is merged away (or never existed).
@@ -57,6 +57,8 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         .chain(commit.forwards.iter().map(|item| item.contact_id()))
         .chain(commit.seen.iter().map(|(id, ..)| id.as_str()))
         .chain(commit.erasures.iter().map(|e| e.contact_id.as_str()))
+        .chain(commit.model_scores.iter().map(|s| s.contact_id.as_str()))
+        .chain(commit.score_history.iter().map(|s| s.contact_id.as_str()))
         .chain(
             commit
                 .merges
@@ -110,6 +112,12 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
             keep_identities_consistent(&mut writes, &before, contact)?;
         }
         changed.insert(contact_id.clone());
+    }
+    for write in &commit.model_scores {
+        if let Some((contact, _)) = load(store, &mut values, &write.contact_id)? {
+            move_model_score(&mut writes, contact, write, now);
+            changed.insert(write.contact_id.clone());
+        }
     }
     for record in &commit.contact_journeys {
         if let Some((_, journeys)) = load(store, &mut values, &record.contact_id)? {
@@ -204,6 +212,16 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
             Vec::new(),
         );
     }
+    for entry in &commit.score_history {
+        let owner = merged_into
+            .get(&entry.contact_id)
+            .unwrap_or(&entry.contact_id);
+        writes.put(
+            TreeId::ScoreHistory,
+            score_key(owner, entry.at, &entry.source),
+            encode(entry),
+        );
+    }
     for WorkKey(key) in &commit.done {
         writes.remove(TreeId::Inbox, key.clone());
     }
@@ -227,12 +245,53 @@ fn drop_erased(commit: &mut Commit) {
     commit.messages.retain(|m| kept(&m.contact_id));
     commit.events.retain(|e| kept(&e.contact_id));
     commit.seen.retain(|(id, ..)| kept(id));
+    commit.model_scores.retain(|s| kept(&s.contact_id));
+    commit.score_history.retain(|s| kept(&s.contact_id));
     commit
         .merges
         .retain(|(from, into)| kept(from) && kept(into));
     commit
         .forwards
         .retain(|item| kept(&item.contact_id().to_owned()));
+}
+
+/// Move a contact's score in one model as the batch did: its points decayed to `now` plus the
+/// batch's delta (so points a merge added since the batch read the contact are kept), with the
+/// batch's level and decay timer, the old timer replaced.
+fn move_model_score(
+    writes: &mut WriteSet<'_>,
+    contact: &mut Contact,
+    write: &ModelScoreWrite,
+    now: Millis,
+) {
+    let timer = crate::scoring::timer_id(&write.model, &contact.id);
+    let score = contact
+        .scores
+        .entry(write.model.clone())
+        .or_insert(ModelScore {
+            at: now,
+            ..ModelScore::default()
+        });
+    if let Some(old) = score.timer_at
+        && Some(old) != write.timer_at
+    {
+        writes.remove(TreeId::Timers, timer_key(old, &timer));
+    }
+    if let Some(new) = write.timer_at
+        && score.timer_at != Some(new)
+    {
+        writes.put(
+            TreeId::Timers,
+            timer_key(new, &timer),
+            contact.id.clone().into_bytes(),
+        );
+    }
+    *score = ModelScore {
+        points: crate::scoring::points::value(score, now, write.half_life) + write.delta,
+        at: now,
+        level: write.level,
+        timer_at: write.timer_at,
+    };
 }
 
 pub(super) const IDENTITY_FIELDS: [&str; 2] = ["email", "phone"];

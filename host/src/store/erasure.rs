@@ -1,6 +1,6 @@
 //! Erasing a contact (the right to erasure), inside the write set of the batch that owns its
 //! partition: the contact and its identities, every event of it and its list, its enrollments
-//! and their timers, work still queued for it, the API enrollment requests that name it, the
+//! and their timers, its score history and decay timers, work still queued for it, the API enrollment requests that name it, the
 //! aliases that lead to it, suppressions of its addresses and dead letters holding it. Its
 //! messages stay for the channel's numbers, anonymised: no contact, address, variables or
 //! provider text, and nothing more is sent. One audit entry says it happened, naming the
@@ -26,6 +26,7 @@ pub const ERASED: &str = "erased";
 #[derive(Debug, Default, serde::Serialize)]
 struct Erased {
     events: usize,
+    score_changes: usize,
     enrollments: usize,
     messages_anonymised: usize,
     queued_work: usize,
@@ -69,6 +70,12 @@ pub(super) fn erase(
                 addresses.insert(raw.clone());
             }
         }
+        for (model, score) in &contact.scores {
+            if let Some(at) = score.timer_at {
+                let timer = crate::scoring::timer_id(model, id);
+                writes.remove(TreeId::Timers, timer_key(at, &timer));
+            }
+        }
         writes.remove(TreeId::Contacts, id.as_bytes());
         writes.put(TreeId::Erased, store.erased_key(id), Vec::new());
     }
@@ -81,6 +88,11 @@ pub(super) fn erase(
         }
         writes.remove(TreeId::ContactEvents, key.to_vec());
         erased.events += 1;
+    }
+
+    for key in store.score_history.scan_prefix(&own).keys() {
+        writes.remove(TreeId::ScoreHistory, key.map_err(backend)?.to_vec());
+        erased.score_changes += 1;
     }
 
     for entry in store.enrollments.iter() {

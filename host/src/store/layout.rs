@@ -78,6 +78,11 @@ pub(super) mod trees {
     /// merge queued before the erasure does not bring the contact back; removed when a
     /// contact is made again under that id. Never the id itself.
     pub const ERASED: &str = "erased";
+    /// model name → a scoring model: its scorer plugin, config, events, decay, thresholds.
+    pub const SCORING_MODELS: &str = "scoring_models";
+    /// `<contact id>\0<at, ordered u64 BE><source>` → one change of the contact's score and
+    /// its reason.
+    pub const SCORE_HISTORY: &str = "score_history";
     /// In `meta`: 16 random bytes the `erased` keys are made with, so that they match no
     /// hash of a guessed id made elsewhere.
     pub const ERASURE_SALT: &str = "erasure_salt";
@@ -118,10 +123,12 @@ pub(super) enum TreeId {
     Settings = 25,
     ContactEvents = 26,
     Erased = 27,
+    ScoringModels = 28,
+    ScoreHistory = 29,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 28] = [
+    pub(super) const ALL: [TreeId; 30] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -150,6 +157,8 @@ impl TreeId {
         TreeId::Settings,
         TreeId::ContactEvents,
         TreeId::Erased,
+        TreeId::ScoringModels,
+        TreeId::ScoreHistory,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -186,6 +195,8 @@ impl TreeId {
             TreeId::Settings => trees::SETTINGS,
             TreeId::ContactEvents => trees::CONTACT_EVENTS,
             TreeId::Erased => trees::ERASED,
+            TreeId::ScoringModels => trees::SCORING_MODELS,
+            TreeId::ScoreHistory => trees::SCORE_HISTORY,
         }
     }
 
@@ -289,6 +300,11 @@ pub(super) fn contact_event_key(contact_id: &str, at: Millis, event_id: &str) ->
     key.extend_from_slice(&ordered_time(at));
     key.extend_from_slice(event_id.as_bytes());
     key
+}
+
+/// A score change's key: the contact's changes in time order.
+pub(super) fn score_key(contact_id: &str, at: Millis, source: &str) -> Vec<u8> {
+    contact_event_key(contact_id, at, source)
 }
 
 pub(super) fn ordered_time(at: Millis) -> [u8; 8] {

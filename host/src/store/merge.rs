@@ -92,6 +92,35 @@ pub(super) fn merge(
         }
     }
     kept.score += gone.score;
+    // Model scores add up (a decaying one counted from the kept contact's last change); the
+    // gone contact's decay timers go, and the next event sets the kept one's again.
+    for (model, score) in gone.scores {
+        if let Some(at) = score.timer_at {
+            writes.remove(
+                TreeId::Timers,
+                timer_key(at, &crate::scoring::timer_id(&model, from)),
+            );
+        }
+        match kept.scores.get_mut(&model) {
+            Some(held) => held.points += score.points,
+            None => {
+                kept.scores.insert(
+                    model,
+                    crate::model::ModelScore {
+                        timer_at: None,
+                        ..score
+                    },
+                );
+            }
+        }
+    }
+    for entry in store.score_history.scan_prefix(&gone_prefix) {
+        let (key, value) = entry.map_err(backend)?;
+        let mut moved = prefix(into);
+        moved.extend_from_slice(&key[gone_prefix.len()..]);
+        writes.put(TreeId::ScoreHistory, moved, value.to_vec());
+        writes.remove(TreeId::ScoreHistory, key.to_vec());
+    }
     if kept.timezone == "UTC" {
         kept.timezone = gone.timezone;
     }

@@ -24,9 +24,11 @@ mod merge;
 mod messaging;
 mod open;
 mod records;
+mod scoring;
 mod sled_access;
 mod sled_journeys;
 mod sled_messaging;
+mod sled_scoring;
 mod sled_store;
 mod sled_uploads;
 mod uploads;
@@ -48,6 +50,7 @@ pub use layout::{MAX_RECORD_BYTES, MAX_STORED_BYTES};
 pub use messaging::*;
 pub use open::Recovery;
 pub use records::*;
+pub use scoring::{ModelScoreWrite, ScoreEntry, ScorePage, ScoringModelRecord, ScoringStore};
 pub use sled_store::SledStore;
 pub use uploads::{PluginStore, PluginUpload};
 pub use write_set::Replayed;
@@ -223,7 +226,7 @@ impl StoreError {
 
 /// Durable contacts, events and journey state.
 pub trait Store:
-    JourneyStore + MessageStore + AccessStore + PluginStore + Send + Sync + 'static
+    JourneyStore + MessageStore + AccessStore + PluginStore + ScoringStore + Send + Sync + 'static
 {
     /// The contact with this id.
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;

@@ -682,6 +682,10 @@ pub struct Commit {
     pub seen: Vec<(String, Millis, String)>,
     /// Contacts to erase, after (and instead of) the batch's other changes to them.
     pub erasures: Vec<Erasure>,
+    /// Scoring models' scores the batch moved, applied to the stored scores.
+    pub model_scores: Vec<super::ModelScoreWrite>,
+    /// Score changes for the contacts' histories.
+    pub score_history: Vec<super::ScoreEntry>,
     pub now: Millis,
 }
 

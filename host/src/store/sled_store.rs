@@ -126,6 +126,8 @@ pub struct SledStore {
     pub(super) settings: sled::Tree,
     pub(super) contact_events: sled::Tree,
     pub(super) erased: sled::Tree,
+    pub(super) scoring_models: sled::Tree,
+    pub(super) score_history: sled::Tree,
     /// What the `erased` tree's keys are made with (see `layout::trees::ERASURE_SALT`).
     pub(super) erasure_salt: [u8; 16],
     pub(super) locks: Locks,
@@ -219,6 +221,8 @@ impl SledStore {
             settings: tree(trees::SETTINGS)?,
             contact_events: tree(trees::CONTACT_EVENTS)?,
             erased: tree(trees::ERASED)?,
+            scoring_models: tree(trees::SCORING_MODELS)?,
+            score_history: tree(trees::SCORE_HISTORY)?,
             erasure_salt: erasure_salt(&tree(trees::META)?)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
@@ -278,6 +282,8 @@ impl SledStore {
             TreeId::Settings => &self.settings,
             TreeId::ContactEvents => &self.contact_events,
             TreeId::Erased => &self.erased,
+            TreeId::ScoringModels => &self.scoring_models,
+            TreeId::ScoreHistory => &self.score_history,
         }
     }
 }

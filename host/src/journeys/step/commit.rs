@@ -5,7 +5,10 @@ use std::collections::HashMap;
 
 use super::super::compiled::CompiledJourney;
 use crate::model::{Effect, Event, Millis};
-use crate::store::{Commit, ContactJourney, Enrollment, Erasure, KvWrite, OutboxMessage, WorkKey};
+use crate::store::{
+    Commit, ContactJourney, Enrollment, Erasure, KvWrite, ModelScoreWrite, OutboxMessage,
+    ScoreEntry, WorkKey,
+};
 
 /// The batch's changes other than the records it read (those are in `Reads`).
 pub(in crate::journeys) struct Changes {
@@ -63,6 +66,17 @@ impl Changes {
             .entry(contact_id.to_owned())
             .or_default()
             .extend(effects);
+    }
+
+    /// Move a contact's score in a model, and keep the changes that moved it.
+    pub(super) fn move_model_score(&mut self, write: ModelScoreWrite, entries: Vec<ScoreEntry>) {
+        self.commit.model_scores.push(write);
+        self.commit.score_history.extend(entries);
+    }
+
+    /// Keep a score change (an action's) in the contact's history.
+    pub(super) fn score_changed(&mut self, entry: ScoreEntry) {
+        self.commit.score_history.push(entry);
     }
 
     /// Merge `from` into `into` at commit.

@@ -13,6 +13,7 @@ mod commit;
 mod lifecycle;
 mod nodes;
 mod reads;
+mod scoring;
 mod trace;
 
 use std::sync::Arc;
@@ -88,10 +89,13 @@ impl<'a> Batch<'a> {
                 ..
             } => self.on_enroll(contact_id, journey_id)?,
             WorkItem::Wake {
+                contact_id,
                 enrollment_id,
                 due_at,
-                ..
-            } => self.on_wake(enrollment_id, *due_at)?,
+            } => match crate::scoring::timer_model(enrollment_id) {
+                Some(model) => self.on_score_timer(contact_id, model, *due_at)?,
+                None => self.on_wake(enrollment_id, *due_at)?,
+            },
             WorkItem::Retry { enrollment_id, .. } => self.on_retry(enrollment_id)?,
             WorkItem::Erase {
                 contact_id,
@@ -132,6 +136,7 @@ impl<'a> Batch<'a> {
             return Ok(());
         };
         self.changes.saw(contact_id, &event);
+        self.score(contact_id, &event)?;
         let active: Vec<String> = self
             .reads
             .journeys_of(contact_id)?

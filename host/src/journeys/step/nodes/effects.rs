@@ -7,7 +7,7 @@ use super::super::super::compiled::CompiledJourney;
 use super::super::Batch;
 use super::Failure;
 use crate::model::{Attributes, Effect, Event, Value, check_name};
-use crate::store::{DeliveryStatus, DeliveryStep, Enrollment, OutboxMessage};
+use crate::store::{DeliveryStatus, DeliveryStep, Enrollment, OutboxMessage, ScoreEntry};
 
 /// How many emitted events may follow one another: an event an action emits is one deeper
 /// than the event that brought the contact to the action. Past this, journeys are feeding
@@ -200,10 +200,32 @@ impl Batch<'_> {
         if contact_effects.is_empty() {
             return Ok(());
         }
+        let plugin = (journey.plugins.get(&enrollment.node)).map(|p| p.plugin.id().to_owned());
+        let mut kept = Vec::new();
         if let Some(contact) = self.reads.contact_mut(&enrollment.contact_id) {
-            for effect in &contact_effects {
+            for (n, effect) in contact_effects.iter().enumerate() {
                 contact.apply(effect, self.now);
+                // Why the score moved, for the contact's score history.
+                if let Effect::AdjustScore { delta, reason } = effect {
+                    kept.push(ScoreEntry {
+                        contact_id: enrollment.contact_id.clone(),
+                        at: self.now,
+                        model: None,
+                        delta: *delta,
+                        score: contact.score,
+                        reason: reason.clone(),
+                        event_id: event.map(|e| e.id.clone()),
+                        event: event.map(|e| e.name.clone()),
+                        plugin: plugin.clone().unwrap_or_default(),
+                        journey_id: Some(journey.journey_id.clone()),
+                        node: Some(enrollment.node.clone()),
+                        source: format!("{step}\0{n}"),
+                    });
+                }
             }
+        }
+        for entry in kept {
+            self.changes.score_changed(entry);
         }
         self.changes
             .change_contact(&enrollment.contact_id, contact_effects);

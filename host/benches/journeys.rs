@@ -71,7 +71,29 @@ struct Server {
 
 /// A server with the load journey published; with `sink`, its action sends each contact a
 /// message through the webhook channel to that HTTP sink (no caps: every message goes).
-async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>, sink: Option<&str>) -> Server {
+/// Two scoring models that both score the load's events: the DOMAIN table (examples/scoring)
+/// and a weighted one with decay, each with thresholds the contacts cross.
+fn define_scoring(state: &AppState) {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scoring");
+    let lead = std::fs::read(examples.join("lead.json")).unwrap();
+    let engagement = json!({"plugin": "rule-scorer", "events": ["page_viewed"], "half_life": "7d",
+        "thresholds": [10, 50],
+        "config": {"rules": [{"event": "page_viewed", "points": 4, "weight": 0.5},
+                             {"attribute": "company_size", "op": "gte", "value": 500, "points": 1}]}});
+    for (name, model) in [
+        ("lead", serde_json::from_slice(&lead).unwrap()),
+        ("engagement", serde_json::from_value(engagement).unwrap()),
+    ] {
+        state.journeys.scoring.put(name, model, "bench").unwrap();
+    }
+}
+
+async fn server(
+    runtime: &Arc<Runtime>,
+    registry: &Arc<Registry>,
+    sink: Option<&str>,
+    scoring: bool,
+) -> Server {
     let data = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.path().join("store")).unwrap());
     let clock: SharedClock = Arc::new(SystemClock);
@@ -104,6 +126,9 @@ async fn server(runtime: &Arc<Runtime>, registry: &Arc<Registry>, sink: Option<&
             .messaging
             .put_template("viewed", serde_json::from_value(template).unwrap(), "bench")
             .unwrap();
+    }
+    if scoring {
+        define_scoring(&state);
     }
     state
         .journeys
@@ -188,7 +213,13 @@ async fn create_contacts(client: &reqwest::Client, base: &str, contacts: usize, 
 
 /// Batched ingest as fast as two clients can send; the time until every step has committed
 /// and, with `deliver`, until each event's message has reached the sink.
-async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usize, deliver: bool) {
+async fn throughput(
+    runtime: &Arc<Runtime>,
+    registry: &Arc<Registry>,
+    total: usize,
+    deliver: bool,
+    scoring: bool,
+) {
     let sink = match deliver {
         true => Some(common::http_sink().await),
         false => None,
@@ -197,6 +228,7 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
         runtime,
         registry,
         sink.as_ref().map(|(base, _)| base.as_str()),
+        scoring,
     )
     .await;
     let client = reqwest::Client::new();
@@ -231,7 +263,8 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
         sender.await.unwrap();
     }
     let ingested = started.elapsed();
-    while entered(&server.state) < total as i64 {
+    // Every step, and every event the scores' crossings emitted.
+    while entered(&server.state) < total as i64 || server.state.store.has_pending_work().unwrap() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let processed = started.elapsed();
@@ -254,6 +287,26 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
     }
     let (cpu, written) = (common::cpu_seconds() - cpu, written_bytes() - written);
     let failures = failed(&server.state);
+    if scoring {
+        let history: usize = (0..contacts)
+            .map(|n| {
+                let page = server
+                    .state
+                    .store
+                    .score_history(&format!("c{n}"), None, 1_000);
+                page.unwrap().changes.len()
+            })
+            .sum();
+        println!(
+            "| the same with two scoring models defined (rule-scorer: the DOMAIN table with 30-day decay, and a weighted table with 7-day decay; both score every event, with thresholds; {history} score changes kept) | {:.0} events/s acknowledged (durable) | {:.0} events/s fully processed, threshold events included ({failures} plugin calls failed); per event {:.0} µs CPU and {:.1} KiB written |",
+            total as f64 / ingested.as_secs_f64(),
+            total as f64 / processed.as_secs_f64(),
+            cpu * 1e6 / total as f64,
+            written / 1024.0 / total as f64,
+        );
+        server.state.scheduler.stop();
+        return;
+    }
     println!(
         "| batched ingest (2 clients × batches of {batch}), {total} events, {contacts} contacts | {:.0} events/s acknowledged (durable) | {:.0} events/s fully processed ({failures} plugin calls failed); per event {:.0} µs CPU (server and load generator, {:.2} of {} cores busy) and {:.1} KiB written |",
         total as f64 / ingested.as_secs_f64(),
@@ -271,7 +324,7 @@ async fn throughput(runtime: &Arc<Runtime>, registry: &Arc<Registry>, total: usi
 /// in arrival order per partition, so this is close, not exact). The count is an atomic the
 /// workers bump after each commit: polling it does not wait on the store's locks.
 async fn latency(runtime: &Arc<Runtime>, registry: &Arc<Registry>, rate: usize, seconds: usize) {
-    let server = server(runtime, registry, None).await;
+    let server = server(runtime, registry, None, false).await;
     let client = reqwest::Client::new();
     let contacts = 5_000;
     create_contacts(&client, &server.base, contacts, false).await;
@@ -538,12 +591,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    tokio.block_on(throughput(&runtime, &registry, events, false));
+    tokio.block_on(throughput(&runtime, &registry, events, false, false));
+    tokio.block_on(throughput(&runtime, &registry, events, false, true));
     tokio.block_on(throughput(
         &runtime,
         &registry,
         common::env_number("WAYLINE_LOAD_DELIVERED", 20_000),
         true,
+        false,
     ));
     if std::env::var_os("WAYLINE_LOAD_THROUGHPUT_ONLY").is_some() {
         return;

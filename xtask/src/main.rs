@@ -268,6 +268,8 @@ fn serve(dirs: &GuestDirs, args: &[String]) -> Result<()> {
         .arg(repo_root().join("examples/channels"))
         .arg("--templates")
         .arg(repo_root().join("examples/templates"))
+        .arg("--scoring")
+        .arg(repo_root().join("examples/scoring"))
         .arg("--journeys")
         .arg(repo_root().join("examples/journeys"))
         .args(args);

@@ -139,7 +139,8 @@ async fn get_contact(
         // Scores as they stand now, decay included.
         for (model, score) in contact.scores.iter_mut() {
             let half_life = scoring.model(model).and_then(|m| m.half_life);
-            score.points = crate::scoring::points::value(score, now, half_life);
+            let points = crate::scoring::points::value(score, now, half_life);
+            score.points = (points * 100.0).round() / 100.0;
             score.at = now;
         }
         let mut enrollments = Vec::new();

@@ -141,7 +141,8 @@ impl Batch<'_> {
                 at: now,
                 model: Some(name.clone()),
                 delta: change.delta,
-                score: value,
+                // To the hundredth, as a person reads it (decay leaves long fractions).
+                score: (value * 100.0).round() / 100.0,
                 reason: change.reason.clone(),
                 event_id: event.map(|e| e.id.clone()),
                 event: event.map(|e| e.name.clone()),

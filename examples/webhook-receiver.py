@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A stand-in email provider for trying Wayline: the example `email` channel posts each message
-here as JSON (examples/channels/email.json). Prints what arrives and accepts it.
+"""A stand-in email provider and CRM for trying Wayline: the example `email` and `crm` channels
+post each message here as JSON (examples/channels/). Prints what arrives and accepts it.
 
     python3 examples/webhook-receiver.py        # listens on 127.0.0.1:8025
 """

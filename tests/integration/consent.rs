@@ -273,3 +273,73 @@ async fn a_capped_message_waits_its_turn_and_one_due_at_night_waits_for_the_cont
     })
     .await;
 }
+
+/// The global control group: with a fifth of contacts held out, the same contacts get no
+/// marketing message from either of two identical pilots — each message of theirs suppressed
+/// with the reason — and every other contact gets both; the contact shows it is held out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_control_group_holds_out_the_same_contacts_in_every_journey() {
+    let (base, _) = provider().await;
+    let server = Server::start(true).await;
+    bind(&server, "hook", &base, "/ok", json!({})).await;
+    template(
+        &server,
+        "offer",
+        json!({"channel": "hook", "subject": "An offer", "text": "For you."}),
+    )
+    .await;
+    journey(&server, "pilot-a", "registered", "hook", "offer").await;
+    journey(&server, "pilot-b", "registered", "hook", "offer").await;
+    let (status, body) = server
+        .put(
+            "/v1/settings",
+            json!({"content_approval": false, "control_group_percent": 60}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_settings"))
+    );
+    let (status, body) = server
+        .put("/v1/settings", json!({"control_group_percent": 20}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<String> = (0..40).map(|n| format!("pilot-{n}")).collect();
+    for id in &ids {
+        let contact = json!({"id": id, "attributes": {"email": format!("{id}@example.com")},
+                             "consents": {"hook": "granted"}});
+        register(&server, contact, "registered", "free").await;
+    }
+    server.settle().await;
+
+    let mut held = 0;
+    for id in &ids {
+        let (_, contact) = server.get(&format!("/v1/contacts/{id}")).await;
+        let held_out = contact["control_group"].as_bool().unwrap();
+        held += usize::from(held_out);
+        let mut messages = Json::Null;
+        for _ in 0..400 {
+            messages = server.get(&format!("/v1/contacts/{id}/messages")).await.1;
+            let settled = messages.as_array().unwrap().iter().all(|m| {
+                m["status"] != "queued" && m["status"] != "sending" && m["status"] != "deferred"
+            });
+            if settled && messages.as_array().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let messages = messages.as_array().unwrap();
+        assert_eq!(messages.len(), 2, "one per pilot: {messages:?}");
+        for message in messages {
+            let suppressed = message["status"] == "suppressed";
+            assert_eq!(suppressed, held_out, "{id}: {message}");
+            if held_out {
+                assert!(
+                    last_detail(message).contains("global control group"),
+                    "{message}"
+                );
+            }
+        }
+    }
+    assert!((3..=16).contains(&held), "{held} of 40 held out at 20 %");
+}

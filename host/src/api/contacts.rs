@@ -98,6 +98,8 @@ async fn upsert_contact(
 struct ContactView {
     #[serde(flatten)]
     contact: Contact,
+    /// Whether it is in the global control group, which no marketing message reaches.
+    control_group: bool,
     /// Newest first within each journey.
     enrollments: Vec<EnrollmentSummary>,
 }
@@ -161,7 +163,9 @@ async fn get_contact(
                 }
             }
         }
+        let held_out = store.workspace()?.control_group_percent;
         Ok(ContactView {
+            control_group: crate::messaging::control::holds_out(&contact.id, held_out),
             contact,
             enrollments,
         })

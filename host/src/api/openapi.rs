@@ -97,7 +97,7 @@ pub const DOCS: &[Doc] = &[
     doc(Method::DELETE, "/v1/scoring/models/{name}", "Remove a scoring model (scores and history stay)", &[204], &[(404, "scoring_model_not_found")]),
     doc(Method::GET, "/v1/contacts/{id}/score-history", "A contact's score changes with their reasons, newest first", &[200], &[(404, "contact_not_found")]),
     doc(Method::GET, "/v1/settings", "Workspace settings", &[200], &[]),
-    doc(Method::PUT, "/v1/settings", "Replace the workspace settings", &[200], &[]),
+    doc(Method::PUT, "/v1/settings", "Replace the workspace settings", &[200], &[(422, "invalid_settings")]),
     doc(Method::POST, "/v1/imports/contacts", "Import a CSV or NDJSON file of contacts", &[200], &[(413, "import_too_large"), (422, "import_malformed")]),
     doc(Method::GET, "/v1/exports/contacts", "Every contact, streamed as NDJSON or CSV", &[200], &[]),
     doc(Method::POST, "/v1/webhooks/{channel}", "A provider's delivery report (signature checked)", &[200, 204], &[(401, "webhook_unauthenticated"), (404, "channel_not_found"), (422, "webhook_malformed")]),
@@ -344,7 +344,10 @@ fn request_schema(path: &str) -> Json_ {
         "/v1/settings" => json!({
             "type": "object",
             "additionalProperties": false,
-            "properties": {"content_approval": {"type": "boolean"}},
+            "properties": {
+                "content_approval": {"type": "boolean"},
+                "control_group_percent": {"type": "number", "minimum": 0, "maximum": 50},
+            },
         }),
         "/v1/journeys/{id}/plugins" => json!({
             "type": "object",

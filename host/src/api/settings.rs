@@ -1,5 +1,6 @@
 //! The workspace settings: `GET /v1/settings` for anyone with a token to see how content is
-//! governed, `PUT /v1/settings` for an admin to change it (recorded in the audit log).
+//! governed and who is held out, `PUT /v1/settings` for an admin to change it (recorded in the
+//! audit log).
 
 use axum::extract::State;
 use axum::http::Method;
@@ -40,6 +41,17 @@ async fn replace(
     Extension(by): Extension<Principal>,
     ApiJson(workspace): ApiJson<Workspace>,
 ) -> Result<Json<Workspace>, ApiError> {
+    let percent = workspace.control_group_percent;
+    if !(0.0..=crate::messaging::control::MAX_PERCENT).contains(&percent) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_settings",
+            format!(
+                "`control_group_percent` is a share of contacts from 0 to {}, not {percent}",
+                crate::messaging::control::MAX_PERCENT
+            ),
+        ));
+    }
     let store = state.store.clone();
     let now = state.clock.now();
     let saved = blocking(move || {

@@ -6,6 +6,7 @@
 //! Owns bindings, templates and deliveries; the store keeps them, the runtime runs the plugins.
 
 pub mod channels;
+pub mod control;
 pub mod costs;
 mod delivery;
 pub mod links;

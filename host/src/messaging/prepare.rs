@@ -141,6 +141,15 @@ impl Messaging {
             },
         };
         if !message.test {
+            let held_out = self.store.workspace()?.control_group_percent;
+            if !template.transactional && super::control::holds_out(&contact.id, held_out) {
+                let reason = format!(
+                    "the contact is in the global control group ({held_out} % of contacts), which no marketing message reaches"
+                );
+                return self
+                    .finish(&message, DeliveryStatus::Suppressed, now, &reason)
+                    .map(|_| None);
+            }
             if !template.transactional {
                 let consent = bound.consent();
                 let reason = match contact.consents.get(consent).copied().unwrap_or_default() {

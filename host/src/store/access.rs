@@ -33,13 +33,17 @@ pub struct TokenRecord {
 }
 
 /// How the workspace governs its content, set by an admin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workspace {
     /// A template version must be approved by a manager (not its author) before a journey
     /// that sends it can be published.
     #[serde(default)]
     pub content_approval: bool,
+    /// The share of contacts (0 to 50 %) no marketing message reaches in any journey: the
+    /// global control group (see `messaging::control`).
+    #[serde(default)]
+    pub control_group_percent: f64,
 }
 
 /// The tokens' and the workspace settings' durable part of the store.

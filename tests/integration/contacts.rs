@@ -331,7 +331,7 @@ async fn an_erased_contact_leaves_no_trace_in_any_tree() {
         "the erasure's own item is not counted: {audit}"
     );
     assert_eq!(entry["detail"]["messages_anonymised"], 1, "{audit}");
-    assert_eq!(entry["detail"]["score_changes"], 1, "{audit}");
+    assert_eq!(entry["detail"]["score_history_records"], 1, "{audit}");
     assert!(entry["detail"]["events"].as_u64() >= Some(1), "{audit}");
 }
 

@@ -13,7 +13,7 @@ use super::layout::{
 use super::records::*;
 use super::sled_store::{SledStore, backend, identities_in, kv_write, lock};
 use super::write_set::WriteSet;
-use super::{KvUsage, ModelScoreWrite, StoreError, merge};
+use super::{KvUsage, ModelScoreWrite, ScoreEntry, StoreError, merge};
 use crate::model::{Contact, Effect, Event, Millis, ModelScore};
 
 /// A contact's value as it will be written: the contact and its journeys, or `None` once it
@@ -212,15 +212,18 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
             Vec::new(),
         );
     }
+    // One record per contact and source (an event, a step): the changes it made together.
+    let mut history: BTreeMap<Vec<u8>, Vec<&ScoreEntry>> = BTreeMap::new();
     for entry in &commit.score_history {
         let owner = merged_into
             .get(&entry.contact_id)
             .unwrap_or(&entry.contact_id);
-        writes.put(
-            TreeId::ScoreHistory,
-            score_key(owner, entry.at, &entry.source),
-            encode(entry),
-        );
+        (history.entry(score_key(owner, entry.at, &entry.source)))
+            .or_default()
+            .push(entry);
+    }
+    for (key, entries) in history {
+        writes.put(TreeId::ScoreHistory, key, encode(&entries));
     }
     for WorkKey(key) in &commit.done {
         writes.remove(TreeId::Inbox, key.clone());

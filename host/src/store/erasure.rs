@@ -1,7 +1,8 @@
 //! Erasing a contact (the right to erasure), inside the write set of the batch that owns its
 //! partition: the contact and its identities, every event of it and its list, its enrollments
-//! and their timers, its score history and decay timers, work still queued for it, the API enrollment requests that name it, the
-//! aliases that lead to it, suppressions of its addresses and dead letters holding it. Its
+//! and their timers, its score history and decay timers, work still queued for it, the API
+//! enrollment requests that name it, the aliases that lead to it, suppressions of its
+//! addresses and dead letters holding it. Its
 //! messages stay for the channel's numbers, anonymised: no contact, address, variables or
 //! provider text, and nothing more is sent. One audit entry says it happened, naming the
 //! erasure by a random reference, never the contact.
@@ -26,7 +27,7 @@ pub const ERASED: &str = "erased";
 #[derive(Debug, Default, serde::Serialize)]
 struct Erased {
     events: usize,
-    score_changes: usize,
+    score_history_records: usize,
     enrollments: usize,
     messages_anonymised: usize,
     queued_work: usize,
@@ -92,7 +93,7 @@ pub(super) fn erase(
 
     for key in store.score_history.scan_prefix(&own).keys() {
         writes.remove(TreeId::ScoreHistory, key.map_err(backend)?.to_vec());
-        erased.score_changes += 1;
+        erased.score_history_records += 1;
     }
 
     for entry in store.enrollments.iter() {

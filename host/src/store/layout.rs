@@ -80,8 +80,8 @@ pub(super) mod trees {
     pub const ERASED: &str = "erased";
     /// model name → a scoring model: its scorer plugin, config, events, decay, thresholds.
     pub const SCORING_MODELS: &str = "scoring_models";
-    /// `<contact id>\0<at, ordered u64 BE><source>` → one change of the contact's score and
-    /// its reason.
+    /// `<contact id>\0<at, ordered u64 BE><source>` → the changes of the contact's scores that
+    /// one event or journey step made, with their reasons.
     pub const SCORE_HISTORY: &str = "score_history";
     /// In `meta`: 16 random bytes the `erased` keys are made with, so that they match no
     /// hash of a guessed id made elsewhere.

@@ -58,8 +58,8 @@ pub struct ScoreEntry {
     pub journey_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// Tells apart the changes of one step at one moment (its index among them, and the
-    /// event or step they came from), so none overwrites another.
+    /// The event or journey step the change came from: the changes of one source at one
+    /// moment are kept together, in the order made.
     #[serde(skip)]
     pub source: String,
 }

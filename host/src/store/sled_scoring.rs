@@ -74,13 +74,17 @@ impl ScoringStore for SledStore {
         let mut more = false;
         for entry in entries.rev() {
             let (key, value) = entry.map_err(backend)?;
-            if changes.len() == limit {
+            let together: Vec<super::ScoreEntry> = decode(&value)?;
+            // A source's changes stay on one page: a page may hold a few more than `limit`
+            // rather than split them.
+            if !changes.is_empty() && changes.len() + together.len() > limit {
                 more = true;
                 break;
             }
-            let mut change: super::ScoreEntry = decode(&value)?;
-            change.contact_id = contact_id.to_owned();
-            changes.push(change);
+            for mut change in together.into_iter().rev() {
+                change.contact_id = contact_id.to_owned();
+                changes.push(change);
+            }
             last = Some(key[own.len()..].to_vec());
         }
         let next = last.filter(|_| more).map(hex::encode);

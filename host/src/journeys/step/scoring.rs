@@ -130,7 +130,7 @@ impl Batch<'_> {
             Cause::Timer(due_at) => (format!("decay@{due_at}"), 1),
         };
         let mut entries = Vec::new();
-        for (n, change) in changes.iter().enumerate() {
+        for change in changes {
             value += change.delta;
             let event = match cause {
                 Cause::Event(event) => Some(event),
@@ -149,12 +149,19 @@ impl Batch<'_> {
                 plugin: model.plugin.id().to_owned(),
                 journey_id: None,
                 node: None,
-                source: format!("{source}\0{name}\0{n}"),
+                source: source.clone(),
             });
         }
         let level = points::level(thresholds, value);
         crossings.extend(points::crossings(thresholds, decayed_level, level));
-        let timer_at = points::next_crossing(thresholds, value, level, now, model.half_life);
+        let due = points::next_crossing(thresholds, value, level, now, model.half_life);
+        // A timer set already and due no later than needed stays: early, it only looks and
+        // sets the next, and not moving it saves two writes on most events (a score that
+        // grows puts its crossing later).
+        let timer_at = match held.timer_at {
+            Some(set) if set > now && due.is_none_or(|due| set <= due) => Some(set),
+            _ => due,
+        };
         if changes.is_empty() && crossings.is_empty() && held.timer_at == timer_at {
             return Ok(());
         }

@@ -203,7 +203,7 @@ impl Batch<'_> {
         let plugin = (journey.plugins.get(&enrollment.node)).map(|p| p.plugin.id().to_owned());
         let mut kept = Vec::new();
         if let Some(contact) = self.reads.contact_mut(&enrollment.contact_id) {
-            for (n, effect) in contact_effects.iter().enumerate() {
+            for effect in &contact_effects {
                 contact.apply(effect, self.now);
                 // Why the score moved, for the contact's score history.
                 if let Effect::AdjustScore { delta, reason } = effect {
@@ -219,7 +219,7 @@ impl Batch<'_> {
                         plugin: plugin.clone().unwrap_or_default(),
                         journey_id: Some(journey.journey_id.clone()),
                         node: Some(enrollment.node.clone()),
-                        source: format!("{step}\0{n}"),
+                        source: step.clone(),
                     });
                 }
             }

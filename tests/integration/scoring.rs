@@ -510,3 +510,49 @@ async fn a_model_is_checked_field_by_field_and_nothing_is_stored_on_refusal() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "scoring_model_not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_scorer_fails_only_its_own_model() {
+    let server = Server::start(true).await;
+    let response = server
+        .client
+        .put(format!("{}/v1/admin/plugins/hostile-scorer", server.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/wasm")
+        .body(support::fixture_bytes("hostile-scorer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    for mode in ["spin", "panic", "huge-output"] {
+        let model = json!({"plugin": "hostile-scorer", "config": {"mode": mode}, "events": ["form_submitted"]});
+        put_model(&server, mode, model).await;
+    }
+    put_model(&server, "lead", example("scoring/lead.json")).await;
+    let journey = json!({
+        "name": "Tag on form",
+        "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "form_submitted"}},
+            {"id": "tag", "type": "action", "plugin": "update-contact", "config": {"add_tags": ["asked"]}}
+        ],
+        "edges": [{"from": "in", "to": "tag"}]
+    });
+    crate::journeys::publish(&server, "tag", journey).await;
+    contact(&server, "li", json!({})).await;
+    event(&server, "f1", "li", "form_submitted", json!({})).await;
+    server.settle().await;
+
+    // The good model scored and the journey ran; the others changed nothing.
+    let (_, li) = server.get("/v1/contacts/li").await;
+    assert_eq!(li["tags"], json!(["asked"]), "{li}");
+    let scores: Vec<&String> = li["scores"].as_object().unwrap().keys().collect();
+    assert_eq!(scores, ["lead"], "{li}");
+    let changes = history(&server, "li").await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let (_, models) = server.get("/v1/scoring/models").await;
+    for model in models["models"].as_array().unwrap() {
+        let failed = model["stats"]["failed_calls"].as_u64().unwrap();
+        let expected = u64::from(model["name"] != "lead");
+        assert_eq!(failed, expected, "{model}");
+    }
+}

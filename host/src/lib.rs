@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod journeys;
+pub mod lifecycle;
 pub mod messaging;
 pub mod model;
 pub mod plugin_kv;

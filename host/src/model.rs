@@ -283,6 +283,9 @@ pub struct Contact {
     pub created_at: Millis,
     #[serde(default, with = "timestamp_json")]
     pub updated_at: Millis,
+    /// What the lifecycle rules track of the contact, when rules are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
     /// Known only by an anonymous id (a visitor before they log in): an identified contact
     /// that turns out to be the same person takes this one over.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -304,6 +307,7 @@ impl Contact {
             created_at: now,
             updated_at: now,
             anonymous: false,
+            activity: None,
         }
     }
 }
@@ -376,6 +380,25 @@ pub struct ModelScore {
     #[serde(default)]
     pub level: u32,
     /// When the model's decay next takes the score across a threshold (its timer), if ever.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "timestamp_json::option"
+    )]
+    pub timer_at: Option<Millis>,
+}
+
+/// What the lifecycle stage rules track of a contact (see `crate::lifecycle`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Activity {
+    /// When the contact last did something: an event from outside.
+    #[serde(with = "timestamp_json")]
+    pub last_at: Millis,
+    /// The events the rules count (purchases), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
+    /// When the contact's stage timer fires, if one is set.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

@@ -200,6 +200,17 @@ impl AccessStore for Faulty {
         self.writable()?;
         self.store.put_workspace(workspace, audit)
     }
+    fn lifecycle_rules(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        self.store.lifecycle_rules()
+    }
+    fn put_lifecycle_rules(
+        &self,
+        rules: &serde_json::Value,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.put_lifecycle_rules(rules, audit)
+    }
     fn record_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
         self.writable()?;
         self.store.record_audit(audit)

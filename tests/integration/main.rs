@@ -20,6 +20,7 @@ mod faults;
 mod gateways;
 mod hostile;
 mod journeys;
+mod lifecycle;
 mod loading;
 mod openapi;
 mod plugins;

@@ -100,6 +100,8 @@ fn expected() -> Vec<(Method, &'static str, Expect)> {
             "/v1/contacts/{id}/score-history",
             Roles(READERS),
         ),
+        (Method::GET, "/v1/lifecycle", Roles(READERS)),
+        (Method::PUT, "/v1/lifecycle", Roles(MANAGERS)),
         (Method::GET, "/v1/settings", Roles(ALL)),
         (Method::PUT, "/v1/settings", Roles(ADMIN)),
         // Operations.

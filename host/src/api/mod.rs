@@ -14,6 +14,7 @@ mod contacts;
 mod error;
 mod extract;
 mod journeys;
+mod lifecycle;
 mod messaging;
 mod openapi;
 mod operations;
@@ -166,6 +167,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(backup::routes());
     routes.extend(contacts::routes());
     routes.extend(journeys::routes());
+    routes.extend(lifecycle::routes());
     routes.extend(messaging::routes());
     routes.extend(operations::routes());
     routes.extend(plugins::routes());

@@ -96,6 +96,8 @@ pub const DOCS: &[Doc] = &[
     doc(Method::PUT, "/v1/scoring/models/{name}", "Create or replace a scoring model: scorer plugin, config, events, half-life, thresholds", &[200, 201], &[(422, "invalid_scoring_model")]),
     doc(Method::DELETE, "/v1/scoring/models/{name}", "Remove a scoring model (scores and history stay)", &[204], &[(404, "scoring_model_not_found")]),
     doc(Method::GET, "/v1/contacts/{id}/score-history", "A contact's score changes with their reasons, newest first", &[200], &[(404, "contact_not_found")]),
+    doc(Method::GET, "/v1/lifecycle", "The lifecycle stage rules", &[200], &[]),
+    doc(Method::PUT, "/v1/lifecycle", "Replace the lifecycle stage rules", &[200], &[(422, "invalid_lifecycle")]),
     doc(Method::GET, "/v1/settings", "Workspace settings", &[200], &[]),
     doc(Method::PUT, "/v1/settings", "Replace the workspace settings", &[200], &[(422, "invalid_settings")]),
     doc(Method::POST, "/v1/imports/contacts", "Import a CSV or NDJSON file of contacts", &[200], &[(413, "import_too_large"), (422, "import_malformed")]),
@@ -340,6 +342,23 @@ fn request_schema(path: &str) -> Json_ {
                 "half_life": {"type": "string", "description": "e.g. `30d`"},
                 "thresholds": {"type": "array", "items": {"type": "number"}},
             },
+        }),
+        "/v1/lifecycle" => json!({
+            "type": "object",
+            "required": ["stages"],
+            "additionalProperties": false,
+            "properties": {"stages": {"type": "array", "items": {
+                "type": "object",
+                "required": ["stage"],
+                "additionalProperties": false,
+                "properties": {
+                    "stage": text,
+                    "inactive_for": {"type": "string", "description": "e.g. `90d`"},
+                    "registered_within": {"type": "string", "description": "e.g. `30d`"},
+                    "count": {"type": "object", "required": ["event", "at_least"], "additionalProperties": false,
+                              "properties": {"event": text, "at_least": {"type": "integer", "minimum": 1}}},
+                },
+            }}},
         }),
         "/v1/settings" => json!({
             "type": "object",

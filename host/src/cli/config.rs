@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub channels: Option<PathBuf>,
     pub templates: Option<PathBuf>,
     pub scoring: Option<PathBuf>,
+    pub lifecycle: Option<PathBuf>,
     pub workers: Option<usize>,
     pub token: Option<String>,
     pub write_key: Option<String>,
@@ -98,6 +99,7 @@ impl FileConfig {
             &mut config.channels,
             &mut config.templates,
             &mut config.scoring,
+            &mut config.lifecycle,
             &mut config.secret_key_file,
             &mut config.tls_roots,
         ]

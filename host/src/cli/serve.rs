@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// `scoring/` beside the `--journeys` directory, if there is one.
     #[arg(long, env = "WAYLINE_SCORING")]
     scoring: Option<PathBuf>,
+    /// A file of lifecycle stage rules (the body of `PUT /v1/lifecycle`) to set at start-up
+    /// when none are set. Without it, `lifecycle/stages.json` beside the `--journeys`
+    /// directory, if there is one.
+    #[arg(long, env = "WAYLINE_LIFECYCLE")]
+    lifecycle: Option<PathBuf>,
     /// Journey worker threads; the number of cores when absent.
     #[arg(long, env = "WAYLINE_WORKERS")]
     workers: Option<usize>,
@@ -93,6 +98,7 @@ struct Settings {
     channels: Option<PathBuf>,
     templates: Option<PathBuf>,
     scoring: Option<PathBuf>,
+    lifecycle: Option<PathBuf>,
     workers: Option<usize>,
     token: Option<String>,
     write_key: Option<String>,
@@ -152,6 +158,7 @@ impl Settings {
             channels: args.channels.or(file.channels),
             templates: args.templates.or(file.templates),
             scoring: args.scoring.or(file.scoring),
+            lifecycle: args.lifecycle.or(file.lifecycle),
             workers: args.workers.or(file.workers),
             token: args.token.or(file.token),
             write_key: args.write_key.or(file.write_key),
@@ -256,6 +263,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.journeys.scoring.clone(),
         args.scoring.clone().or_else(|| beside_journeys("scoring")),
     );
+    let (lifecycle, stages) = (
+        state.journeys.lifecycle.clone(),
+        (args.lifecycle.clone())
+            .or_else(|| beside_journeys("lifecycle").map(|dir| dir.join("stages.json"))),
+    );
     let (messaging, channels, templates) = (
         state.messaging.clone(),
         args.channels
@@ -280,6 +292,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             for name in crate::scoring::seed(&scoring, &dir)? {
                 tracing::info!(model = %name, "scoring model created");
             }
+        }
+        if let Some(file) = stages
+            && lifecycle.rules().is_none()
+        {
+            crate::lifecycle::seed(&lifecycle, &file)?;
+            tracing::info!(file = %file.display(), "lifecycle stage rules set");
         }
         Ok(())
     })

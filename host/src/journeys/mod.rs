@@ -200,6 +200,8 @@ pub struct Journeys {
     pub catalog: Catalog,
     /// The scoring models, run on each event in the event's batch.
     pub scoring: Arc<crate::scoring::Scoring>,
+    /// The lifecycle stage rules, applied after each event from outside.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// Inbox items run and committed since the service started.
     committed: AtomicU64,
 }
@@ -221,6 +223,10 @@ impl Journeys {
         let journeys = Journeys {
             catalog: Catalog::new(store.clone(), registry.clone(), runtime.clone()),
             scoring: Arc::new(scoring),
+            lifecycle: Arc::new(crate::lifecycle::Lifecycle::load(
+                store.clone(),
+                clock.clone(),
+            )?),
             store,
             runtime,
             registry,

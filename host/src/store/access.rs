@@ -56,6 +56,14 @@ pub trait AccessStore {
     fn workspace(&self) -> Result<Workspace, StoreError>;
     /// Replace the workspace settings, and record the change.
     fn put_workspace(&self, workspace: &Workspace, audit: AuditEntry) -> Result<(), StoreError>;
+    /// The lifecycle stage rules as an operator set them (see `crate::lifecycle`), if ever.
+    fn lifecycle_rules(&self) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Replace the lifecycle stage rules, and record the change.
+    fn put_lifecycle_rules(
+        &self,
+        rules: &serde_json::Value,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError>;
     /// Record a change made of many writes of its own (an import's rows): after them.
     fn record_audit(&self, audit: AuditEntry) -> Result<(), StoreError>;
 }

@@ -58,6 +58,7 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         .chain(commit.seen.iter().map(|(id, ..)| id.as_str()))
         .chain(commit.erasures.iter().map(|e| e.contact_id.as_str()))
         .chain(commit.model_scores.iter().map(|s| s.contact_id.as_str()))
+        .chain(commit.activities.iter().map(|(id, _)| id.as_str()))
         .chain(commit.score_history.iter().map(|s| s.contact_id.as_str()))
         .chain(
             commit
@@ -117,6 +118,26 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         if let Some((contact, _)) = load(store, &mut values, &write.contact_id)? {
             move_model_score(&mut writes, contact, write, now);
             changed.insert(write.contact_id.clone());
+        }
+    }
+    for (contact_id, activity) in &commit.activities {
+        if let Some((contact, _)) = load(store, &mut values, contact_id)? {
+            let timer = crate::lifecycle::timer_id(contact_id);
+            let old = contact.activity.as_ref().and_then(|a| a.timer_at);
+            if old != activity.timer_at {
+                if let Some(old) = old {
+                    writes.remove(TreeId::Timers, timer_key(old, &timer));
+                }
+                if let Some(new) = activity.timer_at {
+                    writes.put(
+                        TreeId::Timers,
+                        timer_key(new, &timer),
+                        contact_id.clone().into_bytes(),
+                    );
+                }
+            }
+            contact.activity = Some(activity.clone());
+            changed.insert(contact_id.clone());
         }
     }
     for record in &commit.contact_journeys {
@@ -249,6 +270,7 @@ fn drop_erased(commit: &mut Commit) {
     commit.events.retain(|e| kept(&e.contact_id));
     commit.seen.retain(|(id, ..)| kept(id));
     commit.model_scores.retain(|s| kept(&s.contact_id));
+    commit.activities.retain(|(id, _)| kept(id));
     commit.score_history.retain(|s| kept(&s.contact_id));
     commit
         .merges

@@ -77,6 +77,12 @@ pub(super) fn erase(
                 writes.remove(TreeId::Timers, timer_key(at, &timer));
             }
         }
+        if let Some(at) = contact.activity.as_ref().and_then(|a| a.timer_at) {
+            writes.remove(
+                TreeId::Timers,
+                timer_key(at, &crate::lifecycle::timer_id(id)),
+            );
+        }
         writes.remove(TreeId::Contacts, id.as_bytes());
         writes.put(TreeId::Erased, store.erased_key(id), Vec::new());
     }

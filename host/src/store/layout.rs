@@ -69,7 +69,8 @@ pub(super) mod trees {
     pub const PLUGINS: &str = "plugins";
     /// `name@version\0<chunk index, u32 BE>` → a piece of that plugin's binary.
     pub const PLUGIN_BINARIES: &str = "plugin_binaries";
-    /// `workspace` → the workspace settings (content approval).
+    /// `workspace` → the workspace settings (content approval, control group); `lifecycle` →
+    /// the lifecycle stage rules.
     pub const SETTINGS: &str = "settings";
     /// `<contact id>\0<timestamp, ordered u64 BE><event id>` → nothing: each contact's events
     /// in time order, written when the event is processed.

@@ -114,6 +114,23 @@ pub(super) fn merge(
             }
         }
     }
+    // Activity: the later of the two, counts added; the gone contact's stage timer goes.
+    if let Some(activity) = gone.activity {
+        if let Some(at) = activity.timer_at {
+            writes.remove(
+                TreeId::Timers,
+                timer_key(at, &crate::lifecycle::timer_id(from)),
+            );
+        }
+        let held = kept.activity.get_or_insert_with(|| crate::model::Activity {
+            last_at: activity.last_at,
+            ..Default::default()
+        });
+        held.last_at = held.last_at.max(activity.last_at);
+        for (event, count) in activity.counts {
+            *held.counts.entry(event).or_default() += count;
+        }
+    }
     for entry in store.score_history.scan_prefix(&gone_prefix) {
         let (key, value) = entry.map_err(backend)?;
         let mut moved = prefix(into);

@@ -686,6 +686,8 @@ pub struct Commit {
     pub model_scores: Vec<super::ModelScoreWrite>,
     /// Score changes for the contacts' histories.
     pub score_history: Vec<super::ScoreEntry>,
+    /// What the lifecycle rules track of contacts, as the batch left it.
+    pub activities: Vec<(String, crate::model::Activity)>,
     pub now: Millis,
 }
 

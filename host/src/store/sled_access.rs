@@ -40,6 +40,30 @@ impl AccessStore for SledStore {
         writes.apply()
     }
 
+    fn lifecycle_rules(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        match self.settings.get(LIFECYCLE).map_err(backend)? {
+            Some(bytes) => {
+                let text: String = decode(&bytes)?;
+                serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt(format!("lifecycle rules: {e}")))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn put_lifecycle_rules(
+        &self,
+        rules: &serde_json::Value,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        let _operations = lock(&self.locks.operations);
+        let mut writes = WriteSet::new(self);
+        writes.put(TreeId::Settings, LIFECYCLE, encode(&rules.to_string()));
+        self.audit_write(&mut writes, audit)?;
+        writes.apply()
+    }
+
     fn record_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
         let mut writes = WriteSet::new(self);
         self.audit_write(&mut writes, audit)?;
@@ -49,3 +73,4 @@ impl AccessStore for SledStore {
 
 /// The settings key of the workspace settings.
 const WORKSPACE: &[u8] = b"workspace";
+const LIFECYCLE: &[u8] = b"lifecycle";

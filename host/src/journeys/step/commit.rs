@@ -74,6 +74,17 @@ impl Changes {
         self.commit.score_history.extend(entries);
     }
 
+    /// Keep what the lifecycle rules track of the contact.
+    pub(super) fn set_activity(&mut self, contact_id: &str, activity: crate::model::Activity) {
+        match (self.commit.activities.iter_mut()).find(|(id, _)| id == contact_id) {
+            Some((_, held)) => *held = activity,
+            None => self
+                .commit
+                .activities
+                .push((contact_id.to_owned(), activity)),
+        }
+    }
+
     /// Keep a score change (an action's) in the contact's history.
     pub(super) fn score_changed(&mut self, entry: ScoreEntry) {
         self.commit.score_history.push(entry);

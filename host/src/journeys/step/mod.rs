@@ -14,6 +14,7 @@ mod lifecycle;
 mod nodes;
 mod reads;
 mod scoring;
+mod stages;
 mod trace;
 
 use std::sync::Arc;
@@ -94,6 +95,9 @@ impl<'a> Batch<'a> {
                 due_at,
             } => match crate::scoring::timer_model(enrollment_id) {
                 Some(model) => self.on_score_timer(contact_id, model, *due_at)?,
+                None if crate::lifecycle::is_stage_timer(enrollment_id) => {
+                    self.on_stage_timer(contact_id, *due_at)?
+                }
                 None => self.on_wake(enrollment_id, *due_at)?,
             },
             WorkItem::Retry { enrollment_id, .. } => self.on_retry(enrollment_id)?,
@@ -137,6 +141,7 @@ impl<'a> Batch<'a> {
         };
         self.changes.saw(contact_id, &event);
         self.score(contact_id, &event)?;
+        self.track_stage(contact_id, &event)?;
         let active: Vec<String> = self
             .reads
             .journeys_of(contact_id)?

@@ -1,0 +1,150 @@
+//! Lifecycle stages in a batch (see `crate::lifecycle`): after each event from outside the
+//! contact's activity is brought up to date and the rules decide its stage; a stage timer per
+//! contact fires at the next moment a time-based rule could start or stop holding, so
+//! "dormant after 90 days" needs no scan of contacts.
+
+use super::Batch;
+use crate::lifecycle::{Condition, Rules, STAGE_EVENT};
+use crate::model::{Activity, Effect, Event, Millis, Value};
+use crate::store::StoreError;
+
+/// Whether `condition` holds for a contact created at `created_at` with `activity`, at `now`.
+fn holds(condition: &Condition, activity: &Activity, created_at: Millis, now: Millis) -> bool {
+    match condition {
+        Condition::InactiveFor(quiet) => now - activity.last_at >= *quiet,
+        Condition::Count { event, at_least } => {
+            activity.counts.get(event).copied().unwrap_or(0) >= *at_least
+        }
+        Condition::RegisteredWithin(within) => now - created_at < *within,
+    }
+}
+
+/// The next moment after `now` a time-based rule starts or stops holding.
+fn next_change(
+    rules: &Rules,
+    activity: &Activity,
+    created_at: Millis,
+    now: Millis,
+) -> Option<Millis> {
+    (rules.stages.iter())
+        .filter_map(|(_, condition)| match condition {
+            Condition::InactiveFor(quiet) => Some(activity.last_at + quiet),
+            Condition::RegisteredWithin(within) => Some(created_at + within),
+            Condition::Count { .. } => None,
+        })
+        .filter(|at| *at > now)
+        .min()
+}
+
+impl Batch<'_> {
+    /// An event arrived: if it is the contact's own doing (from outside, not emitted by a
+    /// journey), it is their latest interaction and, if the rules count it, one more.
+    pub(super) fn track_stage(
+        &mut self,
+        contact_id: &str,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        let Some(rules) = self.journeys.lifecycle.rules() else {
+            return Ok(());
+        };
+        if event.depth > 0 || self.reads.contact(contact_id)?.is_none() {
+            return Ok(());
+        }
+        let now = self.now;
+        let Some(contact) = self.reads.contact_mut(contact_id) else {
+            return Ok(());
+        };
+        let mut activity = contact.activity.clone().unwrap_or(Activity {
+            last_at: contact.created_at,
+            ..Activity::default()
+        });
+        activity.last_at = activity.last_at.max(event.timestamp.min(now));
+        if rules.counted.contains(&event.name) {
+            *activity.counts.entry(event.name.clone()).or_default() += 1;
+        }
+        self.settle_stage(contact_id, &rules, activity, &event.name, &event.id)
+    }
+
+    /// The contact's stage timer fired (a stale one, set again since, is let go).
+    pub(super) fn on_stage_timer(
+        &mut self,
+        contact_id: &str,
+        due_at: Millis,
+    ) -> Result<(), StoreError> {
+        let Some(rules) = self.journeys.lifecycle.rules() else {
+            return Ok(());
+        };
+        let Some(contact) = self.reads.contact(contact_id)? else {
+            return Ok(());
+        };
+        let Some(activity) = contact
+            .activity
+            .clone()
+            .filter(|a| a.timer_at == Some(due_at))
+        else {
+            return Ok(());
+        };
+        self.settle_stage(
+            contact_id,
+            &rules,
+            activity,
+            "time",
+            &format!("stage@{due_at}"),
+        )
+    }
+
+    /// Keep `activity`, set the stage the first holding rule gives (a stage the rules do not
+    /// manage is left alone) and the timer for the next time-based change.
+    fn settle_stage(
+        &mut self,
+        contact_id: &str,
+        rules: &Rules,
+        mut activity: Activity,
+        cause: &str,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        let now = self.now;
+        let Some(contact) = self.reads.contact_mut(contact_id) else {
+            return Ok(());
+        };
+        let due = next_change(rules, &activity, contact.created_at, now);
+        // A timer due no later than needed stays (early, it only looks again): a contact who
+        // keeps coming back does not move it on every event.
+        activity.timer_at = match activity.timer_at {
+            Some(set) if set > now && due.is_none_or(|due| set <= due) => Some(set),
+            _ => due,
+        };
+        let stage = (rules.stages.iter())
+            .find(|(_, condition)| holds(condition, &activity, contact.created_at, now))
+            .map(|(stage, _)| stage.clone())
+            .filter(|stage| {
+                *stage != contact.lifecycle_stage
+                    && rules.managed.contains(&contact.lifecycle_stage)
+            });
+        contact.activity = Some(activity.clone());
+        self.changes.set_activity(contact_id, activity);
+        let Some(to) = stage else {
+            return Ok(());
+        };
+        let from = std::mem::replace(&mut contact.lifecycle_stage, to.clone());
+        contact.updated_at = now;
+        self.changes.change_contact(
+            contact_id,
+            vec![Effect::SetLifecycleStage { stage: to.clone() }],
+        );
+        self.changes.emit(Event {
+            id: format!("{source}:stage"),
+            contact_id: contact_id.to_owned(),
+            name: STAGE_EVENT.to_owned(),
+            properties: [
+                ("from".to_owned(), Value::Text(from)),
+                ("to".to_owned(), Value::Text(to)),
+                ("cause".to_owned(), Value::Text(cause.to_owned())),
+            ]
+            .into(),
+            timestamp: now,
+            depth: 1,
+        });
+        Ok(())
+    }
+}

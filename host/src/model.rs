@@ -379,6 +379,10 @@ pub struct ModelScore {
     /// crossing is a change of this number, so each is announced once.
     #[serde(default)]
     pub level: u32,
+    /// The revision of the model `level` counts the thresholds of: after a change of the
+    /// model, the level is counted again against its new thresholds, announcing nothing.
+    #[serde(default)]
+    pub revision: u32,
     /// When the model's decay next takes the score across a threshold (its timer), if ever.
     #[serde(
         default,

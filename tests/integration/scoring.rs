@@ -51,6 +51,14 @@ async fn event(server: &Server, id: &str, contact_id: &str, name: &str, properti
     assert_eq!(status, 202, "{body}");
 }
 
+/// White papers numbered `numbers` downloaded by the contact: 20 points each in `lead`.
+async fn white_papers(server: &Server, contact_id: &str, numbers: std::ops::Range<usize>) {
+    for n in numbers {
+        let id = format!("{contact_id}-wp{n}");
+        event(server, &id, contact_id, "whitepaper_downloaded", json!({})).await;
+    }
+}
+
 /// The contact's score in `model` as the API shows it now.
 async fn score(server: &Server, contact_id: &str, model: &str) -> f64 {
     let (status, body) = server.get(&format!("/v1/contacts/{contact_id}")).await;
@@ -294,16 +302,7 @@ async fn crossing_80_makes_an_mql_once_per_crossing_and_decay_brings_it_back_und
     .await;
 
     // Four white papers: 80 points, crossing 40, 70 and 80 in one go.
-    for n in 0..4 {
-        event(
-            &server,
-            &format!("wp{n}"),
-            "li",
-            "whitepaper_downloaded",
-            json!({}),
-        )
-        .await;
-    }
+    white_papers(&server, "li", 0..4).await;
     let texts = received(&server, &log, 1).await;
     assert_eq!(texts.len(), 1, "{texts:?}");
     assert!(
@@ -338,16 +337,8 @@ async fn crossing_80_makes_an_mql_once_per_crossing_and_decay_brings_it_back_und
     assert_eq!(received(&server, &log, 1).await.len(), 1);
 
     // Back over 80 is a new crossing: a second MQL; over 90 alerts sales.
-    for n in 4..6 {
-        event(
-            &server,
-            &format!("wp{n}"),
-            "li",
-            "whitepaper_downloaded",
-            json!({}),
-        )
-        .await;
-    }
+    server.advance(60_000).await;
+    white_papers(&server, "li", 4..6).await;
     let texts = received(&server, &log, 2).await;
     assert_eq!(texts.len(), 2, "{texts:?}");
     assert!(texts[1].contains("lead score 81.5"), "{texts:?}");
@@ -555,4 +546,98 @@ async fn a_misbehaving_scorer_fails_only_its_own_model() {
         let expected = u64::from(model["name"] != "lead");
         assert_eq!(failed, expected, "{model}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_whose_decay_falls_due_together_each_hear_of_their_own_crossing() {
+    let server = Server::start(true).await;
+    put_model(&server, "lead", example("scoring/lead.json")).await;
+    let ids = ["ann", "ben", "cat"];
+    for id in ids {
+        contact(&server, id, json!({})).await;
+    }
+    // The same points at the same moment: the same decay, the same timer due time.
+    for n in 0..4 {
+        for id in ids {
+            event(
+                &server,
+                &format!("{id}-wp{n}"),
+                id,
+                "whitepaper_downloaded",
+                json!({}),
+            )
+            .await;
+        }
+    }
+    server.settle().await;
+    // 80 halves to 40.9 in 29 days: under 80 and 70, not yet under 40.
+    server.advance(29 * DAY).await;
+    for id in ids {
+        let down: Vec<f64> = (crossings(&server, id).await.into_iter())
+            .filter(|(_, direction)| direction == "down")
+            .map(|(threshold, _)| threshold)
+            .collect();
+        assert_eq!(down, [80.0, 70.0], "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_thresholds_count_from_where_the_score_stands_announcing_nothing_it_did_not_cross() {
+    let server = Server::start(true).await;
+    put_model(&server, "lead", example("scoring/lead.json")).await;
+    contact(&server, "li", json!({})).await;
+    white_papers(&server, "li", 0..5).await;
+    server.settle().await;
+    assert_eq!(crossings(&server, "li").await.len(), 4, "40, 70, 80, 90 up");
+    // Fewer thresholds than the score had reached, one of them below it and one above.
+    let mut model = example("scoring/lead.json");
+    model["thresholds"] = json!([50, 105]);
+    put_model(&server, "lead", model).await;
+    server.advance(60_000).await;
+    event(&server, "open1", "li", "email_opened", json!({})).await;
+    server.settle().await;
+    assert_eq!(
+        score(&server, "li", "lead").await,
+        103.0,
+        "100 a minute ago, +3"
+    );
+    assert_eq!(
+        crossings(&server, "li").await.len(),
+        4,
+        "nothing new was crossed"
+    );
+    server.advance(60_000).await;
+    event(&server, "open2", "li", "email_opened", json!({})).await;
+    server.settle().await;
+    assert_eq!(
+        crossings(&server, "li").await[4..],
+        [(105.0, "up".to_owned())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verbose_scorer_within_its_bounds_never_fails_the_event() {
+    let server = Server::start(true).await;
+    // Three models, 40 changes each with a 1,000-byte reason: more than one stored record
+    // holds, all for one event.
+    let rules: Vec<Json> = (0..40)
+        .map(|n| json!({"event": "ping", "points": 1, "reason": format!("{n:03}{}", "r".repeat(997))}))
+        .collect();
+    for name in ["a", "b", "c"] {
+        let model =
+            json!({"plugin": "rule-scorer", "config": {"rules": rules}, "events": ["ping"]});
+        put_model(&server, name, model).await;
+    }
+    contact(&server, "li", json!({})).await;
+    event(&server, "p1", "li", "ping", json!({})).await;
+    server.settle().await;
+    for name in ["a", "b", "c"] {
+        assert_eq!(score(&server, "li", name).await, 40.0, "{name}");
+    }
+    let changes = history(&server, "li").await;
+    assert_eq!(changes.len(), 120);
+    // Newest first: the last change of the last model first.
+    assert_eq!(changes[0]["model"], "c");
+    assert!(changes[0]["reason"].as_str().unwrap().starts_with("039"));
+    assert!(changes[119]["reason"].as_str().unwrap().starts_with("000"));
 }

@@ -140,7 +140,10 @@ async fn get_contact(
         let (mut contact, journeys) = found.ok_or_else(|| no_contact(&id))?;
         // Scores as they stand now, decay included.
         for (model, score) in contact.scores.iter_mut() {
-            let half_life = scoring.model(model).and_then(|m| m.half_life);
+            // A deleted model's points stay as they were last moved.
+            let Some(half_life) = scoring.half_life(model) else {
+                continue;
+            };
             let points = crate::scoring::points::value(score, now, half_life);
             score.points = (points * 100.0).round() / 100.0;
             score.at = now;

@@ -95,7 +95,7 @@ pub const DOCS: &[Doc] = &[
     doc(Method::GET, "/v1/scoring/models/{name}", "One scoring model", &[200], &[(404, "scoring_model_not_found")]),
     doc(Method::PUT, "/v1/scoring/models/{name}", "Create or replace a scoring model: scorer plugin, config, events, half-life, thresholds", &[200, 201], &[(422, "invalid_scoring_model")]),
     doc(Method::DELETE, "/v1/scoring/models/{name}", "Remove a scoring model (scores and history stay)", &[204], &[(404, "scoring_model_not_found")]),
-    doc(Method::GET, "/v1/contacts/{id}/score-history", "A contact's score changes with their reasons, newest first", &[200], &[(404, "contact_not_found")]),
+    doc(Method::GET, "/v1/contacts/{id}/score-history", "A contact's score changes with their reasons, newest first", &[200], &[(400, "invalid_query"), (404, "contact_not_found")]),
     doc(Method::GET, "/v1/lifecycle", "The lifecycle stage rules", &[200], &[]),
     doc(Method::PUT, "/v1/lifecycle", "Replace the lifecycle stage rules", &[200], &[(422, "invalid_lifecycle")]),
     doc(Method::GET, "/v1/settings", "Workspace settings", &[200], &[]),

@@ -293,8 +293,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 tracing::info!(model = %name, "scoring model created");
             }
         }
+        // Only into a store that never had rules: rules an operator turned off stay off.
         if let Some(file) = stages
-            && lifecycle.rules().is_none()
+            && lifecycle.never_set()?
         {
             crate::lifecycle::seed(&lifecycle, &file)?;
             tracing::info!(file = %file.display(), "lifecycle stage rules set");

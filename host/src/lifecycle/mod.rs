@@ -230,6 +230,11 @@ impl Lifecycle {
         self.rules.read().expect("lifecycle lock").clone()
     }
 
+    /// Whether no rules were ever set (not even turned off).
+    pub fn never_set(&self) -> Result<bool, StoreError> {
+        Ok(self.store.lifecycle_rules()?.is_none())
+    }
+
     /// The rules as set (`{"stages": []}` when none).
     pub fn request(&self) -> RulesRequest {
         self.rules().map(|r| r.request.clone()).unwrap_or_default()

@@ -130,6 +130,22 @@ impl Scoring {
         self.models.read().expect("scoring lock").get(name).cloned()
     }
 
+    /// How the model `name` decays: `None` for a model this server does not know (deleted),
+    /// `Some(None)` for one without decay. Unavailable models count: their record says.
+    pub fn half_life(&self, name: &str) -> Option<Option<crate::model::Millis>> {
+        if let Some(model) = self.model(name) {
+            return Some(model.half_life);
+        }
+        let unavailable = self.unavailable.read().expect("scoring lock");
+        let (record, _) = unavailable.get(name)?;
+        Some(
+            record
+                .half_life
+                .as_deref()
+                .and_then(|text| crate::journeys::definition::parse_duration(text).ok()),
+        )
+    }
+
     fn stats_of(&self, name: &str) -> Arc<ModelStats> {
         (self.stats.lock().expect("stats lock"))
             .entry(name.to_owned())

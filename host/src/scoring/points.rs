@@ -34,7 +34,9 @@ pub struct Crossing {
 /// The thresholds crossed going from level `from` to level `to`, in the order they were
 /// crossed.
 pub fn crossings(thresholds: &[f64], from: u32, to: u32) -> Vec<Crossing> {
-    let (from, to) = (from as usize, to as usize);
+    // A level is never past the thresholds it counts (see `ModelScore::revision`).
+    let count = thresholds.len();
+    let (from, to) = ((from as usize).min(count), (to as usize).min(count));
     if to > from {
         (thresholds[from..to].iter())
             .map(|&threshold| Crossing {

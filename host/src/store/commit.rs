@@ -13,7 +13,7 @@ use super::layout::{
 use super::records::*;
 use super::sled_store::{SledStore, backend, identities_in, kv_write, lock};
 use super::write_set::WriteSet;
-use super::{KvUsage, ModelScoreWrite, ScoreEntry, StoreError, merge};
+use super::{ActivityWrite, KvUsage, ModelScoreWrite, ScoreEntry, StoreError, merge};
 use crate::model::{Contact, Effect, Event, Millis, ModelScore};
 
 /// A contact's value as it will be written: the contact and its journeys, or `None` once it
@@ -58,7 +58,7 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         .chain(commit.seen.iter().map(|(id, ..)| id.as_str()))
         .chain(commit.erasures.iter().map(|e| e.contact_id.as_str()))
         .chain(commit.model_scores.iter().map(|s| s.contact_id.as_str()))
-        .chain(commit.activities.iter().map(|(id, _)| id.as_str()))
+        .chain(commit.activities.iter().map(|a| a.contact_id.as_str()))
         .chain(commit.score_history.iter().map(|s| s.contact_id.as_str()))
         .chain(
             commit
@@ -120,24 +120,10 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
             changed.insert(write.contact_id.clone());
         }
     }
-    for (contact_id, activity) in &commit.activities {
-        if let Some((contact, _)) = load(store, &mut values, contact_id)? {
-            let timer = crate::lifecycle::timer_id(contact_id);
-            let old = contact.activity.as_ref().and_then(|a| a.timer_at);
-            if old != activity.timer_at {
-                if let Some(old) = old {
-                    writes.remove(TreeId::Timers, timer_key(old, &timer));
-                }
-                if let Some(new) = activity.timer_at {
-                    writes.put(
-                        TreeId::Timers,
-                        timer_key(new, &timer),
-                        contact_id.clone().into_bytes(),
-                    );
-                }
-            }
-            contact.activity = Some(activity.clone());
-            changed.insert(contact_id.clone());
+    for write in &commit.activities {
+        if let Some((contact, _)) = load(store, &mut values, &write.contact_id)? {
+            add_activity(&mut writes, contact, write);
+            changed.insert(write.contact_id.clone());
         }
     }
     for record in &commit.contact_journeys {
@@ -244,7 +230,7 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
             .push(entry);
     }
     for (key, entries) in history {
-        writes.put(TreeId::ScoreHistory, key, encode(&entries));
+        put_history(&mut writes, key, &entries);
     }
     for WorkKey(key) in &commit.done {
         writes.remove(TreeId::Inbox, key.clone());
@@ -270,7 +256,7 @@ fn drop_erased(commit: &mut Commit) {
     commit.events.retain(|e| kept(&e.contact_id));
     commit.seen.retain(|(id, ..)| kept(id));
     commit.model_scores.retain(|s| kept(&s.contact_id));
-    commit.activities.retain(|(id, _)| kept(id));
+    commit.activities.retain(|a| kept(&a.contact_id));
     commit.score_history.retain(|s| kept(&s.contact_id));
     commit
         .merges
@@ -278,6 +264,67 @@ fn drop_erased(commit: &mut Commit) {
     commit
         .forwards
         .retain(|item| kept(&item.contact_id().to_owned()));
+}
+
+/// Add the batch's activity to the contact's as it is now, and move its stage timer.
+fn add_activity(writes: &mut WriteSet<'_>, contact: &mut Contact, write: &ActivityWrite) {
+    let timer = crate::lifecycle::timer_id(&contact.id);
+    let activity = contact
+        .activity
+        .get_or_insert_with(|| crate::model::Activity {
+            last_at: write.last_at,
+            ..Default::default()
+        });
+    activity.last_at = activity.last_at.max(write.last_at);
+    for (event, count) in &write.counted {
+        *activity.counts.entry(event.clone()).or_default() += count;
+    }
+    if activity.timer_at != write.timer_at {
+        if let Some(old) = activity.timer_at {
+            writes.remove(TreeId::Timers, timer_key(old, &timer));
+        }
+        if let Some(new) = write.timer_at {
+            writes.put(
+                TreeId::Timers,
+                timer_key(new, &timer),
+                contact.id.clone().into_bytes(),
+            );
+        }
+        activity.timer_at = write.timer_at;
+    }
+}
+
+/// Most bytes of score changes one history record holds: a source with more (many models,
+/// long reasons) takes several records, `\0`, part number after its key, so no record nears
+/// the store's limit and the batch never fails on what scorers said.
+const HISTORY_RECORD_BYTES: usize = 32 << 10;
+
+fn put_history(writes: &mut WriteSet<'_>, key: Vec<u8>, entries: &[&ScoreEntry]) {
+    let mut parts: Vec<Vec<&ScoreEntry>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for entry in entries {
+        // Generous: field names and numbers besides the texts.
+        let size = 256
+            + entry.reason.len()
+            + entry.event_id.as_ref().map_or(0, String::len)
+            + entry.event.as_ref().map_or(0, String::len)
+            + entry.plugin.len();
+        let last = parts.last_mut().expect("one part at least");
+        if !last.is_empty() && bytes + size > HISTORY_RECORD_BYTES {
+            parts.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        parts.last_mut().expect("one part at least").push(entry);
+    }
+    for (n, part) in parts.iter().enumerate() {
+        let mut key = key.clone();
+        if n > 0 {
+            key.push(0);
+            key.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        writes.put(TreeId::ScoreHistory, key, encode(part));
+    }
 }
 
 /// Move a contact's score in one model as the batch did: its points decayed to `now` plus the
@@ -315,6 +362,7 @@ fn move_model_score(
         points: crate::scoring::points::value(score, now, write.half_life) + write.delta,
         at: now,
         level: write.level,
+        revision: write.revision,
         timer_at: write.timer_at,
     };
 }

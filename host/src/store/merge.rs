@@ -92,45 +92,16 @@ pub(super) fn merge(
         }
     }
     kept.score += gone.score;
-    // Model scores add up (a decaying one counted from the kept contact's last change); the
-    // gone contact's decay timers go, and the next event sets the kept one's again.
-    for (model, score) in gone.scores {
-        if let Some(at) = score.timer_at {
-            writes.remove(
-                TreeId::Timers,
-                timer_key(at, &crate::scoring::timer_id(&model, from)),
-            );
-        }
-        match kept.scores.get_mut(&model) {
-            Some(held) => held.points += score.points,
-            None => {
-                kept.scores.insert(
-                    model,
-                    crate::model::ModelScore {
-                        timer_at: None,
-                        ..score
-                    },
-                );
-            }
-        }
-    }
-    // Activity: the later of the two, counts added; the gone contact's stage timer goes.
-    if let Some(activity) = gone.activity {
-        if let Some(at) = activity.timer_at {
-            writes.remove(
-                TreeId::Timers,
-                timer_key(at, &crate::lifecycle::timer_id(from)),
-            );
-        }
-        let held = kept.activity.get_or_insert_with(|| crate::model::Activity {
-            last_at: activity.last_at,
-            ..Default::default()
-        });
-        held.last_at = held.last_at.max(activity.last_at);
-        for (event, count) in activity.counts {
-            *held.counts.entry(event).or_default() += count;
-        }
-    }
+    super::merge_scores::merge_scores(
+        store,
+        writes,
+        &mut kept.scores,
+        gone.scores,
+        from,
+        into,
+        now,
+    )?;
+    super::merge_scores::merge_activity(writes, &mut kept.activity, gone.activity, from, into, now);
     for entry in store.score_history.scan_prefix(&gone_prefix) {
         let (key, value) = entry.map_err(backend)?;
         let mut moved = prefix(into);

@@ -21,6 +21,7 @@ mod identity;
 mod layout;
 mod legacy;
 mod merge;
+mod merge_scores;
 mod messaging;
 mod open;
 mod records;
@@ -50,7 +51,9 @@ pub use layout::{MAX_RECORD_BYTES, MAX_STORED_BYTES};
 pub use messaging::*;
 pub use open::Recovery;
 pub use records::*;
-pub use scoring::{ModelScoreWrite, ScoreEntry, ScorePage, ScoringModelRecord, ScoringStore};
+pub use scoring::{
+    ActivityWrite, ModelScoreWrite, ScoreEntry, ScorePage, ScoringModelRecord, ScoringStore,
+};
 pub use sled_store::SledStore;
 pub use uploads::{PluginStore, PluginUpload};
 pub use write_set::Replayed;

@@ -687,7 +687,7 @@ pub struct Commit {
     /// Score changes for the contacts' histories.
     pub score_history: Vec<super::ScoreEntry>,
     /// What the lifecycle rules track of contacts, as the batch left it.
-    pub activities: Vec<(String, crate::model::Activity)>,
+    pub activities: Vec<super::ActivityWrite>,
     pub now: Millis,
 }
 

@@ -105,5 +105,18 @@ pub struct ModelScoreWrite {
     /// The model's half-life, to decay the stored points to the commit's time.
     pub half_life: Option<Millis>,
     pub level: u32,
+    /// The model revision `level` counts the thresholds of.
+    pub revision: u32,
+    pub timer_at: Option<Millis>,
+}
+
+/// What the batch adds to a contact's activity (see `crate::lifecycle`): at commit the later
+/// last interaction is kept and the counts are added, so a merge committed meanwhile loses
+/// nothing; the stage timer is the batch's.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ActivityWrite {
+    pub contact_id: String,
+    pub last_at: Millis,
+    pub counted: std::collections::BTreeMap<String, u64>,
     pub timer_at: Option<Millis>,
 }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::super::compiled::CompiledJourney;
 use crate::model::{Effect, Event, Millis};
 use crate::store::{
-    Commit, ContactJourney, Enrollment, Erasure, KvWrite, ModelScoreWrite, OutboxMessage,
-    ScoreEntry, WorkKey,
+    ActivityWrite, Commit, ContactJourney, Enrollment, Erasure, KvWrite, ModelScoreWrite,
+    OutboxMessage, ScoreEntry, WorkKey,
 };
 
 /// The batch's changes other than the records it read (those are in `Reads`).
@@ -74,14 +74,29 @@ impl Changes {
         self.commit.score_history.extend(entries);
     }
 
-    /// Keep what the lifecycle rules track of the contact.
-    pub(super) fn set_activity(&mut self, contact_id: &str, activity: crate::model::Activity) {
-        match (self.commit.activities.iter_mut()).find(|(id, _)| id == contact_id) {
-            Some((_, held)) => *held = activity,
-            None => self
-                .commit
-                .activities
-                .push((contact_id.to_owned(), activity)),
+    /// Add to what the lifecycle rules track of the contact: its latest interaction, one
+    /// more of a counted event, and its stage timer.
+    pub(super) fn add_activity(
+        &mut self,
+        contact_id: &str,
+        activity: &crate::model::Activity,
+        counted: Option<&str>,
+    ) {
+        let index = match (self.commit.activities.iter()).position(|a| a.contact_id == contact_id) {
+            Some(index) => index,
+            None => {
+                self.commit.activities.push(ActivityWrite {
+                    contact_id: contact_id.to_owned(),
+                    ..ActivityWrite::default()
+                });
+                self.commit.activities.len() - 1
+            }
+        };
+        let write = &mut self.commit.activities[index];
+        write.last_at = write.last_at.max(activity.last_at);
+        write.timer_at = activity.timer_at;
+        if let Some(event) = counted {
+            *write.counted.entry(event.to_owned()).or_default() += 1;
         }
     }
 

@@ -117,17 +117,27 @@ impl Batch<'_> {
         let Some(contact) = self.reads.contact_mut(contact_id) else {
             return Ok(());
         };
-        let held = contact.scores.get(name).copied().unwrap_or(ModelScore {
+        let mut held = contact.scores.get(name).copied().unwrap_or(ModelScore {
             at: now,
             ..ModelScore::default()
         });
         let before = points::value(&held, now, model.half_life);
         let decayed_level = points::level(thresholds, before);
+        // Levels count a revision's thresholds: against new ones, the score starts where it
+        // stands, with nothing announced that it did not cross.
+        if held.revision != model.record.revision {
+            held.level = decayed_level;
+        }
         let mut crossings = points::crossings(thresholds, held.level, decayed_level);
         let mut value = before;
         let (source, depth) = match cause {
             Cause::Event(event) => (event.id.clone(), event.depth + 1),
-            Cause::Timer(due_at) => (format!("decay@{due_at}"), 1),
+            // The timer's own id names the model and the contact: ids of what it emits are
+            // the contact's alone, though many contacts' timers fall due at once.
+            Cause::Timer(due_at) => (
+                format!("{}@{due_at}", crate::scoring::timer_id(name, contact_id)),
+                1,
+            ),
         };
         let mut entries = Vec::new();
         for change in changes {
@@ -162,7 +172,8 @@ impl Batch<'_> {
             Some(set) if set > now && due.is_none_or(|due| set <= due) => Some(set),
             _ => due,
         };
-        if changes.is_empty() && crossings.is_empty() && held.timer_at == timer_at {
+        let rebased = held.revision != model.record.revision;
+        if changes.is_empty() && crossings.is_empty() && held.timer_at == timer_at && !rebased {
             return Ok(());
         }
         contact.scores.insert(
@@ -171,6 +182,7 @@ impl Batch<'_> {
                 points: value,
                 at: now,
                 level,
+                revision: model.record.revision,
                 timer_at,
             },
         );
@@ -181,6 +193,7 @@ impl Batch<'_> {
                 delta: value - before,
                 half_life: model.half_life,
                 level,
+                revision: model.record.revision,
                 timer_at,
             },
             entries,

@@ -59,10 +59,19 @@ impl Batch<'_> {
             ..Activity::default()
         });
         activity.last_at = activity.last_at.max(event.timestamp.min(now));
-        if rules.counted.contains(&event.name) {
+        let counted = rules.counted.contains(&event.name);
+        if counted {
             *activity.counts.entry(event.name.clone()).or_default() += 1;
         }
-        self.settle_stage(contact_id, &rules, activity, &event.name, &event.id)
+        let counted = counted.then_some(event.name.as_str());
+        self.settle_stage(
+            contact_id,
+            &rules,
+            activity,
+            counted,
+            &event.name,
+            &event.id,
+        )
     }
 
     /// The contact's stage timer fired (a stale one, set again since, is let go).
@@ -88,8 +97,10 @@ impl Batch<'_> {
             contact_id,
             &rules,
             activity,
+            None,
             "time",
-            &format!("stage@{due_at}"),
+            // Named by the contact's own timer: many contacts' timers fall due at once.
+            &format!("{}@{due_at}", crate::lifecycle::timer_id(contact_id)),
         )
     }
 
@@ -100,6 +111,7 @@ impl Batch<'_> {
         contact_id: &str,
         rules: &Rules,
         mut activity: Activity,
+        counted: Option<&str>,
         cause: &str,
         source: &str,
     ) -> Result<(), StoreError> {
@@ -122,7 +134,7 @@ impl Batch<'_> {
                     && rules.managed.contains(&contact.lifecycle_stage)
             });
         contact.activity = Some(activity.clone());
-        self.changes.set_activity(contact_id, activity);
+        self.changes.add_activity(contact_id, &activity, counted);
         let Some(to) = stage else {
             return Ok(());
         };

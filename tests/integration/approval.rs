@@ -63,7 +63,14 @@ async fn with_approval_on_only_content_a_manager_approved_can_be_published() {
     let on = json!({"content_approval": true});
     let (status, _) = as_(&author, Method::PUT, "/v1/settings", Some(on.clone())).await;
     assert_eq!(status, 403);
-    assert_eq!(server.put("/v1/settings", on.clone()).await, (200, on));
+    let (status, settings) = server.put("/v1/settings", on).await;
+    assert_eq!(
+        (status, settings),
+        (
+            200,
+            json!({"content_approval": true, "control_group_percent": 0.0})
+        )
+    );
     let (status, body) = server.put("/v1/settings", json!({"approval": true})).await;
     assert_eq!(
         (status, code(&body)),

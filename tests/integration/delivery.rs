@@ -501,7 +501,7 @@ async fn a_binding_is_checked_by_its_plugin_and_its_secrets_never_come_back_or_r
 
     let created = bind(
         &server,
-        "crm",
+        "sales-crm",
         &base,
         "/ok",
         json!({"rate": {"messages": 20, "per": "1m"}}),
@@ -513,7 +513,7 @@ async fn a_binding_is_checked_by_its_plugin_and_its_secrets_never_come_back_or_r
     // Changing the binding without sending the secret again keeps it.
     let (status, changed) = server
         .put(
-            "/v1/channels/crm",
+            "/v1/channels/sales-crm",
             json!({"plugin": "webhook-channel", "config": {"url": format!("{base}/ok")},
                    "recipient": "email", "approved_hosts": [base],
                    "secrets": {"token": {"hosts": [base]}}}),
@@ -526,7 +526,7 @@ async fn a_binding_is_checked_by_its_plugin_and_its_secrets_never_come_back_or_r
     // a binding cannot point a secret they do not know somewhere new.
     let (status, body) = server
         .put(
-            "/v1/channels/crm",
+            "/v1/channels/sales-crm",
             json!({"plugin": "webhook-channel", "config": {"url": format!("{base}/ok")},
                    "approved_hosts": [base, "https://evil.example.com"],
                    "secrets": {"token": {"hosts": [base, "https://evil.example.com"]}}}),
@@ -534,7 +534,7 @@ async fn a_binding_is_checked_by_its_plugin_and_its_secrets_never_come_back_or_r
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(refused(&body), ["secrets.token.value"], "{body}");
-    for path in ["/v1/channels/crm", "/v1/channels", "/v1/audit"] {
+    for path in ["/v1/channels/sales-crm", "/v1/channels", "/v1/audit"] {
         let (status, body) = server.get(path).await;
         assert_eq!(status, 200, "{body}");
         assert!(

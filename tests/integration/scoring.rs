@@ -368,10 +368,19 @@ fn stamp_scorer_at(version: &str) -> Vec<u8> {
     bytes
 }
 
-async fn upload(server: &Server, binary: Vec<u8>) {
+/// A server with the `hostile-scorer` fixture uploaded.
+async fn with_hostile_scorer() -> Server {
+    let server = Server::start(true).await;
+    let binary = support::fixture_bytes("hostile-scorer");
+    upload(&server, "hostile-scorer", binary).await;
+    server
+}
+
+/// Upload `binary` as plugin `name` through the admin API.
+async fn upload(server: &Server, name: &str, binary: Vec<u8>) {
     let response = server
         .client
-        .put(format!("{}/v1/admin/plugins/stamp-scorer", server.base))
+        .put(format!("{}/v1/admin/plugins/{name}", server.base))
         .bearer_auth(TOKEN)
         .header("content-type", "application/wasm")
         .body(binary)
@@ -384,8 +393,8 @@ async fn upload(server: &Server, binary: Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scorer_swapped_for_a_new_version_scores_what_comes_after_and_history_names_it() {
     let server = Server::start(true).await;
-    upload(&server, stamp_scorer_at("1.0.0")).await;
-    upload(&server, stamp_scorer_at("2.0.0")).await;
+    upload(&server, "stamp-scorer", stamp_scorer_at("1.0.0")).await;
+    upload(&server, "stamp-scorer", stamp_scorer_at("2.0.0")).await;
     let model = |plugin: &str| json!({"plugin": plugin, "events": ["ping"]});
     put_model(&server, "stamp", model("stamp-scorer@1.0.0")).await;
     contact(&server, "li", json!({})).await;
@@ -504,17 +513,7 @@ async fn a_model_is_checked_field_by_field_and_nothing_is_stored_on_refusal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misbehaving_scorer_fails_only_its_own_model() {
-    let server = Server::start(true).await;
-    let response = server
-        .client
-        .put(format!("{}/v1/admin/plugins/hostile-scorer", server.base))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/wasm")
-        .body(support::fixture_bytes("hostile-scorer"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let server = with_hostile_scorer().await;
     for mode in ["spin", "panic", "huge-output"] {
         let model = json!({"plugin": "hostile-scorer", "config": {"mode": mode}, "events": ["form_submitted"]});
         put_model(&server, mode, model).await;
@@ -640,4 +639,87 @@ async fn a_verbose_scorer_within_its_bounds_never_fails_the_event() {
     assert_eq!(changes[0]["model"], "c");
     assert!(changes[0]["reason"].as_str().unwrap().starts_with("039"));
     assert!(changes[119]["reason"].as_str().unwrap().starts_with("000"));
+}
+
+/// A visitor scored, went quiet, and turns out to be a known lead (a Segment `alias`): the
+/// person's score is the sum of the two as they stand at the merge, decay included, and the
+/// thresholds that sum crossed are announced at once; the visitor's history is the lead's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_adds_scores_as_they_stand_and_announces_what_the_sum_crossed() {
+    let server = Server::start(true).await;
+    put_model(&server, "lead", example("scoring/lead.json")).await;
+    contact(&server, "visitor", json!({})).await;
+    white_papers(&server, "visitor", 0..2).await;
+    server.settle().await;
+    // Thirty days on the visitor's 40 points are 20.
+    server.advance(30 * DAY).await;
+    contact(&server, "known", json!({})).await;
+    white_papers(&server, "known", 0..3).await;
+    event(&server, "known-open", "known", "email_opened", json!({})).await;
+    server.settle().await;
+    assert_eq!(score(&server, "known", "lead").await, 63.0);
+    server.advance(60_000).await;
+
+    let alias = json!({"previousId": "visitor", "userId": "known", "messageId": "alias-1"});
+    let (status, body) = server
+        .segment("/v1/alias", crate::server::WRITE_KEY, alias)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.settle().await;
+    server.advance(1).await;
+
+    // 63 + 20, not 63 + 40: a merge does not bring back points that decayed.
+    assert_eq!(score(&server, "known", "lead").await, 83.0);
+    // The visitor's own crossings (40 up, then down by decay) came along with its events; the
+    // merge's are the last, and 90 was never crossed.
+    let all = crossings(&server, "known").await;
+    assert_eq!(
+        all[all.len() - 2..],
+        [(70.0, "up".to_owned()), (80.0, "up".to_owned())],
+        "{all:?}"
+    );
+    assert!(
+        all.iter().all(|(threshold, _)| *threshold < 90.0),
+        "{all:?}"
+    );
+    let changes = history(&server, "known").await;
+    let from_visitor = (changes.iter())
+        .filter(|c| c["event_id"].as_str().unwrap().starts_with("visitor-"))
+        .count();
+    assert_eq!(from_visitor, 2, "{changes:?}");
+}
+
+/// A scorer that fails every call is suspended after 20 in a row, so it stops costing the
+/// events it selects; putting the model again resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scorer_failing_every_call_is_suspended_until_put_again() {
+    let server = with_hostile_scorer().await;
+    let model =
+        json!({"plugin": "hostile-scorer", "config": {"mode": "panic"}, "events": ["ping"]});
+    put_model(&server, "broken", model.clone()).await;
+    contact(&server, "li", json!({})).await;
+    for n in 0..25 {
+        event(&server, &format!("p{n}"), "li", "ping", json!({})).await;
+    }
+    server.settle().await;
+    let (_, broken) = server.get("/v1/scoring/models/broken").await;
+    assert_eq!(broken["stats"]["failed_calls"], 20, "{broken}");
+    assert_eq!(broken["status"], "unavailable", "{broken}");
+    assert!(
+        broken["problem"]
+            .as_str()
+            .unwrap()
+            .starts_with("suspended after 20 failed calls"),
+        "{broken}"
+    );
+    let (status, body) = server.put("/v1/scoring/models/broken", model).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    event(&server, "p-again", "li", "ping", json!({})).await;
+    server.settle().await;
+    let (_, broken) = server.get("/v1/scoring/models/broken").await;
+    assert_eq!(
+        broken["stats"]["failed_calls"], 21,
+        "it is called again: {broken}"
+    );
 }

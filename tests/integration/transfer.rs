@@ -289,3 +289,41 @@ async fn an_address_a_row_gives_up_is_free_for_the_rows_after_it() {
         "{bob}"
     );
 }
+
+/// A contact's state the store derives — its model scores, its lifecycle activity — is in the
+/// export and left out by an import (the importing store keeps its own): the line imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_contact_with_scores_and_activity_imports_again() {
+    let source = Server::start(true).await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let read = |path: &str| -> Json {
+        serde_json::from_slice(&std::fs::read(examples.join(path)).unwrap()).unwrap()
+    };
+    let (status, body) = source
+        .put("/v1/scoring/models/lead", read("scoring/lead.json"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = source
+        .put("/v1/lifecycle", read("lifecycle/stages.json"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = source.post("/v1/contacts", json!({"id": "li"})).await;
+    assert!(status == 200 || status == 201, "{body}");
+    let event = json!({"id": "wp", "contact_id": "li", "name": "whitepaper_downloaded",
+                       "timestamp": "2026-11-22T09:00:00Z"});
+    let (status, body) = source.post("/v1/events", event).await;
+    assert_eq!(status, 202, "{body}");
+    source.settle().await;
+    let file = export(&source, "ndjson").await;
+    assert!(
+        file.contains("\"scores\"") && file.contains("\"activity\""),
+        "{file}"
+    );
+    let target = Server::start(false).await;
+    let (status, report) = import(&target, "application/x-ndjson", "", file.into_bytes()).await;
+    assert_eq!(
+        (status, &report["created"], &report["bad_rows"]),
+        (200, &json!(1), &json!(0)),
+        "{report}"
+    );
+}

@@ -40,7 +40,13 @@ struct ModelStats {
     scored: AtomicU64,
     changes: AtomicU64,
     failed: AtomicU64,
+    /// Calls failed in a row.
+    failing: AtomicU64,
 }
+
+/// Calls in a row a model may fail before it is suspended: a scorer that fails every call
+/// (spinning to its CPU limit, say) would otherwise cost every event it selects that much.
+pub const SUSPEND_AFTER: u64 = 20;
 
 /// A model as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -153,18 +159,42 @@ impl Scoring {
             .clone()
     }
 
-    /// Count one scoring call of `model`: the changes it made, or that it failed.
-    pub fn count(&self, model: &str, changes: Option<usize>) {
-        let stats = self.stats_of(model);
-        match changes {
-            Some(changes) => {
+    /// Count one scoring call of `model`: the changes it made, or why it failed. A model
+    /// whose calls fail [`SUSPEND_AFTER`] times in a row is suspended (unavailable, scoring
+    /// nothing) until it is put again or the server restarts.
+    pub fn count(&self, model: &Model, outcome: Result<usize, &str>) {
+        let stats = self.stats_of(&model.record.name);
+        match outcome {
+            Ok(changes) => {
                 stats.scored.fetch_add(1, Ordering::Relaxed);
                 stats.changes.fetch_add(changes as u64, Ordering::Relaxed);
+                stats.failing.store(0, Ordering::Relaxed);
             }
-            None => {
+            Err(error) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
+                if stats.failing.fetch_add(1, Ordering::Relaxed) + 1 == SUSPEND_AFTER {
+                    self.suspend(model, error);
+                }
             }
         }
+    }
+
+    /// Take `model` out of scoring, unless it was replaced meanwhile.
+    fn suspend(&self, model: &Model, error: &str) {
+        let name = &model.record.name;
+        let mut models = self.models_mut();
+        let current = models.get(name);
+        if current.is_none_or(|m| m.record.revision != model.record.revision) {
+            return;
+        }
+        models.remove(name);
+        drop(models);
+        let problem = format!(
+            "suspended after {SUSPEND_AFTER} failed calls in a row (the last: {error}); put the model again to resume"
+        );
+        tracing::error!(model = %name, plugin = %model.plugin.id(), %problem, "scoring model suspended");
+        self.unavailable_mut()
+            .insert(name.clone(), (model.record.clone(), problem));
     }
 
     fn view(&self, record: ScoringModelRecord, problem: Option<String>) -> ModelView {
@@ -244,6 +274,7 @@ impl Scoring {
         self.store.put_scoring_model(&model.record, audit)?;
         self.store.flush()?;
         let record = model.record.clone();
+        self.stats_of(name).failing.store(0, Ordering::Relaxed);
         self.unavailable_mut().remove(name);
         self.models_mut().insert(name.to_owned(), Arc::new(model));
         Ok((self.view(record, None), previous.is_none()))

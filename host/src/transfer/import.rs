@@ -194,7 +194,14 @@ fn each_row(
 }
 
 /// Fields export writes that import does not take: the store keeps them itself.
-const READ_ONLY: [&str; 4] = ["score", "created_at", "updated_at", "anonymous"];
+const READ_ONLY: [&str; 6] = [
+    "score",
+    "scores",
+    "activity",
+    "created_at",
+    "updated_at",
+    "anonymous",
+];
 
 /// One NDJSON line: the body of `POST /v1/contacts`, or a contact as export wrote it.
 fn ndjson_contact(text: &str) -> Result<ContactUpsert, String> {

@@ -68,12 +68,12 @@ impl Batch<'_> {
                 });
             match changes {
                 Ok(changes) => {
-                    self.journeys.scoring.count(name, Some(changes.len()));
+                    self.journeys.scoring.count(&model, Ok(changes.len()));
                     self.move_score(contact_id, &model, &changes, Cause::Event(event))?;
                 }
                 // The model's own failure: the event's journeys go on, the score stays.
                 Err(error) => {
-                    self.journeys.scoring.count(name, None);
+                    self.journeys.scoring.count(&model, Err(&error));
                     tracing::warn!(model = %name, plugin = %model.plugin.id(), contact = contact_id, event = %event.id, %error, "scorer failed; the event is not scored by this model");
                 }
             }

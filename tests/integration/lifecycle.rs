@@ -67,7 +67,12 @@ async fn purchases_move_stages_and_ninety_quiet_days_start_the_recall_journey() 
         .await;
     assert_eq!(status, 200, "{body}");
     crate::journeys::publish(&server, "recall", example("journeys/recall.json")).await;
-    for (id, stage) in [("ana", None), ("bo", None), ("cy", Some("mql"))] {
+    for (id, stage) in [
+        ("ana", None),
+        ("bo", None),
+        ("cy", Some("mql")),
+        ("dee", None),
+    ] {
         let mut contact = json!({"id": id, "attributes": {"email": format!("{id}@example.com"), "first_name": id},
                                  "consents": {"email": "granted"}});
         if let Some(stage) = stage {
@@ -76,7 +81,7 @@ async fn purchases_move_stages_and_ninety_quiet_days_start_the_recall_journey() 
         let (status, body) = server.post("/v1/contacts", contact).await;
         assert!(status == 200 || status == 201, "{body}");
     }
-    for id in ["ana", "bo", "cy"] {
+    for id in ["ana", "bo", "cy", "dee"] {
         event(&server, &format!("reg-{id}"), id, "registered").await;
     }
     server.settle().await;
@@ -140,6 +145,19 @@ async fn purchases_move_stages_and_ninety_quiet_days_start_the_recall_journey() 
     assert_eq!(stage(&server, "ana").await, "growth");
     let (_, ana) = server.get("/v1/contacts/ana").await;
     assert_eq!(ana["activity"]["counts"]["purchased"], 2, "{ana}");
+
+    // Dee never buys: no longer new after 30 days, dormant after 90 quiet ones, and back
+    // among the active when she visits again.
+    event(&server, "dee-visit", "dee", "page_viewed").await;
+    server.settle().await;
+    assert_eq!(
+        changes(&server, "dee").await,
+        [
+            change("new", "active", "time"),
+            change("active", "dormant", "time"),
+            change("dormant", "active", "page_viewed")
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

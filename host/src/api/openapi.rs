@@ -355,6 +355,7 @@ fn request_schema(path: &str) -> Json_ {
                     "stage": text,
                     "inactive_for": {"type": "string", "description": "e.g. `90d`"},
                     "registered_within": {"type": "string", "description": "e.g. `30d`"},
+                    "otherwise": {"type": "boolean", "description": "the last rule only: holds always"},
                     "count": {"type": "object", "required": ["event", "at_least"], "additionalProperties": false,
                               "properties": {"event": text, "at_least": {"type": "integer", "minimum": 1}}},
                 },

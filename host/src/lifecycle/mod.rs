@@ -1,9 +1,9 @@
 //! Lifecycle stages by rules (DOMAIN.md §1): an ordered list of stages, each with the one
 //! condition that puts a contact in it — no interaction for a while (`inactive_for`), a count
-//! of an event (`count`: purchases), a recent sign-up (`registered_within`). After each event
-//! from outside, and when a contact's stage timer fires, the first rule that holds gives the
-//! stage; a change is an event, `lifecycle_stage_changed` (`from`, `to`, `cause`), so journeys
-//! start from it (the recall journey from `dormant`).
+//! of an event (`count`: purchases), a recent sign-up (`registered_within`), or, last, everyone
+//! else (`otherwise`). After each event from outside, and when a contact's stage timer fires,
+//! the first rule that holds gives the stage; a change is an event, `lifecycle_stage_changed`
+//! (`from`, `to`, `cause`), so journeys start from it (the recall journey from `dormant`).
 //!
 //! Rules manage the stages they name (and `new`, every contact's first): a contact a journey
 //! put in another stage (`mql`) is left there. Time-based rules need no scan: each contact has
@@ -43,6 +43,10 @@ pub struct StageRule {
     pub count: Option<CountRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_within: Option<String>,
+    /// The last rule may hold always: where everyone no other rule places goes (a dormant
+    /// contact who comes back without buying, say).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub otherwise: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +62,7 @@ pub enum Condition {
     InactiveFor(Millis),
     Count { event: String, at_least: u64 },
     RegisteredWithin(Millis),
+    Otherwise,
 }
 
 /// The rules, checked and ready.
@@ -133,16 +138,27 @@ impl Rules {
                 rule.inactive_for.is_some(),
                 rule.count.is_some(),
                 rule.registered_within.is_some(),
+                rule.otherwise,
             ];
             if given.iter().filter(|g| **g).count() != 1 {
                 problems.push(RuleProblem {
                     path: format!("stages.{n}"),
-                    message: "give exactly one of `inactive_for`, `count` and `registered_within`"
+                    message: "give exactly one of `inactive_for`, `count`, `registered_within` and `otherwise`"
                         .into(),
                 });
                 continue;
             }
-            let condition = if let Some(text) = &rule.inactive_for {
+            let condition = if rule.otherwise {
+                if n + 1 != request.stages.len() {
+                    problems.push(RuleProblem {
+                        path: at("otherwise"),
+                        message:
+                            "only the last rule may hold otherwise: it hides the rules after it"
+                                .into(),
+                    });
+                }
+                Some(Condition::Otherwise)
+            } else if let Some(text) = &rule.inactive_for {
                 duration(text, at("inactive_for"), &mut problems).map(Condition::InactiveFor)
             } else if let Some(text) = &rule.registered_within {
                 duration(text, at("registered_within"), &mut problems)
@@ -308,7 +324,9 @@ mod tests {
             {"stage": "stable", "count": {"event": "purchased", "at_least": 0}},
             {"stage": "Growth!", "count": {"event": "purchased", "at_least": 1}},
             {"stage": "new", "registered_within": "30d", "inactive_for": "90d"},
-            {"stage": "dormant", "inactive_for": "1d"}
+            {"stage": "dormant", "inactive_for": "1d"},
+            {"stage": "active", "otherwise": true},
+            {"stage": "last", "inactive_for": "1d"}
         ]})))
         .unwrap_err();
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
@@ -319,7 +337,8 @@ mod tests {
                 "stages.1.count.at_least",
                 "stages.2.stage",
                 "stages.3",
-                "stages.4.stage"
+                "stages.4.stage",
+                "stages.5.otherwise"
             ]
         );
         let rules = Rules::check(request(serde_json::json!({"stages": [

@@ -16,6 +16,7 @@ fn holds(condition: &Condition, activity: &Activity, created_at: Millis, now: Mi
             activity.counts.get(event).copied().unwrap_or(0) >= *at_least
         }
         Condition::RegisteredWithin(within) => now - created_at < *within,
+        Condition::Otherwise => true,
     }
 }
 
@@ -30,7 +31,7 @@ fn next_change(
         .filter_map(|(_, condition)| match condition {
             Condition::InactiveFor(quiet) => Some(activity.last_at + quiet),
             Condition::RegisteredWithin(within) => Some(created_at + within),
-            Condition::Count { .. } => None,
+            Condition::Count { .. } | Condition::Otherwise => None,
         })
         .filter(|at| *at > now)
         .min()

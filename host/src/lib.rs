@@ -1,6 +1,7 @@
 //! Wayline: marketing automation whose every journey step is a sandboxed Wasm plugin.
 
 pub mod api;
+pub mod audiences;
 pub mod auth;
 pub mod cli;
 pub mod clock;

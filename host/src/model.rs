@@ -286,6 +286,9 @@ pub struct Contact {
     /// What the lifecycle rules track of the contact, when rules are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity: Option<Activity>,
+    /// What segments and tag rules keep of the contact, when some are defined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
     /// Known only by an anonymous id (a visitor before they log in): an identified contact
     /// that turns out to be the same person takes this one over.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -308,6 +311,7 @@ impl Contact {
             updated_at: now,
             anonymous: false,
             activity: None,
+            audience: None,
         }
     }
 }
@@ -384,6 +388,31 @@ pub struct ModelScore {
     #[serde(default)]
     pub revision: u32,
     /// When the model's decay next takes the score across a threshold (its timer), if ever.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "timestamp_json::option"
+    )]
+    pub timer_at: Option<Millis>,
+}
+
+/// What segments and tag rules keep of a contact (see `crate::audiences`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Audience {
+    /// The times of the events each window clause counts, oldest first, by counter (see
+    /// `audiences::condition::Counter`): only those still inside the longest window.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub windows: BTreeMap<String, Vec<Millis>>,
+    /// The segments the contact is in, each with the segment's generation (random, given when
+    /// it was made): membership of a segment deleted and made again under its name does not
+    /// count for the new one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segments: BTreeMap<String, u64>,
+    /// How many times the contact entered or left a segment: names those events.
+    #[serde(default)]
+    pub moves: u64,
+    /// When the contact's audience timer fires (a window slides, a score decays), if set.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

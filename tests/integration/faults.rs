@@ -272,6 +272,55 @@ impl ScoringStore for Faulty {
     }
 }
 
+impl AudienceStore for Faulty {
+    fn audiences(&self) -> Result<Vec<AudienceRecord>, StoreError> {
+        self.store.audiences()
+    }
+    fn put_audience(
+        &self,
+        record: &AudienceRecord,
+        sweep: &SweepRecord,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.put_audience(record, sweep, audit)
+    }
+    fn delete_audience(
+        &self,
+        kind: AudienceKind,
+        name: &str,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.delete_audience(kind, name, audit)
+    }
+    fn segment_members(
+        &self,
+        segment: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<MemberPage, StoreError> {
+        self.store.segment_members(segment, after, limit)
+    }
+    fn segment_size(&self, segment: &str) -> Result<u64, StoreError> {
+        self.store.segment_size(segment)
+    }
+    fn sweeps(&self) -> Result<Vec<SweepRecord>, StoreError> {
+        self.store.sweeps()
+    }
+    fn start_sweep(&self, sweep: &SweepRecord) -> Result<(), StoreError> {
+        self.writable()?;
+        self.store.start_sweep(sweep)
+    }
+    fn sweep_page(&self, sweep: &SweepRecord, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.store.sweep_page(sweep, limit)
+    }
+    fn sweep_step(&self, sweep: &SweepRecord, items: &[WorkItem]) -> Result<Vec<u8>, StoreError> {
+        self.writable()?;
+        self.store.sweep_step(sweep, items)
+    }
+}
+
 impl JourneyStore for Faulty {
     fn journey(&self, id: &str) -> Result<Option<JourneyRecord>, StoreError> {
         self.store.journey(id)

@@ -29,6 +29,7 @@ mod reports;
 mod roles;
 mod scoring;
 mod segment;
+mod segments;
 mod transfer;
 mod uploads;
 mod versions;

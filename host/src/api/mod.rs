@@ -8,6 +8,7 @@
 //! request is logged with its status and duration.
 
 mod access;
+mod audiences;
 mod backup;
 mod bounded;
 mod contacts;
@@ -168,6 +169,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(contacts::routes());
     routes.extend(journeys::routes());
     routes.extend(lifecycle::routes());
+    routes.extend(audiences::routes());
     routes.extend(messaging::routes());
     routes.extend(operations::routes());
     routes.extend(plugins::routes());

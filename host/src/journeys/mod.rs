@@ -202,6 +202,8 @@ pub struct Journeys {
     pub scoring: Arc<crate::scoring::Scoring>,
     /// The lifecycle stage rules, applied after each event from outside.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// The segments and tag rules, looked at for every contact a batch touched.
+    pub audiences: Arc<crate::audiences::Audiences>,
     /// Inbox items run and committed since the service started.
     committed: AtomicU64,
 }
@@ -224,6 +226,10 @@ impl Journeys {
             catalog: Catalog::new(store.clone(), registry.clone(), runtime.clone()),
             scoring: Arc::new(scoring),
             lifecycle: Arc::new(crate::lifecycle::Lifecycle::load(
+                store.clone(),
+                clock.clone(),
+            )?),
+            audiences: Arc::new(crate::audiences::Audiences::load(
                 store.clone(),
                 clock.clone(),
             )?),
@@ -557,7 +563,7 @@ impl Journeys {
         for (key, item) in items {
             batch.handle(key, item)?;
         }
-        let (commit, _) = batch.into_commit();
+        let (commit, _) = batch.into_commit()?;
         let partitions = self.store.commit(commit)?;
         self.committed
             .fetch_add(items.len() as u64, Ordering::Relaxed);
@@ -579,7 +585,7 @@ impl Journeys {
         for (key, item) in items {
             batch.handle(key, item)?;
         }
-        let (commit, trace) = batch.into_commit();
+        let (commit, trace) = batch.into_commit()?;
         self.store.commit(commit)?;
         self.committed
             .fetch_add(items.len() as u64, Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! When journey work runs: worker threads that each own a share of the inbox partitions (so one
 //! contact's steps never run at once, and different contacts run on all cores), and a timer
-//! thread that moves due waits into the inbox.
+//! thread that moves due waits into the inbox and moves sweeps on (`audiences::sweeps`).
 //!
 //! Owns threads and wake-ups only; what a step does is the journeys module's business.
 
@@ -157,12 +157,21 @@ impl Scheduler {
                 Ok(partitions) => self.notify(&partitions),
                 Err(error) => tracing::error!(%error, "firing timers failed"),
             }
+            match crate::audiences::sweeps::step(
+                store.as_ref(),
+                self.journeys.clock.now(),
+                TIMER_TICK,
+            ) {
+                Ok(partitions) => self.notify(&partitions),
+                Err(error) => tracing::error!(%error, "a sweep failed"),
+            }
             let due = store
                 .next_timer_due()
                 .ok()
                 .flatten()
                 .is_some_and(|due| due <= self.journeys.clock.now());
-            if !due && !store.has_pending_work().unwrap_or(true) {
+            let sweeping = crate::audiences::sweeps::unfinished(store.as_ref()).unwrap_or(true);
+            if !due && !sweeping && !store.has_pending_work().unwrap_or(true) {
                 return true;
             }
             if std::time::Instant::now() > deadline {
@@ -351,6 +360,10 @@ impl Scheduler {
                     }
                 }
                 Err(error) => tracing::error!(%error, "firing timers failed"),
+            }
+            match crate::audiences::sweeps::step(self.journeys.store.as_ref(), now, TIMER_TICK) {
+                Ok(partitions) => self.notify(&partitions),
+                Err(error) => tracing::error!(%error, "a sweep failed"),
             }
             self.halt.pause(TIMER_TICK);
         }

@@ -66,18 +66,25 @@ pub fn next_crossing(
     now: Millis,
     half_life: Option<Millis>,
 ) -> Option<Millis> {
-    let half_life = half_life? as f64;
     let target = if value > 0.0 {
         thresholds.get((level as usize).checked_sub(1)?)?
     } else {
         thresholds.get(level as usize)?
     };
-    // Decay moves toward zero and never reaches it: a threshold of the other sign, or zero,
-    // is never crossed this way.
-    if *target == 0.0 || target.signum() != value.signum() {
+    reaches(value, *target, now, half_life)
+}
+
+/// When decay will have taken `value` (at `now`) across `bound` on its way to zero, a
+/// millisecond past the exact moment so the value then is across; `None` when the bound does
+/// not lie between zero and the value, or there is no decay.
+pub fn reaches(value: f64, bound: f64, now: Millis, half_life: Option<Millis>) -> Option<Millis> {
+    let half_life = half_life? as f64;
+    // Decay moves toward zero and never reaches it: a bound of the other sign, zero, or
+    // beyond the value is never crossed this way.
+    if bound == 0.0 || bound.signum() != value.signum() || bound.abs() > value.abs() {
         return None;
     }
-    let after = half_life * (value / target).log2();
+    let after = half_life * (value / bound).log2();
     if !after.is_finite() || after > 1e15 {
         return None;
     }

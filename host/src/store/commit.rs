@@ -11,10 +11,11 @@ use super::layout::{
     score_key, timer_key,
 };
 use super::records::*;
+use super::sled_audiences::member_key;
 use super::sled_store::{SledStore, backend, identities_in, kv_write, lock};
 use super::write_set::WriteSet;
 use super::{ActivityWrite, KvUsage, ModelScoreWrite, ScoreEntry, StoreError, merge};
-use crate::model::{Contact, Effect, Event, Millis, ModelScore};
+use crate::model::{Audience, Contact, Effect, Event, Millis, ModelScore};
 
 /// A contact's value as it will be written: the contact and its journeys, or `None` once it
 /// is merged away (or never existed).
@@ -59,6 +60,7 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         .chain(commit.erasures.iter().map(|e| e.contact_id.as_str()))
         .chain(commit.model_scores.iter().map(|s| s.contact_id.as_str()))
         .chain(commit.activities.iter().map(|a| a.contact_id.as_str()))
+        .chain(commit.audiences.iter().map(|a| a.contact_id.as_str()))
         .chain(commit.score_history.iter().map(|s| s.contact_id.as_str()))
         .chain(
             commit
@@ -123,6 +125,12 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
     for write in &commit.activities {
         if let Some((contact, _)) = load(store, &mut values, &write.contact_id)? {
             add_activity(&mut writes, contact, write);
+            changed.insert(write.contact_id.clone());
+        }
+    }
+    for write in &commit.audiences {
+        if let Some((contact, _)) = load(store, &mut values, &write.contact_id)? {
+            set_audience(&mut writes, contact, write.audience.as_ref());
             changed.insert(write.contact_id.clone());
         }
     }
@@ -257,6 +265,7 @@ fn drop_erased(commit: &mut Commit) {
     commit.seen.retain(|(id, ..)| kept(id));
     commit.model_scores.retain(|s| kept(&s.contact_id));
     commit.activities.retain(|a| kept(&a.contact_id));
+    commit.audiences.retain(|a| kept(&a.contact_id));
     commit.score_history.retain(|s| kept(&s.contact_id));
     commit
         .merges
@@ -264,6 +273,45 @@ fn drop_erased(commit: &mut Commit) {
     commit
         .forwards
         .retain(|item| kept(&item.contact_id().to_owned()));
+}
+
+/// Give the contact the audience state the batch left it in, and bring its segments' member
+/// lists and its audience timer in line.
+fn set_audience(writes: &mut WriteSet<'_>, contact: &mut Contact, written: Option<&Audience>) {
+    let before = contact.audience.take().unwrap_or_default();
+    let none = Audience::default();
+    let audience = written.unwrap_or(&none);
+    for (segment, generation) in &before.segments {
+        if audience.segments.get(segment) != Some(generation) {
+            writes.remove(
+                TreeId::SegmentMembers,
+                member_key(segment, *generation, &contact.id),
+            );
+        }
+    }
+    for (segment, generation) in &audience.segments {
+        if before.segments.get(segment) != Some(generation) {
+            writes.put(
+                TreeId::SegmentMembers,
+                member_key(segment, *generation, &contact.id),
+                Vec::new(),
+            );
+        }
+    }
+    if before.timer_at != audience.timer_at {
+        let timer = crate::audiences::timer_id(&contact.id);
+        if let Some(old) = before.timer_at {
+            writes.remove(TreeId::Timers, timer_key(old, &timer));
+        }
+        if let Some(new) = audience.timer_at {
+            writes.put(
+                TreeId::Timers,
+                timer_key(new, &timer),
+                contact.id.clone().into_bytes(),
+            );
+        }
+    }
+    contact.audience = written.cloned();
 }
 
 /// Add the batch's activity to the contact's as it is now, and move its stage timer.

@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use super::codec::{contact_and_journeys, contact_value};
+use super::codec::{contact_and_journeys, contact_value, encode};
 use super::layout::{TreeId, identity_key};
-use super::records::{ContactJourney, partition_of};
+use super::records::{ContactJourney, WorkItem, partition_of};
 use super::sled_store::{SledStore, backend, check_record, identities_in, lock, new_contact_id};
 use super::write_set::WriteSet;
 use super::{ContactUpsert, StoreError, Upserted};
@@ -65,12 +65,21 @@ impl SledStore {
                 Err(refused) => Err(refused),
             });
         }
+        // With segments or tag rules defined, each contact updated is looked at again by the
+        // journey worker, queued in the same write so a crash cannot lose the look.
+        let refresh = !self.audiences.is_empty();
         for (id, (contact, journeys)) in &values {
             writes.put(
                 TreeId::Contacts,
                 id.as_bytes(),
                 contact_value(contact, journeys),
             );
+            if refresh {
+                let item = WorkItem::Refresh {
+                    contact_id: id.clone(),
+                };
+                writes.queue(partition_of(id), encode(&item))?;
+            }
         }
         writes.apply()?;
         Ok(answers)

@@ -83,6 +83,20 @@ pub(super) fn erase(
                 timer_key(at, &crate::lifecycle::timer_id(id)),
             );
         }
+        if let Some(audience) = &contact.audience {
+            for (segment, generation) in &audience.segments {
+                writes.remove(
+                    TreeId::SegmentMembers,
+                    super::sled_audiences::member_key(segment, *generation, id),
+                );
+            }
+            if let Some(at) = audience.timer_at {
+                writes.remove(
+                    TreeId::Timers,
+                    timer_key(at, &crate::audiences::timer_id(id)),
+                );
+            }
+        }
         writes.remove(TreeId::Contacts, id.as_bytes());
         writes.put(TreeId::Erased, store.erased_key(id), Vec::new());
     }

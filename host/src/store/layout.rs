@@ -84,6 +84,13 @@ pub(super) mod trees {
     /// `<contact id>\0<at, ordered u64 BE><source>` → the changes of the contact's scores that
     /// one event or journey step made, with their reasons.
     pub const SCORE_HISTORY: &str = "score_history";
+    /// `segment:<name>` or `tag:<name>` → a segment or tag rule: its condition.
+    pub const AUDIENCES: &str = "audiences";
+    /// `<segment>\0<contact id>` → nothing: each segment's members, in id order.
+    pub const SEGMENT_MEMBERS: &str = "segment_members";
+    /// sweep id → a sweep over contacts or a segment's members that queues work for each,
+    /// a page at a time, with where it stands (`audiences::sweeps`).
+    pub const SWEEPS: &str = "sweeps";
     /// In `meta`: 16 random bytes the `erased` keys are made with, so that they match no
     /// hash of a guessed id made elsewhere.
     pub const ERASURE_SALT: &str = "erasure_salt";
@@ -126,10 +133,13 @@ pub(super) enum TreeId {
     Erased = 27,
     ScoringModels = 28,
     ScoreHistory = 29,
+    Audiences = 30,
+    SegmentMembers = 31,
+    Sweeps = 32,
 }
 
 impl TreeId {
-    pub(super) const ALL: [TreeId; 30] = [
+    pub(super) const ALL: [TreeId; 33] = [
         TreeId::Contacts,
         TreeId::Identities,
         TreeId::Events,
@@ -160,6 +170,9 @@ impl TreeId {
         TreeId::Erased,
         TreeId::ScoringModels,
         TreeId::ScoreHistory,
+        TreeId::Audiences,
+        TreeId::SegmentMembers,
+        TreeId::Sweeps,
     ];
 
     pub(super) fn from_code(code: u8) -> Option<TreeId> {
@@ -198,6 +211,9 @@ impl TreeId {
             TreeId::Erased => trees::ERASED,
             TreeId::ScoringModels => trees::SCORING_MODELS,
             TreeId::ScoreHistory => trees::SCORE_HISTORY,
+            TreeId::Audiences => trees::AUDIENCES,
+            TreeId::SegmentMembers => trees::SEGMENT_MEMBERS,
+            TreeId::Sweeps => trees::SWEEPS,
         }
     }
 

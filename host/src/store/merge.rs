@@ -102,6 +102,7 @@ pub(super) fn merge(
         now,
     )?;
     super::merge_scores::merge_activity(writes, &mut kept.activity, gone.activity, from, into, now);
+    super::merge_scores::merge_audience(writes, &mut kept.audience, gone.audience, from, into, now);
     for entry in store.score_history.scan_prefix(&gone_prefix) {
         let (key, value) = entry.map_err(backend)?;
         let mut moved = prefix(into);

@@ -99,3 +99,40 @@ pub(super) fn merge_activity(
     move_timer(writes, &id, into, held.timer_at, now);
     held.timer_at = Some(now);
 }
+
+/// The audience state of a contact merged away: its member keys and timer go; its window
+/// times join the kept contact's, whose timer is set to now so that its worker looks at once
+/// at what the two together make (segments entered, tags).
+pub(super) fn merge_audience(
+    writes: &mut WriteSet<'_>,
+    kept: &mut Option<crate::model::Audience>,
+    gone: Option<crate::model::Audience>,
+    from: &str,
+    into: &str,
+    now: Millis,
+) {
+    let Some(gone) = gone else {
+        return;
+    };
+    for (segment, generation) in &gone.segments {
+        writes.remove(
+            TreeId::SegmentMembers,
+            super::sled_audiences::member_key(segment, *generation, from),
+        );
+    }
+    if let Some(at) = gone.timer_at {
+        writes.remove(
+            TreeId::Timers,
+            timer_key(at, &crate::audiences::timer_id(from)),
+        );
+    }
+    let held = kept.get_or_insert_with(Default::default);
+    for (counter, times) in gone.windows {
+        let mine = held.windows.entry(counter).or_default();
+        mine.extend(times);
+        mine.sort_unstable();
+    }
+    let id = crate::audiences::timer_id(into);
+    move_timer(writes, &id, into, held.timer_at, now);
+    held.timer_at = Some(now);
+}

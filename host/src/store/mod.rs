@@ -8,6 +8,7 @@
 
 mod access;
 mod aside;
+mod audiences;
 mod backup;
 mod codec;
 mod commit;
@@ -27,6 +28,7 @@ mod open;
 mod records;
 mod scoring;
 mod sled_access;
+mod sled_audiences;
 mod sled_journeys;
 mod sled_messaging;
 mod sled_scoring;
@@ -42,6 +44,9 @@ use thiserror::Error;
 
 pub use access::{AccessStore, TokenRecord, Workspace};
 pub(crate) use aside::truncated;
+pub use audiences::{
+    AudienceKind, AudienceRecord, AudienceStore, AudienceWrite, MemberPage, SweepRecord, SweepWork,
+};
 pub use backup::{BackupSummary, RestoreSummary, restore, verify};
 pub use contact_events::EventPage;
 pub use contact_search::{ContactPage, ContactQuery, MAX_SCANNED};
@@ -54,6 +59,7 @@ pub use records::*;
 pub use scoring::{
     ActivityWrite, ModelScoreWrite, ScoreEntry, ScorePage, ScoringModelRecord, ScoringStore,
 };
+pub use sled_audiences::sweep_item;
 pub use sled_store::SledStore;
 pub use uploads::{PluginStore, PluginUpload};
 pub use write_set::Replayed;
@@ -229,7 +235,15 @@ impl StoreError {
 
 /// Durable contacts, events and journey state.
 pub trait Store:
-    JourneyStore + MessageStore + AccessStore + PluginStore + ScoringStore + Send + Sync + 'static
+    JourneyStore
+    + MessageStore
+    + AccessStore
+    + PluginStore
+    + ScoringStore
+    + AudienceStore
+    + Send
+    + Sync
+    + 'static
 {
     /// The contact with this id.
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;

@@ -430,6 +430,9 @@ pub enum WorkItem {
     /// tags, journeys and enrollments go to `into`, and its id becomes an alias of `into`. In
     /// the contact's own partition, so it comes after the work queued for it before.
     Merge { contact_id: String, into: String },
+    /// Look at the contact's segments and tags again: a definition changed, or the contact
+    /// was updated from outside.
+    Refresh { contact_id: String },
     /// An enrollment's timer fired.
     Wake {
         contact_id: String,
@@ -457,6 +460,7 @@ impl WorkItem {
             | WorkItem::Enroll { contact_id, .. }
             | WorkItem::Retry { contact_id, .. }
             | WorkItem::Merge { contact_id, .. }
+            | WorkItem::Refresh { contact_id }
             | WorkItem::Wake { contact_id, .. }
             | WorkItem::Erase { contact_id, .. } => contact_id,
         }
@@ -477,6 +481,7 @@ impl WorkItem {
             WorkItem::Enroll { contact_id, .. }
             | WorkItem::Retry { contact_id, .. }
             | WorkItem::Merge { contact_id, .. }
+            | WorkItem::Refresh { contact_id }
             | WorkItem::Wake { contact_id, .. }
             | WorkItem::Erase { contact_id, .. } => *contact_id = into.to_owned(),
         }
@@ -688,6 +693,8 @@ pub struct Commit {
     pub score_history: Vec<super::ScoreEntry>,
     /// What the lifecycle rules track of contacts, as the batch left it.
     pub activities: Vec<super::ActivityWrite>,
+    /// Contacts' audience state (windows, segments, timer) as the batch left it.
+    pub audiences: Vec<super::AudienceWrite>,
     pub now: Millis,
 }
 

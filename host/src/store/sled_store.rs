@@ -128,6 +128,9 @@ pub struct SledStore {
     pub(super) erased: sled::Tree,
     pub(super) scoring_models: sled::Tree,
     pub(super) score_history: sled::Tree,
+    pub(super) audiences: sled::Tree,
+    pub(super) segment_members: sled::Tree,
+    pub(super) sweeps: sled::Tree,
     /// What the `erased` tree's keys are made with (see `layout::trees::ERASURE_SALT`).
     pub(super) erasure_salt: [u8; 16],
     pub(super) locks: Locks,
@@ -223,6 +226,9 @@ impl SledStore {
             erased: tree(trees::ERASED)?,
             scoring_models: tree(trees::SCORING_MODELS)?,
             score_history: tree(trees::SCORE_HISTORY)?,
+            audiences: tree(trees::AUDIENCES)?,
+            segment_members: tree(trees::SEGMENT_MEMBERS)?,
+            sweeps: tree(trees::SWEEPS)?,
             erasure_salt: erasure_salt(&tree(trees::META)?)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),
@@ -284,6 +290,9 @@ impl SledStore {
             TreeId::Erased => &self.erased,
             TreeId::ScoringModels => &self.scoring_models,
             TreeId::ScoreHistory => &self.score_history,
+            TreeId::Audiences => &self.audiences,
+            TreeId::SegmentMembers => &self.segment_members,
+            TreeId::Sweeps => &self.sweeps,
         }
     }
 }

@@ -100,6 +100,11 @@ impl Changes {
         }
     }
 
+    /// Write the contact's audience state as the batch left it.
+    pub(super) fn set_audience(&mut self, write: crate::store::AudienceWrite) {
+        self.commit.audiences.push(write);
+    }
+
     /// Keep a score change (an action's) in the contact's history.
     pub(super) fn score_changed(&mut self, entry: ScoreEntry) {
         self.commit.score_history.push(entry);

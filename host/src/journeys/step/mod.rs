@@ -9,6 +9,7 @@
 //! - `reads`, `commit`: what the batch read and what it will write;
 //! - `trace`: what a simulation sees.
 
+mod audiences;
 mod commit;
 mod lifecycle;
 mod nodes;
@@ -42,6 +43,11 @@ pub(super) struct Batch<'a> {
     reads: Reads<'a>,
     changes: Changes,
     trace: Trace,
+    /// Contacts to look at again for segments and tags once the steps are done, with how
+    /// deep in a chain of emitted events the work that touched them came.
+    touched: std::collections::BTreeMap<String, u32>,
+    /// Contacts' window times with the batch's events added, until they are looked at.
+    noted: std::collections::HashMap<String, crate::model::Audience>,
 }
 
 impl<'a> Batch<'a> {
@@ -58,6 +64,8 @@ impl<'a> Batch<'a> {
             reads: Reads::new(journeys.store.as_ref()),
             changes: Changes::new(now),
             trace: Trace::kept(trace),
+            touched: Default::default(),
+            noted: Default::default(),
         }
     }
 
@@ -72,6 +80,13 @@ impl<'a> Batch<'a> {
         {
             self.changes.forward(item.for_contact(&into));
             return Ok(());
+        }
+        match item {
+            WorkItem::Event {
+                event: Some(event), ..
+            } => self.touch(item.contact_id(), event.depth),
+            WorkItem::Erase { .. } | WorkItem::Merge { .. } => {}
+            _ => self.touch(item.contact_id(), 0),
         }
         match item {
             WorkItem::Event {
@@ -98,9 +113,14 @@ impl<'a> Batch<'a> {
                 None if crate::lifecycle::is_stage_timer(enrollment_id) => {
                     self.on_stage_timer(contact_id, *due_at)?
                 }
+                None if crate::audiences::is_audience_timer(enrollment_id) => {
+                    self.on_audience_timer(contact_id)
+                }
                 None => self.on_wake(enrollment_id, *due_at)?,
             },
             WorkItem::Retry { enrollment_id, .. } => self.on_retry(enrollment_id)?,
+            // Looked at with the batch's other contacts (`touch` above).
+            WorkItem::Refresh { .. } => {}
             WorkItem::Erase {
                 contact_id,
                 actor,
@@ -122,13 +142,15 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Everything the batch did, ready to write.
-    pub(super) fn into_commit(self) -> (Commit, Option<Vec<TraceStep>>) {
+    /// Everything the batch did, ready to write, once the contacts it touched have been
+    /// looked at again for their segments and tags.
+    pub(super) fn into_commit(mut self) -> Result<(Commit, Option<Vec<TraceStep>>), StoreError> {
+        self.settle_audiences()?;
         let (enrollments, journeys) = self.reads.into_changed();
         let commit = self
             .changes
             .into_commit(enrollments, journeys, self.kv.take());
-        (commit, self.trace.into_steps())
+        Ok((commit, self.trace.into_steps()))
     }
 
     /// An event arrived: goals and waits of the journeys the contact is in look at it first
@@ -140,6 +162,7 @@ impl<'a> Batch<'a> {
             return Ok(());
         };
         self.changes.saw(contact_id, &event);
+        self.note_event(contact_id, &event)?;
         self.score(contact_id, &event)?;
         self.track_stage(contact_id, &event)?;
         let active: Vec<String> = self

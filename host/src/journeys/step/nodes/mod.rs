@@ -10,6 +10,7 @@ mod wait;
 
 use std::sync::Arc;
 
+pub use effects::MAX_EVENT_DEPTH;
 pub use split::split_path;
 
 use super::super::compiled::CompiledJourney;

@@ -412,3 +412,364 @@ async fn membership_stays_equal_to_a_brute_force_recomputation_as_events_updates
         }
     }
 }
+
+fn example(path: &str) -> Json {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(path);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+async fn contact(server: &Server, id: &str) -> Json {
+    let (status, body) = server.get(&format!("/v1/contacts/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn tags(server: &Server, id: &str) -> Vec<String> {
+    let body = contact(server, id).await;
+    let mut tags: Vec<String> = serde_json::from_value(body["tags"].clone()).unwrap();
+    tags.sort();
+    tags
+}
+
+async fn templates_sent(server: &Server, id: &str) -> Vec<String> {
+    let (_, messages) = server.get(&format!("/v1/contacts/{id}/messages")).await;
+    (messages.as_array().unwrap().iter())
+        .map(|m| m["template"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn event(server: &Server, id: &str, contact_id: &str, name: &str, properties: Json) {
+    let timestamp = wayline::model::format_timestamp(server.clock.now());
+    let (status, body) = server
+        .post(
+            "/v1/events",
+            json!({"id": id, "contact_id": contact_id, "name": name, "properties": properties, "timestamp": timestamp}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// The contact's segment moves, oldest first, as `(event name, segment)`.
+async fn moves(server: &Server, id: &str) -> Vec<(String, String)> {
+    let (_, body) = server
+        .get(&format!("/v1/contacts/{id}/events?limit=1000"))
+        .await;
+    let mut found: Vec<_> = (body["events"].as_array().unwrap().iter())
+        .filter(|e| e["name"].as_str().unwrap().starts_with("segment_"))
+        .map(|e| {
+            let segment = e["properties"]["segment"].as_str().unwrap().to_owned();
+            (e["name"].as_str().unwrap().to_owned(), segment)
+        })
+        .collect();
+    found.reverse();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_domain_tag_rules_follow_behaviour_and_a_segment_journey_backfills_then_enrolls_who_enters()
+ {
+    let server = Server::start(true).await;
+    for (id, region, industry) in [
+        ("ana", "South China", "tech"),
+        ("bo", "South China", "retail"),
+        ("cy", "North China", "tech"),
+    ] {
+        let (status, body) = server
+            .post(
+                "/v1/contacts",
+                json!({"id": id, "attributes": {"email": format!("{id}@example.com"), "region": region, "industry": industry},
+                       "consents": {"email": "granted"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Cy already shows intent before anything is defined.
+    event(
+        &server,
+        "cy-open",
+        "cy",
+        "email_opened",
+        json!({"channel": "email"}),
+    )
+    .await;
+    event(
+        &server,
+        "cy-click",
+        "cy",
+        "link_clicked",
+        json!({"url": "https://example.com/products/crm"}),
+    )
+    .await;
+    server.settle().await;
+    assert!(tags(&server, "cy").await.is_empty());
+
+    for name in ["high-intent", "south-china-tech"] {
+        let (status, body) = server
+            .put(
+                &format!("/v1/tag-rules/{name}"),
+                example(&format!("audiences/tag-rules/{name}.json")),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = server
+        .put(
+            "/v1/segments/high-intent",
+            example("audiences/segments/high-intent.json"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    server.settle().await;
+    // The sweep looked at everyone: attributes by rule, and Cy's past events counted.
+    assert_eq!(tags(&server, "ana").await, ["south-china-tech"]);
+    assert!(tags(&server, "bo").await.is_empty());
+    assert_eq!(tags(&server, "cy").await, ["high-intent"]);
+    let (_, segment) = server.get("/v1/segments/high-intent").await;
+    assert_eq!(
+        (segment["size"].clone(), segment["sample"].clone()),
+        (json!(1), json!(["cy"]))
+    );
+
+    // Published now, the journey backfills Cy; the sweep shows it done.
+    crate::journeys::publish(&server, "high-intent", example("journeys/high-intent.json")).await;
+    server.settle().await;
+    assert_eq!(templates_sent(&server, "cy").await, ["high-intent-offer"]);
+    let (_, sweeps) = server.get("/v1/sweeps").await;
+    let backfill = (sweeps["sweeps"].as_array().unwrap().iter())
+        .find(|s| s["id"] == "backfill:high-intent:v1")
+        .unwrap();
+    assert_eq!(backfill["queued"], 1, "{backfill}");
+    assert!(backfill["finished_at"].is_string(), "{backfill}");
+
+    // Ana shows intent a day later: she enters, and the journey's trigger takes her in. An
+    // open alone is not enough.
+    server.advance(DAY).await;
+    event(
+        &server,
+        "ana-open",
+        "ana",
+        "email_opened",
+        json!({"channel": "email"}),
+    )
+    .await;
+    server.settle().await;
+    assert!(templates_sent(&server, "ana").await.is_empty());
+    event(
+        &server,
+        "ana-help",
+        "ana",
+        "link_clicked",
+        json!({"url": "https://example.com/help"}),
+    )
+    .await;
+    event(
+        &server,
+        "ana-click",
+        "ana",
+        "link_clicked",
+        json!({"url": "https://example.com/products/crm"}),
+    )
+    .await;
+    server.settle().await;
+    assert_eq!(
+        tags(&server, "ana").await,
+        ["high-intent", "south-china-tech"]
+    );
+    assert_eq!(templates_sent(&server, "ana").await, ["high-intent-offer"]);
+
+    // Bo's industry changes: the update alone makes the rule hold.
+    let (status, body) = server
+        .post(
+            "/v1/contacts",
+            json!({"id": "bo", "attributes": {"industry": "tech"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.settle().await;
+    assert_eq!(tags(&server, "bo").await, ["south-china-tech"]);
+
+    // A week after their clicks, nobody is high-intent any more: the tags go by the contacts'
+    // timers, and they leave the segment.
+    server.advance(6 * DAY).await;
+    assert!(tags(&server, "cy").await.is_empty());
+    assert_eq!(
+        tags(&server, "ana").await,
+        ["high-intent", "south-china-tech"]
+    );
+    server.advance(DAY).await;
+    assert_eq!(tags(&server, "ana").await, ["south-china-tech"]);
+    for id in ["ana", "cy"] {
+        assert_eq!(
+            moves(&server, id).await,
+            [
+                ("segment_entered".to_owned(), "high-intent".to_owned()),
+                ("segment_left".to_owned(), "high-intent".to_owned())
+            ],
+            "{id}"
+        );
+    }
+    let (_, segment) = server.get("/v1/segments/high-intent").await;
+    assert_eq!(segment["size"], 0);
+
+    // Deleted, a segment is gone with its members; a journey cannot backfill from it.
+    let (status, _) = server
+        .send(reqwest::Method::DELETE, "/v1/segments/high-intent", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = server.get("/v1/segments/high-intent/members").await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("segment_not_found"))
+    );
+    let (status, body) = server
+        .put(
+            "/v1/journeys/high-intent",
+            example("journeys/high-intent.json"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.act("/v1/journeys/high-intent/publish").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.to_string()
+            .contains("segment `high-intent`, which does not exist"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_are_refused_clause_by_clause_and_nothing_is_stored() {
+    let server = Server::start(false).await;
+    let (status, body) = server
+        .put(
+            "/v1/segments/bad",
+            json!({"condition": {"all": [
+                {"attribute": "size", "op": "gte", "value": "big"},
+                {"attribute": "region", "op": "eq", "value": "x", "type": "colour"},
+                {"event": "page_viewed", "within": "400d"},
+                {"event": "page_viewed", "within": "7d", "at_least": 5, "at_most": 2},
+                {"score": "lead", "op": "contains", "value": "x"}
+            ]}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_definition");
+    let paths: Vec<&str> = (body["error"]["details"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter())
+    .map(|p| p["path"].as_str().unwrap())
+    .collect();
+    assert_eq!(
+        paths,
+        [
+            "condition.all.0.value",
+            "condition.all.1.type",
+            "condition.all.2.within",
+            "condition.all.3.at_most",
+            "condition.all.4.value"
+        ],
+        "{body}"
+    );
+    let (status, body) = server
+        .put(
+            "/v1/tag-rules/Bad%20Tag",
+            json!({"condition": {"tag": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (422, json!("invalid_definition"))
+    );
+    let (status, body) = server
+        .put(
+            "/v1/segments/x",
+            json!({"condition": {"tag": "x"}, "colour": 1}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (422, json!("invalid_request"))
+    );
+    for path in [
+        "/v1/segments/bad",
+        "/v1/tag-rules/Bad%20Tag",
+        "/v1/segments/x",
+    ] {
+        let (status, _) = server.get(path).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (_, list) = server.get("/v1/segments").await;
+    assert_eq!(list, json!({"segments": []}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_score_segment_follows_decay_on_the_virtual_clock() {
+    let server = Server::start(true).await;
+    let (status, body) = server
+        .put("/v1/scoring/models/lead", example("scoring/lead.json"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .put(
+            "/v1/segments/hot-leads",
+            example("audiences/segments/hot-leads.json"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .post(
+            "/v1/contacts",
+            json!({"id": "dan", "attributes": {"email": "dan@example.com"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Four white papers and a form: 90 points.
+    for n in 0..4 {
+        event(
+            &server,
+            &format!("wp{n}"),
+            "dan",
+            "whitepaper_downloaded",
+            json!({}),
+        )
+        .await;
+    }
+    event(&server, "form", "dan", "form_submitted", json!({})).await;
+    server.settle().await;
+    let (_, segment) = server.get("/v1/segments/hot-leads").await;
+    assert_eq!(segment["sample"], json!(["dan"]), "{segment}");
+    // 90 halves to 80 in about 5 days (30-day half-life): out by the contact's timer.
+    server.advance(5 * DAY).await;
+    assert_eq!(moves(&server, "dan").await.len(), 1);
+    server.advance(DAY).await;
+    assert_eq!(
+        moves(&server, "dan").await,
+        [
+            ("segment_entered".to_owned(), "hot-leads".to_owned()),
+            ("segment_left".to_owned(), "hot-leads".to_owned())
+        ]
+    );
+    // Made a customer, Dan stays out however high the score goes.
+    let (status, _) = server
+        .post(
+            "/v1/contacts",
+            json!({"id": "dan", "lifecycle_stage": "customer"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for n in 4..8 {
+        event(
+            &server,
+            &format!("wp{n}"),
+            "dan",
+            "whitepaper_downloaded",
+            json!({}),
+        )
+        .await;
+    }
+    server.settle().await;
+    assert_eq!(moves(&server, "dan").await.len(), 2);
+}

@@ -270,6 +270,8 @@ fn serve(dirs: &GuestDirs, args: &[String]) -> Result<()> {
         .arg(repo_root().join("examples/templates"))
         .arg("--scoring")
         .arg(repo_root().join("examples/scoring"))
+        .arg("--audiences")
+        .arg(repo_root().join("examples/audiences"))
         .arg("--lifecycle")
         .arg(repo_root().join("examples/lifecycle/stages.json"))
         .arg("--journeys")

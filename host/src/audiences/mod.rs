@@ -282,6 +282,53 @@ impl Audiences {
     }
 }
 
+/// Definitions in files at start-up (`serve --audiences DIR`): `DIR/tag-rules/NAME.json` and
+/// `DIR/segments/NAME.json`, each the body of its `PUT`, applied when none of that name
+/// exists yet. The names added, as `kind:name`.
+pub fn seed(audiences: &Audiences, dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let mut added = Vec::new();
+    for (kind, sub) in [
+        (AudienceKind::Tag, "tag-rules"),
+        (AudienceKind::Segment, "segments"),
+    ] {
+        let dir = dir.join(sub);
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        files.sort();
+        for path in files {
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            if audiences.get(kind, &name).is_some() {
+                continue;
+            }
+            let bytes =
+                std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let request: DefinitionRequest = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            match audiences.put(kind, &name, request, crate::auth::STARTUP_ACTOR) {
+                Ok(_) => added.push(format!("{}:{name}", kind.as_str())),
+                Err(AudienceError::Invalid(problems)) => anyhow::bail!(
+                    "{}: {}",
+                    path.display(),
+                    (problems.iter())
+                        .map(|p| format!("{}: {}", p.path, p.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                Err(error) => anyhow::bail!("{}: {error}", path.display()),
+            }
+        }
+    }
+    Ok(added)
+}
+
 /// A segment made anew gets a generation no segment of its name had (see
 /// `model::Audience::segments`).
 fn new_generation() -> u64 {

@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// `scoring/` beside the `--journeys` directory, if there is one.
     #[arg(long, env = "WAYLINE_SCORING")]
     scoring: Option<PathBuf>,
+    /// Directory of tag rules and segments (`tag-rules/NAME.json`, `segments/NAME.json`, each
+    /// the body of its `PUT`) to define at start-up; one that exists already is left as it
+    /// is. Without it, `audiences/` beside the `--journeys` directory, if there is one.
+    #[arg(long, env = "WAYLINE_AUDIENCES")]
+    audiences: Option<PathBuf>,
     /// A file of lifecycle stage rules (the body of `PUT /v1/lifecycle`) to set at start-up
     /// when none are set. Without it, `lifecycle/stages.json` beside the `--journeys`
     /// directory, if there is one.
@@ -98,6 +103,7 @@ struct Settings {
     channels: Option<PathBuf>,
     templates: Option<PathBuf>,
     scoring: Option<PathBuf>,
+    audiences: Option<PathBuf>,
     lifecycle: Option<PathBuf>,
     workers: Option<usize>,
     token: Option<String>,
@@ -158,6 +164,7 @@ impl Settings {
             channels: args.channels.or(file.channels),
             templates: args.templates.or(file.templates),
             scoring: args.scoring.or(file.scoring),
+            audiences: args.audiences.or(file.audiences),
             lifecycle: args.lifecycle.or(file.lifecycle),
             workers: args.workers.or(file.workers),
             token: args.token.or(file.token),
@@ -263,6 +270,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.journeys.scoring.clone(),
         args.scoring.clone().or_else(|| beside_journeys("scoring")),
     );
+    let (audiences, definitions) = (
+        state.journeys.audiences.clone(),
+        args.audiences
+            .clone()
+            .or_else(|| beside_journeys("audiences")),
+    );
     let (lifecycle, stages) = (
         state.journeys.lifecycle.clone(),
         (args.lifecycle.clone())
@@ -291,6 +304,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(dir) = models {
             for name in crate::scoring::seed(&scoring, &dir)? {
                 tracing::info!(model = %name, "scoring model created");
+            }
+        }
+        if let Some(dir) = definitions {
+            for name in crate::audiences::seed(&audiences, &dir)? {
+                tracing::info!(definition = %name, "segment or tag rule defined");
             }
         }
         // Only into a store that never had rules: rules an operator turned off stay off.

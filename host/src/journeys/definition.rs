@@ -36,6 +36,29 @@ pub struct Definition {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub edges: Vec<Edge>,
+    /// Publishing enrolls the segment's members of that moment (a backfill), throttled;
+    /// members who join later come in through the journey's trigger (`segment_entered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Backfill>,
+}
+
+/// A segment whose current members a journey enrolls when it is published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    pub segment: String,
+    /// Most enrollments queued per second, so a large segment does not crowd out live events.
+    #[serde(default = "Backfill::default_rate")]
+    pub per_second: u32,
+}
+
+impl Backfill {
+    /// The fastest a backfill may go.
+    pub const MAX_RATE: u32 = 200_000;
+
+    fn default_rate() -> u32 {
+        10_000
+    }
 }
 
 /// May a contact enter a journey again?

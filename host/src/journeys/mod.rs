@@ -243,6 +243,7 @@ impl Journeys {
             if let Err(error) = journeys.catalog.refresh(&record) {
                 tracing::error!(journey = %record.id, %error, "journey cannot run; it enrolls no one until fixed");
             }
+            journeys.start_backfill(&record)?;
         }
         Ok(journeys)
     }
@@ -402,6 +403,21 @@ impl Journeys {
                 )),
             }
         }
+        if let Some(backfill) = &checked.definition.backfill {
+            let segment = crate::store::AudienceKind::Segment;
+            if self.audiences.get(segment, &backfill.segment).is_none() {
+                problems.push(Problem::at(
+                    "backfill",
+                    format!("it backfills segment `{}`, which does not exist; define it with PUT /v1/segments/{}", backfill.segment, backfill.segment),
+                ));
+            }
+            if !(1..=definition::Backfill::MAX_RATE).contains(&backfill.per_second) {
+                problems.push(Problem::at(
+                    "backfill",
+                    format!("per_second is from 1 to {}", definition::Backfill::MAX_RATE),
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(JourneyError::Invalid(problems));
         }
@@ -442,9 +458,38 @@ impl Journeys {
         self.catalog
             .refresh(&record)
             .expect("the version just built is in the catalog");
+        self.start_backfill(&record)?;
         let mut warnings = checked.warnings;
         warnings.extend(unguarded);
         Ok((version, warnings))
+    }
+
+    /// Start the backfill of the journey's published version, if it has one and it was not
+    /// started yet: after publishing, and at start-up for a publish a crash cut short.
+    fn start_backfill(&self, record: &JourneyRecord) -> Result<(), StoreError> {
+        let Some(journey) = self.catalog.active_journey(&record.id) else {
+            return Ok(());
+        };
+        let Some(backfill) = &journey.definition.backfill else {
+            return Ok(());
+        };
+        let id = format!("backfill:{}:v{}", record.id, journey.version);
+        if self.store.sweeps()?.iter().any(|sweep| sweep.id == id) {
+            return Ok(());
+        }
+        self.store.start_sweep(&crate::store::SweepRecord {
+            id,
+            work: crate::store::SweepWork::Enroll {
+                journey_id: record.id.clone(),
+                version: journey.version,
+            },
+            segment: Some(backfill.segment.clone()),
+            after: None,
+            queued: 0,
+            per_second: backfill.per_second,
+            started_at: self.clock.now(),
+            finished_at: None,
+        })
     }
 
     /// Stop enrolling (`Paused`), enroll again (`Active`), or retire for good (`Archived`).

@@ -102,8 +102,8 @@ impl<'a> Batch<'a> {
             WorkItem::Enroll {
                 contact_id,
                 journey_id,
-                ..
-            } => self.on_enroll(contact_id, journey_id)?,
+                request_id,
+            } => self.on_enroll(contact_id, journey_id, request_id)?,
             WorkItem::Wake {
                 contact_id,
                 enrollment_id,
@@ -202,8 +202,14 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Enroll the contact now (API call), at the journey's first entry node.
-    fn on_enroll(&mut self, contact_id: &str, journey_id: &str) -> Result<(), StoreError> {
+    /// Enroll the contact now (API call, or a backfill), at the journey's first entry node. A
+    /// backfill enrolls only who is still in its segment when their turn comes.
+    fn on_enroll(
+        &mut self,
+        contact_id: &str,
+        journey_id: &str,
+        request_id: &str,
+    ) -> Result<(), StoreError> {
         let Some(journey) = self.journeys.catalog.active_journey(journey_id) else {
             tracing::info!(
                 journey = journey_id,
@@ -212,7 +218,14 @@ impl<'a> Batch<'a> {
             );
             return Ok(());
         };
-        if self.reads.contact(contact_id)?.is_none() {
+        let Some(contact) = self.reads.contact(contact_id)? else {
+            return Ok(());
+        };
+        if let Some(backfill) = &journey.definition.backfill
+            && request_id.starts_with("backfill:")
+            && !(contact.audience.as_ref())
+                .is_some_and(|a| a.segments.contains_key(&backfill.segment))
+        {
             return Ok(());
         }
         let Some(entry) = journey.definition.entries().next().map(|n| n.id.clone()) else {

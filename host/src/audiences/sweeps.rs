@@ -16,9 +16,14 @@ const MAX_PAGE: u128 = 2_000;
 /// partitions that got work.
 pub fn step(store: &dyn Store, now: Millis, tick: Duration) -> Result<Vec<u8>, StoreError> {
     let mut partitions = Vec::new();
-    for sweep in store.sweeps()? {
-        if sweep.finished_at.is_none() {
-            partitions.extend(page(store, sweep, now, tick)?);
+    for mut sweep in store.sweeps()? {
+        let mut budget = (u128::from(sweep.per_second) * tick.as_millis() / 1_000).max(1);
+        while sweep.finished_at.is_none() && budget > 0 {
+            let size = budget.min(MAX_PAGE) as usize;
+            budget -= size as u128;
+            let (next, queued) = page(store, sweep, size, now)?;
+            partitions.extend(queued);
+            sweep = next;
         }
     }
     partitions.sort_unstable();
@@ -26,14 +31,14 @@ pub fn step(store: &dyn Store, now: Millis, tick: Duration) -> Result<Vec<u8>, S
     Ok(partitions)
 }
 
+/// Queue one page of at most `budget` contacts; the sweep as it then stands, and the
+/// partitions that got work.
 fn page(
     store: &dyn Store,
     mut sweep: SweepRecord,
+    budget: usize,
     now: Millis,
-    tick: Duration,
-) -> Result<Vec<u8>, StoreError> {
-    let budget = (u128::from(sweep.per_second) * tick.as_millis() / 1_000).clamp(1, MAX_PAGE);
-    let budget = budget as usize;
+) -> Result<(SweepRecord, Vec<u8>), StoreError> {
     let ids = store.sweep_page(&sweep, budget)?;
     let items: Vec<_> = (ids.iter()).map(|id| sweep_item(&sweep.work, id)).collect();
     sweep.queued += ids.len() as u64;
@@ -43,7 +48,8 @@ fn page(
     if ids.len() < budget {
         sweep.finished_at = Some(now);
     }
-    store.sweep_step(&sweep, &items)
+    let partitions = store.sweep_step(&sweep, &items)?;
+    Ok((sweep, partitions))
 }
 
 /// Whether a sweep is still queueing.

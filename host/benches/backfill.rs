@@ -20,7 +20,8 @@ const TOKEN: &str = "backfill-bench-token-0123";
 
 /// Wait until no sweep is queueing and the journeys' inbox is empty.
 fn drained(store: &dyn Store) {
-    while wayline::audiences::sweeps::unfinished(store).unwrap() || store.has_pending_work().unwrap()
+    while wayline::audiences::sweeps::unfinished(store).unwrap()
+        || store.has_pending_work().unwrap()
     {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -199,6 +199,10 @@ async fn an_erased_contact_leaves_no_trace_in_any_tree() {
                        "events": ["registered"], "half_life": "30d", "thresholds": [40]});
     let (status, body) = server.put("/v1/scoring/models/lead", model).await;
     assert_eq!(status, 201, "{body}");
+    // A segment with a sliding window: a member key, window times and a timer name the contact.
+    let segment = json!({"condition": {"event": "registered", "within": "30d"}});
+    let (status, body) = server.put("/v1/segments/registered", segment).await;
+    assert_eq!(status, 201, "{body}");
     let secrets = [
         "zelda-x1",
         "zelda.erasable@example.com",
@@ -240,7 +244,9 @@ async fn an_erased_contact_leaves_no_trace_in_any_tree() {
     );
     let named = server.state.store.trees_holding(b"zelda-x1").unwrap();
     assert!(
-        named.contains(&"score_history") && named.contains(&"timers"),
+        named.contains(&"score_history")
+            && named.contains(&"timers")
+            && named.contains(&"segment_members"),
         "{named:?}"
     );
 
@@ -278,7 +284,14 @@ async fn an_erased_contact_leaves_no_trace_in_any_tree() {
     let listed: Vec<&str> = (events["events"].as_array().unwrap().iter())
         .map(|e| e["id"].as_str().unwrap())
         .collect();
-    assert_eq!(listed, ["reg-kept-k2:lead:crossed:0", "reg-kept-k2"]);
+    assert_eq!(
+        listed,
+        [
+            "reg-kept-k2:lead:crossed:0",
+            "kept-k2:segment:1",
+            "reg-kept-k2"
+        ]
+    );
     assert_eq!(
         server
             .get("/v1/contacts/kept-k2/messages")

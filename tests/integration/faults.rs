@@ -315,7 +315,11 @@ impl AudienceStore for Faulty {
     fn sweep_page(&self, sweep: &SweepRecord, limit: usize) -> Result<Vec<String>, StoreError> {
         self.store.sweep_page(sweep, limit)
     }
-    fn sweep_step(&self, sweep: &SweepRecord, items: &[WorkItem]) -> Result<Vec<u8>, StoreError> {
+    fn sweep_step(
+        &self,
+        sweep: &SweepRecord,
+        items: &[WorkItem],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.writable()?;
         self.store.sweep_step(sweep, items)
     }

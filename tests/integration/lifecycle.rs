@@ -182,3 +182,84 @@ async fn rules_are_checked_with_the_clause_named_and_nothing_changes_on_refusal(
     let (_, rules) = server.get("/v1/lifecycle").await;
     assert_eq!(rules, json!({"stages": []}));
 }
+
+/// The B2B funnel (DOMAIN.md §2) as rules: lead, MQL by score, SQL when sales accept, customer
+/// on a purchase; forward only, so an MQL whose score decays stays an MQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_b2b_funnel_moves_forward_by_score_acceptance_and_purchase_never_back() {
+    let server = Server::start(true).await;
+    let (status, body) = server
+        .put("/v1/scoring/models/lead", example("scoring/lead.json"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .put("/v1/lifecycle", example("lifecycle/b2b-funnel.json"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .post(
+            "/v1/contacts",
+            json!({"id": "kai", "attributes": {"company_size": 800}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    event(&server, "kai-reg", "kai", "registered").await;
+    server.settle().await;
+    assert_eq!(stage(&server, "kai").await, "lead");
+    server.advance(60_000).await;
+    // 15 for the company, 20 per white paper: 75, then 95.
+    for n in 0..3 {
+        event(
+            &server,
+            &format!("kai-wp{n}"),
+            "kai",
+            "whitepaper_downloaded",
+        )
+        .await;
+    }
+    server.settle().await;
+    assert_eq!(stage(&server, "kai").await, "lead");
+    server.advance(60_000).await;
+    event(&server, "kai-wp3", "kai", "whitepaper_downloaded").await;
+    server.settle().await;
+    assert_eq!(stage(&server, "kai").await, "mql");
+    // A month later the score has halved; an MQL stays one.
+    server.advance(30 * DAY).await;
+    event(&server, "kai-visit", "kai", "page_viewed").await;
+    server.settle().await;
+    assert_eq!(stage(&server, "kai").await, "mql");
+    let (status, _) = server
+        .post(
+            "/v1/contacts",
+            json!({"id": "kai", "attributes": {"sales_accepted": true}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    event(&server, "kai-meeting", "kai", "meeting_held").await;
+    server.settle().await;
+    assert_eq!(stage(&server, "kai").await, "sql");
+    server.advance(60_000).await;
+    event(&server, "kai-buy", "kai", "purchased").await;
+    server.settle().await;
+    assert_eq!(
+        changes(&server, "kai").await,
+        [
+            change("new", "lead", "registered"),
+            change("lead", "mql", "whitepaper_downloaded"),
+            change("mql", "sql", "meeting_held"),
+            change("sql", "customer", "purchased")
+        ]
+    );
+    // A condition counting events in a window is a segment's, not a stage rule's.
+    let (status, body) = server
+        .put(
+            "/v1/lifecycle",
+            json!({"stages": [{"stage": "hot", "condition": {"event": "page_viewed", "within": "7d"}}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["details"]["problems"][0]["path"],
+        "stages.0.condition"
+    );
+}

@@ -100,6 +100,8 @@ struct ContactView {
     contact: Contact,
     /// Whether it is in the global control group, which no marketing message reaches.
     control_group: bool,
+    /// The segments it is in now.
+    segments: Vec<String>,
     /// Newest first within each journey.
     enrollments: Vec<EnrollmentSummary>,
 }
@@ -127,6 +129,7 @@ async fn get_contact(
 ) -> Result<Json<ContactView>, ApiError> {
     let store = state.store.clone();
     let scoring = state.journeys.scoring.clone();
+    let audiences = state.journeys.audiences.clone();
     let now = state.clock.now();
     let found = blocking(move || {
         // An id merged into another contact is that contact's.
@@ -167,8 +170,19 @@ async fn get_contact(
             }
         }
         let held_out = store.workspace()?.control_group_percent;
+        // A membership of a segment since deleted, or made anew, is not one.
+        let segments = (contact.audience.iter())
+            .flat_map(|audience| &audience.segments)
+            .filter(|(name, generation)| {
+                audiences
+                    .get(crate::store::AudienceKind::Segment, name)
+                    .is_some_and(|record| record.generation == **generation)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         Ok(ContactView {
             control_group: crate::messaging::control::holds_out(&contact.id, held_out),
+            segments,
             contact,
             enrollments,
         })

@@ -2,8 +2,10 @@
 //! definition's first look at everyone (`Refresh`), a journey's backfill of a segment's
 //! members (`Enroll`). Each page's items and the sweep's new position are one write, so after
 //! a crash a sweep goes on from where it stood and queues nobody twice. The scheduler's timer
-//! thread calls [`step`] on each tick.
+//! thread moves them on each tick ([`Sweeper::step`]).
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::model::Millis;
@@ -11,45 +13,114 @@ use crate::store::{Store, StoreError, SweepRecord, sweep_item};
 
 /// Most contacts one page of a sweep queues (one write).
 const MAX_PAGE: u128 = 2_000;
+/// Contact ids read ahead at once. A read of a page the workers wrote moments ago waits for
+/// sled to make that write durable; reading ahead in long passes keeps such waits rare.
+const READ_AHEAD: usize = 20_000;
 
-/// Queue the next page of every unfinished sweep, as much as its rate allows in `tick`. The
-/// partitions that got work.
-pub fn step(store: &dyn Store, now: Millis, tick: Duration) -> Result<Vec<u8>, StoreError> {
-    let mut partitions = Vec::new();
-    for mut sweep in store.sweeps()? {
-        let mut budget = (u128::from(sweep.per_second) * tick.as_millis() / 1_000).max(1);
-        while sweep.finished_at.is_none() && budget > 0 {
-            let size = budget.min(MAX_PAGE) as usize;
-            budget -= size as u128;
-            let (next, queued) = page(store, sweep, size, now)?;
-            partitions.extend(queued);
-            sweep = next;
-        }
-    }
-    partitions.sort_unstable();
-    partitions.dedup();
-    Ok(partitions)
+/// The ids a sweep will queue next, read ahead, and where they start.
+struct Ahead {
+    started_at: Millis,
+    /// The sweep's position the first id follows.
+    after: Option<String>,
+    ids: VecDeque<String>,
+    /// Nothing is left to read after the last id.
+    exhausted: bool,
 }
 
-/// Queue one page of at most `budget` contacts; the sweep as it then stands, and the
-/// partitions that got work.
+/// Moves the sweeps on; one per scheduler.
+#[derive(Default)]
+pub struct Sweeper {
+    ahead: Mutex<HashMap<String, Ahead>>,
+}
+
+impl Sweeper {
+    /// Queue the next pages of every unfinished sweep, as much as its rate allows in `tick`.
+    /// The partitions that got work.
+    pub fn step(
+        &self,
+        store: &dyn Store,
+        now: Millis,
+        tick: Duration,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        let mut partitions = Vec::new();
+        let sweeps = store.sweeps()?;
+        ahead.retain(|id, _| {
+            sweeps
+                .iter()
+                .any(|s| s.id == *id && s.finished_at.is_none())
+        });
+        for mut sweep in sweeps {
+            let mut budget = (u128::from(sweep.per_second) * tick.as_millis() / 1_000).max(1);
+            while sweep.finished_at.is_none() && budget > 0 {
+                let size = budget.min(MAX_PAGE) as usize;
+                budget -= size as u128;
+                let held = ahead
+                    .entry(sweep.id.clone())
+                    .or_insert_with(|| fresh(&sweep));
+                if held.started_at != sweep.started_at || held.after != sweep.after {
+                    *held = fresh(&sweep);
+                }
+                match page(store, &mut sweep, held, size, now)? {
+                    Some(queued) => partitions.extend(queued),
+                    // Another caller moved it first: read it again next time.
+                    None => {
+                        ahead.remove(&sweep.id);
+                        break;
+                    }
+                }
+            }
+        }
+        partitions.sort_unstable();
+        partitions.dedup();
+        Ok(partitions)
+    }
+}
+
+fn fresh(sweep: &SweepRecord) -> Ahead {
+    Ahead {
+        started_at: sweep.started_at,
+        after: sweep.after.clone(),
+        ids: VecDeque::new(),
+        exhausted: false,
+    }
+}
+
+/// Queue one page of at most `size` contacts and move `sweep` past them; the partitions that
+/// got work, or `None` when the sweep had moved meanwhile and nothing was queued.
 fn page(
     store: &dyn Store,
-    mut sweep: SweepRecord,
-    budget: usize,
+    sweep: &mut SweepRecord,
+    ahead: &mut Ahead,
+    size: usize,
     now: Millis,
-) -> Result<(SweepRecord, Vec<u8>), StoreError> {
-    let ids = store.sweep_page(&sweep, budget)?;
+) -> Result<Option<Vec<u8>>, StoreError> {
+    if ahead.ids.len() < size && !ahead.exhausted {
+        let mut from = sweep.clone();
+        from.after = ahead.ids.back().cloned().or_else(|| ahead.after.clone());
+        let read = store.sweep_page(&from, READ_AHEAD)?;
+        ahead.exhausted = read.len() < READ_AHEAD;
+        ahead.ids.extend(read);
+    }
+    let take = size.min(ahead.ids.len());
+    let ids: Vec<String> = ahead.ids.drain(..take).collect();
     let items: Vec<_> = (ids.iter()).map(|id| sweep_item(&sweep.work, id)).collect();
-    sweep.queued += ids.len() as u64;
+    let mut next = sweep.clone();
+    next.queued += ids.len() as u64;
     if let Some(last) = ids.last() {
-        sweep.after = Some(last.clone());
+        next.after = Some(last.clone());
     }
-    if ids.len() < budget {
-        sweep.finished_at = Some(now);
+    if ahead.ids.is_empty() && ahead.exhausted {
+        next.finished_at = Some(now);
+        // Done, it needs no position (which names a contact).
+        next.after = None;
     }
-    let partitions = store.sweep_step(&sweep, &items)?;
-    Ok((sweep, partitions))
+    let queued = store.sweep_step(&next, &items)?;
+    if queued.is_some() {
+        *sweep = next;
+        ahead.after = sweep.after.clone();
+    }
+    Ok(queued)
 }
 
 /// Whether a sweep is still queueing.

@@ -31,6 +31,10 @@ const MAX_RULES: usize = 20;
 #[serde(deny_unknown_fields)]
 pub struct RulesRequest {
     pub stages: Vec<StageRule>,
+    /// A funnel (lead → MQL → SQL → customer, listed furthest first): a contact moves only to
+    /// a stage listed before its own, never back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +47,10 @@ pub struct StageRule {
     pub count: Option<CountRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_within: Option<String>,
+    /// A condition in the language of segments (`crate::audiences::condition`): a score, an
+    /// attribute, a tag, consent. Not event windows: `count` counts events here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<serde_json::Value>,
     /// The last rule may hold always: where everyone no other rule places goes (a dormant
     /// contact who comes back without buying, say).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -62,6 +70,7 @@ pub enum Condition {
     InactiveFor(Millis),
     Count { event: String, at_least: u64 },
     RegisteredWithin(Millis),
+    Matches(Box<crate::audiences::condition::Condition>),
     Otherwise,
 }
 
@@ -138,12 +147,13 @@ impl Rules {
                 rule.inactive_for.is_some(),
                 rule.count.is_some(),
                 rule.registered_within.is_some(),
+                rule.condition.is_some(),
                 rule.otherwise,
             ];
             if given.iter().filter(|g| **g).count() != 1 {
                 problems.push(RuleProblem {
                     path: format!("stages.{n}"),
-                    message: "give exactly one of `inactive_for`, `count`, `registered_within` and `otherwise`"
+                    message: "give exactly one of `inactive_for`, `count`, `registered_within`, `condition` and `otherwise`"
                         .into(),
                 });
                 continue;
@@ -163,6 +173,27 @@ impl Rules {
             } else if let Some(text) = &rule.registered_within {
                 duration(text, at("registered_within"), &mut problems)
                     .map(Condition::RegisteredWithin)
+            } else if let Some(json) = &rule.condition {
+                match crate::audiences::condition::check(json, &at("condition")) {
+                    Ok(checked) if checked.counters.is_empty() => {
+                        Some(Condition::Matches(Box::new(checked.condition)))
+                    }
+                    Ok(_) => {
+                        problems.push(RuleProblem {
+                            path: at("condition"),
+                            message: "event windows are for segments; count events with `count`"
+                                .into(),
+                        });
+                        None
+                    }
+                    Err(found) => {
+                        problems.extend(found.into_iter().map(|p| RuleProblem {
+                            path: p.path,
+                            message: p.message,
+                        }));
+                        None
+                    }
+                }
             } else {
                 let count = rule.count.as_ref().expect("one is given");
                 let mut fine = true;

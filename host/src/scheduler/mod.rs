@@ -82,6 +82,7 @@ pub struct Scheduler {
     /// Counts the batches the workers have committed (or set aside), for whoever waits on
     /// journey work being done: see [`Scheduler::commits`].
     committed: tokio::sync::watch::Sender<u64>,
+    sweeper: crate::audiences::sweeps::Sweeper,
 }
 
 impl Scheduler {
@@ -95,6 +96,7 @@ impl Scheduler {
             halt: Halt::default(),
             threads: Mutex::default(),
             committed: tokio::sync::watch::Sender::new(0),
+            sweeper: Default::default(),
         });
         let mut threads = Vec::new();
         for worker in 0..workers {
@@ -157,11 +159,10 @@ impl Scheduler {
                 Ok(partitions) => self.notify(&partitions),
                 Err(error) => tracing::error!(%error, "firing timers failed"),
             }
-            match crate::audiences::sweeps::step(
-                store.as_ref(),
-                self.journeys.clock.now(),
-                TIMER_TICK,
-            ) {
+            match self
+                .sweeper
+                .step(store.as_ref(), self.journeys.clock.now(), TIMER_TICK)
+            {
                 Ok(partitions) => self.notify(&partitions),
                 Err(error) => tracing::error!(%error, "a sweep failed"),
             }
@@ -361,7 +362,7 @@ impl Scheduler {
                 }
                 Err(error) => tracing::error!(%error, "firing timers failed"),
             }
-            match crate::audiences::sweeps::step(self.journeys.store.as_ref(), now, TIMER_TICK) {
+            match (self.sweeper).step(self.journeys.store.as_ref(), now, TIMER_TICK) {
                 Ok(partitions) => self.notify(&partitions),
                 Err(error) => tracing::error!(%error, "a sweep failed"),
             }

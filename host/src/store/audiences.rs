@@ -132,7 +132,12 @@ pub trait AudienceStore {
     fn start_sweep(&self, sweep: &SweepRecord) -> Result<(), StoreError>;
     /// The next at most `limit` contact ids the sweep passes.
     fn sweep_page(&self, sweep: &SweepRecord, limit: usize) -> Result<Vec<String>, StoreError>;
-    /// Queue `items` and save the sweep as it stands after them, in one write. The partitions
-    /// that got work.
-    fn sweep_step(&self, sweep: &SweepRecord, items: &[WorkItem]) -> Result<Vec<u8>, StoreError>;
+    /// Queue `items` and save the sweep as it stands after them, in one write, if the stored
+    /// sweep stands where they begin; the partitions that got work, or `None` when it does not
+    /// (another caller queued that page, or the sweep was started again) and nothing was written.
+    fn sweep_step(
+        &self,
+        sweep: &SweepRecord,
+        items: &[WorkItem],
+    ) -> Result<Option<Vec<u8>>, StoreError>;
 }

@@ -188,6 +188,14 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
         writes.queue(partition, encode(item))?;
         queued.push(partition);
     }
+    // Held until the write is applied: no sweep page may be saved over the moved positions.
+    let _sweeps = (!commit.erasures.is_empty()).then(|| lock(&store.locks.sweeps));
+    if !commit.erasures.is_empty() {
+        let erased = (commit.erasures.iter())
+            .map(|e| e.contact_id.as_str())
+            .collect();
+        super::sled_audiences::move_sweeps_off(store, &mut writes, &erased)?;
+    }
     for erasure in &commit.erasures {
         super::erasure::erase(
             store,

@@ -83,6 +83,7 @@ impl AudienceStore for SledStore {
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
         let _operations = lock(&self.locks.operations);
+        let _sweeps = lock(&self.locks.sweeps);
         let mut writes = WriteSet::new(self);
         writes.put(
             TreeId::Audiences,
@@ -174,6 +175,7 @@ impl AudienceStore for SledStore {
     }
 
     fn start_sweep(&self, sweep: &SweepRecord) -> Result<(), StoreError> {
+        let _sweeps = lock(&self.locks.sweeps);
         let mut writes = WriteSet::new(self);
         writes.put(TreeId::Sweeps, sweep.id.as_bytes().to_vec(), encode(sweep));
         writes.apply()
@@ -201,10 +203,20 @@ impl AudienceStore for SledStore {
         }
     }
 
-    fn sweep_step(&self, sweep: &SweepRecord, items: &[WorkItem]) -> Result<Vec<u8>, StoreError> {
-        // Holds `operations`, as a definition's put does, so a put's new sweep is not
-        // overwritten by a page of the old.
-        let _operations = lock(&self.locks.operations);
+    fn sweep_step(
+        &self,
+        sweep: &SweepRecord,
+        items: &[WorkItem],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut partitions: Vec<u8> = (items.iter())
+            .map(|item| partition_of(item.contact_id()))
+            .collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let _partitions = self.locks.partitions(&partitions);
+        // After the partitions, as an erasure (which moves a sweep off the contact it erases)
+        // takes it.
+        let _sweeps = lock(&self.locks.sweeps);
         let current: Option<SweepRecord> = match self.sweeps.get(&sweep.id).map_err(backend)? {
             Some(bytes) => Some(decode(&bytes)?),
             None => None,
@@ -217,21 +229,15 @@ impl AudienceStore for SledStore {
                 && c.queued + items.len() as u64 == sweep.queued
         });
         if !follows {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let mut partitions: Vec<u8> = (items.iter())
-            .map(|item| partition_of(item.contact_id()))
-            .collect();
-        partitions.sort_unstable();
-        partitions.dedup();
-        let _partitions = self.locks.partitions(&partitions);
         let mut writes = WriteSet::new(self);
         for item in items {
             writes.queue(partition_of(item.contact_id()), encode(item))?;
         }
         writes.put(TreeId::Sweeps, sweep.id.as_bytes().to_vec(), encode(sweep));
         writes.apply()?;
-        Ok(partitions)
+        Ok(Some(partitions))
     }
 }
 
@@ -249,5 +255,106 @@ pub fn sweep_item(work: &SweepWork, contact_id: &str) -> WorkItem {
             journey_id: journey_id.clone(),
             request_id: format!("backfill:v{version}"),
         },
+    }
+}
+
+/// Move every sweep whose position is a contact being erased back to the nearest contact before
+/// it that stays (or the start), so no sweep record names an erased contact; a finished sweep
+/// forgets its position. The caller holds the erased contacts' partitions and the sweeps lock.
+pub(super) fn move_sweeps_off(
+    store: &SledStore,
+    writes: &mut WriteSet<'_>,
+    erased: &std::collections::BTreeSet<&str>,
+) -> Result<(), StoreError> {
+    for bytes in store.sweeps.iter().values() {
+        let mut sweep: SweepRecord = decode(&bytes.map_err(backend)?)?;
+        let Some(after) = sweep.after.clone().filter(|a| erased.contains(a.as_str())) else {
+            continue;
+        };
+        sweep.after = match (&sweep.finished_at, &sweep.segment) {
+            (Some(_), _) => None,
+            (None, segment) => {
+                let (tree, own) = match segment {
+                    None => (&store.contacts, Vec::new()),
+                    Some(segment) => match store.generation(segment)? {
+                        Some(generation) => (
+                            &store.segment_members,
+                            generation_prefix(segment, generation),
+                        ),
+                        None => (&store.segment_members, prefix(segment)),
+                    },
+                };
+                let mut before = None;
+                let mut end = [own.as_slice(), after.as_bytes()].concat();
+                while let Some(key) = tree.range(own.clone()..end.clone()).next_back() {
+                    let key = key.map_err(backend)?.0;
+                    let id = String::from_utf8_lossy(&key[own.len()..]).into_owned();
+                    if !erased.contains(id.as_str()) {
+                        before = Some(id);
+                        break;
+                    }
+                    end = key.to_vec();
+                }
+                before
+            }
+        };
+        writes.put(TreeId::Sweeps, sweep.id.as_bytes().to_vec(), encode(&sweep));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Millis;
+    use crate::store::{Commit, Erasure, JourneyStore, Store, SweepWork};
+
+    #[test]
+    fn an_erasure_moves_a_sweep_off_the_contact_it_erases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for id in ["ana", "bo", "cy", "dee"] {
+            let upsert = serde_json::from_value(serde_json::json!({ "id": id })).unwrap();
+            store.upsert_contact(upsert, 1).unwrap();
+        }
+        let sweep = |id: &str, after: &str, finished: Option<Millis>| SweepRecord {
+            id: id.into(),
+            work: SweepWork::Refresh,
+            segment: None,
+            after: Some(after.into()),
+            queued: 3,
+            per_second: 10,
+            started_at: 1,
+            finished_at: finished,
+        };
+        store.start_sweep(&sweep("running", "cy", None)).unwrap();
+        store.start_sweep(&sweep("done", "cy", Some(2))).unwrap();
+        let erasure = |id: &str| Erasure {
+            contact_id: id.into(),
+            actor: "test".into(),
+            reference: "erasure:test".into(),
+            requested_at: 2,
+        };
+        // Cy and Bo erased together: the sweep goes back past both, to Ana.
+        store
+            .commit(Commit {
+                erasures: vec![erasure("cy"), erasure("bo")],
+                now: 3,
+                ..Commit::default()
+            })
+            .unwrap();
+        let after: Vec<(String, Option<String>)> = (store.sweeps().unwrap().into_iter())
+            .map(|s| (s.id, s.after))
+            .collect();
+        assert_eq!(
+            after,
+            [
+                ("done".into(), None),
+                ("running".into(), Some("ana".into()))
+            ]
+        );
+        // As MessagePack writes the id in a record: its length, then its bytes.
+        let holding = store.trees_holding(b"\xa2cy").unwrap();
+        assert!(holding.is_empty(), "{holding:?}");
     }
 }

@@ -38,6 +38,8 @@ pub(super) struct Locks {
     pub ids: Vec<Mutex<()>>,
     /// The dead letters and the audit log.
     pub operations: Mutex<()>,
+    /// The sweeps' records; taken after any partition lock, never before one.
+    pub sweeps: Mutex<()>,
 }
 
 impl Default for Locks {
@@ -50,6 +52,7 @@ impl Default for Locks {
             suppressions: Mutex::default(),
             ids: (0..64).map(|_| Mutex::default()).collect(),
             operations: Mutex::default(),
+            sweeps: Mutex::default(),
         }
     }
 }

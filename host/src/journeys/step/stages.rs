@@ -4,36 +4,35 @@
 //! "dormant after 90 days" needs no scan of contacts.
 
 use super::Batch;
+use crate::audiences::condition::Facts;
 use crate::lifecycle::{Condition, Rules, STAGE_EVENT};
 use crate::model::{Activity, Effect, Event, Millis, Value};
 use crate::store::StoreError;
 
-/// Whether `condition` holds for a contact created at `created_at` with `activity`, at `now`.
-fn holds(condition: &Condition, activity: &Activity, created_at: Millis, now: Millis) -> bool {
+/// Whether `condition` holds for `facts`' contact with `activity`.
+fn holds(condition: &Condition, activity: &Activity, facts: &Facts<'_>) -> bool {
+    let now = facts.now;
     match condition {
         Condition::InactiveFor(quiet) => now - activity.last_at >= *quiet,
         Condition::Count { event, at_least } => {
             activity.counts.get(event).copied().unwrap_or(0) >= *at_least
         }
-        Condition::RegisteredWithin(within) => now - created_at < *within,
+        Condition::RegisteredWithin(within) => now - facts.contact.created_at < *within,
+        Condition::Matches(condition) => condition.holds(facts),
         Condition::Otherwise => true,
     }
 }
 
 /// The next moment after `now` a time-based rule starts or stops holding.
-fn next_change(
-    rules: &Rules,
-    activity: &Activity,
-    created_at: Millis,
-    now: Millis,
-) -> Option<Millis> {
+fn next_change(rules: &Rules, activity: &Activity, facts: &Facts<'_>) -> Option<Millis> {
     (rules.stages.iter())
         .filter_map(|(_, condition)| match condition {
             Condition::InactiveFor(quiet) => Some(activity.last_at + quiet),
-            Condition::RegisteredWithin(within) => Some(created_at + within),
+            Condition::RegisteredWithin(within) => Some(facts.contact.created_at + within),
+            Condition::Matches(condition) => condition.next_change(facts),
             Condition::Count { .. } | Condition::Otherwise => None,
         })
-        .filter(|at| *at > now)
+        .filter(|at| *at > facts.now)
         .min()
 }
 
@@ -117,23 +116,40 @@ impl Batch<'_> {
         source: &str,
     ) -> Result<(), StoreError> {
         let now = self.now;
-        let Some(contact) = self.reads.contact_mut(contact_id) else {
+        let scoring = self.journeys.scoring.clone();
+        let half_life = move |model: &str| scoring.half_life(model).flatten();
+        let Some(contact) = self.reads.contact(contact_id)? else {
             return Ok(());
         };
-        let due = next_change(rules, &activity, contact.created_at, now);
+        let windows = Default::default();
+        let facts = Facts {
+            contact: &contact,
+            windows: &windows,
+            half_life: &half_life,
+            now,
+        };
+        let due = next_change(rules, &activity, &facts);
         // A timer due no later than needed stays (early, it only looks again): a contact who
         // keeps coming back does not move it on every event.
         activity.timer_at = match activity.timer_at {
             Some(set) if set > now && due.is_none_or(|due| set <= due) => Some(set),
             _ => due,
         };
+        let place = |stage: &str| (rules.stages.iter()).position(|(s, _)| s == stage);
         let stage = (rules.stages.iter())
-            .find(|(_, condition)| holds(condition, &activity, contact.created_at, now))
-            .map(|(stage, _)| stage.clone())
-            .filter(|stage| {
-                *stage != contact.lifecycle_stage
-                    && rules.managed.contains(&contact.lifecycle_stage)
-            });
+            .position(|(_, condition)| holds(condition, &activity, &facts))
+            .filter(|found| {
+                let current = &facts.contact.lifecycle_stage;
+                rules.stages[*found].0 != *current
+                    && rules.managed.contains(current)
+                    // A funnel moves forward only: to a stage listed before the contact's.
+                    && (!rules.request.forward_only
+                        || place(current).is_none_or(|now_at| *found < now_at))
+            })
+            .map(|found| rules.stages[found].0.clone());
+        let Some(contact) = self.reads.contact_mut(contact_id) else {
+            return Ok(());
+        };
         contact.activity = Some(activity.clone());
         self.changes.add_activity(contact_id, &activity, counted);
         let Some(to) = stage else {

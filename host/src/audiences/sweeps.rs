@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::model::Millis;
 use crate::store::{Store, StoreError, SweepRecord, sweep_item};
@@ -25,6 +25,8 @@ struct Ahead {
     ids: VecDeque<String>,
     /// Nothing is left to read after the last id.
     exhausted: bool,
+    /// When it last queued: the next step queues what the rate allows since then.
+    stepped: Option<Instant>,
 }
 
 /// Moves the sweeps on; one per scheduler.
@@ -34,8 +36,9 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Queue the next pages of every unfinished sweep, as much as its rate allows in `tick`.
-    /// The partitions that got work.
+    /// Queue the next pages of every unfinished sweep, as much as its rate allows since its
+    /// last step (`tick` for its first, at most a second's worth). The partitions that got
+    /// work.
     pub fn step(
         &self,
         store: &dyn Store,
@@ -51,15 +54,23 @@ impl Sweeper {
                 .any(|s| s.id == *id && s.finished_at.is_none())
         });
         for mut sweep in sweeps {
-            let mut budget = (u128::from(sweep.per_second) * tick.as_millis() / 1_000).max(1);
+            if sweep.finished_at.is_some() {
+                continue;
+            }
+            let held = ahead.entry(sweep.id.clone()).or_insert_with(|| fresh(&sweep));
+            let since = (held.stepped.map(|at| at.elapsed()))
+                .unwrap_or(tick)
+                .min(Duration::from_secs(1));
+            held.stepped = Some(Instant::now());
+            let mut budget = (u128::from(sweep.per_second) * since.as_micros() / 1_000_000).max(1);
             while sweep.finished_at.is_none() && budget > 0 {
                 let size = budget.min(MAX_PAGE) as usize;
                 budget -= size as u128;
-                let held = ahead
-                    .entry(sweep.id.clone())
-                    .or_insert_with(|| fresh(&sweep));
+                let held = ahead.entry(sweep.id.clone()).or_insert_with(|| fresh(&sweep));
                 if held.started_at != sweep.started_at || held.after != sweep.after {
+                    let stepped = held.stepped;
                     *held = fresh(&sweep);
+                    held.stepped = stepped;
                 }
                 match page(store, &mut sweep, held, size, now)? {
                     Some(queued) => partitions.extend(queued),
@@ -83,6 +94,7 @@ fn fresh(sweep: &SweepRecord) -> Ahead {
         after: sweep.after.clone(),
         ids: VecDeque::new(),
         exhausted: false,
+        stepped: None,
     }
 }
 
@@ -96,6 +108,9 @@ fn page(
     now: Millis,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     if ahead.ids.len() < size && !ahead.exhausted {
+        // A page sled evicted before it was durable is read back only after a flush; one
+        // flush first is cheaper than one per page read.
+        store.flush()?;
         let mut from = sweep.clone();
         from.after = ahead.ids.back().cloned().or_else(|| ahead.after.clone());
         let read = store.sweep_page(&from, READ_AHEAD)?;

@@ -57,7 +57,9 @@ impl Sweeper {
             if sweep.finished_at.is_some() {
                 continue;
             }
-            let held = ahead.entry(sweep.id.clone()).or_insert_with(|| fresh(&sweep));
+            let held = ahead
+                .entry(sweep.id.clone())
+                .or_insert_with(|| fresh(&sweep));
             let since = (held.stepped.map(|at| at.elapsed()))
                 .unwrap_or(tick)
                 .min(Duration::from_secs(1));
@@ -66,7 +68,9 @@ impl Sweeper {
             while sweep.finished_at.is_none() && budget > 0 {
                 let size = budget.min(MAX_PAGE) as usize;
                 budget -= size as u128;
-                let held = ahead.entry(sweep.id.clone()).or_insert_with(|| fresh(&sweep));
+                let held = ahead
+                    .entry(sweep.id.clone())
+                    .or_insert_with(|| fresh(&sweep));
                 if held.started_at != sweep.started_at || held.after != sweep.after {
                     let stepped = held.stepped;
                     *held = fresh(&sweep);

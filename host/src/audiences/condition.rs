@@ -30,6 +30,9 @@ const MAX_DEPTH: usize = 8;
 pub const MAX_WINDOW: Millis = 365 * 86_400_000;
 const MIN_WINDOW: Millis = 60_000;
 pub const MAX_COUNT: u64 = 1_000;
+/// Most values an `in` list holds, and most property filters on one event clause.
+const MAX_VALUES: usize = 1_000;
+const MAX_FILTERS: usize = 20;
 
 /// What is wrong with a definition, by the clause it is about.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -534,6 +537,10 @@ impl Reader {
                 self.problem(at("value"), format!("`{}` takes no value", op_name(op)));
                 return None;
             }
+            (Op::In | Op::NotIn, Some(Json::Array(list))) if list.len() > MAX_VALUES => {
+                self.problem(at("value"), format!("at most {MAX_VALUES} values"));
+                return None;
+            }
             (Op::In | Op::NotIn, Some(Json::Array(list))) if !list.is_empty() => {
                 for (n, item) in list.iter().enumerate() {
                     match read(item).filter(|v| fits(v)) {
@@ -582,6 +589,9 @@ impl Reader {
         let mut filters = Vec::new();
         match object.get("where") {
             None => {}
+            Some(Json::Array(list)) if list.len() > MAX_FILTERS => {
+                self.problem(at("where"), format!("at most {MAX_FILTERS} filters"));
+            }
             Some(Json::Array(list)) => {
                 for (n, filter) in list.iter().enumerate() {
                     let here = format!("{path}.where.{n}");
@@ -719,7 +729,8 @@ mod tests {
                 {"event": "page_viewed", "at_least": 1},
                 {"tag": "vip", "colour": "red"},
                 {"not": {"any": []}},
-                {"weather": "fine"}
+                {"weather": "fine"},
+                {"attribute": "plan", "op": "in", "value": vec![json!("x"); MAX_VALUES + 1]}
             ]})),
             [
                 "condition.all.0.value",
@@ -730,7 +741,8 @@ mod tests {
                 "condition.all.5.within",
                 "condition.all.6.colour",
                 "condition.all.7.not.any",
-                "condition.all.8"
+                "condition.all.8",
+                "condition.all.9.value"
             ]
         );
     }

@@ -334,7 +334,8 @@ pub fn seed(audiences: &Audiences, dir: &std::path::Path) -> anyhow::Result<Vec<
 fn new_generation() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS provides randomness");
-    u64::from_be_bytes(bytes)
+    // 53 bits: a JSON reader that keeps numbers as doubles (JavaScript) reads it exactly.
+    u64::from_be_bytes(bytes) >> 11
 }
 
 /// The id of a contact's audience timer.

@@ -290,8 +290,9 @@ async fn an_address_a_row_gives_up_is_free_for_the_rows_after_it() {
     );
 }
 
-/// A contact's state the store derives — its model scores, its lifecycle activity — is in the
-/// export and left out by an import (the importing store keeps its own): the line imports.
+/// A contact's state the store derives — its model scores, its lifecycle activity, its
+/// segments' windows — is in the export and left out by an import (the importing store keeps
+/// its own): the line imports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exported_contact_with_scores_and_activity_imports_again() {
     let source = Server::start(true).await;
@@ -307,6 +308,9 @@ async fn an_exported_contact_with_scores_and_activity_imports_again() {
         .put("/v1/lifecycle", read("lifecycle/stages.json"))
         .await;
     assert_eq!(status, 200, "{body}");
+    let segment = json!({"condition": {"event": "whitepaper_downloaded", "within": "365d"}});
+    let (status, body) = source.put("/v1/segments/readers", segment).await;
+    assert_eq!(status, 201, "{body}");
     let (status, body) = source.post("/v1/contacts", json!({"id": "li"})).await;
     assert!(status == 200 || status == 201, "{body}");
     let event = json!({"id": "wp", "contact_id": "li", "name": "whitepaper_downloaded",
@@ -316,7 +320,9 @@ async fn an_exported_contact_with_scores_and_activity_imports_again() {
     source.settle().await;
     let file = export(&source, "ndjson").await;
     assert!(
-        file.contains("\"scores\"") && file.contains("\"activity\""),
+        file.contains("\"scores\"")
+            && file.contains("\"activity\"")
+            && file.contains("\"audience\""),
         "{file}"
     );
     let target = Server::start(false).await;

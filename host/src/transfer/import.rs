@@ -194,10 +194,12 @@ fn each_row(
 }
 
 /// Fields export writes that import does not take: the store keeps them itself.
-const READ_ONLY: [&str; 6] = [
+const READ_ONLY: [&str; 8] = [
     "score",
     "scores",
     "activity",
+    "audience",
+    "segments",
     "created_at",
     "updated_at",
     "anonymous",

@@ -10,8 +10,8 @@
 //!   `attributes` (JSON objects); any other column is an attribute, read as a boolean, an
 //!   integer or a number when it is written as one (`500`, `4.5`, `true`; `0123` stays text).
 //!   `score`, `created_at` and `updated_at`, which export writes, are not imported (nor, in
-//!   NDJSON, the model `scores` and lifecycle `activity` the store derives). An empty cell is
-//!   no value.
+//!   NDJSON, the model `scores`, lifecycle `activity` and segments' `audience` the store
+//!   derives). An empty cell is no value.
 
 mod export;
 mod import;

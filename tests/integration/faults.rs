@@ -206,10 +206,11 @@ impl AccessStore for Faulty {
     fn put_lifecycle_rules(
         &self,
         rules: &serde_json::Value,
+        sweep: Option<&wayline::store::SweepRecord>,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
         self.writable()?;
-        self.store.put_lifecycle_rules(rules, audit)
+        self.store.put_lifecycle_rules(rules, sweep, audit)
     }
     fn record_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
         self.writable()?;

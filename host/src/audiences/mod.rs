@@ -37,6 +37,22 @@ const REFRESH_SWEEP: &str = "refresh";
 /// How fast a refresh sweep queues contacts.
 const REFRESH_PER_SECOND: u32 = 20_000;
 
+/// A sweep, started at `now`, that has everyone looked at again: their segments, tags and
+/// lifecycle stage (a definition or the stage rules changed). One at a time: starting it again
+/// starts it over.
+pub fn refresh_sweep(now: crate::model::Millis) -> SweepRecord {
+    SweepRecord {
+        id: REFRESH_SWEEP.into(),
+        work: SweepWork::Refresh,
+        segment: None,
+        after: None,
+        queued: 0,
+        per_second: REFRESH_PER_SECOND,
+        started_at: now,
+        finished_at: None,
+    }
+}
+
 /// A definition as an operator writes it (`PUT /v1/segments/{name}`, `PUT /v1/tag-rules/{tag}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,17 +242,8 @@ impl Audiences {
             &format!("{}:{name}", kind.as_str()),
             detail,
         );
-        let sweep = SweepRecord {
-            id: REFRESH_SWEEP.into(),
-            work: SweepWork::Refresh,
-            segment: None,
-            after: None,
-            queued: 0,
-            per_second: REFRESH_PER_SECOND,
-            started_at: now,
-            finished_at: None,
-        };
-        self.store.put_audience(&record, &sweep, audit)?;
+        self.store
+            .put_audience(&record, &refresh_sweep(now), audit)?;
         self.store.flush()?;
         let definition = Arc::new(Definition {
             record: record.clone(),

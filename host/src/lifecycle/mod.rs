@@ -1,9 +1,11 @@
 //! Lifecycle stages by rules (DOMAIN.md §1): an ordered list of stages, each with the one
 //! condition that puts a contact in it — no interaction for a while (`inactive_for`), a count
-//! of an event (`count`: purchases), a recent sign-up (`registered_within`), or, last, everyone
-//! else (`otherwise`). After each event from outside, and when a contact's stage timer fires,
-//! the first rule that holds gives the stage; a change is an event, `lifecycle_stage_changed`
-//! (`from`, `to`, `cause`), so journeys start from it (the recall journey from `dormant`).
+//! of an event (`count`: purchases), a recent sign-up (`registered_within`), a `condition` on
+//! the contact (a score, an attribute, a tag), or, last, everyone else (`otherwise`). After
+//! each event from outside, when a contact's stage timer fires, when the contact is updated
+//! (with rules that read it) and, for everyone, when the rules change, the first rule that
+//! holds gives the stage; a change is an event, `lifecycle_stage_changed` (`from`, `to`,
+//! `cause`), so journeys start from it (the recall journey from `dormant`).
 //!
 //! Rules manage the stages they name (and `new`, every contact's first): a contact a journey
 //! put in another stage (`mql`) is left there. Time-based rules need no scan: each contact has
@@ -287,22 +289,20 @@ impl Lifecycle {
         self.rules().map(|r| r.request.clone()).unwrap_or_default()
     }
 
-    /// Replace the rules (`{"stages": []}` turns them off). Contacts move on their next event
-    /// or stage timer.
+    /// Replace the rules (`{"stages": []}` turns them off). Everyone is looked at again by the
+    /// new rules (a sweep, as for a segment's definition), so a contact who never sent an event
+    /// gets a stage and a stage timer too.
     pub fn put(&self, request: RulesRequest, actor: &str) -> Result<RulesRequest, LifecycleError> {
         let _change = self.changes.lock().unwrap_or_else(|e| e.into_inner());
         let rules = Rules::check(request).map_err(LifecycleError::Invalid)?;
         let before = self.request();
+        let now = self.clock.now();
         let detail = serde_json::json!({"before": before, "after": rules.request});
-        let audit = AuditEntry::new(
-            self.clock.now(),
-            actor,
-            "lifecycle.update",
-            "lifecycle",
-            detail,
-        );
+        let audit = AuditEntry::new(now, actor, "lifecycle.update", "lifecycle", detail);
         let json = serde_json::to_value(&rules.request).expect("rules serialize");
-        self.store.put_lifecycle_rules(&json, audit)?;
+        let sweep = (!rules.stages.is_empty()).then(|| crate::audiences::refresh_sweep(now));
+        self.store
+            .put_lifecycle_rules(&json, sweep.as_ref(), audit)?;
         self.store.flush()?;
         let request = rules.request.clone();
         *self.rules.write().expect("lifecycle lock") =

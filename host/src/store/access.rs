@@ -58,10 +58,13 @@ pub trait AccessStore {
     fn put_workspace(&self, workspace: &Workspace, audit: AuditEntry) -> Result<(), StoreError>;
     /// The lifecycle stage rules as an operator set them (see `crate::lifecycle`), if ever.
     fn lifecycle_rules(&self) -> Result<Option<serde_json::Value>, StoreError>;
-    /// Replace the lifecycle stage rules, and record the change.
+    /// Replace the lifecycle stage rules, start `sweep` (everyone looked at again by them) and
+    /// record the change, in one write. From then on, while a rule reads what a contact update
+    /// changes (a `condition`), every contact update queues a look at the contact.
     fn put_lifecycle_rules(
         &self,
         rules: &serde_json::Value,
+        sweep: Option<&super::SweepRecord>,
         audit: AuditEntry,
     ) -> Result<(), StoreError>;
     /// Record a change made of many writes of its own (an import's rows): after them.

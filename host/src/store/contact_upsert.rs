@@ -65,9 +65,11 @@ impl SledStore {
                 Err(refused) => Err(refused),
             });
         }
-        // With segments or tag rules defined, each contact updated is looked at again by the
-        // journey worker, queued in the same write so a crash cannot lose the look.
-        let refresh = !self.audiences.is_empty();
+        // With segments or tag rules defined, or stage rules that read contacts, each contact
+        // updated is looked at again by the journey worker, queued in the same write so a
+        // crash cannot lose the look.
+        let refresh = !self.audiences.is_empty()
+            || (self.stages_read_contacts).load(std::sync::atomic::Ordering::SeqCst);
         for (id, (contact, journeys)) in &values {
             writes.put(
                 TreeId::Contacts,

@@ -1,6 +1,9 @@
 //! [`AccessStore`] for the sled store.
 
+use std::sync::atomic::Ordering;
+
 use super::StoreError;
+use super::SweepRecord;
 use super::access::{AccessStore, TokenRecord, Workspace};
 use super::codec::{decode, encode};
 use super::layout::TreeId;
@@ -55,13 +58,21 @@ impl AccessStore for SledStore {
     fn put_lifecycle_rules(
         &self,
         rules: &serde_json::Value,
+        sweep: Option<&SweepRecord>,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
         let _operations = lock(&self.locks.operations);
+        let _sweeps = sweep.map(|_| lock(&self.locks.sweeps));
         let mut writes = WriteSet::new(self);
         writes.put(TreeId::Settings, LIFECYCLE, encode(&rules.to_string()));
+        if let Some(sweep) = sweep {
+            writes.put(TreeId::Sweeps, sweep.id.as_bytes().to_vec(), encode(sweep));
+        }
         self.audit_write(&mut writes, audit)?;
-        writes.apply()
+        writes.apply()?;
+        // An update made before this is covered by the sweep, one made after by its own look.
+        (self.stages_read_contacts).store(reads_contacts(rules), Ordering::SeqCst);
+        Ok(())
     }
 
     fn record_audit(&self, audit: AuditEntry) -> Result<(), StoreError> {
@@ -69,6 +80,26 @@ impl AccessStore for SledStore {
         self.audit_write(&mut writes, audit)?;
         writes.apply()
     }
+}
+
+/// Whether stored lifecycle rules read what a contact update changes: a rule with a
+/// `condition` (an attribute, a tag, a score, consent). Counts, quiet time and sign-up age
+/// change only with events and time.
+fn reads_contacts(rules: &serde_json::Value) -> bool {
+    (rules["stages"].as_array()).is_some_and(|stages| {
+        (stages.iter()).any(|stage| stage.get("condition").is_some_and(|c| !c.is_null()))
+    })
+}
+
+/// [`reads_contacts`] for the rules stored in `settings`, as the store opens.
+pub(super) fn stages_read_contacts(settings: &sled::Tree) -> Result<bool, StoreError> {
+    Ok(match settings.get(LIFECYCLE).map_err(backend)? {
+        Some(bytes) => {
+            let text: String = decode(&bytes)?;
+            serde_json::from_str(&text).is_ok_and(|rules| reads_contacts(&rules))
+        }
+        None => false,
+    })
 }
 
 /// The settings key of the workspace settings.

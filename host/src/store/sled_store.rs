@@ -134,6 +134,9 @@ pub struct SledStore {
     pub(super) audiences: sled::Tree,
     pub(super) segment_members: sled::Tree,
     pub(super) sweeps: sled::Tree,
+    /// Whether a lifecycle stage rule reads what a contact update changes: then each update
+    /// queues a look at the contact (see `sled_access`).
+    pub(super) stages_read_contacts: std::sync::atomic::AtomicBool,
     /// What the `erased` tree's keys are made with (see `layout::trees::ERASURE_SALT`).
     pub(super) erasure_salt: [u8; 16],
     pub(super) locks: Locks,
@@ -232,6 +235,10 @@ impl SledStore {
             audiences: tree(trees::AUDIENCES)?,
             segment_members: tree(trees::SEGMENT_MEMBERS)?,
             sweeps: tree(trees::SWEEPS)?,
+            stages_read_contacts: super::sled_access::stages_read_contacts(&tree(
+                trees::SETTINGS,
+            )?)?
+            .into(),
             erasure_salt: erasure_salt(&tree(trees::META)?)?,
             locks: Locks::default(),
             unsettled: Unsettled::default(),

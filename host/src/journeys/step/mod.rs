@@ -119,8 +119,8 @@ impl<'a> Batch<'a> {
                 None => self.on_wake(enrollment_id, *due_at)?,
             },
             WorkItem::Retry { enrollment_id, .. } => self.on_retry(enrollment_id)?,
-            // Looked at with the batch's other contacts (`touch` above).
-            WorkItem::Refresh { .. } => {}
+            // Segments and tags are looked at with the batch's other contacts (`touch` above).
+            WorkItem::Refresh { contact_id } => self.restage(contact_id)?,
             WorkItem::Erase {
                 contact_id,
                 actor,

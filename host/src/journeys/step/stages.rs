@@ -1,5 +1,6 @@
 //! Lifecycle stages in a batch (see `crate::lifecycle`): after each event from outside the
-//! contact's activity is brought up to date and the rules decide its stage; a stage timer per
+//! contact's activity is brought up to date and the rules decide its stage (and again on a
+//! contact's update or new rules, with its activity as it stands); a stage timer per
 //! contact fires at the next moment a time-based rule could start or stop holding, so
 //! "dormant after 90 days" needs no scan of contacts.
 
@@ -72,6 +73,24 @@ impl Batch<'_> {
             &event.name,
             &event.id,
         )
+    }
+
+    /// The contact or the rules changed (an update, new rules): the rules look at the contact
+    /// again with its activity as it stands.
+    pub(super) fn restage(&mut self, contact_id: &str) -> Result<(), StoreError> {
+        let Some(rules) = self.journeys.lifecycle.rules() else {
+            return Ok(());
+        };
+        let Some(contact) = self.reads.contact(contact_id)? else {
+            return Ok(());
+        };
+        let activity = contact.activity.clone().unwrap_or(Activity {
+            last_at: contact.created_at,
+            ..Activity::default()
+        });
+        // Not the timer's form of name: a timer may fire in the same millisecond.
+        let source = format!("update:{contact_id}@{}", self.now);
+        self.settle_stage(contact_id, &rules, activity, None, "update", &source)
     }
 
     /// The contact's stage timer fired (a stale one, set again since, is let go).

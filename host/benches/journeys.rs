@@ -2,7 +2,9 @@
 //! trigger, a condition and an action plugin, on real sled; then a million pending waits.
 //!
 //! Run with `cargo xtask plugins && cargo bench -p wayline --bench journeys`. Prints a Markdown
-//! section for BENCHMARKS.md. `WAYLINE_LOAD_EVENTS`, `WAYLINE_LOAD_WAITS` scale it down.
+//! section for BENCHMARKS.md. `WAYLINE_LOAD_EVENTS`, `WAYLINE_LOAD_WAITS` scale it down;
+//! `WAYLINE_LOAD_PHASES` (a list of `engine`, `scoring`, `segments`, `delivered`) runs only
+//! those throughput phases, to profile one.
 
 mod common;
 
@@ -652,17 +654,29 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    tokio.block_on(throughput(&runtime, &registry, events, false, false, false));
-    tokio.block_on(throughput(&runtime, &registry, events, false, true, false));
-    tokio.block_on(throughput(&runtime, &registry, events, false, true, true));
-    tokio.block_on(throughput(
-        &runtime,
-        &registry,
-        common::env_number("WAYLINE_LOAD_DELIVERED", 20_000),
-        true,
-        false,
-        false,
-    ));
+    let phases =
+        std::env::var("WAYLINE_LOAD_PHASES").unwrap_or("engine,scoring,segments,delivered".into());
+    for (phase, scoring, segments) in [
+        ("engine", false, false),
+        ("scoring", true, false),
+        ("segments", true, true),
+    ] {
+        if phases.split(',').any(|p| p == phase) {
+            tokio.block_on(throughput(
+                &runtime, &registry, events, false, scoring, segments,
+            ));
+        }
+    }
+    if phases.split(',').any(|p| p == "delivered") {
+        tokio.block_on(throughput(
+            &runtime,
+            &registry,
+            common::env_number("WAYLINE_LOAD_DELIVERED", 20_000),
+            true,
+            false,
+            false,
+        ));
+    }
     if std::env::var_os("WAYLINE_LOAD_THROUGHPUT_ONLY").is_some() {
         return;
     }

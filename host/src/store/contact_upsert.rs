@@ -28,6 +28,9 @@ struct Planned {
     upsert: ContactUpsert,
     email: Option<String>,
     phone: Option<String>,
+    /// The id was made for it (96 random bits): no stored contact has it, and none was
+    /// erased under it, so neither needs a read (an import of new contacts does without).
+    fresh: bool,
 }
 
 impl SledStore {
@@ -114,6 +117,7 @@ impl SledStore {
                 .map(|id| String::from_utf8_lossy(&id).into_owned()))
         };
         let (email_owner, phone_owner) = (owner("email", &email)?, owner("phone", &phone)?);
+        let fresh = upsert.id.is_none() && email_owner.is_none() && phone_owner.is_none();
         let id = match (&upsert.id, &email_owner, &phone_owner) {
             (Some(id), _, _) => id.clone(),
             (None, Some(by_email), Some(by_phone)) if by_email != by_phone => {
@@ -148,10 +152,12 @@ impl SledStore {
                 upsert,
                 email,
                 phone,
+                fresh,
             }));
         }
         let (old_email, old_phone) = match claimed.identities.get(&id) {
             Some(planned) => planned.clone(),
+            None if fresh => (None, None),
             None => match self.contacts.get(&id).map_err(backend)? {
                 Some(bytes) => {
                     let (contact, _) = contact_and_journeys(&bytes)?;
@@ -181,6 +187,7 @@ impl SledStore {
             upsert,
             email,
             phone,
+            fresh,
         }))
     }
 
@@ -197,9 +204,11 @@ impl SledStore {
             upsert,
             email,
             phone,
+            fresh,
         } = plan;
         let current = match values.get(&id) {
             Some(value) => Some(value.clone()),
+            None if fresh => None,
             None => match self.contacts.get(&id).map_err(backend)? {
                 Some(bytes) => Some(contact_and_journeys(&bytes)?),
                 None => None,
@@ -207,7 +216,7 @@ impl SledStore {
         };
         let created = current.is_none();
         // An id erased once and now made again is a contact again: merges into it go ahead.
-        if created && !self.erased.is_empty() && self.was_erased(&id)? {
+        if created && !fresh && !self.erased.is_empty() && self.was_erased(&id)? {
             writes.remove(TreeId::Erased, self.erased_key(&id));
         }
         let (mut contact, journeys) = current.unwrap_or_else(|| {

@@ -169,8 +169,12 @@ impl Batch<'_> {
         let Some(contact) = self.reads.contact_mut(contact_id) else {
             return Ok(());
         };
-        contact.activity = Some(activity.clone());
-        self.changes.add_activity(contact_id, &activity, counted);
+        // A look that changes nothing (an update, a sweep, with the timer where it was)
+        // writes nothing.
+        if contact.activity.as_ref() != Some(&activity) {
+            contact.activity = Some(activity.clone());
+            self.changes.add_activity(contact_id, &activity, counted);
+        }
         let Some(to) = stage else {
             return Ok(());
         };

@@ -87,8 +87,10 @@ fn main() {
                 .send()
                 .await
                 .unwrap();
-            assert!(response.status().is_success());
-            response.json().await.unwrap()
+            let status = response.status();
+            let report: serde_json::Value = response.json().await.unwrap();
+            assert!(status.is_success(), "{status}: {report}");
+            report
         });
         let (seconds, cpu) = (started.elapsed().as_secs_f64(), common::cpu_seconds() - cpu);
         assert_eq!(report["created"], rows as u64, "{report}");

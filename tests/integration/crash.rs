@@ -11,7 +11,7 @@ use serde_json::{Value as Json, json};
 
 use crate::support;
 
-const TOKEN: &str = "crash-test-token-0123456789";
+pub(crate) const TOKEN: &str = "crash-test-token-0123456789";
 const CONTACTS: usize = 20;
 const EVENTS_PER_CONTACT: usize = 30;
 
@@ -36,7 +36,7 @@ fn tally_journey(wait: &str) -> Json {
 /// A port for a server across its restarts. Taken below the kernel's ephemeral range, so
 /// that while the server is down no other test's outgoing connection can be given it; servers
 /// started at once pass different `slot`s.
-fn free_port(slot: u16) -> u16 {
+pub(crate) fn free_port(slot: u16) -> u16 {
     let offset = (std::process::id() as u16)
         .wrapping_mul(16)
         .wrapping_add(slot * 97)
@@ -48,18 +48,19 @@ fn free_port(slot: u16) -> u16 {
 }
 
 /// Start `wayline serve` on the data directory; what it logs goes to `log`.
-fn start(data: &Path, journeys: &Path, port: u16, log: &Path) -> Child {
-    start_stopping_at(data, journeys, port, log, None)
+pub(crate) fn start(data: &Path, journeys: &Path, port: u16, log: &Path) -> Child {
+    start_stopping_at(data, journeys, port, log, None, &[])
 }
 
 /// Like [`start`], with the server stopping by itself (as if killed) the Nth time its store
-/// reaches a point (`NAME:N`, see `store::failpoint`).
-fn start_stopping_at(
+/// reaches a point (`NAME:N`, see `store::failpoint`), and `flags` added.
+pub(crate) fn start_stopping_at(
     data: &Path,
     journeys: &Path,
     port: u16,
     log: &Path,
     failpoint: Option<&str>,
+    flags: &[&str],
 ) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -80,6 +81,7 @@ fn start_stopping_at(
         .arg(support::plugin_dir())
         .arg("--journeys")
         .arg(journeys)
+        .args(flags)
         .env("WAYLINE_LOG", "warn")
         .env("WAYLINE_FAILPOINT", failpoint.unwrap_or_default())
         .stdout(Stdio::null())
@@ -90,7 +92,7 @@ fn start_stopping_at(
 
 /// Wait for the server to answer; if it exits or does not come up, fail with what it logged.
 /// What `/healthz` says the store repaired when it opened.
-async fn wait_healthy(
+pub(crate) async fn wait_healthy(
     client: &reqwest::Client,
     base: &str,
     server: &mut Child,
@@ -294,7 +296,7 @@ async fn kill_a_fresh_store(slot: u16, moment: Moment) -> Json {
         Moment::AtFailpoint(point) => Some(point),
         _ => None,
     };
-    let mut server = start_stopping_at(&data, &journeys, port, &log, failpoint);
+    let mut server = start_stopping_at(&data, &journeys, port, &log, failpoint, &[]);
     let started = Instant::now();
     let (acknowledged, mut progress) = tokio::sync::watch::channel(0);
     let sender = {
@@ -406,7 +408,12 @@ async fn a_fresh_store_killed_in_its_first_second_starts_again_every_time() {
 }
 
 /// A request that must succeed; `Json::Null` sends no body.
-async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, body: Json) -> Json {
+pub(crate) async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Json,
+) -> Json {
     let mut request = client.request(method, url).bearer_auth(TOKEN);
     if !body.is_null() {
         request = request.json(&body);

@@ -34,3 +34,4 @@ mod transfer;
 mod uploads;
 mod versions;
 mod webhook;
+mod wedged_log;

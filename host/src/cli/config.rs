@@ -61,6 +61,10 @@ pub struct LimitSettings {
     /// Largest plugin binary loaded or uploaded, in bytes.
     #[arg(long, env = "WAYLINE_MAX_PLUGIN_BYTES")]
     pub max_plugin_bytes: Option<usize>,
+    /// Longest the store's disk log may go without making a write durable before the server
+    /// stops itself (exit status 75) so that a restart recovers the store, in seconds.
+    #[arg(long, env = "WAYLINE_STORE_STALL_SECS")]
+    pub store_stall_secs: Option<u64>,
 }
 
 /// A config file that cannot be used, said so that the operator can fix it.
@@ -148,6 +152,7 @@ impl LimitSettings {
             ingest_rate: self.ingest_rate.or(lower.ingest_rate),
             ingest_burst: self.ingest_burst.or(lower.ingest_burst),
             max_plugin_bytes: self.max_plugin_bytes.or(lower.max_plugin_bytes),
+            store_stall_secs: self.store_stall_secs.or(lower.store_stall_secs),
         }
     }
 
@@ -178,6 +183,15 @@ impl LimitSettings {
                 defaults.ingest_rate,
             )?,
         })
+    }
+
+    /// How long a flush of the store's log may take, `default` when not set.
+    pub fn store_stall(&self, default: Duration) -> Result<Duration, ConfigError> {
+        match self.store_stall_secs {
+            Some(0) => Err(bad("store_stall_secs", "must be at least 1")),
+            Some(seconds) => Ok(Duration::from_secs(seconds)),
+            None => Ok(default),
+        }
     }
 
     /// The largest plugin binary, `default` when not set.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -114,6 +115,7 @@ struct Settings {
     tls_roots: Option<PathBuf>,
     edges: HttpEdges,
     max_plugin_bytes: usize,
+    store_stall: Duration,
 }
 
 impl Settings {
@@ -175,6 +177,7 @@ impl Settings {
             tls_roots: args.tls_roots.or(file.tls_roots),
             edges: limits.edges()?,
             max_plugin_bytes: limits.max_plugin_bytes(RuntimeConfig::default().max_binary_bytes)?,
+            store_stall: limits.store_stall(crate::store::DEFAULT_LIMIT)?,
         })
     }
 }
@@ -215,7 +218,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let (write_key, _) =
         secret_or_generated(args.write_key, &args.data, "write-key", "--write-key")?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&args.data.join("store"))?);
+    let store = SledStore::open(&args.data.join("store"))?;
+    store.watch_log(args.store_stall)?;
+    let store: Arc<dyn Store> = Arc::new(store);
     let clock: SharedClock = Arc::new(SystemClock);
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(args.data.join("compile-cache")),

@@ -5,7 +5,9 @@
 //! costs one atomic load.
 //!
 //! Points: `write_set.part_way` (a write set recorded and its first write made, the rest not),
-//! `ingest.queued` (an event's inbox item written, the event not yet recorded).
+//! `ingest.queued` (an event's inbox item written, the event not yet recorded). One point
+//! stalls instead of stopping: `store.log_wedged` (the log watch's flush never returns, as
+//! when sled loses a log buffer; see `store::watchdog`).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,5 +32,18 @@ pub(super) fn reached(name: &str, db: &sled::Db) {
         let _ = db.flush();
         eprintln!("failpoint `{name}` reached for the {count}th time: stopping here");
         std::process::abort();
+    }
+}
+
+/// The store reached point `name`; if this is the chosen time, wait here for ever.
+pub(super) fn stall(name: &str) {
+    let Some((point, count)) = chosen() else {
+        return;
+    };
+    if point == name && REACHED.fetch_add(1, Ordering::SeqCst) + 1 == *count {
+        eprintln!("failpoint `{name}` reached for the {count}th time: stalling here");
+        loop {
+            std::thread::park();
+        }
     }
 }

@@ -35,6 +35,7 @@ mod sled_scoring;
 mod sled_store;
 mod sled_uploads;
 mod uploads;
+mod watchdog;
 mod write_set;
 
 use std::collections::BTreeMap;
@@ -62,6 +63,7 @@ pub use scoring::{
 pub use sled_audiences::sweep_item;
 pub use sled_store::SledStore;
 pub use uploads::{PluginStore, PluginUpload};
+pub use watchdog::{DEFAULT_LIMIT, WEDGED_EXIT};
 pub use write_set::Replayed;
 
 use crate::model::{Attributes, ConsentState, Contact, Event, Millis};

@@ -82,11 +82,7 @@ fn after<T: DeserializeOwned>(rest: &[u8]) -> Result<Option<T>, String> {
 /// Convert the layout-1 store in `dir` into `into`, a new, empty layout-2 store that nobody
 /// else uses yet (so it is written directly, not through write sets).
 pub(super) fn convert(dir: &Path, into: &SledStore) -> Result<Converted, StoreError> {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(64 << 20)
-        .open()
-        .map_err(backend)?;
+    let db = super::open::open_db(&sled::Config::new().path(dir).cache_capacity(64 << 20))?;
     let tree = |name: &str| db.open_tree(name).map_err(backend);
     let mut conversion = Conversion {
         into,

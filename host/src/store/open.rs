@@ -66,6 +66,25 @@ fn tuned(config: sled::Config) -> sled::Config {
     config.segment_size(SEGMENT_BYTES).cache_capacity(256 << 20)
 }
 
+/// Open sled's database as `config` says. sled lets go of its file lock only when the last of
+/// its IO tasks ends, which can be just after the previous `Db` of the same directory in this
+/// process was dropped (a restore, or a test reopening a store): a lock held still is waited
+/// for, up to two seconds, before it is an error. Another process holding it is an error then.
+pub(super) fn open_db(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result.map_err(backend),
+        }
+    }
+}
+
 /// sled's files at the top of a layout-1 store directory.
 fn layout_1_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -97,7 +116,7 @@ impl SledStore {
             }
             if dir.join("conf").exists() {
                 tracing::warn!(path = %dir.display(), "this store was written by an earlier version (layout 1); converting it to layout {LAYOUT}");
-                let target = SledStore::over(tuned(v2_config(&partial)).open().map_err(backend)?)?;
+                let target = SledStore::over(open_db(&tuned(v2_config(&partial)))?)?;
                 let report = legacy::convert(dir, &target)?;
                 target
                     .meta
@@ -118,7 +137,7 @@ impl SledStore {
             };
             removed.map_err(|e| io("removing", &leftover, e))?;
         }
-        let db = tuned(v2_config(&current)).open().map_err(backend)?;
+        let db = open_db(&tuned(v2_config(&current)))?;
         let mut store = SledStore::over(db)?;
         store.dir = Some(dir.to_owned());
         store.check_layout()?;

@@ -188,19 +188,9 @@ pub(super) fn identities_in(
     ))
 }
 
-/// A new contact's id: 48 bits of the system time in milliseconds (the real one, even under a
-/// virtual clock: only the order matters), then 80 random bits. Ids made later sort later, so
-/// new contacts are written at the end of every tree keyed by contact, where sled's pages are
-/// warm, instead of into a random page of a large tree (an import of a million new contacts
-/// runs about 1.6 times as fast). The random part keeps two ids made in the same millisecond
-/// apart with odds of about one in 10^24.
 pub(super) fn new_contact_id() -> String {
-    let mut bytes = [0u8; 16];
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
-    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    getrandom::fill(&mut bytes[6..]).expect("the OS provides randomness");
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
     format!("c_{}", hex::encode(bytes))
 }
 

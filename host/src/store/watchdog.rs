@@ -13,9 +13,8 @@
 //! the limit, the process says why and exits with [`WEDGED_EXIT`], for its supervisor to start
 //! it again.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use super::failpoint;
 use super::sled_store::SledStore;
@@ -29,26 +28,24 @@ pub const DEFAULT_LIMIT: Duration = Duration::from_secs(60);
 
 impl SledStore {
     /// Watch the log from two threads for the life of the process: one flushes it now and
-    /// then, the other exits the process when one of those flushes has not returned within
-    /// `limit`.
+    /// then and reports each flush done; the other exits the process when no report has come
+    /// within `limit` after the pause between flushes.
     pub fn watch_log(&self, limit: Duration) -> std::io::Result<()> {
         let every = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-        let epoch = Instant::now();
-        // When the flush under way began (ms after `epoch`, plus one); 0 when none is.
-        let began = Arc::new(AtomicU64::new(0));
+        let (done, flushed) = mpsc::channel::<()>();
         let db = self.db.clone();
-        let probe = began.clone();
         std::thread::Builder::new()
             .name("store-log-probe".into())
             .spawn(move || {
                 loop {
-                    let since = epoch.elapsed().as_millis() as u64 + 1;
-                    probe.store(since, Ordering::SeqCst);
                     failpoint::stall("store.log_wedged");
                     if let Err(error) = db.flush() {
                         tracing::error!(%error, "the store's log could not be flushed");
                     }
-                    probe.store(0, Ordering::SeqCst);
+                    if done.send(()).is_err() {
+                        return;
+                    }
+                    // The pause between probes: the watch allows for it.
                     std::thread::sleep(every);
                 }
             })?;
@@ -56,11 +53,13 @@ impl SledStore {
             .name("store-log-watch".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(every);
-                    let since = began.load(Ordering::SeqCst);
-                    let now = epoch.elapsed().as_millis() as u64 + 1;
-                    if since != 0 && now.saturating_sub(since) > limit.as_millis() as u64 {
-                        wedged(limit);
+                    match flushed.recv_timeout(every + limit) {
+                        Ok(()) => continue,
+                        Err(mpsc::RecvTimeoutError::Timeout) => wedged(limit),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            tracing::error!("the store's log probe stopped; the log is unwatched");
+                            return;
+                        }
                     }
                 }
             })?;

@@ -230,3 +230,44 @@ async fn every_journey_change_is_in_the_audit_log_with_who_did_it() {
     );
     assert_eq!(entries[2]["detail"]["version"], 1, "{audit}");
 }
+
+/// A journey draft of tens of KiB saved over another: the save succeeds, and the audit log
+/// keeps the change's size and SHA-256 where its particulars would not fit in one entry.
+#[tokio::test]
+async fn a_change_too_large_to_audit_whole_is_saved_and_audited_by_its_size() {
+    let server = Server::start(true).await;
+    let draft = |words: &str| {
+        json!({"name": "Long", "description": words.repeat(4_500), "nodes": [
+            {"id": "in", "type": "entry", "plugin": "event-trigger", "config": {"event": "ping"}},
+            {"id": "out", "type": "exit"}],
+            "edges": [{"from": "in", "to": "out"}]})
+    };
+    for words in ["first draft ", "second one! "] {
+        let (status, answer) = server.put("/v1/journeys/long", draft(words)).await;
+        assert!((200..300).contains(&status), "{status} {answer}");
+    }
+    let saved = server.get("/v1/journeys/long").await.1;
+    assert!(
+        saved["draft"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("second one! "),
+        "{saved}"
+    );
+    let audit = server.get("/v1/audit?object=long").await.1;
+    let entries = audit["audit"].as_array().unwrap();
+    let changed = entries
+        .iter()
+        .find(|e| e["action"] == "journey.draft")
+        .unwrap_or_else(|| panic!("{audit}"));
+    let omitted = changed["detail"]["omitted"].as_str().unwrap_or_default();
+    assert!(
+        omitted.ends_with("more than an audit entry keeps"),
+        "{changed}"
+    );
+    assert_eq!(
+        changed["detail"]["sha256"].as_str().map(str::len),
+        Some(64),
+        "{changed}"
+    );
+}

@@ -15,6 +15,23 @@ const RAW_SHOWN: usize = 1 << 10;
 /// Longest error kept with a dead letter.
 const ERROR_KEPT: usize = 4 << 10;
 
+/// An audit entry as stored. A change too large to keep whole (a journey's draft of tens of
+/// KiB, before and after) keeps its size and SHA-256 instead of its particulars: recording the
+/// change must never be what makes it fail.
+fn audit_value(mut entry: AuditEntry) -> Vec<u8> {
+    let value = encode(&entry);
+    if value.len() <= MAX_RECORD_BYTES {
+        return value;
+    }
+    use sha2::Digest;
+    let detail = serde_json::to_vec(&entry.detail).unwrap_or_default();
+    entry.detail = serde_json::json!({
+        "omitted": format!("{} bytes, more than an audit entry keeps", detail.len()),
+        "sha256": hex::encode(sha2::Sha256::digest(&detail)),
+    });
+    encode(&entry)
+}
+
 /// A dead letter's value: the letter, then the record's bytes as they were stored.
 fn letter_value(letter: &DeadLetter, bytes: &[u8]) -> Vec<u8> {
     let mut value = encode(letter);
@@ -122,7 +139,7 @@ impl SledStore {
         entry.id = format!("{id:016x}");
         let mut key = ordered_time(entry.at).to_vec();
         key.extend_from_slice(&id.to_be_bytes());
-        writes.put(TreeId::Audit, key, encode(&entry));
+        writes.put(TreeId::Audit, key, audit_value(entry));
         Ok(())
     }
 

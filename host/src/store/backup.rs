@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLockReadGuard};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
-use super::layout::{LAYOUT, TreeId, trees};
+use super::layout::{LAYOUT, SAME_RECORDS, TreeId, trees};
 use super::sled_store::{SledStore, backend};
 
 const MAGIC: &[u8] = b"WAYLINE-BACKUP";
@@ -343,7 +343,7 @@ fn restore_into(input: &mut dyn Read, dir: &Path) -> Result<RestoreSummary, Stor
     let store = store.expect("the tree names come first");
     // Inbox keys and other ids come from sled's id generator; the restored store must not
     // give out one the backup holds, or new work would sort before old.
-    while store.db.generate_id().map_err(backend)? < read.next_id {}
+    super::open::advance_ids(&store.db, read.next_id)?;
     store.db.flush().map_err(backend)?;
     Ok(RestoreSummary {
         records: read.records,
@@ -397,7 +397,7 @@ fn read_backup(
         )));
     }
     let layout = u32::from_be_bytes(input.exact()?);
-    if layout != LAYOUT {
+    if !SAME_RECORDS.contains(&layout) {
         return Err(StoreError::Invalid(format!(
             "the backup holds a layout-{layout} store; restore it with the version that made it (this one writes layout {LAYOUT})"
         )));

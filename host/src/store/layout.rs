@@ -1,8 +1,10 @@
 //! The store's layout on disk: the trees, the shape of their keys, and how large a value may
 //! be. Values that are records are written by `codec`; the others are raw bytes described here.
 //!
-//! This is layout 2. Layout 1 (earlier versions) kept records without a format byte; a store
-//! in layout 1 is converted when it is opened (see `legacy`).
+//! This is layout 3: the trees and records of layout 2 in a sled database of 8 MiB segments
+//! (see [`SEGMENT_BYTES`]). A store in layout 2 (16 MiB segments) is copied into layout 3 when
+//! it is opened (see `relayout`); one in layout 1 (earlier versions, records without a format
+//! byte) is converted (see `legacy`).
 
 use super::StoreError;
 use super::records::{CounterKey, PARTITIONS};
@@ -97,7 +99,10 @@ pub(super) mod trees {
 }
 
 /// The layout this version writes.
-pub(super) const LAYOUT: u32 = 2;
+pub(super) const LAYOUT: u32 = 3;
+
+/// Layouts whose trees and records are this one's: a backup of one restores as it is.
+pub(super) const SAME_RECORDS: [u32; 2] = [2, LAYOUT];
 
 /// The trees a write set may touch, by a code fixed on disk (intents store it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -234,17 +239,36 @@ impl TreeId {
     }
 }
 
-/// sled's segments in layout 2. sled 0.34 writes anything it logs that is larger than a quarter
-/// of a segment (a value, or a whole leaf of up to ~17 values when it rewrites one) to a file of
-/// its own, and never syncs those files: a power cut could lose a value it had acknowledged.
-/// With 16 MiB segments that takes more than 4 MiB in one leaf, which values of at most
-/// [`MAX_STORED_BYTES`] never reach (30 of them would not).
-pub(super) const SEGMENT_BYTES: usize = 16 << 20;
+/// sled's segments in layout 3.
+///
+/// Not larger: sled 0.34.7 keeps an IO buffer's fill offset in the low 24 bits of its header,
+/// above which sit the count of writers still copying into it. It accepts segments of up to
+/// 16 MiB (2^24), so with 16 MiB segments (layout 2) a write that fills a segment's buffer to
+/// its last byte carries into the writer count: the buffer then waits for ever for a writer who
+/// does not exist, is never written, and every later flush, and every read of a page written
+/// after it, waits for ever too (a 1,000,000-contact import wedged so one time in eight or so;
+/// a loop of small inserts into sled alone, within 3 to 8 million). At 8 MiB a buffer's offset
+/// never reaches 2^24.
+///
+/// Not smaller: sled writes anything it logs that is larger than a quarter of a segment (a
+/// value, or a whole leaf of up to ~17 values when it rewrites one) to a file of its own, and
+/// never syncs those files: a power cut could lose a value it had acknowledged. A quarter of
+/// 8 MiB is 2 MiB, which 21 values of at most [`MAX_STORED_BYTES`] do not reach.
+pub(super) const SEGMENT_BYTES: usize = 8 << 20;
+
+const _: () = assert!(
+    SEGMENT_BYTES < 1 << 24,
+    "sled 0.34 loses a buffer that fills 2^24 bytes"
+);
+const _: () = assert!(21 * (MAX_STORED_BYTES + MAX_KEY_BYTES) < SEGMENT_BYTES / 4);
+
+/// sled's segments in layout 2, which a store of layout 2 must be opened with to be copied.
+pub(super) const LAYOUT_2_SEGMENT_BYTES: usize = 16 << 20;
 
 /// The largest value any tree holds, enforced on every write. Records are kept well below it by
 /// their own limits (a contact, an event, a journey definition: [`MAX_RECORD_BYTES`]), so this
 /// is a backstop that fails a write with a clear error rather than let sled write a blob.
-pub const MAX_STORED_BYTES: usize = 128 << 10;
+pub const MAX_STORED_BYTES: usize = 96 << 10;
 
 /// The largest record a caller may store: a contact with its journeys, an event, a journey
 /// draft or version, an enrollment, a message. Callers check it and refuse with their own

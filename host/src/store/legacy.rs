@@ -1,4 +1,5 @@
-//! Stores written by earlier versions (layout 1), and their conversion to layout 2.
+//! Stores written by earlier versions (layout 1), and their conversion to the records of layout 2
+//! (which layout 3 keeps).
 //!
 //! Layout 1 kept records without a format byte. Its first builds wrote JSON; later ones wrote
 //! MessagePack maps, and a reader told them apart by the first byte, `{` meaning JSON. For a
@@ -79,7 +80,7 @@ fn after<T: DeserializeOwned>(rest: &[u8]) -> Result<Option<T>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Convert the layout-1 store in `dir` into `into`, a new, empty layout-2 store that nobody
+/// Convert the layout-1 store in `dir` into `into`, a new, empty store of this layout that nobody
 /// else uses yet (so it is written directly, not through write sets).
 pub(super) fn convert(dir: &Path, into: &SledStore) -> Result<Converted, StoreError> {
     let db = super::open::open_db(&sled::Config::new().path(dir).cache_capacity(64 << 20))?;
@@ -439,8 +440,8 @@ mod tests {
     fn a_conversion_a_crash_interrupted_is_started_again() {
         let dir = tempfile::tempdir().unwrap();
         layout_1_store(dir.path());
-        std::fs::create_dir_all(dir.path().join("v2.partial")).unwrap();
-        std::fs::write(dir.path().join("v2.partial/conf"), "half written").unwrap();
+        std::fs::create_dir_all(dir.path().join("v3.partial")).unwrap();
+        std::fs::write(dir.path().join("v3.partial/conf"), "half written").unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.recovery().converted_from_layout, Some(1));
         assert!(store.contact("b").unwrap().is_some());

@@ -26,6 +26,7 @@ mod merge_scores;
 mod messaging;
 mod open;
 mod records;
+mod relayout;
 mod scoring;
 mod sled_access;
 mod sled_audiences;

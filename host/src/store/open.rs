@@ -3,11 +3,11 @@
 //! one record it cannot read: that record is set aside as a dead letter, with its key and
 //! error, the open goes on, and the log and [`Recovery`] say what was set aside.
 //!
-//! The directory holds the database of layout 2 in `v2/`. A directory whose sled files sit at
-//! its top is a layout-1 store (earlier versions): it is converted into `v2.partial/`, which
-//! becomes `v2/` with one rename once complete, and the old files are removed after that. A
-//! crash at any point leaves either the old store (converted again at the next open) or the new
-//! one (and perhaps old files, which the next open removes).
+//! The directory holds the database of layout 3 in `v3/`. A store of an earlier layout — layout
+//! 2's database in `v2/`, or layout 1's sled files at the directory's top — is copied or
+//! converted into `v3.partial/`, which becomes `v3/` with one rename once complete, and the old
+//! files are removed after that. A crash at any point leaves either the old store (converted
+//! again at the next open) or the new one (and perhaps old files, which the next open removes).
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ use super::layout::{LAYOUT, SEGMENT_BYTES, TreeId, inbox_sequence};
 use super::records::WorkItem;
 use super::sled_store::{SledStore, backend};
 use super::write_set::Replayed;
-use super::{StoreError, legacy};
+use super::{StoreError, legacy, relayout};
 use crate::clock::{Clock, SystemClock};
 
 /// What opening the store found and repaired.
@@ -54,12 +54,12 @@ impl Recovery {
     }
 }
 
-/// The database of layout 2 in a store directory.
-fn v2_config(path: &Path) -> sled::Config {
+/// The database of layout 3 in a store directory.
+fn v3_config(path: &Path) -> sled::Config {
     sled::Config::new().path(path)
 }
 
-/// sled's settings for layout 2 (see [`SEGMENT_BYTES`]). sled refuses to open a database with
+/// sled's settings for layout 3 (see [`SEGMENT_BYTES`]). sled refuses to open a database with
 /// other segments than it was made with, which is why a new layout is a new database.
 fn tuned(config: sled::Config) -> sled::Config {
     // sled's page cache defaults to 1 GiB; the store should not be most of the process.
@@ -85,6 +85,13 @@ pub(super) fn open_db(config: &sled::Config) -> Result<sled::Db, StoreError> {
     }
 }
 
+/// Take ids from sled's generator until it gives out `next`: a database that takes over from
+/// another (a restore, a layout copy) must not give out an id the other one did.
+pub(super) fn advance_ids(db: &sled::Db, next: u64) -> Result<(), StoreError> {
+    while db.generate_id().map_err(backend)? < next {}
+    Ok(())
+}
+
 /// sled's files at the top of a layout-1 store directory.
 fn layout_1_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -107,17 +114,27 @@ impl SledStore {
             StoreError::Backend(format!("{what} {}: {e}", path.display()))
         };
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
-        let (current, partial) = (dir.join("v2"), dir.join("v2.partial"));
+        let (current, partial, layout_2) = (dir.join("v3"), dir.join("v3.partial"), dir.join("v2"));
         let mut converted = None;
         if !current.exists() {
             if partial.exists() {
                 tracing::warn!(path = %partial.display(), "discarding a conversion a crash interrupted; converting again");
                 std::fs::remove_dir_all(&partial).map_err(|e| io("removing", &partial, e))?;
             }
-            if dir.join("conf").exists() {
-                tracing::warn!(path = %dir.display(), "this store was written by an earlier version (layout 1); converting it to layout {LAYOUT}");
-                let target = SledStore::over(open_db(&tuned(v2_config(&partial)))?)?;
-                let report = legacy::convert(dir, &target)?;
+            let earlier = if layout_2.exists() {
+                Some(2)
+            } else if dir.join("conf").exists() {
+                Some(1)
+            } else {
+                None
+            };
+            if let Some(layout) = earlier {
+                tracing::warn!(path = %dir.display(), "this store was written by an earlier version (layout {layout}); converting it to layout {LAYOUT}");
+                let target = SledStore::over(open_db(&tuned(v3_config(&partial)))?)?;
+                let report = match layout {
+                    2 => relayout::copy(&layout_2, &target)?,
+                    _ => legacy::convert(dir, &target)?,
+                };
                 target
                     .meta
                     .insert("layout", &LAYOUT.to_be_bytes())
@@ -125,11 +142,16 @@ impl SledStore {
                 target.db.flush().map_err(backend)?;
                 drop(target);
                 std::fs::rename(&partial, &current).map_err(|e| io("renaming", &partial, e))?;
-                converted = Some(report);
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io("syncing", dir, e))?;
+                converted = Some((layout, report));
             }
         }
-        for leftover in layout_1_files(dir) {
-            tracing::info!(path = %leftover.display(), "removing the layout-1 store's files, now converted");
+        let mut leftovers = layout_1_files(dir);
+        leftovers.extend(layout_2.exists().then_some(layout_2));
+        for leftover in leftovers {
+            tracing::info!(path = %leftover.display(), "removing an earlier layout's files, now converted");
             let removed = if leftover.is_dir() {
                 std::fs::remove_dir_all(&leftover)
             } else {
@@ -137,7 +159,7 @@ impl SledStore {
             };
             removed.map_err(|e| io("removing", &leftover, e))?;
         }
-        let db = open_db(&tuned(v2_config(&current)))?;
+        let db = open_db(&tuned(v3_config(&current)))?;
         let mut store = SledStore::over(db)?;
         store.dir = Some(dir.to_owned());
         store.check_layout()?;
@@ -178,12 +200,12 @@ impl SledStore {
     /// inbox items whose ingest stopped half-way (record the event of one queued but not
     /// recorded, drop one a duplicate queued before finding its id taken). Anything that does
     /// not decode is set aside.
-    fn recover(&mut self, converted: Option<legacy::Converted>) -> Result<(), StoreError> {
+    fn recover(&mut self, converted: Option<(u32, legacy::Converted)>) -> Result<(), StoreError> {
         let now = SystemClock.now();
         let mut recovery = Recovery {
-            converted_from_layout: converted.map(|_| 1),
-            records_converted: converted.map_or(0, |c| c.records),
-            records_set_aside: converted.map_or(0, |c| c.set_aside),
+            converted_from_layout: converted.map(|(layout, _)| layout),
+            records_converted: converted.map_or(0, |(_, c)| c.records),
+            records_set_aside: converted.map_or(0, |(_, c)| c.set_aside),
             replayed: self.replay_intents(now)?,
             ..Recovery::default()
         };
@@ -323,7 +345,7 @@ mod tests {
                 writes.apply().unwrap();
             }
             store.flush().unwrap();
-            let blobs: Vec<_> = std::fs::read_dir(dir.path().join("v2/blobs"))
+            let blobs: Vec<_> = std::fs::read_dir(dir.path().join("v3/blobs"))
                 .unwrap()
                 .collect();
             assert!(

@@ -346,7 +346,7 @@ impl Unsettled {
     }
 }
 
-fn intent_key(id: u64, index: u32, count: u32) -> [u8; 16] {
+pub(super) fn intent_key(id: u64, index: u32, count: u32) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&id.to_be_bytes());
     key[8..12].copy_from_slice(&index.to_be_bytes());
@@ -365,7 +365,7 @@ fn parse_intent_key(key: &[u8]) -> Option<(u64, u32, u32)> {
 
 /// [`INTENT_FORMAT`], then each op: tree code (u8), key length (u32 LE), key, value length
 /// (u32 LE, `u32::MAX` for a removal), value.
-fn encode_chunks(ops: &[Op]) -> Vec<Vec<u8>> {
+pub(super) fn encode_chunks(ops: &[Op]) -> Vec<Vec<u8>> {
     let mut chunks = vec![vec![INTENT_FORMAT]];
     for op in ops {
         let chunk = chunks.last_mut().expect("one chunk at least");

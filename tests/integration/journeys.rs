@@ -1204,10 +1204,10 @@ async fn journeys_are_created_with_an_id_of_their_own_and_listed() {
 async fn work_that_cannot_run_is_set_aside_and_everyone_else_carries_on() {
     let partition = wayline::store::partition_of("qian");
     let server = Server::start_on(true, |store| {
-        // Damage the store as it lies on disk (layout 2, in `v2/`), before the server opens it.
+        // Damage the store as it lies on disk (layout 3, in `v3/`), before the server opens it.
         let db = sled::Config::new()
-            .path(store.join("v2"))
-            .segment_size(16 << 20)
+            .path(store.join("v3"))
+            .segment_size(8 << 20)
             .open()
             .unwrap();
         let mut first_in_qians_partition = vec![partition];

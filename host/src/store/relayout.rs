@@ -23,12 +23,15 @@ pub(super) fn copy(from: &Path, into: &SledStore) -> Result<Converted, StoreErro
     let old = open_db(&config)?;
     let layout = old.open_tree(trees::META).map_err(backend)?.get("layout");
     match layout.map_err(backend)? {
+        // A database with no layout yet is one a crash cut off as it was made: empty, or
+        // holding only what came before its layout was durable, which is layout 2's.
+        None => {}
         Some(bytes) if bytes.as_ref() == 2u32.to_be_bytes() => {}
-        other => {
+        Some(other) => {
             return Err(StoreError::Backend(format!(
                 "{} is not a layout-2 database (its layout: {})",
                 from.display(),
-                other.map_or("none".into(), hex::encode)
+                hex::encode(other)
             )));
         }
     }
@@ -159,5 +162,20 @@ mod tests {
         assert_eq!(store.recovery().converted_from_layout, None);
         assert!(!dir.path().join("v2").exists(), "the leftover is removed");
         assert!(store.event("evt-7").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_layout_2_database_a_crash_cut_off_before_its_layout_was_written_is_copied_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("v2"))
+            .segment_size(LAYOUT_2_SEGMENT_BYTES)
+            .open()
+            .unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.recovery().converted_from_layout, Some(2));
+        assert!(store.contact("a").unwrap().is_none());
     }
 }

@@ -1,13 +1,13 @@
 //! A watch on the store's disk log, so that a wedged log stops the server instead of hanging it.
 //!
-//! sled 0.34.7 can lose one of its log buffers under a heavy write load: the buffer is never
-//! written, so the log's durable point never passes it. From then on every flush, and every
-//! read of a page written after that point and since evicted from the cache, waits forever,
-//! without an error; the server stops answering. (Seen in imports of a million new contacts,
-//! several a minute apart in one process: the durable point sat at the end of one segment and
-//! the following segment was never written, while 37 later ones were.) Nothing inside the
-//! process can unstick it, but a restart recovers the store to its last durable point, and
-//! nothing acknowledged as durable is past that point, because acknowledging waited for it.
+//! sled 0.34.7 waits without a timeout for its log's durable point to pass what a flush, or a
+//! read of an evicted page, needs. If a log buffer is never written, that point never moves
+//! again: every flush and many reads wait forever, without an error, and the server stops
+//! answering. The one cause found, a buffer that filled a 16 MiB segment to its last byte (see
+//! `layout::SEGMENT_BYTES`), is gone with layout 3's 8 MiB segments; this watch stays for any
+//! other. Nothing inside the process can unstick a wedged log, but a restart recovers the store
+//! to its last durable point, and nothing acknowledged as durable is past that point, because
+//! acknowledging waited for it.
 //!
 //! So a probe flushes the log every few seconds, and when one flush has not returned within
 //! the limit, the process says why and exits with [`WEDGED_EXIT`], for its supervisor to start

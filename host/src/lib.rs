@@ -5,6 +5,7 @@ pub mod audiences;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod ids;
 pub mod journeys;
 pub mod lifecycle;
 pub mod messaging;

@@ -28,8 +28,9 @@ struct Planned {
     upsert: ContactUpsert,
     email: Option<String>,
     phone: Option<String>,
-    /// The id was made for it (96 random bits): no stored contact has it, and none was
-    /// erased under it, so neither needs a read (an import of new contacts does without).
+    /// The id was made for it (its time and 80 random bits): no stored contact has it, and
+    /// none was erased under it, so neither needs a read (an import of new contacts does
+    /// without).
     fresh: bool,
 }
 

@@ -188,10 +188,9 @@ pub(super) fn identities_in(
     ))
 }
 
+/// A new contact's id: one that sorts by creation (see [`crate::ids`]).
 pub(super) fn new_contact_id() -> String {
-    let mut bytes = [0u8; 12];
-    getrandom::fill(&mut bytes).expect("the OS provides randomness");
-    format!("c_{}", hex::encode(bytes))
+    crate::ids::time_ordered("c_")
 }
 
 impl SledStore {

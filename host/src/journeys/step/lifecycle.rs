@@ -508,8 +508,8 @@ impl Batch<'_> {
     }
 }
 
+/// Ids that sort by creation: a backfill of a large segment appends its enrollments at the end
+/// of the tree instead of into random pages (see [`crate::ids`]).
 fn new_enrollment_id() -> String {
-    let mut bytes = [0u8; 10];
-    getrandom::fill(&mut bytes).expect("the OS provides randomness");
-    format!("en_{}", hex::encode(bytes))
+    crate::ids::time_ordered("en_")
 }

@@ -3,7 +3,7 @@
 //! These are the serde shapes of the API and the store. The runtime converts them to and from the
 //! WIT types at the plugin boundary; nothing here knows about wasm.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -412,6 +412,12 @@ pub struct Audience {
     /// How many times the contact entered or left a segment: names those events.
     #[serde(default)]
     pub moves: u64,
+    /// The tags tag rules gave the contact, which only they take away again (a tag set by hand
+    /// stays when a rule of its name stops holding, and goes when its rule is deleted only if
+    /// the rule gave it). `None` in records from before this was kept: then every tag a rule
+    /// is named for counts as the rule's, as it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ruled: Option<BTreeSet<String>>,
     /// When the contact's audience timer fires (a window slides, a score decays), if set.
     #[serde(
         default,

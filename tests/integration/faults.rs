@@ -290,10 +290,11 @@ impl AudienceStore for Faulty {
         &self,
         kind: AudienceKind,
         name: &str,
+        sweep: Option<&SweepRecord>,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
         self.writable()?;
-        self.store.delete_audience(kind, name, audit)
+        self.store.delete_audience(kind, name, sweep, audit)
     }
     fn segment_members(
         &self,

@@ -773,3 +773,64 @@ async fn a_score_segment_follows_decay_on_the_virtual_clock() {
     server.settle().await;
     assert_eq!(moves(&server, "dan").await.len(), 2);
 }
+
+/// A tag rule takes away only the tags it gave: the same tag set by hand stays when the rule
+/// does not hold, and deleting the rule takes its tags from everyone it gave them to.
+#[tokio::test]
+async fn a_tag_rule_takes_away_only_the_tags_it_gave_and_they_go_with_the_rule() {
+    let server = Server::start(true).await;
+    define(
+        &server,
+        "tag-rules",
+        "south-china-tech",
+        json!({"all": [
+            {"attribute": "region", "op": "eq", "value": "South China"},
+            {"attribute": "industry", "op": "eq", "value": "tech", "type": "text"}
+        ]}),
+    )
+    .await;
+    for (id, region, tags) in [
+        ("ana", "South China", json!([])),
+        ("dee", "North China", json!(["south-china-tech", "vip"])),
+    ] {
+        let (status, body) = server
+            .post(
+                "/v1/contacts",
+                json!({"id": id, "attributes": {"region": region, "industry": "tech"}, "tags": tags}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    server.settle().await;
+    assert_eq!(tags(&server, "ana").await, ["south-china-tech"]);
+    assert_eq!(
+        tags(&server, "dee").await,
+        ["south-china-tech", "vip"],
+        "set by hand, kept though the rule does not hold"
+    );
+
+    // The rule stops holding for Ana, and starts again.
+    for (industry, expected) in [("retail", json!([])), ("tech", json!(["south-china-tech"]))] {
+        let (status, body) = server
+            .post(
+                "/v1/contacts",
+                json!({"id": "ana", "attributes": {"industry": industry}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        server.settle().await;
+        assert_eq!(json!(tags(&server, "ana").await), expected, "{industry}");
+    }
+
+    let (status, _) = server
+        .send(
+            reqwest::Method::DELETE,
+            "/v1/tag-rules/south-china-tech",
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    server.settle().await;
+    assert!(tags(&server, "ana").await.is_empty(), "gone with the rule");
+    assert_eq!(tags(&server, "dee").await, ["south-china-tech", "vip"]);
+}

@@ -1,6 +1,7 @@
 //! Segments and tag rules (DOMAIN.md §1): named conditions over a contact's attributes, tags,
 //! scores, stage, consent and events in sliding windows. A tag rule adds its tag while its
-//! condition holds and removes it when it stops; a segment is the set of contacts its
+//! condition holds and removes it when it stops (only a tag it gave, `model::Audience::ruled`;
+//! deleting the rule takes those away too); a segment is the set of contacts its
 //! condition holds for, and entering or leaving it is an event (`segment_entered`,
 //! `segment_left`) journeys start from.
 //!
@@ -274,7 +275,10 @@ impl Audiences {
             &format!("{}:{name}", kind.as_str()),
             serde_json::json!({"before": before.record.condition}),
         );
-        self.store.delete_audience(kind, name, audit)?;
+        // The tags a deleted rule gave go with it: everyone is looked at again.
+        let sweep = (kind == AudienceKind::Tag).then(|| refresh_sweep(self.clock.now()));
+        self.store
+            .delete_audience(kind, name, sweep.as_ref(), audit)?;
         self.store.flush()?;
         self.replace(|definitions| {
             definitions.remove(&key);

@@ -110,11 +110,13 @@ pub trait AudienceStore {
         sweep: &SweepRecord,
         audit: AuditEntry,
     ) -> Result<(), StoreError>;
-    /// Delete a definition (and a segment's member list), and record who did it.
+    /// Delete a definition (and a segment's member list), start `sweep` if one is given (a
+    /// look at everyone without it), and record who did it.
     fn delete_audience(
         &self,
         kind: AudienceKind,
         name: &str,
+        sweep: Option<&SweepRecord>,
         audit: AuditEntry,
     ) -> Result<(), StoreError>;
     /// A page of at most `limit` members of a segment after the id `after`.

@@ -103,11 +103,16 @@ impl AudienceStore for SledStore {
         &self,
         kind: AudienceKind,
         name: &str,
+        sweep: Option<&SweepRecord>,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
         let _operations = lock(&self.locks.operations);
+        let _sweeps = lock(&self.locks.sweeps);
         let mut writes = WriteSet::new(self);
         writes.remove(TreeId::Audiences, definition_key(kind, name));
+        if let Some(sweep) = sweep {
+            writes.put(TreeId::Sweeps, sweep.id.as_bytes().to_vec(), encode(sweep));
+        }
         self.audit_write(&mut writes, audit)?;
         writes.apply()?;
         if kind == AudienceKind::Segment {

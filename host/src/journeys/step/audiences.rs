@@ -139,7 +139,18 @@ impl Batch<'_> {
         let scoring = self.journeys.scoring.clone();
         let half_life = move |model: &str| scoring.half_life(model).flatten();
 
-        // Tag rules, each against the contact as the rules before it left it.
+        // Tag rules, each against the contact as the rules before it left it. A rule takes
+        // away only a tag it gave, and the tags a deleted rule gave go with it.
+        // A contact never looked at has no tag from a rule; one looked at before rules kept
+        // what they gave had every tag a rule is named for from it.
+        let mut ruled = match (audience.ruled.take(), &contact.audience) {
+            (Some(ruled), _) => ruled,
+            (None, None) => Default::default(),
+            (None, Some(_)) => (rules.tags.iter())
+                .map(|rule| rule.record.name.clone())
+                .filter(|tag| contact.tags.contains(tag))
+                .collect(),
+        };
         let mut tags = Vec::new();
         let mut judged: Contact = (*contact).clone();
         for rule in &rules.tags {
@@ -151,14 +162,37 @@ impl Batch<'_> {
             };
             let holds = rule.checked.condition.holds(&facts);
             let tag = &rule.record.name;
-            let effect = match (holds, judged.tags.contains(tag)) {
-                (true, false) => Effect::AddTag { tag: tag.clone() },
-                (false, true) => Effect::RemoveTag { tag: tag.clone() },
+            let effect = match (holds, judged.tags.contains(tag), ruled.contains(tag)) {
+                (true, false, _) => Effect::AddTag { tag: tag.clone() },
+                (false, true, true) => Effect::RemoveTag { tag: tag.clone() },
+                // Taken away by hand: the rule gives it again when it next starts to hold.
+                (false, false, true) => {
+                    ruled.remove(tag);
+                    continue;
+                }
                 _ => continue,
             };
+            if holds {
+                ruled.insert(tag.clone());
+            } else {
+                ruled.remove(tag);
+            }
             judged.apply(&effect, now);
             tags.push(effect);
         }
+        let orphaned: Vec<String> = (ruled.iter())
+            .filter(|tag| !rules.tags.iter().any(|rule| rule.record.name == **tag))
+            .cloned()
+            .collect();
+        for tag in orphaned {
+            ruled.remove(&tag);
+            if judged.tags.contains(&tag) {
+                let effect = Effect::RemoveTag { tag };
+                judged.apply(&effect, now);
+                tags.push(effect);
+            }
+        }
+        audience.ruled = Some(ruled);
 
         // Segments, and the next moment time alone could change an answer.
         let facts = Facts {

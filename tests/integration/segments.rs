@@ -775,7 +775,8 @@ async fn a_score_segment_follows_decay_on_the_virtual_clock() {
 }
 
 /// A tag rule takes away only the tags it gave: the same tag set by hand stays when the rule
-/// does not hold, and deleting the rule takes its tags from everyone it gave them to.
+/// does not hold, a contact merged into another brings the rule's tags as the rule's, and
+/// deleting the rule takes its tags from everyone it gave them to.
 #[tokio::test]
 async fn a_tag_rule_takes_away_only_the_tags_it_gave_and_they_go_with_the_rule() {
     let server = Server::start(true).await;
@@ -821,6 +822,31 @@ async fn a_tag_rule_takes_away_only_the_tags_it_gave_and_they_go_with_the_rule()
         server.settle().await;
         assert_eq!(json!(tags(&server, "ana").await), expected, "{industry}");
     }
+
+    // Fay, tagged by the rule, turns out to be Gus, for whom it does not hold (his region
+    // wins): her tags join his, and the one the rule gave goes.
+    for (id, region) in [("fay", "South China"), ("gus", "North China")] {
+        let (status, body) = server
+            .post(
+                "/v1/contacts",
+                json!({"id": id, "attributes": {"region": region, "industry": "tech"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    server.settle().await;
+    assert_eq!(tags(&server, "fay").await, ["south-china-tech"]);
+    server
+        .state
+        .store
+        .enqueue(&wayline::store::WorkItem::Merge {
+            contact_id: "fay".into(),
+            into: "gus".into(),
+        })
+        .unwrap();
+    server.state.scheduler.notify_all();
+    server.settle().await;
+    assert!(tags(&server, "gus").await.is_empty(), "the rule's tag went");
 
     let (status, _) = server
         .send(

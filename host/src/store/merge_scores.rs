@@ -101,7 +101,7 @@ pub(super) fn merge_activity(
 }
 
 /// The audience state of a contact merged away: its member keys and timer go; its window
-/// times join the kept contact's, whose timer is set to now so that its worker looks at once
+/// times and the tags rules gave it join the kept contact's, whose timer is set to now so that its worker looks at once
 /// at what the two together make (segments entered, tags).
 pub(super) fn merge_audience(
     writes: &mut WriteSet<'_>,
@@ -127,6 +127,12 @@ pub(super) fn merge_audience(
         );
     }
     let held = kept.get_or_insert_with(Default::default);
+    // The merged-away contact's tags join the kept one's; those a rule gave stay the rule's.
+    if let Some(theirs) = gone.ruled {
+        held.ruled
+            .get_or_insert_with(Default::default)
+            .extend(theirs);
+    }
     for (counter, times) in gone.windows {
         let mine = held.windows.entry(counter).or_default();
         mine.extend(times);

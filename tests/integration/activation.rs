@@ -125,6 +125,8 @@ async fn a_new_version_is_activated_and_rolled_back_while_events_flow() {
     // The flow: batches of new contacts, all the while.
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
+    // How many the flow has sent, told after each batch.
+    let (progress, mut sent_so_far) = tokio::sync::watch::channel(0usize);
     let flow = {
         let (server, stop, sent) = (server.clone(), stop.clone(), sent.clone());
         tokio::spawn(async move {
@@ -132,7 +134,8 @@ async fn a_new_version_is_activated_and_rolled_back_while_events_flow() {
                 let first = sent.load(Ordering::Relaxed);
                 let batch: Vec<String> = (first..first + 10).map(|n| format!("flow-{n}")).collect();
                 ping(&server, &batch).await;
-                sent.fetch_add(batch.len(), Ordering::Relaxed);
+                let total = sent.fetch_add(batch.len(), Ordering::Relaxed) + batch.len();
+                progress.send_replace(total);
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
         })
@@ -180,7 +183,13 @@ async fn a_new_version_is_activated_and_rolled_back_while_events_flow() {
     assert!(all(&stamps(&server, &waiting, "first").await, "2.0.0"));
 
     // Every flow contact sent after the move answered ran the new version (waited for before
-    // the rollback, so none of them can have run after it).
+    // the rollback, so none of them can have run after it). On a busy machine the flow may
+    // not have sent a whole batch since the move yet: wait for one.
+    let flowed = sent_so_far.wait_for(|total| *total >= after_move + 10);
+    tokio::time::timeout(Duration::from_secs(60), flowed)
+        .await
+        .expect("the flow sends a batch within a minute")
+        .expect("the flow runs until stopped");
     let between: Vec<String> = (after_move..sent.load(Ordering::Relaxed))
         .map(|n| format!("flow-{n}"))
         .collect();

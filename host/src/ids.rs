@@ -9,10 +9,14 @@
 /// virtual clock: only the order matters), then 80 random bits, in hex. Two ids made in the same
 /// millisecond stay apart with odds of about one in 10^24, and nobody can guess one from another.
 pub fn time_ordered(prefix: &str) -> String {
-    let mut bytes = [0u8; 16];
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64);
+    made_at(prefix, millis)
+}
+
+fn made_at(prefix: &str, millis: u64) -> String {
+    let mut bytes = [0u8; 16];
     bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
     getrandom::fill(&mut bytes[6..]).expect("the OS provides randomness");
     format!("{prefix}{}", hex::encode(bytes))
@@ -24,13 +28,15 @@ mod tests {
 
     #[test]
     fn ids_made_later_sort_later_and_never_repeat() {
-        let first = time_ordered("c_");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let later: Vec<String> = (0..1_000).map(|_| time_ordered("c_")).collect();
+        let now = 1_796_000_000_000;
+        let first = made_at("c_", now);
+        let same_ms: Vec<String> = (0..1_000).map(|_| made_at("c_", now)).collect();
+        let distinct: std::collections::HashSet<&String> = same_ms.iter().collect();
+        assert_eq!(distinct.len(), same_ms.len());
+        let later: Vec<String> = (0..1_000).map(|_| made_at("c_", now + 1)).collect();
         assert!(later.iter().all(|id| *id > first), "{first} {later:?}");
-        let distinct: std::collections::HashSet<&String> = later.iter().collect();
-        assert_eq!(distinct.len(), later.len());
+        assert!(same_ms.iter().all(|id| later.iter().all(|l| l > id)));
         assert_eq!(first.len(), 2 + 32);
-        assert!(first.starts_with("c_"));
+        assert!(time_ordered("en_").starts_with("en_"));
     }
 }

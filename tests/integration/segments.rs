@@ -104,22 +104,21 @@ async fn define(server: &Server, kind: &str, name: &str, condition: Json) {
     assert!(status == 201 || status == 200, "{name}: {status} {body}");
 }
 
+/// The DOMAIN's rule "region = South China and industry = tech".
+fn south_china_tech() -> Json {
+    json!({"all": [
+        {"attribute": "region", "op": "eq", "value": "South China"},
+        {"attribute": "industry", "op": "eq", "value": "tech", "type": "text"}
+    ]})
+}
+
 /// The DOMAIN's tag rules and segments over every kind of clause the brute force knows.
 async fn define_all(server: &Server) {
     define(server, "tag-rules", "high-intent", json!({"all": [
         {"event": "email_opened", "where": [{"property": "category", "op": "eq", "value": "marketing"}], "within": "7d"},
         {"event": "link_clicked", "where": [{"property": "link_type", "op": "eq", "value": "product"}], "within": "7d"}
     ]})).await;
-    define(
-        server,
-        "tag-rules",
-        "south-china-tech",
-        json!({"all": [
-            {"attribute": "region", "op": "eq", "value": "South China"},
-            {"attribute": "industry", "op": "eq", "value": "tech", "type": "text"}
-        ]}),
-    )
-    .await;
+    define(server, "tag-rules", "south-china-tech", south_china_tech()).await;
     define(server, "segments", "product-viewers", json!(
         {"event": "page_viewed", "where": [{"property": "page", "op": "eq", "value": "product"}], "within": "7d", "at_least": 3}
     )).await;
@@ -780,16 +779,7 @@ async fn a_score_segment_follows_decay_on_the_virtual_clock() {
 #[tokio::test]
 async fn a_tag_rule_takes_away_only_the_tags_it_gave_and_they_go_with_the_rule() {
     let server = Server::start(true).await;
-    define(
-        &server,
-        "tag-rules",
-        "south-china-tech",
-        json!({"all": [
-            {"attribute": "region", "op": "eq", "value": "South China"},
-            {"attribute": "industry", "op": "eq", "value": "tech", "type": "text"}
-        ]}),
-    )
-    .await;
+    define(&server, "tag-rules", "south-china-tech", south_china_tech()).await;
     for (id, region, tags) in [
         ("ana", "South China", json!([])),
         ("dee", "North China", json!(["south-china-tech", "vip"])),

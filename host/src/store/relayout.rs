@@ -122,7 +122,11 @@ mod tests {
         assert_eq!(recovery.converted_from_layout, Some(2), "{recovery:?}");
         assert_eq!(recovery.replayed.intents_replayed, 1, "{recovery:?}");
         assert!(store.contact("a").unwrap().is_some());
-        let identity = (store.db.open_tree(trees::IDENTITIES).unwrap()).get("email:a@example.com");
+        let identity = store
+            .db
+            .open_tree(trees::IDENTITIES)
+            .unwrap()
+            .get("email:a@example.com");
         assert_eq!(identity.unwrap().as_deref(), Some(&b"a"[..]));
         for n in [0, 150, 299] {
             assert_eq!(store.event(&format!("evt-{n}")).unwrap(), Some(event(n)));

@@ -163,8 +163,14 @@ impl Batch<'_> {
             let holds = rule.checked.condition.holds(&facts);
             let tag = &rule.record.name;
             let effect = match (holds, judged.tags.contains(tag), ruled.contains(tag)) {
-                (true, false, _) => Effect::AddTag { tag: tag.clone() },
-                (false, true, true) => Effect::RemoveTag { tag: tag.clone() },
+                (true, false, _) => {
+                    ruled.insert(tag.clone());
+                    Effect::AddTag { tag: tag.clone() }
+                }
+                (false, true, true) => {
+                    ruled.remove(tag);
+                    Effect::RemoveTag { tag: tag.clone() }
+                }
                 // Taken away by hand: the rule gives it again when it next starts to hold.
                 (false, false, true) => {
                     ruled.remove(tag);
@@ -172,11 +178,6 @@ impl Batch<'_> {
                 }
                 _ => continue,
             };
-            if holds {
-                ruled.insert(tag.clone());
-            } else {
-                ruled.remove(tag);
-            }
             judged.apply(&effect, now);
             tags.push(effect);
         }

@@ -179,10 +179,10 @@ pub(super) fn write(store: &SledStore, mut commit: Commit) -> Result<Vec<u8>, St
     for message in &commit.messages {
         add_message(store, &mut writes, message)?;
     }
-    let mut queued = Vec::new();
     for event in &commit.events {
-        queued.extend(queue_event(&mut writes, event)?);
+        record_event(&mut writes, event)?;
     }
+    let mut queued = Vec::new();
     for item in &commit.forwards {
         let partition = partition_of(item.contact_id());
         writes.queue(partition, encode(item))?;
@@ -533,4 +533,17 @@ pub(super) fn queue_event(
         event_value(event, Some(inbox_sequence(&key))),
     );
     Ok(Some(partition))
+}
+
+/// Record an event a batch emitted and ran already, unless its id is recorded already. It
+/// names no inbox item: it never waited in one.
+fn record_event(writes: &mut WriteSet<'_>, event: &Event) -> Result<(), StoreError> {
+    if writes.get(TreeId::Events, event.id.as_bytes())?.is_none() {
+        writes.put(
+            TreeId::Events,
+            event.id.as_bytes(),
+            event_value(event, None),
+        );
+    }
+    Ok(())
 }

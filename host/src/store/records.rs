@@ -673,7 +673,7 @@ pub struct Commit {
     /// `(due_at, enrollment_id)`.
     pub timers_cleared: Vec<(Millis, String)>,
     pub messages: Vec<OutboxMessage>,
-    /// Events the step emitted: recorded and queued like ingested ones.
+    /// Events the batch emitted and ran: recorded like ingested ones, not queued.
     pub events: Vec<Event>,
     pub counters: BTreeMap<CounterKey, i64>,
     pub kv: Vec<KvWrite>,

@@ -14,6 +14,7 @@ use crate::store::{
 pub(in crate::journeys) struct Changes {
     commit: Commit,
     effects: HashMap<String, Vec<Effect>>,
+    emitted: Vec<Event>,
 }
 
 impl Changes {
@@ -24,6 +25,7 @@ impl Changes {
                 ..Commit::default()
             },
             effects: HashMap::new(),
+            emitted: Vec::new(),
         }
     }
 
@@ -56,7 +58,20 @@ impl Changes {
         self.commit.messages.push(message);
     }
 
+    /// Emit an event; it runs before the batch commits (see [`Batch::into_commit`]).
+    ///
+    /// [`Batch::into_commit`]: super::Batch::into_commit
     pub(super) fn emit(&mut self, event: Event) {
+        self.emitted.push(event);
+    }
+
+    /// The events emitted and not run yet.
+    pub(super) fn take_emitted(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.emitted)
+    }
+
+    /// Record an emitted event that ran, with the batch.
+    pub(super) fn record(&mut self, event: Event) {
         self.commit.events.push(event);
     }
 

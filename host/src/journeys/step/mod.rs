@@ -25,7 +25,7 @@ pub use nodes::split_path;
 pub use trace::TraceStep;
 
 use super::Journeys;
-use crate::model::Millis;
+use crate::model::{Event, Millis};
 use crate::plugin_kv::StepKv;
 use crate::runtime::Runtime;
 use crate::store::{Commit, Erasure, State, StoreError, WorkItem, WorkKey};
@@ -144,8 +144,23 @@ impl<'a> Batch<'a> {
 
     /// Everything the batch did, ready to write, once the contacts it touched have been
     /// looked at again for their segments and tags.
+    ///
+    /// Events the batch's work emitted (a segment entered, a threshold crossed, a stage
+    /// moved, an action's event) run here, in the same commit, rather than through the inbox:
+    /// each is recorded and listed like an ingested one, and what it starts is written with
+    /// the work that caused it.
     pub(super) fn into_commit(mut self) -> Result<(Commit, Option<Vec<TraceStep>>), StoreError> {
         self.settle_audiences()?;
+        loop {
+            let emitted = self.changes.take_emitted();
+            if emitted.is_empty() {
+                break;
+            }
+            for event in emitted {
+                self.on_emitted(event)?;
+            }
+            self.settle_audiences()?;
+        }
         let (enrollments, journeys) = self.reads.into_changed();
         let commit = self
             .changes
@@ -200,6 +215,19 @@ impl<'a> Batch<'a> {
             self.offer(&journey, contact_id, &event)?;
         }
         Ok(())
+    }
+
+    /// An event the batch emitted, run as if it had come through the inbox next. One the
+    /// store holds already (a step run again) has run before.
+    fn on_emitted(&mut self, event: Event) -> Result<(), StoreError> {
+        if self.reads.event(&event.id)?.is_some() {
+            return Ok(());
+        }
+        self.changes.record(event.clone());
+        let (contact_id, event_id) = (event.contact_id.clone(), event.id.clone());
+        self.touch(&contact_id, event.depth);
+        self.reads.remember(Arc::new(event));
+        self.on_event(&contact_id, &event_id)
     }
 
     /// Enroll the contact now (API call, or a backfill), at the journey's first entry node. A

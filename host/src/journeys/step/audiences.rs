@@ -218,10 +218,17 @@ impl Batch<'_> {
                 _ => {}
             }
         }
-        audience.timer_at = (rules.tags.iter().chain(&rules.segments))
+        let due = (rules.tags.iter().chain(&rules.segments))
             .filter_map(|d| d.checked.condition.next_change(&facts))
             .filter(|at| *at > now)
             .min();
+        // A timer set already and due no later than needed stays: early, it only looks again
+        // and sets the next, and not moving it saves two writes on most events (a new event
+        // puts the end of its windows later).
+        audience.timer_at = match before.timer_at {
+            Some(set) if set > now && due.is_some_and(|due| set <= due) => Some(set),
+            _ => due,
+        };
         audience.segments = segments;
 
         let moves = (entered.iter().map(|s| (s, ENTERED_EVENT)))

@@ -15,6 +15,7 @@ pub mod registry;
 pub mod runtime;
 pub mod scheduler;
 pub mod scoring;
+pub mod standing;
 pub mod store;
 pub mod transfer;
 pub mod uploads;

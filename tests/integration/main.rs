@@ -30,6 +30,7 @@ mod roles;
 mod scoring;
 mod segment;
 mod segments;
+mod standing;
 mod transfer;
 mod uploads;
 mod versions;

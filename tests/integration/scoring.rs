@@ -18,14 +18,14 @@ use crate::support;
 
 const DAY: i64 = 86_400_000;
 
-fn example(path: &str) -> Json {
+pub(crate) fn example(path: &str) -> Json {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(path);
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-async fn put_model(server: &Server, name: &str, model: Json) -> Json {
+pub(crate) async fn put_model(server: &Server, name: &str, model: Json) -> Json {
     let (status, body) = server
         .put(&format!("/v1/scoring/models/{name}"), model)
         .await;
@@ -33,7 +33,7 @@ async fn put_model(server: &Server, name: &str, model: Json) -> Json {
     body
 }
 
-async fn contact(server: &Server, id: &str, attributes: Json) {
+pub(crate) async fn contact(server: &Server, id: &str, attributes: Json) {
     let (status, body) = server
         .post("/v1/contacts", json!({"id": id, "attributes": attributes}))
         .await;
@@ -52,7 +52,11 @@ async fn event(server: &Server, id: &str, contact_id: &str, name: &str, properti
 }
 
 /// White papers numbered `numbers` downloaded by the contact: 20 points each in `lead`.
-async fn white_papers(server: &Server, contact_id: &str, numbers: std::ops::Range<usize>) {
+pub(crate) async fn white_papers(
+    server: &Server,
+    contact_id: &str,
+    numbers: std::ops::Range<usize>,
+) {
     for n in numbers {
         let id = format!("{contact_id}-wp{n}");
         event(server, &id, contact_id, "whitepaper_downloaded", json!({})).await;

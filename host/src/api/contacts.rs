@@ -12,10 +12,11 @@ use super::{
     Access, ApiError, ApiJson, ApiJsonOrList, ApiPath, ApiQuery, AppState, Route, blocking,
 };
 use crate::auth::{Permission, Principal};
-use crate::model::{Attributes, Contact, Event, Millis, check_name};
+use crate::model::{Attributes, Event, Millis, check_name};
+use crate::standing::Standing;
 use crate::store::{
-    ContactPage, ContactQuery, ContactUpsert, EventPage, MAX_RECORD_BYTES, OutboxMessage, Recorded,
-    StateName, partition_of,
+    ContactQuery, ContactUpsert, EventPage, MAX_RECORD_BYTES, OutboxMessage, Recorded, StateName,
+    partition_of,
 };
 
 pub fn routes() -> Vec<Route> {
@@ -76,7 +77,7 @@ pub fn routes() -> Vec<Route> {
 async fn upsert_contact(
     State(state): State<AppState>,
     ApiJson(upsert): ApiJson<ContactUpsert>,
-) -> Result<(StatusCode, Json<Contact>), ApiError> {
+) -> Result<(StatusCode, Json<Standing>), ApiError> {
     let now = state.clock.now();
     let store = state.store.clone();
     let upserted = blocking(move || {
@@ -90,18 +91,18 @@ async fn upsert_contact(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(upserted.contact)))
+    let (scoring, audiences) = (&state.journeys.scoring, &state.journeys.audiences);
+    let standing = Standing::of(upserted.contact, now, scoring, audiences);
+    Ok((status, Json(standing)))
 }
 
 /// A contact with the journeys they are in and have been in.
 #[derive(Serialize)]
 struct ContactView {
     #[serde(flatten)]
-    contact: Contact,
+    contact: Standing,
     /// Whether it is in the global control group, which no marketing message reaches.
     control_group: bool,
-    /// The segments it is in now.
-    segments: Vec<String>,
     /// Newest first within each journey.
     enrollments: Vec<EnrollmentSummary>,
 }
@@ -140,17 +141,7 @@ async fn get_contact(
                 None => None,
             },
         };
-        let (mut contact, journeys) = found.ok_or_else(|| no_contact(&id))?;
-        // Scores as they stand now, decay included.
-        for (model, score) in contact.scores.iter_mut() {
-            // A deleted model's points stay as they were last moved.
-            let Some(half_life) = scoring.half_life(model) else {
-                continue;
-            };
-            let points = crate::scoring::points::value(score, now, half_life);
-            score.points = (points * 100.0).round() / 100.0;
-            score.at = now;
-        }
+        let (contact, journeys) = found.ok_or_else(|| no_contact(&id))?;
         let mut enrollments = Vec::new();
         for record in journeys {
             for enrollment_id in record.recent.iter().rev() {
@@ -170,20 +161,9 @@ async fn get_contact(
             }
         }
         let held_out = store.workspace()?.control_group_percent;
-        // A membership of a segment since deleted, or made anew, is not one.
-        let segments = (contact.audience.iter())
-            .flat_map(|audience| &audience.segments)
-            .filter(|(name, generation)| {
-                audiences
-                    .get(crate::store::AudienceKind::Segment, name)
-                    .is_some_and(|record| record.generation == **generation)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
         Ok(ContactView {
             control_group: crate::messaging::control::holds_out(&contact.id, held_out),
-            segments,
-            contact,
+            contact: Standing::of(contact, now, &scoring, &audiences),
             enrollments,
         })
     })
@@ -294,7 +274,7 @@ async fn search(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
     ApiQuery(search): ApiQuery<Search>,
-) -> Result<Json<ContactPage>, ApiError> {
+) -> Result<Json<StandingPage>, ApiError> {
     // Whoever reads addresses masked may not find a contact by one: that would unmask it.
     let by_identity = search.email.is_some()
         || search.phone.is_some()
@@ -329,9 +309,27 @@ async fn search(
         limit: search.limit.unwrap_or(100).clamp(1, 1000),
     };
     let store = state.store.clone();
-    Ok(Json(
-        blocking(move || Ok(store.search_contacts(&query)?)).await?,
-    ))
+    let page = blocking(move || Ok(store.search_contacts(&query)?)).await?;
+    let now = state.clock.now();
+    let (scoring, audiences) = (&state.journeys.scoring, &state.journeys.audiences);
+    Ok(Json(StandingPage {
+        contacts: (page.contacts.into_iter())
+            .map(|contact| Standing::of(contact, now, scoring, audiences))
+            .collect(),
+        next: page.next,
+        scanned: page.scanned,
+    }))
+}
+
+/// A page of contacts found, each as it stands now.
+#[derive(Serialize)]
+struct StandingPage {
+    contacts: Vec<Standing>,
+    /// Pass as `after` to go on; absent when every contact has been looked at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    /// Contacts looked at for this page.
+    scanned: usize,
 }
 
 /// What `GET /v1/contacts/{id}/events` may be asked.

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::bounded::{media_type, read_bounded};
 use super::{Access, ApiError, ApiQuery, AppState, Route, blocking};
 use crate::auth::{Permission, Principal};
+use crate::standing::Standing;
 use crate::store::AuditEntry;
 use crate::transfer::{ExportFormat, Format, ImportError, ImportReport};
 
@@ -154,8 +155,14 @@ async fn export(
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let store = state.store.clone();
+    let (scoring, audiences) = (
+        state.journeys.scoring.clone(),
+        state.journeys.audiences.clone(),
+    );
+    let now = state.clock.now();
     tokio::task::spawn_blocking(move || {
-        let written = crate::transfer::export(store.as_ref(), format, |chunk| {
+        let standing = |contact| Standing::of(contact, now, &scoring, &audiences);
+        let written = crate::transfer::export(store.as_ref(), format, standing, |chunk| {
             sender.blocking_send(Ok(Bytes::from(chunk))).is_ok()
         });
         if let Err(error) = written {

@@ -127,6 +127,21 @@ impl Messaging {
         })
     }
 
+    /// `contact` as a template sees it at `now`: its scores decayed, with 0 in each model it
+    /// has no points in, and its segments.
+    fn standing(&self, contact: &crate::model::Contact, now: Millis) -> crate::standing::Standing {
+        let journeys = self.scheduler.journeys();
+        let (scoring, audiences) = (&journeys.scoring, &journeys.audiences);
+        let mut standing = crate::standing::Standing::of(contact.clone(), now, scoring, audiences);
+        for model in scoring.names() {
+            (standing.contact.scores.entry(model)).or_insert(crate::model::ModelScore {
+                at: now,
+                ..Default::default()
+            });
+        }
+        standing
+    }
+
     /// The links messages carry, to check the tokens that come back.
     /// Where the delivery worker's time has gone since it started.
     pub fn delivery_costs(&self) -> costs::CostSnapshot {
@@ -381,7 +396,8 @@ impl Messaging {
         if !template.transactional {
             extra.push(("unsubscribe_url", self.links.unsubscribe_url(&message.id)));
         }
-        let context = templates::context(&contact, &message, &extra);
+        let context =
+            templates::context(&self.standing(&contact, self.clock.now()), &message, &extra);
         templates::render(&template, &context)
             .map_err(|e| MessagingError::Invalid("render_failed", e))
     }

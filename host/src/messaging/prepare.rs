@@ -211,7 +211,7 @@ impl Messaging {
             (!template.transactional).then(|| self.links.unsubscribe_url(&message.id));
         let mut extra = vec![("channel", message.channel.clone())];
         extra.extend(unsubscribe.clone().map(|url| ("unsubscribe_url", url)));
-        let context = templates::context(&contact, &message, &extra);
+        let context = templates::context(&self.standing(&contact, now), &message, &extra);
         // A message its template cannot make is failed, with the version named.
         let unmade = |reason: String| {
             let reason = format!(

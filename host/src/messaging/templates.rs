@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Deserialize;
 
-use crate::model::{Attributes, Contact};
+use crate::model::Attributes;
+use crate::standing::Standing;
 use crate::store::{OutboxMessage, TemplateVersion};
 
 /// Largest part (subject, html, text) a template may have, as written.
@@ -53,11 +54,13 @@ pub struct Rendered {
 
 /// The variables every render has, whatever the contact: a template may print these without a
 /// fallback.
-const ALWAYS_THERE: [&str; 10] = [
+const ALWAYS_THERE: [&str; 12] = [
     "contact",
     "contact.id",
     "contact.tags",
     "contact.score",
+    "contact.scores",
+    "contact.segments",
     "contact.lifecycle_stage",
     "contact.timezone",
     "message",
@@ -136,7 +139,8 @@ pub fn check(draft: &TemplateDraft) -> Result<(), Vec<TemplateProblem>> {
 /// `message`. (What an event carried reaches a template through the send's variables, e.g.
 /// update-contact's `"variables": {"plan": "{{event.plan}}"}`.) An empty text counts as
 /// missing, so a fallback applies to it.
-pub fn context(contact: &Contact, message: &OutboxMessage, extra: &[(&str, String)]) -> Value {
+pub fn context(standing: &Standing, message: &OutboxMessage, extra: &[(&str, String)]) -> Value {
+    let contact = &standing.contact;
     let mut top = serde_json::Map::new();
     let put_all = |map: &mut serde_json::Map<String, serde_json::Value>, attrs: &Attributes| {
         for (name, value) in attrs {
@@ -155,6 +159,9 @@ pub fn context(contact: &Contact, message: &OutboxMessage, extra: &[(&str, Strin
     person.insert("id".into(), contact.id.clone().into());
     person.insert("tags".into(), contact.tags.clone().into());
     person.insert("score".into(), contact.score.into());
+    let points = serde_json::to_value(standing.points()).expect("scores serialize");
+    person.insert("scores".into(), points);
+    person.insert("segments".into(), standing.segments.clone().into());
     person.insert(
         "lifecycle_stage".into(),
         contact.lifecycle_stage.clone().into(),
@@ -202,7 +209,9 @@ pub fn unguarded(template: &TemplateVersion) -> Vec<String> {
         };
         let used: BTreeSet<String> = compiled.undeclared_variables(true).into_iter().collect();
         for variable in &used {
-            if ALWAYS_THERE.contains(&variable.as_str()) {
+            // Every contact has a score in each model defined (0 without points).
+            if ALWAYS_THERE.contains(&variable.as_str()) || variable.starts_with("contact.scores.")
+            {
                 continue;
             }
             let others = used
@@ -222,7 +231,8 @@ pub fn unguarded(template: &TemplateVersion) -> Vec<String> {
 /// A context in which each dotted path is a text.
 fn placeholders<'a>(paths: impl Iterator<Item = &'a String>) -> Value {
     let mut root = serde_json::json!({"contact": {"id": "c", "tags": [], "score": 0.0,
-        "lifecycle_stage": "lead", "timezone": "UTC"}, "message": {"id": "m"}});
+        "scores": {}, "segments": [], "lifecycle_stage": "lead", "timezone": "UTC"},
+        "message": {"id": "m"}});
     for path in paths {
         let mut at = &mut root;
         let segments: Vec<&str> = path.split('.').collect();
@@ -295,6 +305,15 @@ fn describe(error: &minijinja::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Contact;
+
+    fn standing(contact: &Contact) -> Standing {
+        Standing {
+            contact: contact.clone(),
+            segments: Vec::new(),
+            rule_tags: Vec::new(),
+        }
+    }
 
     fn template(text: &str) -> TemplateVersion {
         TemplateVersion {
@@ -339,14 +358,14 @@ mod tests {
     fn fallbacks_fill_what_a_contact_lacks_and_a_missing_variable_fails_by_name() {
         let mut contact = Contact::new("c1".into(), 0);
         let t = template("Welcome, {{ name }}! Your plan: {{ plan | default(\"free\") }}");
-        let ctx = context(&contact, &message(Attributes::new()), &[]);
+        let ctx = context(&standing(&contact), &message(Attributes::new()), &[]);
         let error = render(&t, &ctx).unwrap_err();
         assert!(error.starts_with("text: "), "{error}");
         assert!(error.contains("missing"), "{error}");
         contact
             .attributes
             .insert("name".into(), crate::model::Value::Text("Li".into()));
-        let ctx = context(&contact, &message(Attributes::new()), &[]);
+        let ctx = context(&standing(&contact), &message(Attributes::new()), &[]);
         let rendered = render(&t, &ctx).unwrap();
         assert_eq!(
             rendered.text.as_deref(),
@@ -364,11 +383,11 @@ mod tests {
             crate::model::Value::Text(String::new()),
         );
         let t = template("{{ first_name | default(\"customer\") }} / {{ contact.id }}");
-        let ctx = context(&contact, &message(Attributes::new()), &[]);
+        let ctx = context(&standing(&contact), &message(Attributes::new()), &[]);
         assert_eq!(render(&t, &ctx).unwrap().text.unwrap(), "customer / c1");
         let mut variables = Attributes::new();
         variables.insert("first_name".into(), crate::model::Value::Text("Wei".into()));
-        let ctx = context(&contact, &message(variables), &[]);
+        let ctx = context(&standing(&contact), &message(variables), &[]);
         assert_eq!(render(&t, &ctx).unwrap().text.unwrap(), "Wei / c1");
         assert!(unguarded(&t).is_empty());
     }
@@ -383,7 +402,7 @@ mod tests {
             "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
         );
         t.html = Some("<p>{{ name }}</p>".into());
-        let ctx = context(&contact, &message(Attributes::new()), &[]);
+        let ctx = context(&standing(&contact), &message(Attributes::new()), &[]);
         let error = render(&t, &ctx).unwrap_err();
         assert!(error.contains("too long"), "{error}");
         t.text = None;

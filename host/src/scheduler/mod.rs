@@ -86,6 +86,11 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// The journeys it runs work for.
+    pub fn journeys(&self) -> &Arc<Journeys> {
+        &self.journeys
+    }
+
     /// Start `workers` worker threads (at least one) and the timer thread.
     pub fn start(journeys: Arc<Journeys>, workers: usize) -> Arc<Scheduler> {
         let workers = workers.clamp(1, PARTITIONS as usize);

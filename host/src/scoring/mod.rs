@@ -131,6 +131,22 @@ impl Scoring {
             .collect()
     }
 
+    /// The names of every model defined, runnable or not.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = (self.models.read().expect("scoring lock").keys())
+            .cloned()
+            .collect();
+        names.extend(
+            self.unavailable
+                .read()
+                .expect("scoring lock")
+                .keys()
+                .cloned(),
+        );
+        names.sort_unstable();
+        names
+    }
+
     /// The runnable model `name`.
     pub fn model(&self, name: &str) -> Option<Arc<Model>> {
         self.models.read().expect("scoring lock").get(name).cloned()

@@ -103,6 +103,8 @@ pub(super) fn merge_activity(
 /// The audience state of a contact merged away: its member keys and timer go; its window
 /// times and the tags rules gave it join the kept contact's, whose timer is set to now so that
 /// its worker looks at once at what the two together make (segments entered, tags).
+/// No `segment_left` is announced for the one merged away: the person left no segment, one of
+/// their two records went, and the event would reach journeys as the kept contact's.
 pub(super) fn merge_audience(
     writes: &mut WriteSet<'_>,
     kept: &mut Option<crate::model::Audience>,

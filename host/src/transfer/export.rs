@@ -1,7 +1,10 @@
 //! Exporting contacts: every contact in id order, a page at a time from the store, each page
 //! rendered and handed on before the next is read, so an export of any size holds one page.
+//! Each contact is written as it stands at the export (see [`Standing`]): scores decayed to
+//! then, the segments it is in.
 
 use crate::model::{Contact, Value};
+use crate::standing::Standing;
 use crate::store::{ContactQuery, Store, StoreError};
 
 /// How an export is written.
@@ -14,7 +17,7 @@ pub enum ExportFormat {
 /// Contacts read from the store per chunk handed on.
 const PAGE: usize = 1_000;
 
-const CSV_COLUMNS: [&str; 11] = [
+const CSV_COLUMNS: [&str; 13] = [
     "id",
     "email",
     "phone",
@@ -22,17 +25,20 @@ const CSV_COLUMNS: [&str; 11] = [
     "lifecycle_stage",
     "timezone",
     "score",
+    "scores",
+    "segments",
     "created_at",
     "updated_at",
     "consents",
     "attributes",
 ];
 
-/// Write every contact as `format`, a chunk of bytes at a time to `out`, which returns false
-/// to stop (the reader went away). The number of contacts written.
+/// Write every contact as `format`, as `standing` makes it, a chunk of bytes at a time to
+/// `out`, which returns false to stop (the reader went away). The number of contacts written.
 pub fn export(
     store: &dyn Store,
     format: ExportFormat,
+    standing: impl Fn(Contact) -> Standing,
     mut out: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<u64, StoreError> {
     let mut written = 0;
@@ -46,18 +52,20 @@ pub fn export(
             limit: PAGE,
             ..ContactQuery::default()
         })?;
+        let count = page.contacts.len() as u64;
+        let standings = page.contacts.into_iter().map(&standing);
         let chunk = match format {
             ExportFormat::Ndjson => {
-                let mut chunk = Vec::with_capacity(page.contacts.len() * 256);
-                for contact in &page.contacts {
-                    serde_json::to_writer(&mut chunk, contact).expect("contacts serialize");
+                let mut chunk = Vec::with_capacity(count as usize * 256);
+                for contact in standings {
+                    serde_json::to_writer(&mut chunk, &contact).expect("contacts serialize");
                     chunk.push(b'\n');
                 }
                 chunk
             }
-            ExportFormat::Csv => csv_lines(page.contacts.iter().map(csv_fields)),
+            ExportFormat::Csv => csv_lines(standings.map(|s| csv_fields(&s))),
         };
-        written += page.contacts.len() as u64;
+        written += count;
         if !chunk.is_empty() && !out(chunk) {
             return Ok(written);
         }
@@ -68,7 +76,8 @@ pub fn export(
     }
 }
 
-fn csv_fields(contact: &Contact) -> [String; 11] {
+fn csv_fields(standing: &Standing) -> [String; 13] {
+    let contact = &standing.contact;
     let text = |name: &str| match contact.attributes.get(name) {
         Some(Value::Text(text)) => text.clone(),
         _ => String::new(),
@@ -87,6 +96,8 @@ fn csv_fields(contact: &Contact) -> [String; 11] {
         guarded(&contact.lifecycle_stage, false),
         guarded(&contact.timezone, false),
         contact.score.to_string(),
+        serde_json::to_string(&standing.points()).expect("scores serialize"),
+        guarded(&standing.segments.join(";"), false),
         crate::model::format_timestamp(contact.created_at),
         crate::model::format_timestamp(contact.updated_at),
         serde_json::to_string(&contact.consents).expect("consents serialize"),
@@ -110,7 +121,7 @@ fn guarded(cell: &str, phone: bool) -> String {
     }
 }
 
-fn csv_lines(rows: impl IntoIterator<Item = [String; 11]>) -> Vec<u8> {
+fn csv_lines(rows: impl IntoIterator<Item = [String; 13]>) -> Vec<u8> {
     let mut writer = csv::Writer::from_writer(Vec::with_capacity(64 << 10));
     for row in rows {
         writer.write_record(&row).expect("writing to memory");

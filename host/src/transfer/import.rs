@@ -194,9 +194,10 @@ fn each_row(
 }
 
 /// Fields export writes that import does not take: the store keeps them itself.
-const READ_ONLY: [&str; 8] = [
+const READ_ONLY: [&str; 9] = [
     "score",
     "scores",
+    "rule_tags",
     "activity",
     "audience",
     "segments",

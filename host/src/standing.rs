@@ -1,0 +1,64 @@
+//! A contact as people, exports and templates see it at a moment: each model's score decayed
+//! to that moment, the segments it is in, and the tags rules gave it. The bookkeeping that
+//! keeps those up to date (window times, segment generations, timers) stays in the store.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::audiences::Audiences;
+use crate::model::{Contact, Millis};
+use crate::scoring::Scoring;
+use crate::store::AudienceKind;
+
+/// A contact at a moment (see the module).
+#[derive(Debug, Clone, Serialize)]
+pub struct Standing {
+    /// The stored contact, its `scores` decayed to the moment and without its `audience`.
+    #[serde(flatten)]
+    pub contact: Contact,
+    /// The segments it is in.
+    pub segments: Vec<String>,
+    /// Of its tags, those a tag rule gave it (and takes away again when it stops holding).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rule_tags: Vec<String>,
+}
+
+impl Standing {
+    /// `contact` as it stands at `now`. A deleted model's points stay as they were last moved;
+    /// a membership of a segment since deleted, or made anew, is not one.
+    pub fn of(mut contact: Contact, now: Millis, scoring: &Scoring, audiences: &Audiences) -> Self {
+        for (model, score) in contact.scores.iter_mut() {
+            if let Some(half_life) = scoring.half_life(model) {
+                let points = crate::scoring::points::value(score, now, half_life);
+                // To the hundredth, as a person reads it (decay leaves long fractions).
+                score.points = (points * 100.0).round() / 100.0;
+                score.at = now;
+            }
+        }
+        let audience = contact.audience.take().unwrap_or_default();
+        let segments = (audience.segments.iter())
+            .filter(|(name, generation)| {
+                (audiences.get(AudienceKind::Segment, name))
+                    .is_some_and(|record| record.generation == **generation)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        let rule_tags = (audience.ruled.iter().flatten())
+            .filter(|tag| contact.tags.contains(tag))
+            .cloned()
+            .collect();
+        Standing {
+            contact,
+            segments,
+            rule_tags,
+        }
+    }
+
+    /// Each model's points, by model: what a template prints as `contact.scores.<model>`.
+    pub fn points(&self) -> BTreeMap<String, f64> {
+        (self.contact.scores.iter())
+            .map(|(model, score)| (model.clone(), score.points))
+            .collect()
+    }
+}

@@ -1,6 +1,8 @@
 //! A contact as people, exports and templates see it at a moment: each model's score decayed
 //! to that moment, the segments it is in, and the tags rules gave it. The bookkeeping that
-//! keeps those up to date (window times, segment generations, timers) stays in the store.
+//! keeps segments up to date (window times, generations, the audience timer) stays in the
+//! store; the score's and the lifecycle's own timers are shown (when decay takes a lead under
+//! a threshold, when its stage is next looked at).
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! What models and segments say of a contact reaches people as it stands at that moment — the
 //! contact, a search, a template's render and both exports show each score decayed to now,
-//! the segments it is in and the tags rules gave it — and the bookkeeping behind them (window
-//! times, segment generations, timers) does not.
+//! the segments it is in and the tags rules gave it — and the bookkeeping behind segments
+//! (window times, generations, the count of moves) does not.
 
 use serde_json::{Value as Json, json};
 
@@ -15,7 +15,7 @@ const DAY: i64 = 86_400_000;
 fn assert_no_bookkeeping(shown: &Json) {
     let text = shown.to_string();
     assert!(
-        shown.get("audience").is_none() && !text.contains("windows") && !text.contains("timer_at"),
+        shown.get("audience").is_none() && !text.contains("windows") && !text.contains("moves"),
         "{shown}"
     );
 }

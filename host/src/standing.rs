@@ -41,8 +41,7 @@ impl Standing {
         let audience = contact.audience.take().unwrap_or_default();
         let segments = (audience.segments.iter())
             .filter(|(name, generation)| {
-                (audiences.get(AudienceKind::Segment, name))
-                    .is_some_and(|record| record.generation == **generation)
+                audiences.generation(AudienceKind::Segment, name) == Some(**generation)
             })
             .map(|(name, _)| name.clone())
             .collect();

@@ -55,7 +55,7 @@ async fn scores_and_segments_show_as_they_stand_in_the_contact_templates_and_exp
     assert_no_bookkeeping(&found[0]);
 
     // A template prints a model's points (0 where the contact has none) and asks about
-    // segments; printing a score needs no fallback, so no warning says it does.
+    // segments; printing a defined model's score needs no fallback, so no warning says it does.
     let text = "Lead {{ contact.scores.lead }}, engagement {{ contact.scores.engagement }}\
                 {% if 'readers' in contact.segments %}, a reader{% endif %}.";
     let (status, body) = server
@@ -66,6 +66,16 @@ async fn scores_and_segments_show_as_they_stand_in_the_contact_templates_and_exp
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["warnings"], json!([]), "{body}");
+    // A model that does not exist is no score every contact has: a misspelling is named.
+    let (status, body) = server
+        .put(
+            "/v1/templates/misspelt",
+            json!({"channel": "email", "text": "Lead {{ contact.scores.leed }}."}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let warnings = body["warnings"].to_string();
+    assert!(warnings.contains("contact.scores.leed"), "{body}");
     for (who, expected) in [
         ("li", "Lead 20.0, engagement 2.0, a reader."),
         ("mo", "Lead 0.0, engagement 0.0."),

@@ -163,6 +163,12 @@ impl Audiences {
         self.rules.read().expect("audiences lock").clone()
     }
 
+    /// The generation of the definition in force under `name`, without copying it.
+    pub fn generation(&self, kind: AudienceKind, name: &str) -> Option<u64> {
+        let definitions = self.definitions.read().expect("audiences lock");
+        (definitions.get(&(kind, name.to_owned()))).map(|d| d.record.generation)
+    }
+
     pub fn get(&self, kind: AudienceKind, name: &str) -> Option<AudienceRecord> {
         let definitions = self.definitions.read().expect("audiences lock");
         (definitions.get(&(kind, name.to_owned()))).map(|d| d.record.clone())

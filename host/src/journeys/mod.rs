@@ -389,7 +389,8 @@ impl Journeys {
                     }
                 }
                 Some(template) => {
-                    for variable in crate::messaging::templates::unguarded(&template) {
+                    let models = self.scoring.names();
+                    for variable in crate::messaging::templates::unguarded(&template, &models) {
                         unguarded.push(Problem::at(
                             &node,
                             format!("template `{name}` v{} prints `{variable}` without a fallback: a message to a contact without it fails", template.version),

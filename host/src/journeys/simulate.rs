@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::definition::Duration;
 use super::{JourneyError, Journeys, TraceStep, parse, validate};
 use crate::clock::{Clock, VirtualClock};
-use crate::model::{Attributes, Contact, Event, Millis};
+use crate::model::{Attributes, Event, Millis};
 use crate::store::{
     AuditEntry, ContactUpsert, Enrollment, JourneyRecord, JourneyStatus, JourneyVersion,
     OutboxMessage, SledStore, Store, StoreError,
@@ -65,8 +65,8 @@ pub struct Simulation {
     pub steps: Vec<TraceStep>,
     /// The messages that would have been sent.
     pub messages: Vec<OutboxMessage>,
-    /// The contact at the end.
-    pub contact: Contact,
+    /// The contact at the end, as it stands then.
+    pub contact: crate::standing::Standing,
     pub enrollments: Vec<Enrollment>,
     #[serde(with = "crate::model::timestamp_json")]
     pub ended_at: Millis,
@@ -251,9 +251,12 @@ impl Journeys {
             version: request.version,
             steps,
             messages: store.messages(&contact_id)?,
-            contact: store
-                .contact(&contact_id)?
-                .expect("the simulated contact was stored"),
+            contact: crate::standing::Standing::of(
+                (store.contact(&contact_id)?).expect("the simulated contact was stored"),
+                clock.now(),
+                &sandbox.scoring,
+                &sandbox.audiences,
+            ),
             enrollments,
             ended_at: clock.now(),
             stopped,

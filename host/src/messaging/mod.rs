@@ -320,7 +320,8 @@ impl Messaging {
         let detail = serde_json::json!({"channel": template.channel});
         let audit = AuditEntry::new(now, actor, "template.version", name, detail);
         let stored = self.store.add_template_version(template, audit)?;
-        let unguarded = templates::unguarded(&stored);
+        let models = self.scheduler.journeys().scoring.names();
+        let unguarded = templates::unguarded(&stored, &models);
         Ok((stored, unguarded))
     }
 

@@ -198,8 +198,9 @@ pub fn render(template: &TemplateVersion, context: &Value) -> Result<Rendered, S
 }
 
 /// The variables `template` prints without a fallback that not every contact has: each would
-/// fail the render of a message that lacks it.
-pub fn unguarded(template: &TemplateVersion) -> Vec<String> {
+/// fail the render of a message that lacks it. Every contact has a score in each of `models`
+/// (0 without points); a model not among them (misspelt, deleted) is named.
+pub fn unguarded(template: &TemplateVersion, models: &[String]) -> Vec<String> {
     let env = environment();
     let mut found = BTreeSet::new();
     for (name, source) in parts(template) {
@@ -209,9 +210,9 @@ pub fn unguarded(template: &TemplateVersion) -> Vec<String> {
         };
         let used: BTreeSet<String> = compiled.undeclared_variables(true).into_iter().collect();
         for variable in &used {
-            // Every contact has a score in each model defined (0 without points).
-            if ALWAYS_THERE.contains(&variable.as_str()) || variable.starts_with("contact.scores.")
-            {
+            let a_model = (variable.strip_prefix("contact.scores."))
+                .is_some_and(|model| models.iter().any(|m| m == model));
+            if ALWAYS_THERE.contains(&variable.as_str()) || a_model {
                 continue;
             }
             let others = used
@@ -372,7 +373,7 @@ mod tests {
             Some("Welcome, Li! Your plan: free")
         );
         assert_eq!(rendered.subject.as_deref(), Some("Hi there"));
-        assert_eq!(unguarded(&t), vec!["name".to_owned()]);
+        assert_eq!(unguarded(&t, &[]), vec!["name".to_owned()]);
     }
 
     #[test]
@@ -389,7 +390,7 @@ mod tests {
         variables.insert("first_name".into(), crate::model::Value::Text("Wei".into()));
         let ctx = context(&standing(&contact), &message(variables), &[]);
         assert_eq!(render(&t, &ctx).unwrap().text.unwrap(), "Wei / c1");
-        assert!(unguarded(&t).is_empty());
+        assert!(unguarded(&t, &[]).is_empty());
     }
 
     #[test]

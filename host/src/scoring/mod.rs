@@ -144,6 +144,7 @@ impl Scoring {
                 .cloned(),
         );
         names.sort_unstable();
+        names.dedup();
         names
     }
 
@@ -203,14 +204,14 @@ impl Scoring {
         if current.is_none_or(|m| m.record.revision != model.record.revision) {
             return;
         }
-        models.remove(name);
-        drop(models);
         let problem = format!(
             "suspended after {SUSPEND_AFTER} failed calls in a row (the last: {error}); put the model again to resume"
         );
         tracing::error!(model = %name, plugin = %model.plugin.id(), %problem, "scoring model suspended");
+        // Listed as unavailable before it leaves the runnable: never missing from `names`.
         self.unavailable_mut()
             .insert(name.clone(), (model.record.clone(), problem));
+        models.remove(name);
     }
 
     fn view(&self, record: ScoringModelRecord, problem: Option<String>) -> ModelView {
@@ -291,8 +292,9 @@ impl Scoring {
         self.store.flush()?;
         let record = model.record.clone();
         self.stats_of(name).failing.store(0, Ordering::Relaxed);
-        self.unavailable_mut().remove(name);
+        // Runnable before it leaves the unavailable: never missing from `names`.
         self.models_mut().insert(name.to_owned(), Arc::new(model));
+        self.unavailable_mut().remove(name);
         Ok((self.view(record, None), previous.is_none()))
     }
 

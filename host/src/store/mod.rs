@@ -390,7 +390,7 @@ pub trait JourneyStore {
     fn messages(&self, contact_id: &str) -> Result<Vec<OutboxMessage>, StoreError>;
     /// A journey's per-node counters.
     fn counters(&self, journey_id: &str) -> Result<Vec<(CounterKey, i64)>, StoreError>;
-    /// Write a batch of journey work atomically; the partitions that got new work (emitted
-    /// events), one entry per item.
+    /// Write a batch of journey work atomically; the partitions that got new work (work
+    /// forwarded to the contact another was merged into), one entry per item.
     fn commit(&self, commit: Commit) -> Result<Vec<u8>, StoreError>;
 }

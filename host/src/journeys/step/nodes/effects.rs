@@ -1,7 +1,8 @@
 //! An action's effects: checked before anything is applied (a plugin cannot make a score NaN
 //! for good, overwrite the contact's id, or send through a channel with no name), then applied
 //! to the contact at once (later nodes of the step see them) and to the store at commit;
-//! messages go to the outbox, emitted events to the inbox with their causal depth.
+//! messages go to the outbox, emitted events (with their causal depth) to the batch, which runs
+//! them before it commits.
 
 use super::super::super::compiled::CompiledJourney;
 use super::super::Batch;

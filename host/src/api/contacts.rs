@@ -15,8 +15,8 @@ use crate::auth::{Permission, Principal};
 use crate::model::{Attributes, Event, Millis, check_name};
 use crate::standing::Standing;
 use crate::store::{
-    ContactQuery, ContactUpsert, EventPage, MAX_RECORD_BYTES, OutboxMessage, Recorded, StateName,
-    partition_of,
+    ContactPage, ContactQuery, ContactUpsert, EventPage, MAX_RECORD_BYTES, OutboxMessage, Recorded,
+    StateName, partition_of,
 };
 
 pub fn routes() -> Vec<Route> {
@@ -274,7 +274,7 @@ async fn search(
     State(state): State<AppState>,
     Extension(by): Extension<Principal>,
     ApiQuery(search): ApiQuery<Search>,
-) -> Result<Json<StandingPage>, ApiError> {
+) -> Result<Json<ContactPage<Standing>>, ApiError> {
     // Whoever reads addresses masked may not find a contact by one: that would unmask it.
     let by_identity = search.email.is_some()
         || search.phone.is_some()
@@ -312,24 +312,13 @@ async fn search(
     let page = blocking(move || Ok(store.search_contacts(&query)?)).await?;
     let now = state.clock.now();
     let (scoring, audiences) = (&state.journeys.scoring, &state.journeys.audiences);
-    Ok(Json(StandingPage {
+    Ok(Json(ContactPage {
         contacts: (page.contacts.into_iter())
             .map(|contact| Standing::of(contact, now, scoring, audiences))
             .collect(),
         next: page.next,
         scanned: page.scanned,
     }))
-}
-
-/// A page of contacts found, each as it stands now.
-#[derive(Serialize)]
-struct StandingPage {
-    contacts: Vec<Standing>,
-    /// Pass as `after` to go on; absent when every contact has been looked at.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next: Option<String>,
-    /// Contacts looked at for this page.
-    scanned: usize,
 }
 
 /// What `GET /v1/contacts/{id}/events` may be asked.

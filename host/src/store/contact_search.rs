@@ -23,10 +23,10 @@ pub struct ContactQuery {
     pub limit: usize,
 }
 
-/// One page of found contacts.
+/// One page of found contacts (as stored, or as the API shows them).
 #[derive(Debug, Clone, Serialize)]
-pub struct ContactPage {
-    pub contacts: Vec<Contact>,
+pub struct ContactPage<C = Contact> {
+    pub contacts: Vec<C>,
     /// Pass as `after` to go on; absent when every contact has been looked at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,

@@ -374,6 +374,7 @@ impl Journeys {
         let mut unguarded = Vec::new();
         let approval = self.store.workspace()?.content_approval;
         let mut unapproved = Vec::new();
+        let models = self.scoring.names();
         for (node, channel, name) in validate::sends_of(&checked.definition) {
             if self.store.channel(&channel)?.is_none() {
                 problems.push(Problem::at(
@@ -389,7 +390,6 @@ impl Journeys {
                     }
                 }
                 Some(template) => {
-                    let models = self.scoring.names();
                     for variable in crate::messaging::templates::unguarded(&template, &models) {
                         unguarded.push(Problem::at(
                             &node,

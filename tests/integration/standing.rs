@@ -5,6 +5,7 @@
 
 use serde_json::{Value as Json, json};
 
+use crate::delivery::template;
 use crate::scoring::{contact, example, put_model, white_papers};
 use crate::server::Server;
 use crate::transfer::export;
@@ -58,22 +59,16 @@ async fn scores_and_segments_show_as_they_stand_in_the_contact_templates_and_exp
     // segments; printing a defined model's score needs no fallback, so no warning says it does.
     let text = "Lead {{ contact.scores.lead }}, engagement {{ contact.scores.engagement }}\
                 {% if 'readers' in contact.segments %}, a reader{% endif %}.";
-    let (status, body) = server
-        .put(
-            "/v1/templates/standing",
-            json!({"channel": "email", "text": text}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let body = template(
+        &server,
+        "standing",
+        json!({"channel": "email", "text": text}),
+    )
+    .await;
     assert_eq!(body["warnings"], json!([]), "{body}");
     // A model that does not exist is no score every contact has: a misspelling is named.
-    let (status, body) = server
-        .put(
-            "/v1/templates/misspelt",
-            json!({"channel": "email", "text": "Lead {{ contact.scores.leed }}."}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let misspelt = json!({"channel": "email", "text": "Lead {{ contact.scores.leed }}."});
+    let body = template(&server, "misspelt", misspelt).await;
     let warnings = body["warnings"].to_string();
     assert!(warnings.contains("contact.scores.leed"), "{body}");
     for (who, expected) in [

@@ -114,7 +114,7 @@ fn main() {
     let queued_at = queued_at.unwrap_or(done);
     let cpu = common::cpu_seconds() - cpu;
     println!(
-        "| publish → every member's enrollment queued by the backfill sweep (rate 200,000/s, pages of 2,000, each page and the sweep's position one write) | {contacts} in {queued_at:.1} s: {:.0} enrollments/s queued |",
+        "| publish → every member's enrollment queued by the backfill sweep (rate 200,000/s, pages of 2,000, each page — a record per partition — and the sweep's position one write) | {contacts} in {queued_at:.1} s: {:.0} enrollments/s queued |",
         contacts as f64 / queued_at
     );
     println!(

@@ -369,6 +369,9 @@ impl JourneyStore for Faulty {
     fn set_aside(&self, key: &WorkKey, error: &str, now: Millis) -> Result<(), StoreError> {
         self.store.set_aside(key, error, now)
     }
+    fn split_bundle(&self, key: &WorkKey) -> Result<bool, StoreError> {
+        self.store.split_bundle(key)
+    }
     fn has_pending_work(&self) -> Result<bool, StoreError> {
         self.store.has_pending_work()
     }

@@ -850,3 +850,60 @@ async fn a_tag_rule_takes_away_only_the_tags_it_gave_and_they_go_with_the_rule()
     assert!(tags(&server, "ana").await.is_empty(), "gone with the rule");
     assert_eq!(tags(&server, "dee").await, ["south-china-tech", "vip"]);
 }
+
+/// A sweep queues a page's work in a partition as one record. When one contact's work in it
+/// cannot run (its record on disk is corrupt), the other contacts of the page are still looked
+/// at, and only that contact's work is set aside, where an operator sees it.
+#[tokio::test]
+async fn a_contact_a_sweep_cannot_look_at_holds_up_no_other_of_its_page() {
+    let partition = wayline::store::partition_of("broken");
+    let mates: BTreeSet<String> = (0..)
+        .map(|n| format!("mate-{n}"))
+        .filter(|id| wayline::store::partition_of(id) == partition)
+        .take(5)
+        .collect();
+    let server = Server::start_on(true, |store| {
+        // Damage the store as it lies on disk (layout 3, in `v3/`), before the server opens it.
+        let db = sled::Config::new()
+            .path(store.join("v3"))
+            .segment_size(8 << 20)
+            .open()
+            .unwrap();
+        db.open_tree("contacts")
+            .unwrap()
+            .insert("broken", &br#"{"id": "broken", "attrib"#[..])
+            .unwrap();
+        db.flush().unwrap();
+    })
+    .await;
+    for id in &mates {
+        let contact = json!({"id": id, "attributes": {"plan": "pro"}});
+        let (status, body) = server.post("/v1/contacts", contact).await;
+        assert!(status == 200 || status == 201, "{status} {body}");
+    }
+    server.settle().await;
+    define(
+        &server,
+        "segments",
+        "pro",
+        json!({"attribute": "plan", "op": "eq", "value": "pro"}),
+    )
+    .await;
+    server.settle().await;
+
+    assert_eq!(members(&server, "pro").await, mates);
+    let (status, body) = server.get("/v1/dead-letters").await;
+    assert_eq!(status, 200, "{body}");
+    let letters = body["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{body}");
+    assert_eq!(
+        letters[0]["item"],
+        json!({"type": "refresh", "contact_id": "broken"}),
+        "{body}"
+    );
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("failed 3 times") && error.contains("corrupt record"),
+        "{error}"
+    );
+}

@@ -1,7 +1,9 @@
 //! Sweeps: work queued for many contacts a page at a time, throttled to the sweep's rate — a
 //! definition's first look at everyone (`Refresh`), a journey's backfill of a segment's
 //! members (`Enroll`). Each page's items and the sweep's new position are one write, so after
-//! a crash a sweep goes on from where it stood and queues nobody twice. The scheduler's timer
+//! a crash a sweep goes on from where it stood and queues nobody twice. A page's items for one
+//! partition are one inbox record (a bundle), which a worker runs in one batch: a million
+//! members cost a few thousand inbox keys rather than a million. The scheduler's timer
 //! thread moves them on each tick ([`Sweeper::step`]).
 
 use std::collections::{HashMap, VecDeque};

@@ -256,11 +256,11 @@ impl Scheduler {
         let now = self.journeys.clock.now();
         for offset in 0..mine.len() {
             let partition = mine[(*start + offset) % mine.len()];
-            match self
-                .journeys
-                .store
-                .pending_work(partition, BATCH - items.len(), now)
-            {
+            match self.journeys.store.pending_work(
+                partition,
+                BATCH.saturating_sub(items.len()),
+                now,
+            ) {
                 Ok(found) => items.extend(found),
                 Err(error) => tracing::error!(%error, partition, "reading the inbox failed"),
             }
@@ -294,23 +294,35 @@ impl Scheduler {
         }
     }
 
-    /// Run each item of a failed batch in a batch of its own, so the others commit; an item
-    /// that has failed alone [`ATTEMPTS_ALONE`] times is set aside with its error. Whether
-    /// anything ran or was set aside.
+    /// Run each inbox record of a failed batch (an item, or a sweep's bundle of them) in a
+    /// batch of its own, so the others commit; a record that has failed alone
+    /// [`ATTEMPTS_ALONE`] times is set aside with its error. Whether anything ran or was set
+    /// aside.
     fn run_alone(
         &self,
         items: &[(WorkKey, WorkItem)],
         failures: &mut HashMap<WorkKey, u32>,
     ) -> bool {
         let mut progressed = false;
-        for entry in items {
-            let key = &entry.0;
-            match caught(|| self.journeys.process(std::slice::from_ref(entry))) {
+        for record in items.chunk_by(|a, b| a.0 == b.0) {
+            let key = &record[0].0;
+            match caught(|| self.journeys.process(record)) {
                 Ok(partitions) => {
                     failures.remove(key);
                     self.committed();
                     self.notify(&partitions);
                     progressed = true;
+                }
+                // A sweep's bundle of many contacts' work is split at its first failure, so
+                // one contact's failure holds up no other: each item then runs on its own.
+                Err(error) if record.len() > 1 => {
+                    tracing::warn!(%error, items = record.len(), "a bundle of sweep work failed; splitting it to run each contact's work alone");
+                    match self.journeys.store.split_bundle(key) {
+                        Ok(_) => progressed = true,
+                        Err(error) => {
+                            tracing::error!(%error, "splitting a bundle failed; it stays queued")
+                        }
+                    }
                 }
                 Err(error) => {
                     let attempts = failures.entry(key.clone()).or_default();

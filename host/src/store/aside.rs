@@ -3,9 +3,9 @@
 //! do with them, and the audit log that records it.
 
 use super::StoreError;
-use super::codec::{decode, encode, record_and_rest};
+use super::codec::{decode, encode, record_and_rest, work_items};
 use super::layout::{MAX_RECORD_BYTES, TreeId, ordered_time};
-use super::records::{AuditEntry, AuditPage, AuditQuery, DeadLetter, WorkItem};
+use super::records::{AuditEntry, AuditPage, AuditQuery, DeadLetter};
 use super::sled_store::{SledStore, backend, lock};
 use super::write_set::WriteSet;
 use crate::model::Millis;
@@ -104,9 +104,13 @@ impl SledStore {
         now: Millis,
     ) -> Result<(), StoreError> {
         let id = self.db.generate_id().map_err(backend)?.to_be_bytes();
+        // A sweep's bundle is split before any of it is set aside (see the scheduler), so
+        // journey work set aside is one item.
         let item = (tree == TreeId::Inbox.name())
-            .then(|| decode::<WorkItem>(bytes).ok())
-            .flatten();
+            .then(|| work_items(bytes).ok())
+            .flatten()
+            .filter(|items| items.len() == 1)
+            .and_then(|mut items| items.pop());
         let letter = DeadLetter {
             id: hex::encode(id),
             tree: tree.to_owned(),

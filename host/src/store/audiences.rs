@@ -134,7 +134,8 @@ pub trait AudienceStore {
     fn start_sweep(&self, sweep: &SweepRecord) -> Result<(), StoreError>;
     /// The next at most `limit` contact ids the sweep passes.
     fn sweep_page(&self, sweep: &SweepRecord, limit: usize) -> Result<Vec<String>, StoreError>;
-    /// Queue `items` and save the sweep as it stands after them, in one write, if the stored
+    /// Queue `items` (a record per partition: a bundle of the page's items there) and save the
+    /// sweep as it stands after them, in one write, if the stored
     /// sweep stands where they begin; the partitions that got work, or `None` when it does not
     /// (another caller queued that page, or the sweep was started again) and nothing was written.
     fn sweep_step(

@@ -13,6 +13,10 @@
 //! - an event is followed by the inbox sequence of the item that queued it (or nil), which
 //!   tells the store at open whether an inbox item found beside a recorded event is that
 //!   event's own (still to run) or one left by a duplicate whose ingest stopped half-way.
+//!
+//! An inbox value is one work item (a map), or a *bundle* of several for one partition (an
+//! array of them): a sweep queues a page's contacts of a partition as one record, so the page
+//! costs one key per partition rather than one per contact.
 
 use std::io::Cursor;
 
@@ -20,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::StoreError;
-use super::records::ContactJourney;
+use super::records::{ContactJourney, WorkItem};
 use crate::model::{Contact, Event};
 
 /// The format byte of a MessagePack record.
@@ -121,6 +125,30 @@ pub(super) fn event_value(event: &Event, sequence: Option<u64>) -> Vec<u8> {
     bytes
 }
 
+/// An inbox value holding `items`: the item alone when there is one, else a bundle.
+pub(super) fn work_value(items: &[WorkItem]) -> Vec<u8> {
+    match items {
+        [item] => encode(item),
+        items => encode(&items),
+    }
+}
+
+/// The work items an inbox value holds, in queue order. An empty bundle is refused: a record
+/// with no work would never be consumed.
+pub(super) fn work_items(bytes: &[u8]) -> Result<Vec<WorkItem>, StoreError> {
+    // MessagePack arrays start with 0x90..=0x9f (up to 15 items), 0xdc or 0xdd.
+    match body(bytes)?.first() {
+        Some(0x90..=0x9f | 0xdc | 0xdd) => {
+            let items = decode::<Vec<WorkItem>>(bytes)?;
+            if items.is_empty() {
+                return Err(corrupt("an inbox bundle holds no work"));
+            }
+            Ok(items)
+        }
+        _ => Ok(vec![decode::<WorkItem>(bytes)?]),
+    }
+}
+
 /// The inbox sequence an event's value names.
 pub(super) fn event_sequence(bytes: &[u8]) -> Result<Option<u64>, StoreError> {
     second(bytes)
@@ -154,6 +182,21 @@ mod tests {
         let (read, journeys) = contact_and_journeys(&bytes).unwrap();
         assert_eq!(read, contact);
         assert_eq!(journeys, [journey("welcome", 2)]);
+    }
+
+    #[test]
+    fn an_inbox_value_holds_one_item_or_a_bundle() {
+        let item = |n: usize| WorkItem::Refresh {
+            contact_id: format!("c{n}"),
+        };
+        assert_eq!(work_items(&work_value(&[item(1)])).unwrap(), [item(1)]);
+        // Bundles of every MessagePack array length form: fixarray, array 16, array 32.
+        for size in [2, 15, 16, 70_000] {
+            let items: Vec<WorkItem> = (0..size).map(item).collect();
+            assert_eq!(work_items(&work_value(&items)).unwrap(), items, "{size}");
+        }
+        let error = work_items(&encode(&Vec::<WorkItem>::new())).unwrap_err();
+        assert!(error.to_string().contains("holds no work"), "{error}");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 
 use super::StoreError;
-use super::codec::{contact_and_journeys, decode, encode};
+use super::codec::{contact_and_journeys, decode, encode, work_items, work_value};
 use super::layout::{TreeId, identity_key, prefix, timer_key};
 use super::messaging::{DeliveryStatus, DeliveryStep};
 use super::records::*;
@@ -153,16 +153,28 @@ pub(super) fn erase(
     let partition = partition_of(id);
     for entry in store.inbox.scan_prefix([partition]) {
         let (key, value) = entry.map_err(backend)?;
-        let Ok(item) = decode::<WorkItem>(&value) else {
+        // This batch's own items (the erasure among them) are consumed with it.
+        if done.iter().any(|WorkKey(k)| k[..] == key[..]) {
+            continue;
+        }
+        let Ok(items) = work_items(&value) else {
             continue;
         };
-        // This batch's own items (the erasure among them) are consumed with it.
-        if item.contact_id() == id && !done.iter().any(|WorkKey(k)| k[..] == key[..]) {
-            if let WorkItem::Event { event_id, .. } = &item {
+        let (theirs, others): (Vec<_>, Vec<_>) =
+            items.into_iter().partition(|item| item.contact_id() == id);
+        if theirs.is_empty() {
+            continue;
+        }
+        for item in &theirs {
+            if let WorkItem::Event { event_id, .. } = item {
                 writes.remove(TreeId::Events, event_id.as_bytes());
             }
-            writes.remove(TreeId::Inbox, key.to_vec());
-            erased.queued_work += 1;
+        }
+        erased.queued_work += theirs.len();
+        // A sweep's bundle keeps the other contacts' work, in its place.
+        match others.is_empty() {
+            true => writes.remove(TreeId::Inbox, key.to_vec()),
+            false => writes.put(TreeId::Inbox, key.to_vec(), work_value(&others)),
         }
     }
 

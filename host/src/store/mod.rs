@@ -355,9 +355,10 @@ pub trait JourneyStore {
     fn enqueue(&self, item: &WorkItem) -> Result<(), StoreError>;
     /// Queue an API enrollment; `Ok(false)` when this request id was queued before.
     fn enqueue_enrollment(&self, item: &WorkItem) -> Result<bool, StoreError>;
-    /// Up to `limit` queued items of a partition, oldest first. An item that does not decode
-    /// would stall its partition for good: it is set aside (see [`JourneyStore::set_aside`])
-    /// at `now` instead of returned.
+    /// About `limit` queued items of a partition, oldest first. A sweep's bundle (several
+    /// contacts' items in one record) comes whole, each item with the key they share, so up
+    /// to a bundle's size more may come. A record that does not decode would stall its
+    /// partition for good: it is set aside (see [`JourneyStore::set_aside`]) at `now` instead.
     fn pending_work(
         &self,
         partition: u8,
@@ -367,6 +368,10 @@ pub trait JourneyStore {
     /// Move a queued item that cannot run out of the inbox, keeping it and `error` where an
     /// operator can see it; nothing if it is no longer queued.
     fn set_aside(&self, key: &WorkKey, error: &str, now: Millis) -> Result<(), StoreError>;
+    /// Replace the bundle at `key` with a record per item where it sat (their keys follow
+    /// `key`, before the next record), so that each contact's work runs, fails and is set aside
+    /// on its own. `Ok(false)` when no bundle is there.
+    fn split_bundle(&self, key: &WorkKey) -> Result<bool, StoreError>;
     /// Whether any work is queued.
     fn has_pending_work(&self) -> Result<bool, StoreError>;
     /// Move up to `limit` timers due at or before `now` into the inbox; the partitions that got

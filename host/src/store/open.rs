@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::codec::{decode, event_sequence, event_value};
+use super::codec::{event_sequence, event_value, work_items};
 use super::layout::{LAYOUT, SEGMENT_BYTES, TreeId, inbox_sequence};
 use super::records::WorkItem;
 use super::sled_store::{SledStore, backend};
@@ -211,13 +211,18 @@ impl SledStore {
         };
         for entry in self.inbox.iter() {
             let (key, value) = entry.map_err(backend)?;
-            let event = match decode::<WorkItem>(&value) {
-                Ok(WorkItem::Event {
-                    event: Some(event), ..
-                }) => event,
+            // Events are queued one per record; a sweep's bundle holds none.
+            let event = match work_items(&value).as_deref() {
+                Ok(
+                    [
+                        WorkItem::Event {
+                            event: Some(event), ..
+                        },
+                    ],
+                ) => event.clone(),
                 Ok(_) => continue,
                 Err(error) => {
-                    self.set_aside_at_open(TreeId::Inbox, &key, &value, &error, now)?;
+                    self.set_aside_at_open(TreeId::Inbox, &key, &value, error, now)?;
                     recovery.records_set_aside += 1;
                     continue;
                 }

@@ -3,11 +3,13 @@
 //! and made again under its name, or written by a batch that ran on the old definition, is
 //! never read as the new one's; such leftovers are removed when the name is put or deleted.
 
+use std::collections::BTreeMap;
+
 use super::StoreError;
 use super::audiences::{
     AudienceKind, AudienceRecord, AudienceStore, MemberPage, SweepRecord, SweepWork,
 };
-use super::codec::{decode, encode};
+use super::codec::{decode, encode, work_value};
 use super::layout::{TreeId, prefix};
 use super::records::{AuditEntry, WorkItem, partition_of};
 use super::sled_store::{SledStore, backend, lock};
@@ -15,6 +17,9 @@ use super::write_set::WriteSet;
 
 /// Most keys one write set removes when a member list is cleared.
 const CLEAR_CHUNK: usize = 2_000;
+/// Most items a sweep puts in one inbox record (about 20 KiB of enrollments): a worker takes a
+/// bundle whole, so this bounds how far a batch can run past its size.
+const MAX_BUNDLE: usize = 256;
 
 fn definition_key(kind: AudienceKind, name: &str) -> Vec<u8> {
     format!("{}:{name}", kind.as_str()).into_bytes()
@@ -236,9 +241,16 @@ impl AudienceStore for SledStore {
         if !follows {
             return Ok(None);
         }
-        let mut writes = WriteSet::new(self);
+        // A partition's share of the page is one record (a bundle), or a few for a large page.
+        let mut shares: BTreeMap<u8, Vec<WorkItem>> = BTreeMap::new();
         for item in items {
-            writes.queue(partition_of(item.contact_id()), encode(item))?;
+            (shares.entry(partition_of(item.contact_id())).or_default()).push(item.clone());
+        }
+        let mut writes = WriteSet::new(self);
+        for (partition, share) in shares {
+            for bundle in share.chunks(MAX_BUNDLE) {
+                writes.queue(partition, work_value(bundle))?;
+            }
         }
         writes.put(TreeId::Sweeps, sweep.id.as_bytes().to_vec(), encode(sweep));
         writes.apply()?;
@@ -312,7 +324,83 @@ pub(super) fn move_sweeps_off(
 mod tests {
     use super::*;
     use crate::model::Millis;
+    use crate::store::records::WorkItem;
     use crate::store::{Commit, Erasure, JourneyStore, Store, SweepWork};
+
+    #[test]
+    fn a_sweep_queues_a_record_per_partition_and_an_erasure_takes_out_only_its_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let ids = |wanted: &dyn Fn(u8) -> bool, n: usize| -> Vec<String> {
+            (0..)
+                .map(|n| format!("contact-{n}"))
+                .filter(|id| wanted(partition_of(id)))
+                .take(n)
+                .collect()
+        };
+        let partition = partition_of("contact-0");
+        let same = ids(&|p| p == partition, 4);
+        let other = ids(&|p| p != partition, 1);
+        let page: Vec<String> = same.iter().chain(&other).cloned().collect();
+        for id in &page {
+            let upsert = serde_json::from_value(serde_json::json!({ "id": id })).unwrap();
+            store.upsert_contact(upsert, 1).unwrap();
+        }
+        let work = SweepWork::Enroll {
+            journey_id: "welcome".into(),
+            version: 1,
+        };
+        let started = SweepRecord {
+            id: "backfill:welcome:v1".into(),
+            work: work.clone(),
+            segment: None,
+            after: None,
+            queued: 0,
+            per_second: 10,
+            started_at: 1,
+            finished_at: None,
+        };
+        store.start_sweep(&started).unwrap();
+        let items: Vec<WorkItem> = page.iter().map(|id| sweep_item(&work, id)).collect();
+        let moved = SweepRecord {
+            queued: page.len() as u64,
+            after: page.last().cloned(),
+            ..started
+        };
+        store.sweep_step(&moved, &items).unwrap().unwrap();
+        assert_eq!(store.inbox.len(), 2, "one record for each partition");
+        let queued = |now| -> Vec<String> {
+            let pending = store.pending_work(partition, 1, now).unwrap();
+            assert!(
+                pending.iter().all(|(key, _)| *key == pending[0].0),
+                "one record"
+            );
+            (pending.iter())
+                .map(|(_, item)| item.contact_id().to_owned())
+                .collect()
+        };
+        assert_eq!(queued(2), same, "a bundle comes whole, past the limit");
+
+        let erasure = Erasure {
+            contact_id: same[1].clone(),
+            actor: "test".into(),
+            reference: "erasure:test".into(),
+            requested_at: 2,
+        };
+        store
+            .commit(Commit {
+                erasures: vec![erasure],
+                now: 3,
+                ..Commit::default()
+            })
+            .unwrap();
+        let kept: Vec<String> = [&same[0], &same[2], &same[3]].map(String::clone).into();
+        assert_eq!(queued(4), kept, "the others' work stays, in order");
+        let mut written = vec![0xa0 | same[1].len() as u8];
+        written.extend_from_slice(same[1].as_bytes());
+        let holding = store.trees_holding(&written).unwrap();
+        assert!(holding.is_empty(), "{holding:?}");
+    }
 
     #[test]
     fn an_erasure_moves_a_sweep_off_the_contact_it_erases() {

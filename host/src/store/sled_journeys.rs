@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::codec::{contact_and_journeys, decode, encode};
+use super::codec::{contact_and_journeys, decode, encode, work_items, work_value};
 use super::layout::{
     TreeId, pair_key, parse_counter_key, prefix, read_count, timer_due, version_key,
 };
@@ -132,7 +132,10 @@ impl JourneyStore for SledStore {
         now: Millis,
     ) -> Result<Vec<(WorkKey, WorkItem)>, StoreError> {
         let mut items = Vec::new();
-        for entry in self.inbox.scan_prefix([partition]).take(limit) {
+        for entry in self.inbox.scan_prefix([partition]) {
+            if items.len() >= limit {
+                break;
+            }
             let (key, value) = entry.map_err(backend)?;
             // In queue order, and never past an item whose write is not complete: a later one
             // must not run before it.
@@ -140,8 +143,9 @@ impl JourneyStore for SledStore {
                 break;
             }
             let key = WorkKey(key.to_vec());
-            match decode(&value) {
-                Ok(item) => items.push((key, item)),
+            match work_items(&value) {
+                // A bundle's items share its key: the record is consumed with the last of them.
+                Ok(bundle) => items.extend(bundle.into_iter().map(|item| (key.clone(), item))),
                 Err(error) => {
                     tracing::error!(%error, key = %hex::encode(&key.0), "an inbox item does not decode; setting it aside");
                     self.set_aside(&key, &error.to_string(), now)?;
@@ -157,6 +161,25 @@ impl JourneyStore for SledStore {
             return Ok(());
         };
         self.move_aside(TreeId::Inbox, &key.0, &bytes, error, now)
+    }
+
+    fn split_bundle(&self, key: &WorkKey) -> Result<bool, StoreError> {
+        let _partition = key.0.first().map(|p| self.locks.partition(*p));
+        let Some(bytes) = self.inbox.get(&key.0).map_err(backend)? else {
+            return Ok(false);
+        };
+        let items = work_items(&bytes)?;
+        if items.len() < 2 {
+            return Ok(false);
+        }
+        let mut writes = WriteSet::new(self);
+        writes.remove(TreeId::Inbox, key.0.clone());
+        for (index, item) in (0u32..).zip(&items) {
+            let at = [key.0.as_slice(), &index.to_be_bytes()].concat();
+            writes.put(TreeId::Inbox, at, work_value(std::slice::from_ref(item)));
+        }
+        writes.apply()?;
+        Ok(true)
     }
 
     fn has_pending_work(&self) -> Result<bool, StoreError> {

@@ -148,8 +148,12 @@ impl Changes {
         self.commit.erasures.push(erasure);
     }
 
-    pub(super) fn done(&mut self, key: WorkKey) {
-        self.commit.done.push(key);
+    /// The inbox record `key` is consumed with the batch. A bundle's items share their key
+    /// and come one after another: it is noted once.
+    pub(super) fn done(&mut self, key: &WorkKey) {
+        if self.commit.done.last() != Some(key) {
+            self.commit.done.push(key.clone());
+        }
     }
 
     /// Everything, ready to write.

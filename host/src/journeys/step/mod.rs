@@ -71,7 +71,7 @@ impl<'a> Batch<'a> {
 
     /// Work on one inbox item; it is consumed when the batch commits.
     pub(super) fn handle(&mut self, key: &WorkKey, item: &WorkItem) -> Result<(), StoreError> {
-        self.changes.done(key.clone());
+        self.changes.done(key);
         // Work for a contact merged into another goes on as that one's, in its partition (a
         // merge done already is not done again).
         if self.reads.contact(item.contact_id())?.is_none()

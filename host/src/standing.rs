@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::audiences::Audiences;
-use crate::model::{Contact, Millis};
+use crate::model::{Contact, Millis, ModelScore, PreparedConfig, Value};
 use crate::scoring::Scoring;
 use crate::store::AudienceKind;
 
@@ -56,10 +56,53 @@ impl Standing {
         }
     }
 
+    /// As [`Standing::of`], with every model defined now present (0 points where the contact
+    /// has none): templates and plugins can count on a defined model being there.
+    pub fn complete(
+        contact: Contact,
+        now: Millis,
+        scoring: &Scoring,
+        audiences: &Audiences,
+    ) -> Self {
+        let mut standing = Standing::of(contact, now, scoring, audiences);
+        for model in scoring.names() {
+            (standing.contact.scores.entry(model)).or_insert(ModelScore {
+                at: now,
+                ..Default::default()
+            });
+        }
+        standing
+    }
+
+    /// The contact as a plugin that reads its standing sees it (see [`read_by`]): the
+    /// attributes `scores.<model>` (each model's points, a number) and `segments` (a text
+    /// list), in place of stored attributes of those names.
+    pub fn for_plugin(self) -> Contact {
+        let mut contact = self.contact;
+        for (model, score) in &contact.scores {
+            let name = format!("{SCORES}{model}");
+            contact.attributes.insert(name, Value::Number(score.points));
+        }
+        (contact.attributes).insert(SEGMENTS.to_owned(), Value::TextList(self.segments));
+        contact
+    }
+
     /// Each model's points, by model: what a template prints as `contact.scores.<model>`.
     pub fn points(&self) -> BTreeMap<String, f64> {
         (self.contact.scores.iter())
             .map(|(model, score)| (model.clone(), score.points))
             .collect()
     }
+}
+
+/// How a plugin's config names a model's points among the attributes it reads: `scores.lead`.
+pub const SCORES: &str = "scores.";
+/// How a plugin's config names the segments a contact is in among the attributes it reads.
+pub const SEGMENTS: &str = "segments";
+
+/// Whether a plugin whose config reads `config.attributes` reads a contact's standing: it
+/// names `segments` or a `scores.<model>`. One that reads every attribute does not; asking by
+/// name keeps the cost of working out decay and segments to the calls that use them.
+pub fn read_by(config: &PreparedConfig) -> bool {
+    (config.attributes.iter().flatten()).any(|name| name == SEGMENTS || name.starts_with(SCORES))
 }

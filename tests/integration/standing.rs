@@ -4,6 +4,7 @@
 //! (window times, generations, the count of moves) does not.
 
 use serde_json::{Value as Json, json};
+use wayline::clock::Clock;
 
 use crate::delivery::template;
 use crate::scoring::{contact, example, put_model, white_papers};
@@ -110,4 +111,74 @@ async fn scores_and_segments_show_as_they_stand_in_the_contact_templates_and_exp
     let li_scores: Json = serde_json::from_str(&li[scores]).unwrap();
     assert_eq!(li_scores, json!({"engagement": 2.0, "lead": 20.0}));
     assert_eq!(&li[segments], "readers");
+}
+
+/// A journey branches on a model's points as they stand (decay included) and on the segments
+/// a contact is in: the condition plugin names `scores.lead` and `segment`, and the host shows
+/// it the contact's standing under those names. Naming a model that does not exist is warned
+/// of at publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_branches_on_a_models_score_and_segments_as_they_stand() {
+    let server = Server::start(true).await;
+    put_model(&server, "lead", example("scoring/lead.json")).await;
+    let readers = json!({"condition": {"event": "whitepaper_downloaded", "within": "365d"}});
+    let (status, body) = server.put("/v1/segments/readers", readers).await;
+    assert_eq!(status, 201, "{body}");
+    let tier = |label: &str, when: Json| json!({"label": label, "when": when});
+    let tag = |id: &str| json!({"id": id, "type": "action", "plugin": "update-contact", "config": {"add_tags": [id]}});
+    let journey = json!({
+        "name": "Nurture tiers",
+        "nodes": [
+            {"id": "asked", "type": "entry", "plugin": "event-trigger", "config": {"event": "nurture_check"}},
+            {"id": "tier", "type": "condition", "plugin": "attribute-condition", "config": {
+                "branches": [
+                    tier("hot", json!([{"field": "scores.lead", "op": "gte", "value": 30},
+                                       {"field": "segment", "op": "has", "value": "readers"}])),
+                    {"label": "warm", "any": [{"field": "scores.lead", "op": "gte", "value": 10},
+                                              {"field": "scores.leed", "op": "gte", "value": 10}]}
+                ],
+                "default": "cold"}},
+            tag("hot"), tag("warm"), tag("cold")
+        ],
+        "edges": [
+            {"from": "asked", "to": "tier"},
+            {"from": "tier", "to": "hot", "label": "hot"},
+            {"from": "tier", "to": "warm", "label": "warm"},
+            {"from": "tier", "to": "cold", "label": "cold"}
+        ]
+    });
+    let (status, body) = server.put("/v1/journeys/nurture", journey).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server.act("/v1/journeys/nurture/publish").await;
+    assert_eq!(status, 201, "{body}");
+    let warnings = body["warnings"].to_string();
+    assert!(
+        warnings.contains("scores.leed") && !warnings.contains("`scores.lead`"),
+        "{body}"
+    );
+
+    for id in ["li", "ana", "mo"] {
+        contact(&server, id, json!({})).await;
+    }
+    // Li's two white papers (40 points) halve to 20 in 30 days; Ana's are fresh.
+    white_papers(&server, "li", 0..2).await;
+    server.settle().await;
+    server.advance(30 * DAY).await;
+    white_papers(&server, "ana", 0..2).await;
+    server.settle().await;
+    for id in ["li", "ana", "mo"] {
+        let check = json!({"id": format!("{id}-check"), "contact_id": id, "name": "nurture_check",
+                           "timestamp": wayline::model::format_timestamp(server.clock.now())});
+        let (status, body) = server.post("/v1/events", check).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    server.settle().await;
+
+    for (id, expected) in [("li", "warm"), ("ana", "hot"), ("mo", "cold")] {
+        let (status, shown) = server.get(&format!("/v1/contacts/{id}")).await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown["tags"], json!([expected]), "{id}: {shown}");
+        // What the plugin was shown is not stored as attributes.
+        assert_eq!(shown["attributes"], json!({}), "{id}: {shown}");
+    }
 }

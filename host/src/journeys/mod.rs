@@ -404,6 +404,20 @@ impl Journeys {
                 )),
             }
         }
+        let mut plugins: Vec<_> = checked.plugins.iter().collect();
+        plugins.sort_by_key(|(node, _)| *node);
+        for (node, plugin) in plugins {
+            for name in plugin.config.attributes.iter().flatten() {
+                if let Some(model) = name.strip_prefix(crate::standing::SCORES)
+                    && !models.iter().any(|m| m == model)
+                {
+                    unguarded.push(Problem::at(
+                        node,
+                        format!("it reads `{name}`, but there is no scoring model `{model}`: the plugin finds no such value until one is defined with PUT /v1/scoring/models/{model}"),
+                    ));
+                }
+            }
+        }
         if let Some(backfill) = &checked.definition.backfill {
             let segment = crate::store::AudienceKind::Segment;
             if self.audiences.get(segment, &backfill.segment).is_none() {

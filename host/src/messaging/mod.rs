@@ -132,14 +132,7 @@ impl Messaging {
     fn standing(&self, contact: &crate::model::Contact, now: Millis) -> crate::standing::Standing {
         let journeys = self.scheduler.journeys();
         let (scoring, audiences) = (&journeys.scoring, &journeys.audiences);
-        let mut standing = crate::standing::Standing::of(contact.clone(), now, scoring, audiences);
-        for model in scoring.names() {
-            (standing.contact.scores.entry(model)).or_insert(crate::model::ModelScore {
-                at: now,
-                ..Default::default()
-            });
-        }
-        standing
+        crate::standing::Standing::complete(contact.clone(), now, scoring, audiences)
     }
 
     /// The links messages carry, to check the tokens that come back.

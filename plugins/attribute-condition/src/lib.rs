@@ -1,16 +1,19 @@
-//! A multi-way branch on a contact's score, lifecycle stage, tags, attributes, consent, or the
-//! properties of the event that brought the contact to this step. The first branch whose
+//! A multi-way branch on a contact's score, lifecycle stage, tags, segments, attributes,
+//! consent, or the properties of the event that brought the contact to this step. The first branch whose
 //! predicates all hold (`when`) — or any of them holds (`any`) — wins; otherwise `default`.
 //!
 //! ```json
 //! {"branches": [
-//!    {"label": "high-potential", "when": [{"field": "score", "op": "gte", "value": 70},
-//!                                         {"field": "score", "op": "lte", "value": 90}]},
-//!    {"label": "watching", "when": [{"field": "score", "op": "gte", "value": 40}]}],
+//!    {"label": "high-potential", "when": [{"field": "scores.lead", "op": "gte", "value": 70},
+//!                                         {"field": "scores.lead", "op": "lte", "value": 90}]},
+//!    {"label": "watching", "when": [{"field": "scores.lead", "op": "gte", "value": 40}]}],
 //!  "default": "low-intent"}
 //! ```
 //! Fields and the operators they take:
-//! - `score`: `eq`, `ne`, `gt`, `gte`, `lt`, `lte`, `in`, `not_in` with numbers;
+//! - `scores.MODEL` (a scoring model's points, decay included, 0 for a contact without any;
+//!   missing for a model the host does not define) and `score` (the points journey actions
+//!   gave): `eq`, `ne`, `gt`, `gte`, `lt`, `lte`, `in`, `not_in` with numbers;
+//! - `segment`: `has` / `not_has` with the segment's name;
 //! - `stage` (lifecycle stage): `eq`, `ne`, `in`, `not_in`, `starts_with`, `contains` with strings;
 //! - `tag`: `has` / `not_has` with the tag's name;
 //! - `consent.CHANNEL`: `eq`, `ne`, `in`, `not_in` with `"granted"`, `"revoked"` or `"unknown"`;
@@ -56,8 +59,11 @@ struct Predicate {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Field<'a> {
     Score,
+    /// `scores.MODEL`, the whole text: the host shows it as an attribute of that name.
+    ModelScore(&'a str),
     Stage,
     Tag,
+    Segment,
     Attribute(&'a str),
     EventProperty(&'a str),
     Consent(&'a str),
@@ -73,6 +79,8 @@ enum Expect {
 }
 
 const CONSENT_STATES: [&str; 3] = ["granted", "revoked", "unknown"];
+/// The attribute the host shows a contact's segments in.
+const SEGMENTS: &str = "segments";
 
 impl<'a> Field<'a> {
     fn parse(text: &'a str) -> Option<Field<'a>> {
@@ -80,8 +88,10 @@ impl<'a> Field<'a> {
             "score" => Field::Score,
             "stage" => Field::Stage,
             "tag" => Field::Tag,
+            "segment" => Field::Segment,
             _ => match text.split_once('.')? {
                 (_, "") => return None,
+                ("scores", _) => Field::ModelScore(text),
                 ("attribute", name) => Field::Attribute(name),
                 ("event", name) => Field::EventProperty(name),
                 ("consent", channel) => Field::Consent(channel),
@@ -94,7 +104,7 @@ impl<'a> Field<'a> {
     fn rules(self) -> (&'static [Op], &'static str, Expect) {
         use Op::*;
         match self {
-            Field::Score => (
+            Field::Score | Field::ModelScore(_) => (
                 &[Eq, Ne, Gt, Gte, Lt, Lte, In, NotIn],
                 "eq, ne, gt, gte, lt, lte, in or not_in",
                 Expect::Number,
@@ -104,7 +114,7 @@ impl<'a> Field<'a> {
                 "eq, ne, in, not_in, starts_with or contains",
                 Expect::Text,
             ),
-            Field::Tag => (&[Has, NotHas], "has or not_has", Expect::Text),
+            Field::Tag | Field::Segment => (&[Has, NotHas], "has or not_has", Expect::Text),
             Field::Consent(_) => (
                 &[Eq, Ne, In, NotIn],
                 "eq, ne, in or not_in",
@@ -120,7 +130,16 @@ impl<'a> Field<'a> {
             Field::Score => Some(Subject::Number(contact.score)),
             Field::Stage => Some(Subject::Text(&contact.lifecycle_stage)),
             Field::Tag => Some(Subject::List(&contact.tags)),
-            Field::Attribute(name) => contact.attribute(name).map(Subject::from),
+            // The host shows the segments as the list attribute `segments` to a plugin that
+            // names it; none is no segment.
+            Field::Segment => Some(
+                contact
+                    .attribute(SEGMENTS)
+                    .map_or(Subject::List(&[]), Subject::from),
+            ),
+            Field::Attribute(name) | Field::ModelScore(name) => {
+                contact.attribute(name).map(Subject::from)
+            }
             Field::EventProperty(name) => event?.property(name).map(Subject::from),
             Field::Consent(channel) => Some(Subject::Text(consent(contact, channel))),
         }
@@ -154,7 +173,7 @@ impl Predicate {
             problems.add(
                 &at.field("field"),
                 format!(
-                    "unknown field `{}`; use score, stage, tag, attribute.NAME, event.NAME or consent.CHANNEL",
+                    "unknown field `{}`; use score, scores.MODEL, stage, tag, segment, attribute.NAME, event.NAME or consent.CHANNEL",
                     self.field
                 ),
             );
@@ -274,7 +293,9 @@ impl PluginConfig for Config {
         wayline_rules::parse(json)
     }
 
-    /// The `attribute.NAME` fields of every branch's predicates.
+    /// The `attribute.NAME` and `scores.MODEL` fields of every branch's predicates, and
+    /// `segments` for a `segment` field: the host shows a contact's standing to a plugin as
+    /// attributes of those names.
     fn attributes(&self) -> Option<Vec<String>> {
         let mut names: Vec<String> = Vec::new();
         let predicates = self.branches.iter().flat_map(|branch| {
@@ -282,9 +303,12 @@ impl PluginConfig for Config {
             when.chain(branch.any.iter().flatten())
         });
         for predicate in predicates {
-            if let Some(Field::Attribute(name)) = Field::parse(&predicate.field)
-                && !names.iter().any(|n| n == name)
-            {
+            let name = match Field::parse(&predicate.field) {
+                Some(Field::Attribute(name) | Field::ModelScore(name)) => name,
+                Some(Field::Segment) => SEGMENTS,
+                _ => continue,
+            };
+            if !names.iter().any(|n| n == name) {
                 names.push(name.to_owned());
             }
         }
@@ -414,6 +438,48 @@ mod tests {
         assert_eq!(tier(40.0), "watching");
         assert_eq!(tier(12.0), "low-intent");
         assert_eq!(tier(95.0), "low-intent");
+    }
+
+    #[test]
+    fn a_models_score_and_segments_are_read_as_the_host_shows_them() {
+        let config = Config::parse(
+            r#"{"branches": [
+                {"label": "hot", "when": [{"field": "scores.lead", "op": "gte", "value": 70},
+                                          {"field": "segment", "op": "not_has", "value": "customers"}]},
+                {"label": "regular", "when": [{"field": "segment", "op": "has", "value": "product-page-regulars"}]}],
+                "default": "cold"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.attributes(),
+            Some(vec!["scores.lead".to_owned(), "segments".to_owned()])
+        );
+        let standing = |points: Option<f64>, segments: &[&str]| {
+            let mut attributes = vec![Attribute::new(
+                "segments",
+                Value::TextList(segments.iter().map(|s| s.to_string()).collect()),
+            )];
+            attributes.extend(points.map(|p| Attribute::new("scores.lead", Value::Number(p))));
+            // The legacy `score` (journey actions' points) is not the model's.
+            contact(99.0, attributes, &[])
+        };
+        assert_eq!(config.branch(&standing(Some(75.0), &[]), None), "hot");
+        assert_eq!(
+            config.branch(&standing(Some(75.0), &["customers"]), None),
+            "cold"
+        );
+        let regular = standing(Some(10.0), &["product-page-regulars"]);
+        assert_eq!(config.branch(&regular, None), "regular");
+        // A model the host does not define is missing: no comparison holds.
+        assert_eq!(config.branch(&standing(None, &[]), None), "cold");
+        // A host that shows no segments: in none.
+        assert_eq!(config.branch(&contact(0.0, vec![], &[]), None), "cold");
+        assert_eq!(
+            paths(
+                r#"{"branches": [{"label": "x", "when": [{"field": "segment", "op": "gte", "value": 1}]}], "default": "y"}"#
+            ),
+            ["branches[0].when[0].op"]
+        );
     }
 
     #[test]

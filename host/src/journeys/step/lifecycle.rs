@@ -127,9 +127,8 @@ impl Batch<'_> {
             let Some(contact) = self.reads.contact(contact_id)? else {
                 return Ok(());
             };
-            let report = self
-                .runtime
-                .matches(&trigger.plugin, &trigger.config, event, &contact);
+            let seen = self.seen_by(&contact, &trigger.config);
+            let report = (self.runtime).matches(&trigger.plugin, &trigger.config, event, &seen);
             self.trace.node(
                 self.now,
                 journey,
@@ -260,9 +259,8 @@ impl Batch<'_> {
             );
             return self.reads.save(enrollment);
         };
-        let report = self
-            .runtime
-            .matches(&trigger.plugin, &trigger.config, &event, &contact);
+        let seen = self.seen_by(&contact, &trigger.config);
+        let report = (self.runtime).matches(&trigger.plugin, &trigger.config, &event, &seen);
         match report.result {
             Ok(true) => {
                 enrollment.state = State::Running;

@@ -18,6 +18,7 @@ mod scoring;
 mod stages;
 mod trace;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use lifecycle::MAX_ATTEMPTS;
@@ -25,9 +26,10 @@ pub use nodes::split_path;
 pub use trace::TraceStep;
 
 use super::Journeys;
-use crate::model::{Event, Millis};
+use crate::model::{Contact, Event, Millis, PreparedConfig};
 use crate::plugin_kv::StepKv;
 use crate::runtime::Runtime;
+use crate::standing::Standing;
 use crate::store::{Commit, Erasure, State, StoreError, WorkItem, WorkKey};
 use commit::Changes;
 use lifecycle::Start;
@@ -67,6 +69,17 @@ impl<'a> Batch<'a> {
             touched: Default::default(),
             noted: Default::default(),
         }
+    }
+
+    /// `contact` as the plugin of `config` sees it: with its standing (each model's points as
+    /// of now, its segments) when the config reads it (see [`crate::standing::read_by`]).
+    fn seen_by<'c>(&self, contact: &'c Contact, config: &PreparedConfig) -> Cow<'c, Contact> {
+        if !crate::standing::read_by(config) {
+            return Cow::Borrowed(contact);
+        }
+        let (scoring, audiences) = (&self.journeys.scoring, &self.journeys.audiences);
+        let standing = Standing::complete(contact.clone(), self.now, scoring, audiences);
+        Cow::Owned(standing.for_plugin())
     }
 
     /// Work on one inbox item; it is consumed when the batch commits.

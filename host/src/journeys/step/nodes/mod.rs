@@ -95,10 +95,12 @@ impl Batch<'_> {
                 NodeRun::new("entry", Flow::Next(None), serde_json::json!({}))
             }
             (NodeKind::Condition { .. }, Some(condition)) => {
-                condition::run(&self.runtime, condition, &contact, event.as_deref())
+                let seen = self.seen_by(&contact, &condition.config);
+                condition::run(&self.runtime, condition, &seen, event.as_deref())
             }
             (NodeKind::Action { .. }, Some(action)) => {
-                let outcome = action::run(&self.runtime, action, &contact, event.as_deref());
+                let seen = self.seen_by(&contact, &action.config);
+                let outcome = action::run(&self.runtime, action, &seen, event.as_deref());
                 match outcome {
                     Ok(effects) => {
                         let output = serde_json::json!({ "effects": effects });

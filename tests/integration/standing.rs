@@ -157,9 +157,10 @@ async fn a_journey_branches_on_a_models_score_and_segments_as_they_stand() {
         "{body}"
     );
 
-    for id in ["li", "ana", "mo"] {
-        contact(&server, id, json!({})).await;
-    }
+    contact(&server, "li", json!({})).await;
+    contact(&server, "ana", json!({})).await;
+    // Mo's stored attribute of the name a score is read by is not what the plugin reads.
+    contact(&server, "mo", json!({"scores.leed": 50})).await;
     // Li's two white papers (40 points) halve to 20 in 30 days; Ana's are fresh.
     white_papers(&server, "li", 0..2).await;
     server.settle().await;
@@ -174,11 +175,15 @@ async fn a_journey_branches_on_a_models_score_and_segments_as_they_stand() {
     }
     server.settle().await;
 
-    for (id, expected) in [("li", "warm"), ("ana", "hot"), ("mo", "cold")] {
+    for (id, expected, attributes) in [
+        ("li", "warm", json!({})),
+        ("ana", "hot", json!({})),
+        ("mo", "cold", json!({"scores.leed": 50})),
+    ] {
         let (status, shown) = server.get(&format!("/v1/contacts/{id}")).await;
         assert_eq!(status, 200, "{shown}");
         assert_eq!(shown["tags"], json!([expected]), "{id}: {shown}");
         // What the plugin was shown is not stored as attributes.
-        assert_eq!(shown["attributes"], json!({}), "{id}: {shown}");
+        assert_eq!(shown["attributes"], attributes, "{id}: {shown}");
     }
 }

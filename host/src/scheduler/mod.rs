@@ -304,8 +304,14 @@ impl Scheduler {
         failures: &mut HashMap<WorkKey, u32>,
     ) -> bool {
         let mut progressed = false;
+        // Partitions whose bundle was split: their later records wait for the next round, so
+        // that none runs before the bundle's items, which now sit ahead of them one by one.
+        let mut held: Vec<u8> = Vec::new();
         for record in items.chunk_by(|a, b| a.0 == b.0) {
             let key = &record[0].0;
+            if key.0.first().is_some_and(|p| held.contains(p)) {
+                continue;
+            }
             match caught(|| self.journeys.process(record)) {
                 Ok(partitions) => {
                     failures.remove(key);
@@ -317,6 +323,7 @@ impl Scheduler {
                 // one contact's failure holds up no other: each item then runs on its own.
                 Err(error) if record.len() > 1 => {
                     tracing::warn!(%error, items = record.len(), "a bundle of sweep work failed; splitting it to run each contact's work alone");
+                    held.extend(key.0.first());
                     match self.journeys.store.split_bundle(key) {
                         Ok(_) => progressed = true,
                         Err(error) => {

@@ -17,9 +17,39 @@ use super::write_set::WriteSet;
 
 /// Most keys one write set removes when a member list is cleared.
 const CLEAR_CHUNK: usize = 2_000;
-/// Most items a sweep puts in one inbox record (about 20 KiB of enrollments): a worker takes a
-/// bundle whole, so this bounds how far a batch can run past its size.
+/// Most items a sweep puts in one inbox record: a worker takes a bundle whole, so this bounds
+/// how far a batch can run past its size.
 const MAX_BUNDLE: usize = 256;
+/// Most bytes of ids a bundle holds (its items' contact, journey and request ids), well under
+/// the largest value a tree takes and the part of a record a dead letter keeps, whatever the
+/// ids' lengths (up to 256 bytes each).
+const MAX_BUNDLE_IDS: usize = 24 << 10;
+
+/// `items` cut into bundles of at most [`MAX_BUNDLE`] items and [`MAX_BUNDLE_IDS`] bytes of ids.
+fn bundles(items: &[WorkItem]) -> Vec<&[WorkItem]> {
+    let ids = |item: &WorkItem| match item {
+        WorkItem::Enroll {
+            contact_id,
+            journey_id,
+            request_id,
+        } => contact_id.len() + journey_id.len() + request_id.len(),
+        other => other.contact_id().len(),
+    };
+    let mut bundles = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, item) in items.iter().enumerate() {
+        let size = ids(item);
+        if index > start && (index - start == MAX_BUNDLE || bytes + size > MAX_BUNDLE_IDS) {
+            bundles.push(&items[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < items.len() {
+        bundles.push(&items[start..]);
+    }
+    bundles
+}
 
 fn definition_key(kind: AudienceKind, name: &str) -> Vec<u8> {
     format!("{}:{name}", kind.as_str()).into_bytes()
@@ -248,7 +278,7 @@ impl AudienceStore for SledStore {
         }
         let mut writes = WriteSet::new(self);
         for (partition, share) in shares {
-            for bundle in share.chunks(MAX_BUNDLE) {
+            for bundle in bundles(&share) {
                 writes.queue(partition, work_value(bundle))?;
             }
         }
@@ -324,6 +354,7 @@ pub(super) fn move_sweeps_off(
 mod tests {
     use super::*;
     use crate::model::Millis;
+    use crate::store::layout::MAX_RECORD_BYTES;
     use crate::store::records::WorkItem;
     use crate::store::{Commit, Erasure, JourneyStore, Store, SweepWork};
 
@@ -400,6 +431,53 @@ mod tests {
         written.extend_from_slice(same[1].as_bytes());
         let holding = store.trees_holding(&written).unwrap();
         assert!(holding.is_empty(), "{holding:?}");
+
+        // Split, the bundle's items keep its place: after what came before, ahead of work
+        // queued since, each a record of its own.
+        let later = WorkItem::Refresh {
+            contact_id: same[0].clone(),
+        };
+        store.enqueue(&later).unwrap();
+        let bundle = store.pending_work(partition, 1, 5).unwrap()[0].0.clone();
+        assert!(store.split_bundle(&bundle).unwrap());
+        let pending = store.pending_work(partition, 100, 5).unwrap();
+        let items: Vec<WorkItem> = pending.iter().map(|(_, item)| item.clone()).collect();
+        let mut expected: Vec<WorkItem> = kept.iter().map(|id| sweep_item(&work, id)).collect();
+        expected.push(later);
+        assert_eq!(items, expected);
+        let keys: std::collections::BTreeSet<_> = pending.iter().map(|(key, _)| key).collect();
+        assert_eq!(keys.len(), 4, "a record each");
+        assert!(
+            !store.split_bundle(&pending[0].0).unwrap(),
+            "one item is no bundle"
+        );
+    }
+
+    #[test]
+    fn a_bundle_stays_within_a_record_whatever_its_ids_length() {
+        let long = |n: usize| WorkItem::Enroll {
+            contact_id: format!("{n:0>256}"),
+            journey_id: "j".repeat(128),
+            request_id: "backfill:v1".into(),
+        };
+        let items: Vec<WorkItem> = (0..1_000).map(long).collect();
+        let cut = bundles(&items);
+        assert_eq!(cut.iter().map(|b| b.len()).sum::<usize>(), 1_000);
+        for bundle in &cut {
+            let size = work_value(bundle).len();
+            assert!(
+                size <= MAX_RECORD_BYTES,
+                "{} items: {size} bytes",
+                bundle.len()
+            );
+        }
+        let short: Vec<WorkItem> = (0..1_000)
+            .map(|n| WorkItem::Refresh {
+                contact_id: format!("c{n}"),
+            })
+            .collect();
+        let sizes: Vec<usize> = bundles(&short).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [256, 256, 256, 232]);
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl<'a> Batch<'a> {
         }
         let (scoring, audiences) = (&self.journeys.scoring, &self.journeys.audiences);
         let standing = Standing::complete(contact.clone(), self.now, scoring, audiences);
-        Cow::Owned(standing.for_plugin())
+        Cow::Owned(standing.for_plugin(scoring))
     }
 
     /// Work on one inbox item; it is consumed when the batch commits.

@@ -75,19 +75,16 @@ impl Standing {
     }
 
     /// The contact as a plugin that reads its standing sees it (see [`read_by`]): the
-    /// attributes `scores.<model>` (the points of each model `scoring` defines, a number) and
-    /// `segments` (a text list). Stored attributes of such names are not shown, nor the points
-    /// of a model since deleted: what a plugin reads under these names is always the host's.
+    /// attributes `scores.<model>` (the points of each model `scoring` defines, 0 where the
+    /// contact has none) and `segments` (a text list). Stored attributes of such names are not
+    /// shown, nor the points of a model since deleted: what a plugin reads under these names is
+    /// always the host's.
     pub fn for_plugin(self, scoring: &Scoring) -> Contact {
         let mut contact = self.contact;
         (contact.attributes).retain(|name, _| name != SEGMENTS && !name.starts_with(SCORES));
         for model in scoring.names() {
-            if let Some(score) = contact.scores.get(&model) {
-                let points = Value::Number(score.points);
-                contact
-                    .attributes
-                    .insert(format!("{SCORES}{model}"), points);
-            }
+            let points = contact.scores.get(&model).map_or(0.0, |score| score.points);
+            (contact.attributes).insert(format!("{SCORES}{model}"), Value::Number(points));
         }
         (contact.attributes).insert(SEGMENTS.to_owned(), Value::TextList(self.segments));
         contact

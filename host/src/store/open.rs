@@ -212,17 +212,17 @@ impl SledStore {
         for entry in self.inbox.iter() {
             let (key, value) = entry.map_err(backend)?;
             // Events are queued one per record; a sweep's bundle holds none.
-            let event = match work_items(&value).as_deref() {
-                Ok(
+            let event = match work_items(&value).map(<[WorkItem; 1]>::try_from) {
+                Ok(Ok(
                     [
                         WorkItem::Event {
                             event: Some(event), ..
                         },
                     ],
-                ) => event.clone(),
+                )) => event,
                 Ok(_) => continue,
                 Err(error) => {
-                    self.set_aside_at_open(TreeId::Inbox, &key, &value, error, now)?;
+                    self.set_aside_at_open(TreeId::Inbox, &key, &value, &error, now)?;
                     recovery.records_set_aside += 1;
                     continue;
                 }

@@ -78,7 +78,7 @@ impl<'a> Batch<'a> {
             return Cow::Borrowed(contact);
         }
         let (scoring, audiences) = (&self.journeys.scoring, &self.journeys.audiences);
-        let standing = Standing::complete(contact.clone(), self.now, scoring, audiences);
+        let standing = Standing::of(contact.clone(), self.now, scoring, audiences);
         Cow::Owned(standing.for_plugin(scoring))
     }
 

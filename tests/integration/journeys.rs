@@ -13,12 +13,13 @@ fn welcome_journey() -> Json {
     serde_json::from_str(include_str!("../../examples/journeys/welcome.json")).unwrap()
 }
 
-/// Save `definition` as journey `id` and publish it.
-pub(crate) async fn publish(server: &Server, id: &str, definition: Json) {
+/// Save `definition` as journey `id` and publish it; what publishing answered.
+pub(crate) async fn publish(server: &Server, id: &str, definition: Json) -> Json {
     let (status, body) = server.put(&format!("/v1/journeys/{id}"), definition).await;
     assert!(status == 201 || status == 200, "{status} {body}");
     let (status, body) = server.act(&format!("/v1/journeys/{id}/publish")).await;
     assert_eq!(status, 201, "{body}");
+    body
 }
 
 /// Publishing checks that what a journey sends exists: bind `channel` (to the webhook plugin,
@@ -1203,24 +1204,16 @@ async fn journeys_are_created_with_an_id_of_their_own_and_listed() {
 #[tokio::test]
 async fn work_that_cannot_run_is_set_aside_and_everyone_else_carries_on() {
     let partition = wayline::store::partition_of("qian");
+    let mut first_in_qians_partition = vec![partition];
+    first_in_qians_partition.extend_from_slice(&0u64.to_be_bytes());
     let server = Server::start_on(true, |store| {
-        // Damage the store as it lies on disk (layout 3, in `v3/`), before the server opens it.
-        let db = sled::Config::new()
-            .path(store.join("v3"))
-            .segment_size(8 << 20)
-            .open()
-            .unwrap();
-        let mut first_in_qians_partition = vec![partition];
-        first_in_qians_partition.extend_from_slice(&0u64.to_be_bytes());
-        db.open_tree("inbox")
-            .unwrap()
-            .insert(first_in_qians_partition, &b"\xffnot a work item"[..])
-            .unwrap();
-        db.open_tree("contacts")
-            .unwrap()
-            .insert("broken", &br#"{"id": "broken", "attrib"#[..])
-            .unwrap();
-        db.flush().unwrap();
+        crate::support::write_on_disk(
+            store,
+            &[
+                ("inbox", &first_in_qians_partition, b"\xffnot a work item"),
+                ("contacts", b"broken", br#"{"id": "broken", "attrib"#),
+            ],
+        )
     })
     .await;
     publish(&server, "tags", tagging_journey(json!("once"))).await;

@@ -863,17 +863,8 @@ async fn a_contact_a_sweep_cannot_look_at_holds_up_no_other_of_its_page() {
         .take(5)
         .collect();
     let server = Server::start_on(true, |store| {
-        // Damage the store as it lies on disk (layout 3, in `v3/`), before the server opens it.
-        let db = sled::Config::new()
-            .path(store.join("v3"))
-            .segment_size(8 << 20)
-            .open()
-            .unwrap();
-        db.open_tree("contacts")
-            .unwrap()
-            .insert("broken", &br#"{"id": "broken", "attrib"#[..])
-            .unwrap();
-        db.flush().unwrap();
+        let broken: &[u8] = br#"{"id": "broken", "attrib"#;
+        crate::support::write_on_disk(store, &[("contacts", b"broken", broken)])
     })
     .await;
     for id in &mates {

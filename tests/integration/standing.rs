@@ -147,10 +147,7 @@ async fn a_journey_branches_on_a_models_score_and_segments_as_they_stand() {
             {"from": "tier", "to": "cold", "label": "cold"}
         ]
     });
-    let (status, body) = server.put("/v1/journeys/nurture", journey).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = server.act("/v1/journeys/nurture/publish").await;
-    assert_eq!(status, 201, "{body}");
+    let body = crate::journeys::publish(&server, "nurture", journey).await;
     let warnings = body["warnings"].to_string();
     assert!(
         warnings.contains("scores.leed") && !warnings.contains("`scores.lead`"),

@@ -1,12 +1,26 @@
 //! Shared helpers: where the built plugins are, a runtime on a virtual clock, sample data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use wayline::clock::VirtualClock;
 use wayline::model::{Contact, Event, PreparedConfig};
 use wayline::runtime::egress::TlsRoots;
 use wayline::runtime::{MemoryKv, Plugin, PluginSettings, Runtime, RuntimeConfig};
+
+/// Write `records` (tree, key, value) into a server's store as it lies on disk (layout 3, in
+/// `v3/`) before the server opens it: damage no request could make.
+pub fn write_on_disk(store: &Path, records: &[(&str, &[u8], &[u8])]) {
+    let db = sled::Config::new()
+        .path(store.join("v3"))
+        .segment_size(8 << 20)
+        .open()
+        .unwrap();
+    for (tree, key, value) in records {
+        db.open_tree(tree).unwrap().insert(key, *value).unwrap();
+    }
+    db.flush().unwrap();
+}
 
 /// 2026-11-22T10:00:00Z, the virtual clock's start.
 pub const NOW: i64 = 1_795_341_600_000;
